@@ -1,0 +1,1 @@
+"""Dock widgets (Qt): thin layers over the algorithm modules."""

@@ -1,0 +1,383 @@
+"""Lattice spacing from the FFT, and a check of a file's pixel calibration against it.
+
+A 2H-MX2 monolayer seen along c gives a hexagon of first-order spots at
+``1 / d100`` with ``d100 = a * sqrt(3) / 2``. Measuring where the spots fall
+(in cycles per pixel) and comparing with the material's known ``d100`` gives
+the pixel size the image implies, for y and x separately.
+
+Examples
+--------
+>>> from napari_stem_defects.simulate import simulate_twin
+>>> twin = simulate_twin("MoS2", shape=(256, 256), pixel_size=0.12, seed=0)
+>>> report = check_calibration(twin.image, "MoS2", pixel_size=(0.12, 0.12))
+>>> bool(report.ok), round(report.measured_pixel_size[1], 3)
+(True, 0.12)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from .materials import Material, parse_material
+
+#: Default tolerance on the relative difference of file and measured pixel size.
+DEFAULT_TOLERANCE = 0.03
+#: Minimum strength of a first-order spot over the radial background (log-power units, e-fold).
+MIN_SPOT_SCORE = 2.5
+_MAX_FFT = 2048
+
+
+class LatticeNotFoundError(ValueError):
+    """No hexagonal lattice could be found in the image's Fourier transform."""
+
+
+@dataclass(frozen=True)
+class LatticeMeasurement:
+    """The hexagonal lattice found in an image's FFT.
+
+    Attributes
+    ----------
+    g1, g2 : ndarray of shape (2,)
+        First-order reciprocal vectors (ky, kx) in cycles per pixel, 60 degrees apart.
+    a1, a2 : ndarray of shape (2,)
+        Matching real-space lattice vectors (dy, dx) in pixels (|a| = a / pixel size).
+    d_spacings_px : ndarray of shape (3,)
+        The three first-order plane spacings (1/|g1|, 1/|g2|, 1/|g1 - g2|) in pixels.
+    n_spots : int
+        Number of spots (all orders) used in the least-squares refinement.
+    score : float
+        Mean strength of the first-order spots over the radial background
+        (natural-log units: 3 means about 20 times the background).
+    """
+
+    g1: np.ndarray
+    g2: np.ndarray
+    a1: np.ndarray
+    a2: np.ndarray
+    d_spacings_px: np.ndarray
+    n_spots: int
+    score: float
+
+    @property
+    def d100_px(self) -> float:
+        """Mean first-order plane spacing in pixels."""
+        return float(np.mean(self.d_spacings_px))
+
+    @property
+    def anisotropy(self) -> float:
+        """(max - min) / mean of the three spacings: 0 for a perfect hexagon."""
+        d = self.d_spacings_px
+        return float(np.ptp(d) / d.mean())
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """What the lattice says about a file's pixel calibration.
+
+    Attributes
+    ----------
+    material : str
+        Material the lattice constant came from.
+    expected_d100_A : float
+        Its first-order spacing in Å.
+    measured_pixel_size : tuple of float
+        Pixel size (y, x) in Å implied by the lattice.
+    file_pixel_size : tuple of float or None
+        Pixel size (y, x) in Å stored in the file.
+    relative_difference : float or None
+        Largest |measured / file - 1| over the two axes.
+    tolerance : float
+        Relative difference above which the check fails.
+    lattice : LatticeMeasurement
+        The lattice measured.
+    """
+
+    material: str
+    expected_d100_A: float
+    measured_pixel_size: tuple[float, float]
+    file_pixel_size: tuple[float, float] | None
+    relative_difference: float | None
+    tolerance: float
+    lattice: LatticeMeasurement = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the file's calibration agrees with the lattice within tolerance."""
+        return self.relative_difference is not None and self.relative_difference <= self.tolerance
+
+    @property
+    def message(self) -> str:
+        """One readable sentence for the user."""
+        my, mx = (v * 100 for v in self.measured_pixel_size)
+        measured = f"{my:.2f} x {mx:.2f} pm/px" if abs(my - mx) > 0.005 * mx else f"{mx:.2f} pm/px"
+        head = f"{self.material} lattice (d100 = {self.expected_d100_A:.3f} Å) implies {measured}"
+        if self.file_pixel_size is None:
+            return f"{head}; the file stores no calibration."
+        fy, fx = (v * 100 for v in self.file_pixel_size)
+        stored = f"{fy:.2f} x {fx:.2f} pm/px" if abs(fy - fx) > 0.005 * fx else f"{fx:.2f} pm/px"
+        diff = 100 * (self.relative_difference or 0.0)
+        if self.ok:
+            return f"{head}; the file's {stored} agrees ({diff:.1f} % off)."
+        return (
+            f"{head}, but the file says {stored} ({diff:.1f} % off, more than "
+            f"{100 * self.tolerance:.0f} %). Check the material, or adopt the measured value."
+        )
+
+
+def measure_lattice(image: np.ndarray, max_order: int = 3) -> LatticeMeasurement:
+    """Find the hexagonal lattice of a 2D image (or the mean spectrum of a stack) in its FFT.
+
+    Parameters
+    ----------
+    image : ndarray
+        2D (y, x) image, or (t, y, x) stack (power spectra are averaged).
+    max_order : int
+        Highest order m, n of spots m*g1 + n*g2 refined; higher orders sharpen
+        the estimate.
+
+    Returns
+    -------
+    LatticeMeasurement
+
+    Raises
+    ------
+    LatticeNotFoundError
+        If no hexagon of spots stands out of the background (e.g. noise only,
+        an amorphous area or a flat image).
+    ValueError
+        If the image is not 2D/3D, is smaller than 32 x 32, or holds no finite values.
+    """
+    power = _power_spectrum(image)
+    n_y, n_x = power.shape
+    ky = (np.arange(n_y) - n_y // 2) / n_y
+    kx = (np.arange(n_x) - n_x // 2) / n_x
+    k_y, k_x = np.meshgrid(ky, kx, indexing="ij")
+    radius = np.hypot(k_y, k_x)
+    log_power = np.log(power + 1e-30)
+    score = _whiten(log_power, radius, min(n_y, n_x))
+    # Of all hexagons of spots, keep the lattice that explains the most periodic power:
+    # the fundamental one explains its harmonics too; artefacts (filter ripples,
+    # quantisation) stand out of a smoothed image's background but carry little power.
+    best = None
+    for g1, g2, first_score in _find_hexagons(score, log_power, k_y, k_x, radius, min(n_y, n_x)):
+        refined = _refine(log_power, score, g1, g2, (n_y, n_x), max_order)
+        if best is None or refined[3] > best[0][3]:
+            best = (refined, first_score)
+    (g1, g2, n_spots, _), first_score = best
+    finer = _weak_first_order(score, g1, g2, (n_y, n_x))
+    if finer is not None:
+        g1, g2, n_spots, _ = _refine(log_power, score, *finer, (n_y, n_x), max_order)
+    basis = np.stack([g1, g2])  # rows: reciprocal vectors (ky, kx)
+    real = np.linalg.inv(basis).T  # rows: a1, a2 with a_i . g_j = delta_ij
+    d = 1.0 / np.array([np.linalg.norm(g1), np.linalg.norm(g2), np.linalg.norm(g1 - g2)])
+    return LatticeMeasurement(g1=g1, g2=g2, a1=real[0], a2=real[1], d_spacings_px=d, n_spots=n_spots,
+                              score=first_score)
+
+
+def pixel_size_from_lattice(lattice: LatticeMeasurement, material: str | Material) -> tuple[float, float]:
+    """Pixel size (y, x) in Å that makes the measured lattice the material's perfect hexagon.
+
+    Solves ``py^2 vy^2 + px^2 vx^2 = a^2`` in the least-squares sense for the
+    three nearest-neighbour metal vectors v = a1, a2 and a1 -+ a2 (in pixels), so
+    non-square pixels are measured; falls back to one isotropic value when
+    the system is ill-conditioned (lattice vectors near 45 degrees).
+    """
+    a = parse_material(material).a
+    a1, a2 = lattice.a1, lattice.a2
+    third = a1 - a2 if np.linalg.norm(a1 - a2) < np.linalg.norm(a1 + a2) else a1 + a2
+    vecs = np.stack([a1, a2, third])
+    design = vecs**2  # columns vy^2, vx^2
+    iso = a / np.mean(np.linalg.norm(vecs, axis=1))
+    if np.linalg.cond(design[:, :2]) > 50:
+        return (iso, iso)
+    sq, *_ = np.linalg.lstsq(design, np.full(3, a**2), rcond=None)
+    if np.any(sq <= 0):
+        return (iso, iso)
+    py, px = np.sqrt(sq)
+    return (float(py), float(px))
+
+
+def check_calibration(
+    image: np.ndarray,
+    material: str | Material,
+    pixel_size: tuple[float, float] | float | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> CalibrationReport:
+    """Compare a file's pixel size with the one the material's lattice implies.
+
+    Parameters
+    ----------
+    image : ndarray
+        2D image or (t, y, x) stack.
+    material : str or Material
+        Material, e.g. ``"MoS2"``, ``"WSe2"``, ``"WSSe"``.
+    pixel_size : float or tuple of float, optional
+        Pixel size (y, x) in Å stored in the file; None if uncalibrated.
+    tolerance : float
+        Relative difference above which the report is not ``ok``.
+
+    Returns
+    -------
+    CalibrationReport
+    """
+    mat = parse_material(material)
+    lattice = measure_lattice(image)
+    measured = pixel_size_from_lattice(lattice, mat)
+    stored: tuple[float, float] | None
+    if pixel_size is None:
+        stored, diff = None, None
+    else:
+        stored = (float(pixel_size), float(pixel_size)) if np.isscalar(pixel_size) else tuple(map(float, pixel_size))
+        diff = float(max(abs(m / s - 1.0) for m, s in zip(measured, stored)))
+    return CalibrationReport(
+        material=mat.name,
+        expected_d100_A=mat.d100,
+        measured_pixel_size=measured,
+        file_pixel_size=stored,
+        relative_difference=diff,
+        tolerance=tolerance,
+        lattice=lattice,
+    )
+
+
+def _power_spectrum(image: np.ndarray) -> np.ndarray:
+    """Hann-windowed, centred power spectrum; stacks average over frames."""
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"expected a 2D image or (t, y, x) stack, got shape {np.shape(image)}")
+    if min(arr.shape[1:]) < 32:
+        raise ValueError(f"image {arr.shape[1:]} is too small to measure a lattice (need 32 x 32 or more)")
+    # crop the centre of very large images: enough spots, bounded time
+    cy, cx = (max(0, (s - _MAX_FFT) // 2) for s in arr.shape[1:])
+    arr = arr[:, cy : cy + _MAX_FFT, cx : cx + _MAX_FFT]
+    frames = arr[: min(len(arr), 16)].astype(np.float64)
+    window = np.outer(np.hanning(frames.shape[1]), np.hanning(frames.shape[2]))
+    total = np.zeros(frames.shape[1:])
+    for frame in frames:
+        finite = np.isfinite(frame)
+        if not finite.any():
+            raise ValueError("the image holds no finite values")
+        frame = np.where(finite, frame, np.nanmean(frame[finite]) if finite.any() else 0.0)
+        frame = (frame - frame.mean()) * window
+        total += np.abs(np.fft.fftshift(np.fft.fft2(frame))) ** 2
+    if not np.any(total > 0):
+        raise LatticeNotFoundError("the image is flat: no lattice can be measured")
+    return total
+
+
+def _whiten(log_power: np.ndarray, radius: np.ndarray, n: int) -> np.ndarray:
+    """Log power minus its median at each radius, lightly smoothed."""
+    ring = np.round(radius * n).astype(int)
+    order = np.argsort(ring, axis=None)
+    flat_ring = ring.ravel()[order]
+    flat_val = log_power.ravel()[order]
+    bounds = np.searchsorted(flat_ring, np.arange(ring.max() + 2))
+    median = np.array([np.median(flat_val[bounds[i] : bounds[i + 1]]) if bounds[i + 1] > bounds[i] else 0.0
+                       for i in range(ring.max() + 1)])
+    return ndimage.gaussian_filter(log_power - median[ring], 1.0)
+
+
+def _find_hexagons(score, log_power, k_y, k_x, radius, n):
+    """Every strong spot with partners at +-60 degrees (or +60 and 180): candidate first orders.
+
+    Returns a list of (g1, g2, mean spot score); raises LatticeNotFoundError if empty.
+    """
+    from skimage.feature import peak_local_max
+
+    valid = (radius > 4.0 / n) & (radius < 0.45)
+    masked = np.where(valid, score, -np.inf)
+    peaks = peak_local_max(masked, min_distance=2, threshold_abs=MIN_SPOT_SCORE, exclude_border=False)
+    # the strongest spots in absolute power: lattice spots, not ripples of a quiet background
+    peaks = peaks[np.argsort(-log_power[peaks[:, 0], peaks[:, 1]])[:60]]
+    if len(peaks) < 6:
+        raise LatticeNotFoundError(
+            "no lattice found: fewer than six spots stand out in the FFT (noise, amorphous area, "
+            "or a lattice too fine or coarse for the pixel size)"
+        )
+    vec = np.stack([k_y[peaks[:, 0], peaks[:, 1]], k_x[peaks[:, 0], peaks[:, 1]]], axis=1)
+    strength = score[peaks[:, 0], peaks[:, 1]]
+    found = []
+    for idx in np.argsort(np.linalg.norm(vec, axis=1)):
+        g = vec[idx]
+        partners = []
+        for turn in (np.pi / 3, -np.pi / 3, 2 * np.pi / 3, np.pi):
+            c, s = np.cos(turn), np.sin(turn)
+            target = np.array([c * g[0] - s * g[1], s * g[0] + c * g[1]])
+            dist = np.linalg.norm(vec - target, axis=1)
+            j = int(np.argmin(dist))
+            partners.append(j if dist[j] < 0.15 * np.linalg.norm(g) else None)
+        if all(p is not None for p in partners[:3]) or (partners[0] is not None and partners[3] is not None):
+            g2 = vec[partners[0]]
+            used = [idx] + [p for p in partners if p is not None]
+            found.append((g, g2, float(np.mean(strength[used]))))
+    if not found:
+        raise LatticeNotFoundError("no lattice found: the FFT spots do not form a hexagon")
+    return found
+
+
+def _weak_first_order(score, g1, g2, shape, min_score=1.0):
+    """If (g1, g2) is the (110) hexagon, the (100) spots (|g|/sqrt(3), turned 30 degrees) are weak
+    but present (M and X2 columns differ in a TMD); return that finer basis, else None."""
+    n_y, n_x = shape
+    h1, h2 = (2 * g1 - g2) / 3, (g1 + g2) / 3
+    values = []
+    for g in (h1, h2, h1 - h2, -h1, -h2, h2 - h1):
+        cy, cx = int(round(g[0] * n_y + n_y // 2)), int(round(g[1] * n_x + n_x // 2))
+        values.append(score[max(cy - 1, 0) : cy + 2, max(cx - 1, 0) : cx + 2].max())
+    values = np.array(values)
+    if values.mean() > min_score and values.min() > min_score / 2:
+        return h1, h2
+    return None
+
+
+def _refine(log_power, score, g1, g2, shape, max_order):
+    """Sub-pixel spot positions (log-parabola fit) and a least-squares fit of g1, g2 to all orders.
+
+    Returns refined g1, g2, the number of spots used and their summed power.
+    """
+    n_y, n_x = shape
+    rows, targets, total = [], [], 0.0
+    for m in range(-max_order, max_order + 1):
+        for k in range(-max_order, max_order + 1):
+            if (m, k) == (0, 0):
+                continue
+            g = m * g1 + k * g2
+            if np.abs(g).max() > 0.45:
+                continue
+            cy, cx = int(round(g[0] * n_y + n_y // 2)), int(round(g[1] * n_x + n_x // 2))
+            if not (2 <= cy < n_y - 2 and 2 <= cx < n_x - 2):
+                continue
+            win = score[cy - 2 : cy + 3, cx - 2 : cx + 3]
+            dy, dx = np.unravel_index(np.argmax(win), win.shape)
+            py, px = cy + dy - 2, cx + dx - 2
+            if score[py, px] < MIN_SPOT_SCORE or not (1 <= py < n_y - 1 and 1 <= px < n_x - 1):
+                continue
+            sy, sx = _centroid_offset(log_power, py, px)
+            rows.append((m, k))
+            total += float(np.exp(log_power[py, px]))
+            targets.append(((py + sy - n_y // 2) / n_y, (px + sx - n_x // 2) / n_x))
+    if len(rows) < 3:
+        return g1, g2, len(rows), total
+    design = np.array(rows, dtype=float)
+    solution, *_ = np.linalg.lstsq(design, np.array(targets), rcond=None)
+    return solution[0], solution[1], len(rows), total
+
+
+def _centroid_offset(log_power: np.ndarray, py: int, px: int, half: int = 2) -> tuple[float, float]:
+    """Power-weighted centroid of a spot (above its window's floor) relative to pixel (py, px).
+
+    Unbiased for spots smeared symmetrically (scan jitter), unlike a peak fit.
+    """
+    y0, x0 = max(py - half, 0), max(px - half, 0)
+    win = np.exp(log_power[y0 : py + half + 1, x0 : px + half + 1] - log_power[py, px])
+    win = np.clip(win - win.min(), 0.0, None)
+    total = win.sum()
+    if total <= 0:
+        return 0.0, 0.0
+    yy, xx = np.mgrid[y0 : y0 + win.shape[0], x0 : x0 + win.shape[1]]
+    return float((win * yy).sum() / total - py), float((win * xx).sum() / total - px)

@@ -1,0 +1,147 @@
+"""The ``napari-stem-defects`` command line.
+
+Subcommands
+-----------
+simulate
+    Write a digital twin (image + exact ground truth) to a folder.
+calibrate
+    Measure the lattice of a STEM file and compare with its stored pixel size.
+
+The files and their columns are documented in the README and are kept stable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+
+def _parse_defects(items: Sequence[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--defect expects NAME=FRACTION, got {item!r}")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--defect {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    from .simulate.defects import DEFECT_TYPES
+    from .simulate.presets import PRESETS
+
+    parser = argparse.ArgumentParser(
+        prog="napari-stem-defects",
+        description="Atom columns, species and defects in HAADF-STEM images of 2D TMDs.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser(
+        "simulate",
+        help="write a digital twin: image.tif, sites.csv, cells.csv, twin.json",
+        description="Simulate a HAADF-STEM image of a 2H-MX2 monolayer with exact labels.",
+    )
+    sim.add_argument("--out", required=True, help="output folder")
+    sim.add_argument("--preset", choices=sorted(PRESETS), help="a named sample (other options ignored)")
+    sim.add_argument("--material", default="MoS2", help="e.g. MoS2, WSe2, MoTe2, MoWSSe, Janus-MoSSe")
+    sim.add_argument("--shape", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
+    sim.add_argument("--pixel-size", type=float, default=0.12, help="Å per pixel (default 0.12)")
+    sim.add_argument("--rotation", type=float, default=None, help="lattice rotation in degrees (default random)")
+    sim.add_argument("--dose", type=float, default=1e5, help="e/Å^2 (default 1e5); 0 for noise-free")
+    sim.add_argument("--gamma", type=float, default=1.7, help="Z-contrast exponent (default 1.7)")
+    sim.add_argument("--probe-fwhm", type=float, default=1.0, help="probe FWHM in Å (default 1.0)")
+    sim.add_argument(
+        "--defect", action="append", default=[], metavar="NAME=FRACTION",
+        help=f"fraction of cells with a defect, repeatable; NAME in {', '.join(DEFECT_TYPES)}",
+    )
+    sim.add_argument("--seed", type=int, default=None, help="random seed (default: 0, or the preset's own)")
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="compare a file's pixel size with the one its lattice implies",
+        description="Measure the lattice in the FFT and report the implied pixel size.",
+    )
+    cal.add_argument("image", help="STEM file (.dm3, .dm4, .emd, .ser, .emi, .mrc, .tif, .hspy, .npy, .png)")
+    cal.add_argument("--material", required=True, help="e.g. MoS2, WSe2, WSSe")
+    cal.add_argument("--pixel-size", type=float, default=None, help="override the file's pixel size (Å)")
+    cal.add_argument("--tolerance", type=float, default=0.03, help="relative tolerance (default 0.03)")
+    cal.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import ImagingParams, simulate_twin
+    from .simulate.export import write_twin
+    from .simulate.presets import PRESETS
+
+    if args.preset:
+        twin = PRESETS[args.preset]() if args.seed is None else PRESETS[args.preset](seed=args.seed)
+    else:
+        imaging = ImagingParams(dose=args.dose if args.dose > 0 else None, gamma=args.gamma,
+                                probe_fwhm=args.probe_fwhm)
+        twin = simulate_twin(
+            args.material, tuple(args.shape), args.pixel_size, rotation_deg=args.rotation,
+            defects=_parse_defects(args.defect), imaging=imaging, seed=args.seed or 0,
+        )
+    paths = write_twin(twin, args.out)
+    counts = twin.cells["class"].value_counts().to_dict()
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    print(f"{twin.material.name}: {len(twin.sites)} sites, {len(twin.cells)} cells; classes {counts}")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import check_calibration
+    from .io.rsciio_reader import read_stem_file
+
+    images = read_stem_file(args.image)
+    status = 0
+    for img in images:
+        pixel = (args.pixel_size, args.pixel_size) if args.pixel_size else img.pixel_size
+        report = check_calibration(img.data, args.material, pixel, tolerance=args.tolerance)
+        if args.json:
+            print(json.dumps({
+                "name": img.name,
+                "material": report.material,
+                "file_pixel_size_A": report.file_pixel_size,
+                "measured_pixel_size_A": report.measured_pixel_size,
+                "relative_difference": report.relative_difference,
+                "ok": report.ok,
+                "d_spacings_px": report.lattice.d_spacings_px.tolist(),
+                "message": report.message,
+            }))
+        else:
+            print(f"{img.name}: {report.message}")
+        if report.file_pixel_size is not None and not report.ok:
+            status = 3
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status.
+
+    Exit status 0 on success, 2 for bad arguments or unreadable input, 3 when
+    ``calibrate`` finds the stored calibration off by more than the tolerance.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "simulate":
+            return _cmd_simulate(args)
+        return _cmd_calibrate(args)
+    except (ValueError, OSError, argparse.ArgumentTypeError) as err:
+        print(f"napari-stem-defects {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

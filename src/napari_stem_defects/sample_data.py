@@ -1,0 +1,88 @@
+"""napari sample data: digital twins that open with their ground truth.
+
+Each sample is an Image layer in Å with the twin's metadata, plus a Points
+layer of every lattice site (empty sites included) whose ``features`` are the
+exact labels, coloured by species.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .simulate.presets import PRESETS
+from .simulate.twin import DigitalTwin
+
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+
+
+def twin_layers(twin: DigitalTwin, name: str) -> list[LayerDataTuple]:
+    """Layer data for a twin: its image and its ground-truth sites.
+
+    Parameters
+    ----------
+    twin : DigitalTwin
+        The simulated image and labels.
+    name : str
+        Base name of the layers.
+
+    Returns
+    -------
+    list of layer data tuples
+        ``[(image, kwargs, "image"), (points, kwargs, "points")]``.
+    """
+    scale = (twin.pixel_size, twin.pixel_size)
+    units = ("angstrom", "angstrom")
+    image = (
+        twin.image,
+        {"name": name, "scale": scale, "units": units, "colormap": "gray", "metadata": twin.metadata},
+        "image",
+    )
+    sites = twin.sites
+    features = sites.drop(columns=["y_px", "x_px"]).copy()
+    features["occupied"] = features["n_atoms"] > 0
+    empty = ~features["occupied"].to_numpy()
+    colours = np.array([_COLOURS[s] for s in features["sublattice"]], dtype=float)
+    points = (
+        sites[["y_px", "x_px"]].to_numpy(),
+        {
+            "name": f"{name} ground truth",
+            "scale": scale,
+            "units": units,
+            "features": features,
+            "size": 0.6 / twin.pixel_size,  # 0.6 Å across, in pixels (data units)
+            "face_color": np.where(empty[:, None], [[0, 0, 0, 0]], colours),
+            "border_color": np.where(empty[:, None], [[1, 1, 0, 1]], colours),
+            "border_width": 0.25,
+            "opacity": 0.7,
+            "visible": True,
+            "metadata": {"ground_truth": True, "source": "digital twin", "legend": _LEGEND},
+        },
+        "points",
+    )
+    return [image, points]
+
+
+_COLOURS = {"M": (1.0, 0.5, 0.05, 1.0), "X": (0.12, 0.47, 0.71, 1.0), "H": (0.84, 0.15, 0.16, 1.0)}
+_LEGEND = {"M": "metal site (orange)", "X": "chalcogen X2 column (blue)", "H": "adatom (red)",
+           "empty": "vacant site (hollow yellow ring)"}
+
+
+def _sample(key: str) -> list[LayerDataTuple]:
+    return twin_layers(PRESETS[key](), key)
+
+
+def mos2_vacancies() -> list[LayerDataTuple]:
+    """MoS2 with vacancies at high dose, with ground truth."""
+    return _sample("mos2_vacancies")
+
+
+def wse2_low_dose() -> list[LayerDataTuple]:
+    """WSe2 at low dose, with ground truth."""
+    return _sample("wse2_low_dose")
+
+
+def mowsse_alloy() -> list[LayerDataTuple]:
+    """MoWSSe alloy, with ground truth."""
+    return _sample("mowsse_alloy")

@@ -1,0 +1,206 @@
+"""Site occupancy of a digital twin: composition and point defects, cell by cell.
+
+Every cell has three sites, each holding up to two atoms (``slots``) coded
+by atomic number (0 = no atom):
+
+- ``m``: the metal (A) site: normally one metal atom;
+- ``x``: the X2 column (B site): normally two chalcogen atoms (top, bottom);
+- ``h``: the hollow site: empty unless an adatom sits there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..materials import ATOMIC_NUMBER, Material
+
+#: Cell classes, in the order models and tables use them.
+CELL_CLASSES: tuple[str, ...] = (
+    "perfect",
+    "V_X1",
+    "V_X2",
+    "V_M",
+    "V_X1+V_M",
+    "V_X2+V_M",
+    "M_X",
+    "X_M",
+    "dopant_M",
+    "sub_X",
+    "adatom",
+)
+#: Defect types a twin can be asked for (all cell classes but 'perfect').
+DEFECT_TYPES: tuple[str, ...] = CELL_CLASSES[1:]
+#: Per-site defect labels (the `defect` column of site tables).
+SITE_DEFECTS: tuple[str, ...] = (
+    "none", "V_X1", "V_X2", "V_M", "M_X", "X_M", "dopant_M", "sub_X", "adatom",
+)
+
+_SYMBOL = {z: el for el, z in ATOMIC_NUMBER.items()}
+
+
+@dataclass
+class Occupancy:
+    """Atoms on every site of a set of cells, and the labels that describe them.
+
+    Attributes
+    ----------
+    m, x, h : ndarray of shape (n_cells, 2), int
+        Atomic numbers on the metal site, X2 column and hollow site (0 = none).
+    m_defect, x_defect, h_defect : ndarray of shape (n_cells,), object
+        Per-site defect label (see :data:`SITE_DEFECTS`).
+    cell_class : ndarray of shape (n_cells,), object
+        Cell class (see :data:`CELL_CLASSES`).
+    """
+
+    m: np.ndarray
+    x: np.ndarray
+    h: np.ndarray
+    m_defect: np.ndarray
+    x_defect: np.ndarray
+    h_defect: np.ndarray
+    cell_class: np.ndarray
+
+
+def species_string(slots: np.ndarray) -> str:
+    """Chemical content of one column, lightest element first.
+
+    Examples
+    --------
+    >>> species_string(np.array([16, 34]))
+    'SSe'
+    >>> species_string(np.array([34, 34]))
+    'Se2'
+    >>> species_string(np.array([0, 42]))
+    'Mo'
+    >>> species_string(np.array([0, 0]))
+    ''
+    """
+    zs = sorted(int(z) for z in slots if z)
+    out = ""
+    for z in dict.fromkeys(zs):
+        n = zs.count(z)
+        out += _SYMBOL[z] + (str(n) if n > 1 else "")
+    return out
+
+
+def default_dopant(material: Material) -> str:
+    """The usual substitutional metal dopant: W in Mo compounds, Mo otherwise."""
+    return "Mo" if material.main_metal == "W" else "W"
+
+
+def default_substituent(material: Material) -> str:
+    """The usual chalcogen substituent: Se in sulfides, S in selenides, Se in tellurides."""
+    return {"S": "Se", "Se": "S", "Te": "Se"}[material.main_chalcogen]
+
+
+def populate(
+    material: Material,
+    n_cells: int,
+    eligible: np.ndarray,
+    defect_fractions: Mapping[str, float] | None,
+    rng: np.random.Generator,
+    *,
+    dopant: str | None = None,
+    substituent: str | None = None,
+    adatom: str | None = None,
+) -> Occupancy:
+    """Fill ``n_cells`` cells with the material's atoms, then place defects.
+
+    Parameters
+    ----------
+    material : Material
+        Composition of the host; alloys draw each atom independently, Janus
+        layers put one chalcogen on top and the other below.
+    n_cells : int
+        Number of cells.
+    eligible : ndarray of bool, shape (n_cells,)
+        Cells that may receive a defect (those wholly inside the image).
+    defect_fractions : mapping of str to float, optional
+        Fraction of eligible cells given each defect type (keys from
+        :data:`DEFECT_TYPES`). Each defective cell holds exactly one type.
+    rng : numpy.random.Generator
+        Source of randomness.
+    dopant, substituent, adatom : str, optional
+        Elements for ``dopant_M``, ``sub_X`` and ``adatom`` defects; by default
+        W (or Mo in W hosts), Se (or S in selenides), and the main metal.
+
+    Returns
+    -------
+    Occupancy
+    """
+    fractions = dict(defect_fractions or {})
+    unknown = set(fractions) - set(DEFECT_TYPES)
+    if unknown:
+        raise ValueError(f"unknown defect types {sorted(unknown)}; choose from {list(DEFECT_TYPES)}")
+    if any(f < 0 for f in fractions.values()) or sum(fractions.values()) > 1:
+        raise ValueError("defect fractions must be >= 0 and sum to at most 1")
+
+    m = np.zeros((n_cells, 2), dtype=np.int16)
+    x = np.zeros((n_cells, 2), dtype=np.int16)
+    h = np.zeros((n_cells, 2), dtype=np.int16)
+    m[:, 0] = _draw(material.metals, n_cells, rng)
+    if material.janus:
+        top, bottom = list(material.chalcogens)
+        x[:, 0], x[:, 1] = ATOMIC_NUMBER[top], ATOMIC_NUMBER[bottom]
+    else:
+        x[:, 0] = _draw(material.chalcogens, n_cells, rng)
+        x[:, 1] = _draw(material.chalcogens, n_cells, rng)
+
+    m_defect = np.full(n_cells, "none", dtype=object)
+    x_defect = np.full(n_cells, "none", dtype=object)
+    h_defect = np.full(n_cells, "none", dtype=object)
+    cell_class = np.full(n_cells, "perfect", dtype=object)
+
+    z_metal = ATOMIC_NUMBER[material.main_metal]
+    z_chalc = ATOMIC_NUMBER[material.main_chalcogen]
+    z_dopant = ATOMIC_NUMBER[dopant or default_dopant(material)]
+    z_sub = ATOMIC_NUMBER[substituent or default_substituent(material)]
+    z_adatom = ATOMIC_NUMBER[adatom or material.main_metal]
+
+    candidates = rng.permutation(np.flatnonzero(eligible))
+    n_eligible = len(candidates)
+    start = 0
+    for kind in DEFECT_TYPES:
+        count = int(round(fractions.get(kind, 0.0) * n_eligible))
+        cells = candidates[start : start + count]
+        start += count
+        if count == 0:
+            continue
+        cell_class[cells] = kind
+        slot = rng.integers(0, 2, size=count)
+        if "V_M" in kind:
+            m[cells] = 0
+            m_defect[cells] = "V_M"
+        if kind.startswith("V_X1"):
+            x[cells, slot] = 0
+            x_defect[cells] = "V_X1"
+        elif kind.startswith("V_X2"):
+            x[cells] = 0
+            x_defect[cells] = "V_X2"
+        elif kind == "M_X":
+            x[cells] = (z_metal, 0)
+            x_defect[cells] = "M_X"
+        elif kind == "X_M":
+            m[cells] = (z_chalc, z_chalc)
+            m_defect[cells] = "X_M"
+        elif kind == "dopant_M":
+            m[cells, 0] = z_dopant
+            m_defect[cells] = "dopant_M"
+        elif kind == "sub_X":
+            x[cells, slot] = z_sub
+            x_defect[cells] = "sub_X"
+        elif kind == "adatom":
+            h[cells, 0] = z_adatom
+            h_defect[cells] = "adatom"
+    return Occupancy(m, x, h, m_defect, x_defect, h_defect, cell_class)
+
+
+def _draw(fractions: Mapping[str, float], n: int, rng: np.random.Generator) -> np.ndarray:
+    elements = list(fractions)
+    z = np.array([ATOMIC_NUMBER[e] for e in elements], dtype=np.int16)
+    if len(z) == 1:
+        return np.full(n, z[0], dtype=np.int16)
+    return rng.choice(z, size=n, p=np.array([fractions[e] for e in elements]))

@@ -1,0 +1,245 @@
+"""Digital twins: simulated HAADF images of 2H-MX2 monolayers with exact labels."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..materials import Material, parse_material
+from .defects import Occupancy, populate, species_string
+from .imaging import ImagingParams, apply_drift, render
+from .lattice import HoneycombLattice, inside
+
+#: Columns of :attr:`DigitalTwin.sites`.
+SITE_COLUMNS = (
+    "site_id", "y_px", "x_px", "sublattice", "species", "n_atoms", "defect", "cell_id",
+    "cross_section_A2",
+)
+#: Columns of :attr:`DigitalTwin.cells`.
+CELL_COLUMNS = (
+    "cell_id", "i", "j", "y_px", "x_px", "m_site_id", "x_site_id", "m_species", "x_species",
+    "class",
+)
+
+
+@dataclass
+class DigitalTwin:
+    """A simulated image with the exact ground truth behind it.
+
+    Attributes
+    ----------
+    image : ndarray of float32, shape (H, W)
+        The recorded image (with noise unless ``imaging.dose`` is None).
+    expected : ndarray of float32, shape (H, W)
+        Expected counts before noise.
+    sites : pandas.DataFrame
+        One row per lattice site in the field of view, occupied or empty
+        (metal 'M' and chalcogen 'X' sites), plus one per adatom ('H',
+        hollow site). Columns :data:`SITE_COLUMNS`: position (y_px, x_px) as
+        it appears in the image (drift included), species content ('Mo',
+        'S2', 'SSe', 'S', '' for empty), number of atoms, per-site defect
+        label, the cell it belongs to and its HAADF cross-section.
+    cells : pandas.DataFrame
+        One row per unit cell whose metal site is in the field of view:
+        indices (i, j), centre, its metal and X2 site ids (-1 when that site
+        falls outside), their species and the cell class.
+    pixel_size : float
+        Å per pixel.
+    material : Material
+        The host material.
+    lattice : HoneycombLattice
+        Lattice before drift (basis vectors and origin in pixels).
+    imaging : ImagingParams
+        Imaging conditions.
+    seed : int or None
+        Seed that reproduces the twin.
+    """
+
+    image: np.ndarray
+    expected: np.ndarray
+    sites: pd.DataFrame
+    cells: pd.DataFrame
+    pixel_size: float
+    material: Material
+    lattice: HoneycombLattice
+    imaging: ImagingParams
+    seed: int | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """JSON-friendly description of how the twin was made (also a layer's metadata)."""
+        return {
+            "pixel_size_A": (self.pixel_size, self.pixel_size),
+            "calibrated": True,
+            "material": self.material.name,
+            "lattice_constant_A": self.material.a,
+            "a1_px": self.lattice.a1.tolist(),
+            "a2_px": self.lattice.a2.tolist(),
+            "origin_px": self.lattice.origin.tolist(),
+            "imaging": self.imaging.as_dict(),
+            "seed": self.seed,
+            "simulated": True,
+            **self.extra,
+        }
+
+
+def simulate_twin(
+    material: str | Material = "MoS2",
+    shape: tuple[int, int] = (512, 512),
+    pixel_size: float = 0.12,
+    *,
+    rotation_deg: float | None = 0.0,
+    defects: Mapping[str, float] | None = None,
+    imaging: ImagingParams | None = None,
+    seed: int | None = None,
+    dopant: str | None = None,
+    substituent: str | None = None,
+    adatom: str | None = None,
+) -> DigitalTwin:
+    """Simulate a HAADF-STEM image of a 2H-MX2 monolayer with exact labels.
+
+    Parameters
+    ----------
+    material : str or Material
+        Host, e.g. ``"MoS2"``, ``"WSe2"``, ``"MoWSSe"`` or ``"Janus-MoSSe"``.
+    shape : tuple of int
+        Image shape (H, W) in pixels.
+    pixel_size : float
+        Å per pixel.
+    rotation_deg : float or None
+        Lattice rotation in degrees; None draws one at random.
+    defects : mapping of str to float, optional
+        Fraction of unit cells with each defect type: 'V_X1', 'V_X2', 'V_M',
+        'V_X1+V_M', 'V_X2+V_M', 'M_X', 'X_M', 'dopant_M', 'sub_X', 'adatom'.
+    imaging : ImagingParams, optional
+        Probe, background, scan and dose; defaults to :class:`ImagingParams`.
+    seed : int, optional
+        Seed; the same seed and arguments give the same twin.
+    dopant, substituent, adatom : str, optional
+        Elements for dopant_M, sub_X and adatom defects.
+
+    Returns
+    -------
+    DigitalTwin
+
+    Examples
+    --------
+    >>> twin = simulate_twin("MoS2", shape=(128, 128), defects={"V_X1": 0.05}, seed=1)
+    >>> twin.image.shape
+    (128, 128)
+    >>> sorted(twin.sites["sublattice"].unique())
+    ['M', 'X']
+    """
+    h, w = (int(s) for s in shape)
+    if h < 8 or w < 8:
+        raise ValueError(f"image shape {shape} is too small; use at least 8 x 8 pixels")
+    if pixel_size <= 0:
+        raise ValueError("pixel_size must be positive")
+    mat = parse_material(material)
+    imaging = imaging or ImagingParams()
+    rng = np.random.default_rng(seed)
+    if rotation_deg is None:
+        rotation_deg = float(rng.uniform(0.0, 60.0))
+    lattice = HoneycombLattice.from_constant(
+        mat.a, pixel_size, rotation_deg, origin=tuple(rng.uniform(0, 1, size=2) * (h / 2, w / 2))
+    )
+    margin = 4 * imaging.probe_fwhm / pixel_size + 2
+    ij = lattice.cell_indices((h, w), margin=margin)
+    metal = apply_drift(lattice.metal_positions(ij), imaging.drift)
+    chalc = apply_drift(lattice.metal_positions(ij) + lattice.x_offset, imaging.drift)
+    hollow = apply_drift(lattice.metal_positions(ij) + lattice.hollow_offset, imaging.drift)
+    in_m, in_x, in_h = (inside(p, (h, w)) for p in (metal, chalc, hollow))
+
+    occ = populate(
+        mat, len(ij), in_m & in_x & in_h, defects, rng,
+        dopant=dopant, substituent=substituent, adatom=adatom,
+    )
+    weights = {
+        key: imaging.cross_section * _z_power(getattr(occ, key), imaging.gamma) for key in ("m", "x", "h")
+    }
+    positions = np.concatenate([metal, chalc, hollow])
+    cross = np.concatenate([weights["m"], weights["x"], weights["h"]])
+    image, expected = render(positions, cross, (h, w), pixel_size, imaging, rng)
+
+    sites, cells = _tables(ij, (metal, chalc, hollow), (in_m, in_x, in_h), occ, weights)
+    return DigitalTwin(
+        image=image,
+        expected=expected,
+        sites=sites,
+        cells=cells,
+        pixel_size=float(pixel_size),
+        material=mat,
+        lattice=lattice,
+        imaging=imaging,
+        seed=seed,
+        extra={"rotation_deg": float(rotation_deg)},
+    )
+
+
+def _z_power(slots: np.ndarray, gamma: float) -> np.ndarray:
+    return (slots.astype(float) ** gamma).sum(axis=1)
+
+
+def _tables(
+    ij: np.ndarray,
+    positions: tuple[np.ndarray, np.ndarray, np.ndarray],
+    inside_masks: tuple[np.ndarray, np.ndarray, np.ndarray],
+    occ: Occupancy,
+    weights: dict[str, np.ndarray],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Site and cell tables for the sites inside the image."""
+    n = len(ij)
+    cell_ids = np.arange(n)
+    parts = []
+    for key, label, pos, mask, defect in (
+        ("m", "M", positions[0], inside_masks[0], occ.m_defect),
+        ("x", "X", positions[1], inside_masks[1], occ.x_defect),
+        ("h", "H", positions[2], inside_masks[2], occ.h_defect),
+    ):
+        slots = getattr(occ, key)
+        keep = mask & ((slots > 0).any(axis=1) if key == "h" else True)
+        parts.append(pd.DataFrame({
+            "y_px": pos[keep, 0],
+            "x_px": pos[keep, 1],
+            "sublattice": label,
+            "species": [species_string(s) for s in slots[keep]],
+            "n_atoms": (slots[keep] > 0).sum(axis=1),
+            "defect": defect[keep].astype(str),
+            "cell_id": cell_ids[keep],
+            "cross_section_A2": weights[key][keep],
+        }))
+    sites = pd.concat(parts, ignore_index=True)
+    sites.insert(0, "site_id", np.arange(len(sites)))
+
+    site_of = {}
+    for label in ("M", "X"):
+        sub = sites[sites["sublattice"] == label]
+        lookup = np.full(n, -1)
+        lookup[sub["cell_id"].to_numpy()] = sub["site_id"].to_numpy()
+        site_of[label] = lookup
+    keep = inside_masks[0]
+    centre = (positions[0] + positions[1]) / 2
+    cells = pd.DataFrame({
+        "cell_id": cell_ids[keep],
+        "i": ij[keep, 0],
+        "j": ij[keep, 1],
+        "y_px": centre[keep, 0],
+        "x_px": centre[keep, 1],
+        "m_site_id": site_of["M"][keep],
+        "x_site_id": site_of["X"][keep],
+        "m_species": [species_string(s) for s in occ.m[keep]],
+        "x_species": [species_string(s) for s in occ.x[keep]],
+        "class": occ.cell_class[keep].astype(str),
+    })
+    # renumber cells 0..n-1 in both tables
+    remap = np.full(n, -1)
+    remap[cells["cell_id"].to_numpy()] = np.arange(len(cells))
+    cells["cell_id"] = np.arange(len(cells))
+    sites["cell_id"] = remap[sites["cell_id"].to_numpy()]
+    return sites, cells
+
