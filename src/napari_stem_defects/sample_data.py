@@ -51,11 +51,11 @@ def twin_layers(twin: DigitalTwin, name: str) -> list[LayerDataTuple]:
             "scale": scale,
             "units": units,
             "features": features,
-            "size": 0.6 / twin.pixel_size,  # 0.6 Å across, in pixels (data units)
+            "size": 0.5 / twin.pixel_size,  # 0.5 Å across, in pixels (data units)
             "face_color": np.where(empty[:, None], [[0, 0, 0, 0]], colours),
             "border_color": np.where(empty[:, None], [[1, 1, 0, 1]], colours),
             "border_width": 0.25,
-            "opacity": 0.7,
+            "opacity": 0.6,
             "visible": True,
             "metadata": {"ground_truth": True, "source": "digital twin", "legend": _LEGEND},
         },
