@@ -6,6 +6,8 @@ simulate
     Write a digital twin (image + exact ground truth) to a folder.
 calibrate
     Measure the lattice of a STEM file and compare with its stored pixel size.
+analyze
+    Find every atom column (lattice sites, sublattice, species) and write ``sites.csv``.
 
 The files and their columns are documented in the README and are kept stable.
 """
@@ -75,7 +77,51 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--pixel-size", type=float, default=None, help="override the file's pixel size (Å)")
     cal.add_argument("--tolerance", type=float, default=0.03, help="relative tolerance (default 0.03)")
     cal.add_argument("--json", action="store_true", help="print the report as JSON")
+    ana = sub.add_parser(
+        "analyze",
+        help="find atom columns, sublattices and species; write DIR/sites.csv and DIR/analysis.json",
+        description="Detect every atom column of a HAADF image (all frames of a stack) and write one "
+                    "row per lattice site, empty sites included, to DIR/sites.csv.",
+    )
+    ana.add_argument("image", help="STEM file (.dm3, .dm4, .emd, .ser, .emi, .mrc, .tif, .hspy, .npy, .png)")
+    ana.add_argument("--out", required=True, help="output folder")
+    ana.add_argument("--pixel-size", type=float, default=None, help="override the file's pixel size (Å)")
+    ana.add_argument("--material", default=None,
+                     help="e.g. MoS2, WSe2, MoWSSe; sets species names and which sublattice is the metal")
+    ana.add_argument("--method", choices=("classical", "deep"), default="classical",
+                     help="detection map: band-pass filter or the shipped U-Net (default classical)")
+    ana.add_argument("--threshold", type=float, default=None, help="peak threshold on the detection map")
+    ana.add_argument("--refine", choices=("gaussian", "com"), default="gaussian",
+                     help="sub-pixel refinement (default gaussian)")
     return parser
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from .analyze import analyze_image, write_analysis
+    from .io.rsciio_reader import read_stem_file
+
+    images = read_stem_file(args.image)
+    image = images[0]
+    if len(images) > 1:
+        print(f"{args.image} holds {len(images)} images; analysing the first, {image.name!r}")
+    if args.pixel_size:
+        image.pixel_size = (args.pixel_size, args.pixel_size)
+
+    def progress(done: int, total: int) -> None:
+        if total > 1:
+            print(f"frame {done}/{total}", file=sys.stderr)
+
+    analysis = analyze_image(image, material=args.material, method=args.method, threshold=args.threshold,
+                             refine=args.refine, progress=progress)
+    paths = write_analysis(analysis, args.out, source=str(args.image))
+    table = analysis.sites_table()
+    counts = table.groupby(["sublattice", "species"]).size().to_dict()
+    print(f"wrote {paths['sites']} and {paths['analysis']}")
+    print(f"{image.name}: {len(table)} sites; " + ", ".join(f"{s}:{p} {n}" for (s, p), n in counts.items()))
+    for result in analysis.columns:
+        for message in result.messages:
+            print(f"note: {message}")
+    return 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -137,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "simulate":
             return _cmd_simulate(args)
+        if args.command == "analyze":
+            return _cmd_analyze(args)
         return _cmd_calibrate(args)
     except (ValueError, OSError, argparse.ArgumentTypeError) as err:
         print(f"napari-stem-defects {args.command}: error: {err}", file=sys.stderr)

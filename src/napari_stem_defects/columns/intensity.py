@@ -1,0 +1,64 @@
+"""Background-corrected integrated intensity of atom columns (the Z-contrast signal)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .classical import local_background
+from .patches import gather
+
+#: Integration radius as a fraction of the nearest-neighbour distance.
+INTEGRATION_RADIUS = 0.4
+
+
+def background_map(image: np.ndarray, nn_px: float) -> np.ndarray:
+    """Local background under the columns (see :func:`classical.local_background`)."""
+    smoothed = ndimage.gaussian_filter(np.asarray(image, np.float32), sigma=max(0.5, 0.12 * nn_px))
+    return local_background(smoothed, nn_px)
+
+
+def integrated_intensity(
+    image: np.ndarray,
+    background: np.ndarray,
+    positions: np.ndarray,
+    nn_px: float,
+    radius_fraction: float = INTEGRATION_RADIUS,
+) -> np.ndarray:
+    """Sum of (image - background) over a disc around each position.
+
+    Discs cut by the image border are scaled up by the fraction of the disc
+    that lies inside, so edge columns are comparable with the rest.
+
+    Parameters
+    ----------
+    image, background : ndarray, shape (H, W)
+    positions : ndarray, shape (N, 2)
+        Column centres (y, x) in pixels.
+    nn_px : float
+        Nearest-neighbour distance in pixels.
+    radius_fraction : float
+        Disc radius as a fraction of ``nn_px``.
+
+    Returns
+    -------
+    ndarray of shape (N,)
+
+    Examples
+    --------
+    >>> img = np.zeros((40, 40)); img[20, 20] = 10.0
+    >>> float(integrated_intensity(img, np.zeros_like(img), np.array([[20.0, 20.0]]), nn_px=10)[0])
+    10.0
+    """
+    pos = np.asarray(positions, float).reshape(-1, 2)
+    if len(pos) == 0:
+        return np.zeros(0)
+    radius = radius_fraction * nn_px
+    signal = np.asarray(image, np.float32) - np.asarray(background, np.float32)
+    centres = np.rint(pos).astype(np.int64)
+    vals, ys, xs, inside = gather(signal, centres, radius)
+    in_disc = (ys - pos[:, :1]) ** 2 + (xs - pos[:, 1:2]) ** 2 <= radius**2
+    full = in_disc.sum(axis=1)
+    seen = (in_disc & inside).sum(axis=1)
+    total = np.where(in_disc & inside, vals, 0.0).sum(axis=1)
+    return total * full / np.maximum(seen, 1)

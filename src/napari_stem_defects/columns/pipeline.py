@@ -1,0 +1,292 @@
+"""Headless column detection: detection map, peaks, refinement, lattice sites and species.
+
+The steps are split so that a viewer can cache the detection map (the only
+expensive or model-dependent step) and re-threshold without recomputing it:
+:func:`compute_detection_map` then :func:`columns_from_map`;
+:func:`detect_columns` runs both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.feature import peak_local_max
+
+from ..calibration import LatticeMeasurement, LatticeNotFoundError, measure_lattice
+from ..materials import Material, parse_material
+from .classical import classical_detection_map
+from .intensity import background_map, integrated_intensity
+from .refine import refine_com, refine_gaussian
+from .result import ColumnResult
+from .site_table import build_site_table
+
+#: Detection methods.
+METHODS = ("classical", "deep")
+#: Refinement methods.
+REFINEMENTS = ("gaussian", "com")
+#: Default peak threshold on the detection map, per method.
+DEFAULT_THRESHOLD = {"classical": 0.05, "deep": 0.3}
+#: Smallest and largest image side (pixels) and largest pixel count accepted.
+MIN_SIDE, MAX_PIXELS = 32, 8192 * 8192
+#: Refinement disc radius as a fraction of the nearest-neighbour distance.
+REFINE_RADIUS = 0.4
+
+
+class ColumnDetectionError(ValueError):
+    """The image cannot be analysed (wrong shape, NaN, constant, too small, no lattice)."""
+
+
+@dataclass
+class DetectionMap:
+    """A map with a peak on every atom column, and the lattice measured from the image.
+
+    Attributes
+    ----------
+    map : ndarray of float32, shape (H, W)
+        Peaks at column centres, roughly 0 (background) to 1 (brightest column).
+    lattice : LatticeMeasurement
+        The hexagonal lattice measured from the image's FFT.
+    nn_px : float
+        Metal to chalcogen (nearest-neighbour) distance in pixels.
+    method : str
+        'classical' or 'deep'.
+    """
+
+    map: np.ndarray
+    lattice: LatticeMeasurement
+    nn_px: float
+    method: str
+
+
+def validate_image(image: np.ndarray) -> np.ndarray:
+    """Check an image can be analysed and return it as float32.
+
+    Isolated NaN or infinite pixels (e.g. a blanked region) are replaced by
+    the median of the rest.
+
+    Raises
+    ------
+    ColumnDetectionError
+        With a message a person can act on: not 2D, RGB, too small or too
+        large, no finite values, or constant.
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        raise ColumnDetectionError(f"this looks like an RGB(A) image (shape {arr.shape}); "
+                                   "open the raw microscope file or convert it to grayscale")
+    if arr.ndim != 2:
+        raise ColumnDetectionError(f"column detection needs a 2D image, got shape {arr.shape}; "
+                                   "pick one frame of a stack (or run on all frames)")
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ColumnDetectionError(f"image data type {arr.dtype} is not a real-valued image")
+    if min(arr.shape) < MIN_SIDE:
+        raise ColumnDetectionError(f"image of {arr.shape[0]} x {arr.shape[1]} px is too small; "
+                                   f"at least {MIN_SIDE} x {MIN_SIDE} px with several unit cells is needed")
+    if arr.size > MAX_PIXELS:
+        raise ColumnDetectionError(f"image of {arr.shape[0]} x {arr.shape[1]} px is too large "
+                                   "(over 8192 x 8192 px); crop or bin it first")
+    img = arr.astype(np.float32)
+    finite = np.isfinite(img)
+    if not finite.any():
+        raise ColumnDetectionError("the image holds no finite values (all NaN or infinite)")
+    if not finite.all():
+        img[~finite] = np.median(img[finite])
+    if float(img.max() - img.min()) <= 1e-12 * max(1.0, float(abs(img).max())):
+        raise ColumnDetectionError("the image is constant: there are no atom columns to find")
+    return img
+
+
+def _nn_px(lattice: LatticeMeasurement) -> float:
+    return float(np.mean([np.linalg.norm(lattice.a1), np.linalg.norm(lattice.a2)]) / np.sqrt(3.0))
+
+
+def compute_detection_map(
+    image: np.ndarray,
+    method: str = "classical",
+    *,
+    progress: Callable[[float], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> DetectionMap:
+    """Measure the lattice and compute the detection map of one 2D image.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+    method : {'classical', 'deep'}
+        Band-pass filter matched to the column spacing, or the shipped U-Net.
+    progress : callable, optional
+        Called with the fraction done (deep method, per tile).
+    cancel : callable, optional
+        Returns True to stop (deep method); raises InterruptedError.
+
+    Returns
+    -------
+    DetectionMap
+
+    Raises
+    ------
+    ColumnDetectionError
+        Bad input, or no lattice found.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+    img = validate_image(image)
+    try:
+        lattice = measure_lattice(img)
+    except LatticeNotFoundError as err:
+        raise ColumnDetectionError(f"no crystal lattice found: {err}") from err
+    nn = _nn_px(lattice)
+    if nn < 2.5:
+        raise ColumnDetectionError(f"columns are only {nn:.1f} px apart: the image is too coarsely "
+                                   "sampled to resolve atom columns")
+    if nn > min(img.shape) / 3:
+        raise ColumnDetectionError(f"columns are {nn:.0f} px apart, too few fit in this "
+                                   f"{img.shape[0]} x {img.shape[1]} px image")
+    if method == "deep":
+        from .unet import deep_detection_map
+
+        dmap = deep_detection_map(img, nn, progress=progress, cancel=cancel)
+    else:
+        dmap, _ = classical_detection_map(img, nn)
+    if progress is not None:
+        progress(1.0)
+    return DetectionMap(np.asarray(dmap, np.float32), lattice, nn, method)
+
+
+def columns_from_map(
+    image: np.ndarray,
+    dmap: DetectionMap,
+    *,
+    threshold: float | None = None,
+    refine: str = "gaussian",
+    material: str | Material | None = None,
+    pixel_size: tuple[float, float] | float | None = None,
+) -> ColumnResult:
+    """Peaks, refinement, lattice sites and species from a (cached) detection map.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        The image the map was computed from (intensities are measured on it).
+    dmap : DetectionMap
+        From :func:`compute_detection_map`.
+    threshold : float, optional
+        Lowest map value of a peak; default :data:`DEFAULT_THRESHOLD` of the method.
+    refine : {'gaussian', 'com'}
+        Batched 2D Gaussian fits (starting from the centre of mass) or centre of mass only.
+    material : str or Material, optional
+        Host material; sets the species candidates and which sublattice is the
+        metal. Without it a free mixture is fitted and the brighter sublattice
+        is taken as the metal.
+    pixel_size : float or (float, float), optional
+        Å per pixel (y, x), stored on the result.
+
+    Returns
+    -------
+    ColumnResult
+    """
+    if refine not in REFINEMENTS:
+        raise ValueError(f"refine must be one of {REFINEMENTS}, not {refine!r}")
+    img = validate_image(image)
+    if dmap.map.shape != img.shape:
+        raise ValueError(f"detection map shape {dmap.map.shape} does not match image shape {img.shape}")
+    mat = parse_material(material) if material is not None else None
+    thr = DEFAULT_THRESHOLD[dmap.method] if threshold is None else float(threshold)
+    nn = dmap.nn_px
+    peaks = peak_local_max(dmap.map, min_distance=max(1, int(0.5 * nn)), threshold_abs=thr,
+                           exclude_border=False).astype(float)
+    if len(peaks) < 6:
+        raise ColumnDetectionError(f"only {len(peaks)} peaks above threshold {thr:g}; lower the threshold")
+    radius = REFINE_RADIUS * nn
+    peaks = refine_com(img, peaks, radius, n_iter=2)
+    refined_by = np.full(len(peaks), "com", dtype=object)
+    if refine == "gaussian":
+        fit = refine_gaussian(img, peaks, radius)
+        peaks = fit.positions
+        refined_by[fit.converged] = "gaussian"
+    background = background_map(img, nn)
+
+    def measure(positions: np.ndarray) -> np.ndarray:
+        return integrated_intensity(img, background, positions, nn)
+
+    sites, fits, info, messages = build_site_table(peaks, refined_by, dmap.lattice.a1, dmap.lattice.a2, nn,
+                                                   img.shape, measure, mat)
+    if pixel_size is not None and np.isscalar(pixel_size):
+        pixel_size = (float(pixel_size), float(pixel_size))
+    return ColumnResult(
+        sites=sites, detection_map=dmap.map, peaks=peaks, a1=info["a1"], a2=info["a2"], nn_px=nn,
+        m_offset=info["m_offset"], species_fits=fits,
+        pixel_size=None if pixel_size is None else tuple(map(float, pixel_size)),
+        method=dmap.method, messages=messages,
+    )
+
+
+def detect_columns(
+    image: np.ndarray,
+    *,
+    method: str = "classical",
+    material: str | Material | None = None,
+    pixel_size: tuple[float, float] | float | None = None,
+    threshold: float | None = None,
+    refine: str = "gaussian",
+) -> ColumnResult:
+    """Find every atom column of a 2D HAADF image of a 2H-MX2 monolayer.
+
+    Runs :func:`compute_detection_map` and :func:`columns_from_map`; see
+    them for the parameters.
+
+    Examples
+    --------
+    >>> from napari_stem_defects.simulate import simulate_twin, ImagingParams
+    >>> twin = simulate_twin("MoS2", shape=(256, 256), pixel_size=0.12, defects={"V_M": 0.03},
+    ...                      imaging=ImagingParams(dose=1e6), seed=3)
+    >>> result = detect_columns(twin.image, material="MoS2")
+    >>> sorted(result.sites["sublattice"].unique())
+    ['M', 'X']
+    >>> len(result.sites) == len(twin.sites)
+    True
+    """
+    dmap = compute_detection_map(image, method)
+    return columns_from_map(image, dmap, threshold=threshold, refine=refine, material=material,
+                            pixel_size=pixel_size)
+
+
+def detect_columns_stack(
+    stack: np.ndarray,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    **kwargs,
+) -> list[ColumnResult]:
+    """Run :func:`detect_columns` on every frame of a (T, H, W) stack.
+
+    Parameters
+    ----------
+    stack : ndarray, shape (T, H, W)
+    progress : callable, optional
+        Called as ``progress(frames_done, n_frames)`` after each frame.
+    cancel : callable, optional
+        Checked before each frame; returning True raises InterruptedError.
+    **kwargs
+        Passed to :func:`detect_columns`.
+
+    Returns
+    -------
+    list of ColumnResult
+        One per frame; each site table gains a ``frame`` column.
+    """
+    arr = np.asarray(stack)
+    if arr.ndim != 3:
+        raise ColumnDetectionError(f"expected a (frames, y, x) stack, got shape {arr.shape}")
+    results = []
+    for t in range(arr.shape[0]):
+        if cancel is not None and cancel():
+            raise InterruptedError("cancelled")
+        result = detect_columns(arr[t], **kwargs)
+        result.sites.insert(0, "frame", t)
+        results.append(result)
+        if progress is not None:
+            progress(t + 1, arr.shape[0])
+    return results

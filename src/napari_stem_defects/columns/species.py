@@ -1,0 +1,255 @@
+"""Species of every column from its integrated intensity: mixtures fitted per sublattice.
+
+With a known material the mixture is physics-constrained: component means
+are ``scale * sum(Z ** gamma)`` for each candidate column content (e.g. on
+metal sites: empty, Mo, the usual dopant W, an S2 antisite), with one scale
+shared by both sublattices and the Z exponent gamma chosen by likelihood
+from 1.4 to 2.1. Components are placed by lattice topology only: metals and
+their defects on metal sites, chalcogens on chalcogen sites ("lockdown").
+Without a material a free Gaussian mixture is fitted per sublattice, its
+size chosen by BIC.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ..materials import ATOMIC_NUMBER, Material
+from .result import EMPTY, SpeciesFit
+
+_GAMMAS = np.round(np.arange(1.4, 2.11, 0.05), 2)
+_PRIOR_MAIN = 0.9
+_PSEUDO = 0.5
+
+
+def candidates(material: Material, sublattice: str) -> list[tuple[str, tuple[str, ...], float]]:
+    """Candidate contents of a site: (label, elements, prior weight).
+
+    Examples
+    --------
+    >>> from napari_stem_defects.materials import parse_material
+    >>> [c[0] for c in candidates(parse_material("MoS2"), "M")]
+    ['empty', 'Mo', 'W', 'S2']
+    >>> [c[0] for c in candidates(parse_material("MoS2"), "X")]
+    ['empty', 'S', 'Se', 'S2', 'SSe', 'Se2', 'Mo']
+    """
+    from ..simulate.defects import default_dopant, default_substituent
+
+    out: list[tuple[str, tuple[str, ...], float]] = [(EMPTY, (), 0.0)]
+    if sublattice == "M":
+        metals = dict(material.metals)
+        metals.setdefault(default_dopant(material), 0.0)
+        out += [(el, (el,), frac) for el, frac in metals.items()]
+        x = material.main_chalcogen
+        out.append((_label((x, x)), (x, x), 0.0))
+    else:
+        chalc = dict(material.chalcogens)
+        chalc.setdefault(default_substituent(material), 0.0)
+        els = sorted(chalc, key=ATOMIC_NUMBER.__getitem__)
+        out += [(el, (el,), 0.0) for el in els]
+        for a, b in itertools.combinations_with_replacement(els, 2):
+            if material.janus:
+                prior = 1.0 if a != b and chalc[a] > 0 and chalc[b] > 0 else 0.0
+            else:
+                prior = chalc[a] * chalc[b] * (1 if a == b else 2)
+            out.append((_label((a, b)), (a, b), prior))
+        out.append((material.main_metal, (material.main_metal,), 0.0))
+    return out
+
+
+def _label(elements: tuple[str, ...]) -> str:
+    from ..simulate.defects import species_string
+
+    return species_string(np.array([ATOMIC_NUMBER[e] for e in elements]))
+
+
+def _z_sum(elements: tuple[str, ...], gamma: float) -> float:
+    return float(sum(ATOMIC_NUMBER[e] ** gamma for e in elements))
+
+
+def _prior_weights(cands) -> np.ndarray:
+    prior = np.array([c[2] for c in cands], float)
+    n_rare = int((prior == 0).sum())
+    w = _PRIOR_MAIN * prior / prior.sum() + (1 - _PRIOR_MAIN) * (prior == 0) / max(n_rare, 1)
+    return w / w.sum()
+
+
+def fit_species_physics(
+    intensities: dict[str, np.ndarray],
+    material: Material,
+    neighbours: dict[str, np.ndarray] | None = None,
+    n_iter: int = 60,
+) -> dict[str, SpeciesFit]:
+    """Fit physics-constrained mixtures to the metal ('M') and chalcogen ('X') site intensities.
+
+    The mean of component k at site i is ``scale * level_k + crosstalk *
+    neighbours_i``: the expected Z-contrast of the column plus the share of
+    its nearest neighbours' signal that probe tails spread into its disc.
+
+    Parameters
+    ----------
+    intensities : dict
+        'M' and 'X' arrays of background-corrected integrated intensities.
+    material : Material
+        Host material (sets candidate species and their prior weights).
+    neighbours : dict, optional
+        'M' and 'X' arrays: summed intensity of each site's nearest neighbours
+        (the other sublattice). Without it crosstalk is ignored.
+    n_iter : int
+        EM iterations per trial Z exponent.
+
+    Returns
+    -------
+    dict of str to SpeciesFit
+        For display each fit's means are taken at the median neighbour sum.
+    """
+    subs = [s for s in ("M", "X") if len(intensities.get(s, ())) > 0]
+    x = {s: np.asarray(intensities[s], float) for s in subs}
+    nb = {s: np.zeros_like(x[s]) if neighbours is None else np.asarray(neighbours[s], float) for s in subs}
+    cands = {s: candidates(material, s) for s in subs}
+    prior = {s: _prior_weights(cands[s]) for s in subs}
+    best: tuple[float, float, dict, dict] | None = None
+    for gamma in _GAMMAS:
+        levels = {s: np.array([_z_sum(c[1], gamma) for c in cands[s]]) for s in subs}
+        loglik, params = _em(x, nb, levels, prior, n_iter)
+        if best is None or loglik > best[0]:
+            best = (loglik, float(gamma), levels, params)
+    _, gamma, levels, (scale, cross, sigma, weights) = best
+    out = {}
+    for s in subs:
+        k = len(levels[s])
+        shift = cross * float(np.median(nb[s])) if len(nb[s]) else 0.0
+        out[s] = SpeciesFit(s, [c[0] for c in cands[s]], scale * levels[s] + shift, np.full(k, sigma[s]),
+                            weights[s], x[s], gamma, site_means=scale * levels[s][None, :] + cross * nb[s][:, None])
+    return out
+
+
+def _em(x, nb, levels, prior, n_iter):
+    """EM for means scale * level + crosstalk * neighbours, one sigma and free weights per sublattice."""
+    subs = list(levels)
+    w = {s: prior[s].copy() for s in subs}
+    main = {s: float(prior[s] @ levels[s]) for s in subs}
+    scale = float(np.median([np.median(x[s]) / main[s] for s in subs if main[s] > 0]))
+    scale = scale if np.isfinite(scale) and scale > 0 else 1.0
+    cross = 0.0
+    sigma = {s: 0.15 * scale * main[s] + 1e-12 for s in subs}
+    for _ in range(n_iter):
+        means = {s: scale * levels[s][None, :] + cross * nb[s][:, None] for s in subs}
+        resp = {s: _resp(x[s], means[s], sigma[s], w[s]) for s in subs}
+        # Weighted least squares for (scale, crosstalk) over all sites and components.
+        a = np.zeros((2, 2))
+        rhs = np.zeros(2)
+        for s in subs:
+            r = resp[s] / sigma[s] ** 2
+            lv, n_ = levels[s][None, :], nb[s][:, None]
+            a += [[(r * lv * lv).sum(), (r * lv * n_).sum()], [(r * lv * n_).sum(), (r * n_ * n_).sum()]]
+            rhs += [(r * lv * x[s][:, None]).sum(), (r * n_ * x[s][:, None]).sum()]
+        scale, cross = _solve_nonneg(a, rhs, scale)
+        for s in subs:
+            r = resp[s]
+            w[s] = (r.sum(axis=0) + _PSEUDO * prior[s]) / (len(x[s]) + _PSEUDO)
+            mu = scale * levels[s][None, :] + cross * nb[s][:, None]
+            var = float((r * (x[s][:, None] - mu) ** 2).sum() / max(len(x[s]), 1))
+            floor = (0.01 * scale * levels[s].max()) ** 2
+            sigma[s] = float(np.sqrt(max(var, floor)))
+    loglik = 0.0
+    for s in subs:
+        mu = scale * levels[s][None, :] + cross * nb[s][:, None]
+        loglik += _loglik(x[s], mu, sigma[s], w[s])
+    return loglik, (scale, cross, sigma, w)
+
+
+def _solve_nonneg(a: np.ndarray, rhs: np.ndarray, fallback: float) -> tuple[float, float]:
+    """Solve the 2x2 normal equations with crosstalk limited to [0, 0.3]."""
+    if np.linalg.det(a) > 1e-12 * max(1.0, abs(a).max()) ** 2:
+        scale, cross = np.linalg.solve(a, rhs)
+        if 0.0 <= cross <= 0.3 and scale > 0:
+            return float(scale), float(cross)
+    cross = float(np.clip((rhs[1] - a[1, 0] * fallback) / a[1, 1], 0.0, 0.3)) if a[1, 1] > 0 else 0.0
+    scale = (rhs[0] - a[0, 1] * cross) / a[0, 0] if a[0, 0] > 0 else fallback
+    return (float(scale) if scale > 0 else fallback), cross
+
+
+def _log_components(x, means, sigma, weights):
+    means = means if np.ndim(means) == 2 else np.asarray(means)[None, :]
+    z = (x[:, None] - means) / sigma
+    return np.log(np.maximum(weights, 1e-300))[None] - 0.5 * z**2 - np.log(sigma * np.sqrt(2 * np.pi))
+
+
+def _resp(x, means, sigma, weights):
+    lc = _log_components(x, means, sigma, weights)
+    lc -= lc.max(axis=1, keepdims=True)
+    p = np.exp(lc)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _loglik(x, means, sigma, weights):
+    lc = _log_components(x, means, sigma, weights)
+    top = lc.max(axis=1)
+    return float((top + np.log(np.exp(lc - top[:, None]).sum(axis=1))).sum())
+
+
+def fit_species_free(intensities: np.ndarray, sublattice: str, max_components: int = 4, n_iter: int = 100) -> SpeciesFit:
+    """Gaussian mixture with the number of components chosen by BIC (no material known).
+
+    Components are named by sublattice and brightness ('M1' darkest); one
+    whose mean is below a quarter of the brightest common component is
+    called 'empty'.
+    """
+    x = np.asarray(intensities, float)
+    best = None
+    for k in range(1, max(1, min(max_components, len(x) // 10)) + 1):
+        qs = np.quantile(x, (np.arange(k) + 0.5) / k)
+        means, sig, w = qs.astype(float), np.full(k, x.std() / k + 1e-12), np.full(k, 1.0 / k)
+        for _ in range(n_iter):
+            r = _responsibilities_multi(x, means, sig, w)
+            nk = r.sum(axis=0) + 1e-9
+            w = nk / nk.sum()
+            means = (r * x[:, None]).sum(axis=0) / nk
+            sig = np.sqrt(np.maximum((r * (x[:, None] - means) ** 2).sum(axis=0) / nk, (0.01 * x.std()) ** 2 + 1e-24))
+        ll = _loglik_multi(x, means, sig, w)
+        bic = -2 * ll + (3 * k - 1) * np.log(len(x))
+        if best is None or bic < best[0]:
+            best = (bic, means, sig, w)
+    _, means, sig, w = best
+    order = np.argsort(means)
+    means, sig, w = means[order], sig[order], w[order]
+    labels = [f"{sublattice}{i + 1}" for i in range(len(means))]
+    common = means[w >= 0.2 * w.max()].max()
+    if len(means) > 1 and means[0] < 0.25 * common:
+        labels[0] = EMPTY
+    return SpeciesFit(sublattice, labels, means, sig, w, x)
+
+
+def _responsibilities_multi(x, means, sig, w):
+    lc = np.log(np.maximum(w, 1e-300))[None] - 0.5 * ((x[:, None] - means) / sig) ** 2 - np.log(sig)[None]
+    lc -= lc.max(axis=1, keepdims=True)
+    p = np.exp(lc)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _loglik_multi(x, means, sig, w):
+    lc = np.log(np.maximum(w, 1e-300))[None] - 0.5 * ((x[:, None] - means) / sig) ** 2 - np.log(sig * np.sqrt(2 * np.pi))[None]
+    top = lc.max(axis=1)
+    return float((top + np.log(np.exp(lc - top[:, None]).sum(axis=1))).sum())
+
+
+def assign_species(fit: SpeciesFit, intensities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Most probable species of each site and its posterior probability.
+
+    Uses the per-site means of a physics fit (which include each site's
+    crosstalk) when ``intensities`` are the fitted ones, else the fit's means.
+    """
+    x = np.asarray(intensities, float)
+    site_means = fit.site_means
+    if site_means is not None and site_means.shape[0] == len(x):
+        lc = _log_components(x, site_means, fit.sigmas[0], fit.weights)
+        lc -= lc.max(axis=1, keepdims=True)
+        post = np.exp(lc)
+        post /= post.sum(axis=1, keepdims=True)
+    else:
+        post = fit.posterior(x)
+    best = post.argmax(axis=1)
+    return np.asarray(fit.labels, dtype=object)[best], post[np.arange(len(best)), best]
