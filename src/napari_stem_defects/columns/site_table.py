@@ -78,22 +78,10 @@ def build_site_table(
     order = np.argsort(err)
     _, first = np.unique(mn[idx[order]], axis=0, return_index=True)
     idx = idx[order[first]]
-    coset_of_peak = (mn[idx].sum(axis=1)) % 3
     grid, positions = sites_in_view(model, shape, mn[idx])
     coset = grid.sum(axis=1) % 3
     peak_of = {tuple(k): p for k, p in zip(mn[idx].tolist(), idx.tolist())}
     peak_index = np.array([peak_of.get(tuple(g), -1) for g in grid.tolist()], dtype=np.int64)
-    # The empty (hollow) coset is decided locally: across a mirror twin boundary it changes.
-    hollow = _local_hollow(positions, peaks[idx], coset_of_peak, nn_px)
-    counts = np.bincount(coset_of_peak, minlength=3)
-    if np.sort(counts)[0] > 0.5 * np.sort(counts)[1] and len(np.unique(hollow)) == 1:
-        messages.append("the peaks fill all three honeycomb positions about equally: "
-                        "this may not be a 2H monolayer seen along c")
-    if len(np.unique(hollow)) > 1:
-        messages.append(f"{len(np.unique(hollow))} domains with different stacking found "
-                        "(e.g. a mirror twin boundary); sublattices are assigned per domain")
-    keep = (coset != hollow) | (peak_index >= 0)
-    grid, positions, coset, peak_index, hollow = (arr[keep] for arr in (grid, positions, coset, peak_index, hollow))
     detected = peak_index >= 0
     positions[detected] = peaks[peak_index[detected]]
     how = np.full(len(grid), "lattice", dtype=object)
@@ -104,6 +92,14 @@ def build_site_table(
     positions[off] = model.predict(grid[off])
     how[off] = "lattice"
     intensity = measure(positions)
+    # The empty (hollow) coset is the locally darkest one; across a mirror twin boundary it changes.
+    hollow = _local_hollow(positions, coset, intensity, nn_px)
+    if len(np.unique(hollow)) > 1:
+        messages.append(f"{len(np.unique(hollow))} domains with different stacking found "
+                        "(e.g. a mirror twin boundary); sublattices are assigned per domain")
+    keep = (coset != hollow) | detected
+    grid, positions, coset, peak_index, hollow, detected, how, intensity = (
+        arr[keep] for arr in (grid, positions, coset, peak_index, hollow, detected, how, intensity))
 
     metal = np.zeros(len(grid), dtype=np.int64)
     med: dict[int, float] = {}
@@ -170,21 +166,26 @@ def build_site_table(
     return sites, fits, info, messages
 
 
-def _local_hollow(positions: np.ndarray, peak_pos: np.ndarray, peak_coset: np.ndarray, nn_px: float) -> np.ndarray:
-    """For every site, the coset with the fewest peaks within three neighbour distances (the hollow one)."""
+def _local_hollow(positions: np.ndarray, coset: np.ndarray, intensity: np.ndarray, nn_px: float) -> np.ndarray:
+    """For every site, the coset with the least intensity within three neighbour distances (the hollow one).
+
+    Intensity rather than peak counts decides, so a sublattice too dim to
+    give peaks (S2 beside W under a broad probe) is still told from the hollow.
+    """
     from scipy.spatial import cKDTree
 
-    pairs = cKDTree(positions).sparse_distance_matrix(cKDTree(peak_pos), 3.0 * nn_px, output_type="coo_matrix")
-    counts = np.zeros((len(positions), 3))
-    np.add.at(counts, (pairs.row, peak_coset[pairs.col]), 1.0)
-    overall = np.bincount(peak_coset, minlength=3).astype(float)
-    # Ties (few peaks nearby) fall back to the image-wide choice.
-    counts += 1e-3 * overall / max(overall.sum(), 1.0)
-    hollow = counts.argmin(axis=1)
+    tree = cKDTree(positions)
+    pairs = tree.sparse_distance_matrix(tree, 3.0 * nn_px, output_type="coo_matrix")
+    total = np.zeros((len(positions), 3))
+    count = np.zeros((len(positions), 3))
+    np.add.at(total, (pairs.row, coset[pairs.col]), intensity[pairs.col])
+    np.add.at(count, (pairs.row, coset[pairs.col]), 1.0)
+    overall = np.array([intensity[coset == c].mean() if np.any(coset == c) else np.inf for c in range(3)])
+    local = np.where(count > 0, total / np.maximum(count, 1), overall[None, :])
+    hollow = local.argmin(axis=1)
     # Majority vote over the neighbourhood removes specks; a domain needs 20 sites to stand.
-    own = cKDTree(positions).sparse_distance_matrix(cKDTree(positions), 3.0 * nn_px, output_type="coo_matrix")
     votes = np.zeros((len(positions), 3))
-    np.add.at(votes, (own.row, hollow[own.col]), 1.0)
+    np.add.at(votes, (pairs.row, hollow[pairs.col]), 1.0)
     hollow = votes.argmax(axis=1)
     sizes = np.bincount(hollow, minlength=3)
     small = sizes[hollow] < 20

@@ -1,0 +1,297 @@
+"""Column detection results as napari Points layer data (no Qt, no napari import).
+
+Points are stored in pixels, like the image they were found in, and carry the
+image's ``scale`` and ``units``, so they sit on the image in physical space.
+Every point has the row of the site table as ``features``, and is coloured by
+species: metals in warm colours, chalcogen columns in cool ones (single-atom
+columns lighter than full X2 columns), empty sites as hollow yellow rings
+(the convention of the ground-truth layers of :mod:`napari_stem_defects.sample_data`).
+
+Examples
+--------
+>>> species_colour("Mo"), species_colour("S2"), species_colour("unobtainium")
+('#EE7733', '#0077BB', '#BBBBBB')
+>>> legend_html({"Mo": 3, "empty": 1}).count("<br>")
+1
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .result import EMPTY, ColumnResult
+
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+
+#: Colour (hex) of each species. Metals warm, chalcogen columns cool (Paul Tol's
+#: colour-blind-safe "vibrant", "muted" and "light" schemes), empty sites yellow
+#: (drawn as hollow rings), adatoms white.
+SPECIES_COLOURS: dict[str, str] = {
+    # metals
+    "Mo": "#EE7733", "W": "#CC3311", "Nb": "#EE3377", "Re": "#AA3377", "V": "#DDAA33",
+    "Ta": "#882255", "Ti": "#DDCC77", "Cr": "#BB5566", "Hf": "#994455", "Pt": "#FFAABB",
+    # chalcogen columns: two atoms, then one atom
+    "S2": "#0077BB", "SSe": "#33BBEE", "Se2": "#009988", "STe": "#8877DD", "SeTe": "#99BB55",
+    "Te2": "#117733", "S": "#99DDFF", "Se": "#44BB99", "Te": "#BBCC33",
+    # no column, or one where none belongs
+    EMPTY: "#FFEE33", "adatom": "#FFFFFF",
+}
+#: Colour of a species missing from :data:`SPECIES_COLOURS`.
+FALLBACK_COLOUR = "#BBBBBB"
+#: Point diameter as a fraction of the nearest-neighbour (M to X) distance.
+SIZE_FRACTION = 0.6
+#: Features of every point, in order (``frame`` is appended for stacks). ``y`` and
+#: ``x`` are physical coordinates in the layer's ``units`` (Å when calibrated, else
+#: pixels); ``y_px`` and ``x_px`` are always pixels.
+FEATURE_COLUMNS = (
+    "y", "x", "y_px", "x_px", "sublattice", "species", "probability", "intensity",
+    "detected", "refined_by", "i", "j", "site_id", "verified",
+)
+
+
+def species_colour(species: str) -> str:
+    """Hex colour of a species (:data:`FALLBACK_COLOUR` when unknown)."""
+    return SPECIES_COLOURS.get(str(species), FALLBACK_COLOUR)
+
+
+def hex_to_rgba(colour: str, alpha: float = 1.0) -> tuple[float, float, float, float]:
+    """``'#RRGGBB'`` as an RGBA tuple of floats in [0, 1].
+
+    Examples
+    --------
+    >>> hex_to_rgba("#FF0000")
+    (1.0, 0.0, 0.0, 1.0)
+    """
+    c = colour.lstrip("#")
+    return (int(c[0:2], 16) / 255, int(c[2:4], 16) / 255, int(c[4:6], 16) / 255, float(alpha))
+
+
+def species_counts(sites: pd.DataFrame | Sequence[str]) -> dict[str, int]:
+    """Number of sites of each species, in legend order (metals, chalcogens, others, empty last)."""
+    species = sites["species"] if isinstance(sites, pd.DataFrame) else pd.Series(list(sites), dtype=object)
+    counts = species.astype(str).value_counts()
+    known = list(SPECIES_COLOURS)
+    order = sorted(counts.index, key=lambda s: (s == EMPTY, s not in known, known.index(s) if s in known else 0, s))
+    return {s: int(counts[s]) for s in order}
+
+
+def legend(counts: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+    """``{species: {"colour": hex, "count": n}}`` for a layer's metadata."""
+    return {s: {"colour": species_colour(s), "count": int(n)} for s, n in counts.items()}
+
+
+def legend_html(result_or_counts: ColumnResult | pd.DataFrame | Mapping[str, int] | Sequence[ColumnResult]) -> str:
+    """A coloured legend (swatch, species, count per line) as rich text for a QLabel.
+
+    Parameters
+    ----------
+    result_or_counts : ColumnResult, list of ColumnResult, DataFrame or mapping
+        A result (or several, counted together), a site table, or species counts.
+
+    Returns
+    -------
+    str
+        HTML lines; empty sites get a hollow swatch. "" when there is nothing to show.
+    """
+    obj = result_or_counts
+    if isinstance(obj, Mapping):
+        counts = {str(k): int(v) for k, v in obj.items()}
+    elif isinstance(obj, (ColumnResult, pd.DataFrame)):
+        counts = species_counts(obj.sites if isinstance(obj, ColumnResult) else obj)
+    else:
+        counts = species_counts([s for r in obj for s in r.sites["species"]])
+    return "<br>".join(
+        f'<span style="color:{species_colour(s)}; font-size:large">{"&#9675;" if s == EMPTY else "&#9679;"}'
+        f"</span>&nbsp;{html.escape(s)}: {n}" for s, n in counts.items())
+
+
+def site_features(result: ColumnResult, scale: Sequence[float] = (1.0, 1.0), frame: int | None = None) -> pd.DataFrame:
+    """The site table as Points features: physical y, x first, then the table, plus ``frame``.
+
+    Parameters
+    ----------
+    result : ColumnResult
+        Detected columns.
+    scale : sequence of float
+        Size of a pixel (y, x); only the last two values are used.
+    frame : int, optional
+        Frame of a stack the result belongs to; adds a ``frame`` column.
+    """
+    sites = result.sites
+    sy, sx = (float(s) for s in tuple(scale)[-2:])
+    features = pd.DataFrame({"y": sites["y_px"].to_numpy(float) * sy, "x": sites["x_px"].to_numpy(float) * sx})
+    for column in FEATURE_COLUMNS[2:]:
+        if column in sites:
+            features[column] = sites[column].to_numpy()
+        elif column == "verified":
+            features[column] = np.zeros(len(sites), bool)
+    features["verified"] = features["verified"].astype(bool)
+    if frame is not None:
+        features["frame"] = np.full(len(sites), int(frame))
+    return features
+
+
+def detection_parameters(result: ColumnResult) -> dict[str, Any]:
+    """What a result was found with, as plain Python values (for layer metadata)."""
+    fits = {
+        key: {"labels": list(f.labels), "means": _floats(f.means), "sigmas": _floats(f.sigmas),
+              "weights": _floats(f.weights), "gamma": float(f.gamma)}
+        for key, f in result.species_fits.items()
+    }
+    return {
+        "method": result.method,
+        "nn_px": float(result.nn_px),
+        "a1_px": _floats(result.a1),
+        "a2_px": _floats(result.a2),
+        "m_offset_px": _floats(result.m_offset),
+        "pixel_size_A": None if result.pixel_size is None else _floats(result.pixel_size),
+        "n_peaks": int(len(result.peaks)),
+        "species_fits": fits,
+        "messages": list(result.messages),
+    }
+
+
+def result_to_points_data(
+    result: ColumnResult,
+    *,
+    scale: Sequence[float] = (1.0, 1.0),
+    units: str | Sequence[str] = "pixel",
+    name: str = "columns",
+    frame: int | None = None,
+    translate: Sequence[float] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> LayerDataTuple:
+    """Layer data for the columns of one 2D image.
+
+    Parameters
+    ----------
+    result : ColumnResult
+        Detected columns.
+    scale : sequence of float
+        The image layer's scale (y, x): Å per pixel when calibrated.
+    units : str or sequence of str
+        The image layer's units ("angstrom" or "pixel").
+    name : str
+        Layer name.
+    frame : int, optional
+        Adds a ``frame`` feature (the points stay 2D; see
+        :func:`stack_results_to_points_data` for points on a stack).
+    translate : sequence of float, optional
+        The image layer's translate.
+    parameters : mapping, optional
+        Extra detection parameters (threshold, refinement, material...) kept in
+        ``metadata["parameters"]``.
+
+    Returns
+    -------
+    tuple
+        ``(data, kwargs, "points")`` with ``data`` of shape (N, 2) in pixels.
+    """
+    features = site_features(result, scale, frame)
+    data = features[["y_px", "x_px"]].to_numpy(float).reshape(-1, 2)
+    params = {**detection_parameters(result), **dict(parameters or {})}
+    scale2 = tuple(float(v) for v in _last(scale, 2, 1.0))
+    return data, _style(features, result.nn_px, name, scale2, _last_units(units, 2), translate, params), "points"
+
+
+def stack_results_to_points_data(
+    results: Sequence[ColumnResult],
+    *,
+    frames: Sequence[int] | None = None,
+    scale: Sequence[float] = (1.0, 1.0, 1.0),
+    units: str | Sequence[str] = "pixel",
+    name: str = "columns",
+    translate: Sequence[float] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    frame_parameters: Mapping[int, Mapping[str, Any]] | None = None,
+) -> LayerDataTuple:
+    """Layer data for the columns of several frames of a stack: 3D points (frame, y, x).
+
+    Parameters
+    ----------
+    results : sequence of ColumnResult
+        One result per analysed frame.
+    frames : sequence of int, optional
+        Frame index of each result; defaults to 0, 1, 2, ...
+    scale : sequence of float
+        The stack layer's scale (frame, y, x) or just (y, x).
+    units : str or sequence of str
+        The stack layer's units.
+    name, translate, parameters
+        As in :func:`result_to_points_data`.
+    frame_parameters : mapping of int to mapping, optional
+        Extra parameters of each frame (frames may be run with different
+        thresholds), merged into ``metadata["parameters"]["frames"][frame]``.
+
+    Returns
+    -------
+    tuple
+        ``(data, kwargs, "points")`` with ``data`` of shape (N, 3): frame, y, x.
+    """
+    results = list(results)
+    frames = list(range(len(results))) if frames is None else [int(f) for f in frames]
+    if len(frames) != len(results):
+        raise ValueError(f"{len(results)} results but {len(frames)} frame indices")
+    scale3 = tuple(float(v) for v in _last(scale, 3, 1.0))
+    parts = [site_features(r, scale3, f) for r, f in zip(results, frames, strict=True)]
+    features = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*FEATURE_COLUMNS, "frame"])
+    data = features[["frame", "y_px", "x_px"]].to_numpy(float).reshape(-1, 3)
+    nn = float(np.median([r.nn_px for r in results])) if results else 1.0
+    params = dict(parameters or {})
+    extra = frame_parameters or {}
+    params["frames"] = {f: {**detection_parameters(r), **dict(extra.get(f, {}))}
+                        for r, f in zip(results, frames, strict=True)}
+    return data, _style(features, nn, name, scale3, _last_units(units, 3), translate, params), "points"
+
+
+def point_colours(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Face and border RGBA (N, 4) for features: filled by species, hollow for empty sites."""
+    species = features["species"].astype(str).to_numpy()
+    colours = np.array([hex_to_rgba(species_colour(s)) for s in species], float).reshape(-1, 4)
+    return np.where((species == EMPTY)[:, None], 0.0, colours), colours
+
+
+def _style(features, nn_px, name, scale, units, translate, params) -> dict[str, Any]:
+    face, border = point_colours(features)
+    empty = features["species"].astype(str).to_numpy() == EMPTY
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "scale": scale,
+        "units": units,
+        "features": features,
+        "size": SIZE_FRACTION * float(nn_px) if np.isfinite(nn_px) and nn_px > 0 else 5.0,
+        "face_color": face,
+        "border_color": border,
+        "border_width": np.where(empty, 0.3, 0.1),
+        "border_width_is_relative": True,
+        "symbol": np.where(features["sublattice"].astype(str).to_numpy() == "H", "diamond", "disc"),
+        "opacity": 0.6,
+        "metadata": {
+            "legend": legend(species_counts(features)),
+            "parameters": params,
+            "feature_units": {"y": units[-2], "x": units[-1], "y_px": "pixel", "x_px": "pixel"},
+            "source": "napari-stem-defects column detection",
+        },
+    }
+    if translate is not None:
+        kwargs["translate"] = tuple(float(t) for t in _last(translate, len(scale), 0.0))
+    return kwargs
+
+
+def _last(values: Any, n: int, fill: Any) -> tuple:
+    """The last ``n`` of ``values`` (a scalar counts as one), padded in front with ``fill``."""
+    vals = [values] if isinstance(values, (str, int, float)) else list(values)
+    return tuple(([fill] * n + vals)[-n:])
+
+
+def _last_units(units: str | Sequence[str], n: int) -> tuple[str, ...]:
+    return tuple(str(u) for u in _last(units, n, "pixel"))
+
+
+def _floats(values) -> list[float] | None:
+    return None if values is None else [float(v) for v in np.ravel(values)]

@@ -1,0 +1,365 @@
+"""Deep atom-column detector: a small U-Net that maps a HAADF image to column peaks.
+
+The network works at a fixed scale: images are resampled so that the metal to
+chalcogen (nearest-neighbour) distance becomes :data:`CANONICAL_NN_PX` pixels,
+normalised robustly, run in overlapping tiles and the map is resampled back
+to the input's shape. The output has a peak (about 1) at the centre of every
+occupied atom column (metal, X2 or single X, adatom) and is about 0 elsewhere,
+vacancies included.
+
+torch is imported lazily, inside functions, so that importing this module
+(and napari's plugin discovery) stays fast.
+
+The weights are trained on digital twins by
+``scripts/train_column_unet.py`` (see ``models/column_unet.md``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+#: Nearest-neighbour (metal to chalcogen) distance, in pixels, the model works at.
+CANONICAL_NN_PX: float = 11.0
+#: Architecture of the shipped model (channels per level; one max-pool between levels).
+DEFAULT_ARCH: dict[str, Any] = {"in_channels": 1, "channels": (16, 32, 64)}
+#: File name of the packaged weights (in ``napari_stem_defects/models``).
+WEIGHTS_NAME = "column_unet.pt"
+#: Context, in canonical pixels, kept around each tile and cropped off (> half the receptive field).
+TILE_MARGIN = 32
+#: Tile sizes are multiples of this (total down-sampling of the network).
+_ALIGN = 8
+#: Pixels (canonical) per forward pass, at most, when batching tiles.
+_BATCH_PIXELS = 4 * 512 * 512
+
+
+# --------------------------------------------------------------------------- network
+
+
+@functools.lru_cache(maxsize=1)
+def _unet_class() -> type:
+    """The torch module class, defined on first use so that torch is imported lazily."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    def double_conv(c_in: int, c_out: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+    class ColumnUNet(nn.Module):
+        """U-Net: double 3x3 conv + BatchNorm + ReLU per level, max-pool down,
+        bilinear up with skip connections, 1x1 head giving one logit per pixel."""
+
+        def __init__(self, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64)) -> None:
+            super().__init__()
+            ch = [int(c) for c in channels]
+            self.down = nn.ModuleList(
+                double_conv(c_in, c_out) for c_in, c_out in zip([in_channels] + ch[:-1], ch)
+            )
+            self.up = nn.ModuleList(double_conv(ch[i + 1] + ch[i], ch[i]) for i in range(len(ch) - 1))
+            self.head = nn.Conv2d(ch[0], 1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            skips = []
+            for i, block in enumerate(self.down):
+                if i:
+                    x = F.max_pool2d(x, 2)
+                x = block(x)
+                skips.append(x)
+            for i in reversed(range(len(self.up))):
+                x = F.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
+                x = self.up[i](torch.cat([x, skips[i]], dim=1))
+            return self.head(x)
+
+    return ColumnUNet
+
+
+def build_column_unet(in_channels: int = 1, channels: Sequence[int] = (16, 32, 64)) -> Any:
+    """Build an untrained column U-Net (a ``torch.nn.Module`` returning logits).
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels (1 for a HAADF image).
+    channels : sequence of int
+        Feature channels per level; one 2x max-pool between consecutive levels.
+
+    Returns
+    -------
+    torch.nn.Module
+    """
+    return _unet_class()(in_channels=in_channels, channels=tuple(channels))
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def default_weights_path() -> Path:
+    """Path of the packaged weights file (it may not exist yet)."""
+    from importlib.resources import files
+
+    return Path(str(files("napari_stem_defects") / "models" / WEIGHTS_NAME))
+
+
+def load_column_model(path: str | Path | None = None) -> Any:
+    """Load the column U-Net in evaluation mode (cached per path).
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Weights file written by :func:`napari_stem_defects.training.column_unet.save_weights`;
+        defaults to the packaged ``models/column_unet.pt``.
+
+    Returns
+    -------
+    torch.nn.Module
+        The model on the CPU, in eval mode, with its metadata dict as ``model.metadata``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the weights file does not exist.
+    """
+    resolved = Path(path) if path is not None else default_weights_path()
+    return _load_cached(str(resolved.expanduser().resolve()))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str) -> Any:
+    import torch
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"column U-Net weights not found at {path}; train them with "
+            "`python scripts/train_column_unet.py` (writes src/napari_stem_defects/models/column_unet.pt)"
+        )
+    payload = torch.load(path, weights_only=True, map_location="cpu")
+    meta = dict(payload.get("metadata", {}))
+    arch = meta.get("arch", DEFAULT_ARCH)
+    model = build_column_unet(int(arch.get("in_channels", 1)), tuple(arch.get("channels", (16, 32, 64))))
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    model.metadata = meta
+    return model
+
+
+# --------------------------------------------------------------------------- pre-processing
+
+
+def normalize_image(image: np.ndarray) -> np.ndarray:
+    """Robust per-image normalisation: median to 0, the 0.5-99.5 percentile range to 1.
+
+    Parameters
+    ----------
+    image : ndarray
+        Any dtype, offset or gain; NaN/inf are replaced by the median.
+
+    Returns
+    -------
+    ndarray of float32
+        The normalised image, clipped to [-4, 6].
+    """
+    x = np.asarray(image, dtype=np.float32)
+    finite = np.isfinite(x)
+    if not finite.all():
+        x = np.where(finite, x, np.median(x[finite]) if finite.any() else 0.0).astype(np.float32)
+    lo, med, hi = np.percentile(x, [0.5, 50.0, 99.5])
+    scale = float(hi - lo)
+    if not np.isfinite(scale) or scale <= 0:
+        scale = float(x.std()) or 1.0
+    return np.clip((x - med) / scale, -4.0, 6.0).astype(np.float32)
+
+
+def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resample an image to ``shape`` (bilinear, pixel areas aligned); Gaussian anti-aliasing
+    when shrinking.
+
+    Pixel centre ``y`` maps to ``(y + 0.5) * shape[0] / image.shape[0] - 0.5``
+    (see :func:`resample_coordinates`).
+    """
+    x = np.asarray(image, dtype=np.float32)
+    factors = np.array(shape, dtype=float) / np.array(x.shape, dtype=float)
+    if np.allclose(factors, 1.0):
+        return x.copy()
+    sigma = np.maximum(0.0, (1.0 / factors - 1.0) / 2.0)
+    if np.any(sigma > 0.05):
+        x = ndimage.gaussian_filter(x, sigma, mode="reflect")
+    out = ndimage.zoom(x, factors, order=1, mode="nearest", grid_mode=True)
+    if out.shape != tuple(shape):  # zoom rounds the output shape; fix any off-by-one
+        out = np.pad(out, [(0, max(0, s - o)) for s, o in zip(shape, out.shape)], mode="edge")
+        out = out[: shape[0], : shape[1]]
+    return out.astype(np.float32, copy=False)
+
+
+def resample_coordinates(yx: np.ndarray, from_shape: tuple[int, int], to_shape: tuple[int, int]) -> np.ndarray:
+    """Map pixel coordinates (y, x) of an image of ``from_shape`` onto its :func:`resample` to ``to_shape``."""
+    f = np.array(to_shape, dtype=float) / np.array(from_shape, dtype=float)
+    return (np.asarray(yx, dtype=float) + 0.5) * f - 0.5
+
+
+def canonical_shape(shape: tuple[int, int], nn_px: float) -> tuple[int, int]:
+    """Shape of an image of ``shape`` resampled so that its nn distance becomes :data:`CANONICAL_NN_PX`."""
+    z = CANONICAL_NN_PX / float(nn_px)
+    return max(1, int(round(shape[0] * z))), max(1, int(round(shape[1] * z)))
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def deep_detection_map(
+    image: np.ndarray,
+    nn_px: float,
+    *,
+    tile: int = 512,
+    progress: Callable[[float], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """Column detection map of a HAADF image from the U-Net.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        The image, any dtype, offset or gain.
+    nn_px : float
+        Metal to chalcogen (nearest-neighbour) distance in pixels, ``a / sqrt(3)``
+        over the pixel size (e.g. ``|a1| / sqrt(3)`` from
+        :func:`napari_stem_defects.calibration.measure_lattice`).
+    tile : int
+        Size of the square tiles the network sees, in canonical pixels
+        (context margins of :data:`TILE_MARGIN` included; at least 128).
+    progress : callable, optional
+        Called with the fraction done (0 to 1) after each tile.
+    cancel : callable, optional
+        Polled before each batch of tiles; when it returns True the
+        computation stops.
+
+    Returns
+    -------
+    ndarray of float32, shape (H, W)
+        Values in [0, 1]; a peak of about 1 at every occupied column centre.
+
+    Raises
+    ------
+    ValueError
+        If the image is not 2D or ``nn_px`` is not a positive number.
+    InterruptedError
+        If ``cancel()`` returned True.
+    FileNotFoundError
+        If the model weights are missing.
+    """
+    return detection_map_with_model(
+        load_column_model(), image, nn_px, tile=tile, progress=progress, cancel=cancel
+    )
+
+
+def detection_map_with_model(
+    model: Any,
+    image: np.ndarray,
+    nn_px: float,
+    *,
+    tile: int = 512,
+    progress: Callable[[float], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """:func:`deep_detection_map` with a given model (e.g. one being trained or evaluated).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A column U-Net in eval mode (see :func:`load_column_model`).
+    image, nn_px, tile, progress, cancel
+        As in :func:`deep_detection_map`.
+
+    Returns
+    -------
+    ndarray of float32, shape (H, W)
+    """
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2D image, got shape {img.shape}")
+    if not (np.isfinite(nn_px) and nn_px > 0):
+        raise ValueError(f"nn_px must be a positive number, got {nn_px!r}")
+    if tile < 128:
+        raise ValueError("tile must be at least 128")
+    img = img.astype(np.float32, copy=False)
+    shape = img.shape
+    x = normalize_image(resample(_fill_nan(img), canonical_shape(shape, nn_px)))
+    canon = predict_map(model, x, tile=tile, progress=progress, cancel=cancel)
+    out = resample(canon, shape) if canon.shape != shape else canon
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def predict_map(
+    model: Any,
+    x: np.ndarray,
+    *,
+    tile: int = 512,
+    progress: Callable[[float], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """Run the network over a normalised, canonical-scale image in overlapping tiles.
+
+    Each tile carries :data:`TILE_MARGIN` pixels of context on every side
+    (reflected at the image border), which are cropped off, and tiles start
+    on multiples of the network's down-sampling, so the result does not
+    depend on the tiling.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Returns one logit per pixel.
+    x : ndarray of float32, shape (h, w)
+        Normalised image at the canonical scale.
+    tile, progress, cancel
+        As in :func:`deep_detection_map`.
+
+    Returns
+    -------
+    ndarray of float32, shape (h, w)
+        Sigmoid of the logits.
+    """
+    import torch
+
+    h, w = x.shape
+    m = TILE_MARGIN
+    core = max(_ALIGN, (int(tile) - 2 * m) // _ALIGN * _ALIGN)
+    core_y, core_x = (min(core, -(-s // _ALIGN) * _ALIGN) for s in (h, w))
+    ny, nx = -(-h // core_y), -(-w // core_x)
+    padded = np.pad(x, ((m, ny * core_y - h + m), (m, nx * core_x - w + m)), mode="symmetric")
+    origins = [(iy * core_y, ix * core_x) for iy in range(ny) for ix in range(nx)]
+    per_batch = max(1, _BATCH_PIXELS // ((core_y + 2 * m) * (core_x + 2 * m)))
+    out = np.empty((ny * core_y, nx * core_x), dtype=np.float32)
+    done = 0
+    with torch.no_grad():
+        for start in range(0, len(origins), per_batch):
+            if cancel is not None and cancel():
+                raise InterruptedError("column detection cancelled")
+            batch = origins[start : start + per_batch]
+            tiles = np.stack([padded[y : y + core_y + 2 * m, x0 : x0 + core_x + 2 * m] for y, x0 in batch])
+            prob = torch.sigmoid(model(torch.from_numpy(tiles[:, None]))).numpy()[:, 0]
+            for (y, x0), p in zip(batch, prob):
+                out[y : y + core_y, x0 : x0 + core_x] = p[m : m + core_y, m : m + core_x]
+                done += 1
+                if progress is not None:
+                    progress(done / len(origins))
+    return out[:h, :w]
+
+
+def _fill_nan(image: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(image)
+    if finite.all():
+        return image
+    fill = float(np.median(image[finite])) if finite.any() else 0.0
+    return np.where(finite, image, fill).astype(np.float32)
