@@ -16,7 +16,12 @@ def local_background(smoothed: np.ndarray, nn_px: float) -> np.ndarray:
     """
     size = max(3, int(round(1.6 * nn_px)) | 1)
     floor = ndimage.minimum_filter(smoothed, size=size, mode="reflect")
-    return ndimage.gaussian_filter(floor, sigma=0.8 * nn_px, mode="reflect")
+    # The floor varies on the scale of the column spacing: smooth it on a coarse grid.
+    step = max(1, int(nn_px // 4))
+    coarse = ndimage.gaussian_filter(floor[::step, ::step], sigma=0.8 * nn_px / step, mode="reflect")
+    zoom = (floor.shape[0] / coarse.shape[0], floor.shape[1] / coarse.shape[1])
+    out = ndimage.zoom(coarse, zoom, order=1, mode="nearest", grid_mode=True)
+    return out[: floor.shape[0], : floor.shape[1]]
 
 
 def classical_detection_map(image: np.ndarray, nn_px: float) -> tuple[np.ndarray, np.ndarray]:

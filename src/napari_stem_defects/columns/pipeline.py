@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.feature import peak_local_max
+from scipy import ndimage
 
 from ..calibration import LatticeMeasurement, LatticeNotFoundError, measure_lattice
 from ..materials import Material, parse_material
@@ -52,12 +52,15 @@ class DetectionMap:
         Metal to chalcogen (nearest-neighbour) distance in pixels.
     method : str
         'classical' or 'deep'.
+    background : ndarray of float32, shape (H, W), optional
+        Local background under the columns (image units), for intensities.
     """
 
     map: np.ndarray
     lattice: LatticeMeasurement
     nn_px: float
     method: str
+    background: np.ndarray | None = None
 
 
 def validate_image(image: np.ndarray) -> np.ndarray:
@@ -134,7 +137,7 @@ def compute_detection_map(
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     img = validate_image(image)
     try:
-        lattice = measure_lattice(img)
+        lattice = measure_lattice(_central_crop(img, 1024))
     except LatticeNotFoundError as err:
         raise ColumnDetectionError(f"no crystal lattice found: {err}") from err
     nn = _nn_px(lattice)
@@ -148,11 +151,19 @@ def compute_detection_map(
         from .unet import deep_detection_map
 
         dmap = deep_detection_map(img, nn, progress=progress, cancel=cancel)
+        background = background_map(img, nn)
     else:
-        dmap, _ = classical_detection_map(img, nn)
+        dmap, background = classical_detection_map(img, nn)
     if progress is not None:
         progress(1.0)
-    return DetectionMap(np.asarray(dmap, np.float32), lattice, nn, method)
+    return DetectionMap(np.asarray(dmap, np.float32), lattice, nn, method, background)
+
+
+def _central_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` part of a larger image (the lattice is the same, the FFT cheaper)."""
+    h, w = image.shape
+    y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return image[y0:y0 + min(h, size), x0:x0 + min(w, size)]
 
 
 def columns_from_map(
@@ -195,8 +206,7 @@ def columns_from_map(
     mat = parse_material(material) if material is not None else None
     thr = DEFAULT_THRESHOLD[dmap.method] if threshold is None else float(threshold)
     nn = dmap.nn_px
-    peaks = peak_local_max(dmap.map, min_distance=max(1, int(0.5 * nn)), threshold_abs=thr,
-                           exclude_border=False).astype(float)
+    peaks = find_peaks(dmap.map, min_distance=max(1, int(0.5 * nn)), threshold=thr)
     if len(peaks) < 6:
         raise ColumnDetectionError(f"only {len(peaks)} peaks above threshold {thr:g}; lower the threshold")
     radius = REFINE_RADIUS * nn
@@ -206,7 +216,7 @@ def columns_from_map(
         fit = refine_gaussian(img, peaks, radius)
         peaks = fit.positions
         refined_by[fit.converged] = "gaussian"
-    background = background_map(img, nn)
+    background = dmap.background if dmap.background is not None else background_map(img, nn)
 
     def measure(positions: np.ndarray) -> np.ndarray:
         return integrated_intensity(img, background, positions, nn)
@@ -221,6 +231,30 @@ def columns_from_map(
         pixel_size=None if pixel_size is None else tuple(map(float, pixel_size)),
         method=dmap.method, messages=messages,
     )
+
+
+def find_peaks(dmap: np.ndarray, min_distance: int, threshold: float) -> np.ndarray:
+    """Local maxima of a map above ``threshold``, at least ``min_distance`` px apart (y, x as float).
+
+    A pixel is a peak when it is the maximum of the (2 min_distance + 1)
+    square around it; of equal neighbouring maxima (plateaus) one is kept.
+
+    Examples
+    --------
+    >>> m = np.zeros((20, 20)); m[5, 5] = 1.0; m[5, 7] = 0.9; m[15, 15] = 0.5
+    >>> find_peaks(m, min_distance=3, threshold=0.2)
+    array([[ 5.,  5.],
+           [15., 15.]])
+    """
+    size = 2 * int(min_distance) + 1
+    local_max = ndimage.maximum_filter(dmap, size=size, mode="nearest")
+    mask = (dmap >= local_max) & (dmap > threshold)
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return np.zeros((0, 2))
+    coords = np.argwhere(mask)
+    _, first = np.unique(labels[mask], return_index=True)
+    return coords[first].astype(float)
 
 
 def detect_columns(

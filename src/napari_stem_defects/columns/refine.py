@@ -171,8 +171,9 @@ def _fit_chunk(img: np.ndarray, start: np.ndarray, radius: float, n_iter: int):
     eye = np.eye(6)
     for _ in range(n_iter):
         jw = jac * w[..., None]
-        hess = np.einsum("npi,npj->nij", jw, jw).astype(np.float64)
-        grad = np.einsum("npi,np->ni", jw, res).astype(np.float64)
+        jt = jw.transpose(0, 2, 1)
+        hess = np.matmul(jt, jw).astype(np.float64)
+        grad = np.matmul(jt, res[..., None])[..., 0].astype(np.float64)
         diag = np.einsum("nii->ni", hess)
         damped = hess + lam[:, None, None] * (diag[:, :, None] * eye + 1e-9 * eye)
         try:

@@ -19,7 +19,9 @@ import numpy as np
 from ..materials import ATOMIC_NUMBER, Material
 from .result import EMPTY, SpeciesFit
 
-_GAMMAS = np.round(np.arange(1.4, 2.11, 0.05), 2)
+_GAMMAS = np.round(np.arange(1.4, 2.11, 0.1), 2)
+#: Sites per sublattice used to choose gamma (the final fit uses all).
+_SEARCH_SITES = 3000
 _PRIOR_MAIN = 0.9
 _PSEUDO = 0.5
 
@@ -80,7 +82,7 @@ def fit_species_physics(
     intensities: dict[str, np.ndarray],
     material: Material,
     neighbours: dict[str, np.ndarray] | None = None,
-    n_iter: int = 60,
+    n_iter: int = 40,
 ) -> dict[str, SpeciesFit]:
     """Fit physics-constrained mixtures to the metal ('M') and chalcogen ('X') site intensities.
 
@@ -110,13 +112,21 @@ def fit_species_physics(
     nb = {s: np.zeros_like(x[s]) if neighbours is None else np.asarray(neighbours[s], float) for s in subs}
     cands = {s: candidates(material, s) for s in subs}
     prior = {s: _prior_weights(cands[s]) for s in subs}
-    best: tuple[float, float, dict, dict] | None = None
-    for gamma in _GAMMAS:
-        levels = {s: np.array([_z_sum(c[1], gamma) for c in cands[s]]) for s in subs}
-        loglik, params = _em(x, nb, levels, prior, n_iter)
-        if best is None or loglik > best[0]:
-            best = (loglik, float(gamma), levels, params)
-    _, gamma, levels, (scale, cross, sigma, weights) = best
+    # Choose gamma on a subsample, then refine around it and fit all sites.
+    rng = np.random.default_rng(0)
+    pick = {s: rng.permutation(len(x[s]))[:_SEARCH_SITES] for s in subs}
+    xs = {s: x[s][pick[s]] for s in subs}
+    nbs = {s: nb[s][pick[s]] for s in subs}
+
+    def levels_at(g: float) -> dict[str, np.ndarray]:
+        return {s: np.array([_z_sum(c[1], g) for c in cands[s]]) for s in subs}
+
+    scores = [(_em(xs, nbs, levels_at(g), prior, n_iter // 2)[0], float(g)) for g in _GAMMAS]
+    coarse = max(scores)[1]
+    fine = [coarse - 0.05, coarse, coarse + 0.05]
+    gamma = max((_em(xs, nbs, levels_at(g), prior, n_iter // 2)[0], g) for g in fine)[1]
+    levels = levels_at(gamma)
+    _, (scale, cross, sigma, weights) = _em(x, nb, levels, prior, n_iter)
     out = {}
     for s in subs:
         k = len(levels[s])
