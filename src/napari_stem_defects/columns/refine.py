@@ -191,7 +191,7 @@ def _fit_chunk(img: np.ndarray, start: np.ndarray, radius: float, n_iter: int):
     shift = theta[:, :2]
     converged = (
         np.all(np.isfinite(theta), axis=1)
-        & (np.hypot(shift[:, 0], shift[:, 1]) < 0.6 * radius)
+        & (np.hypot(shift[:, 0], shift[:, 1]) < radius)
         & (theta[:, 4] > 0)
         & (theta[:, 2] < 1.5 * radius) & (theta[:, 3] < 1.5 * radius)
     )
