@@ -1,0 +1,398 @@
+"""Dock widget: find every atom column of an image (or stack) and show them as a Points layer.
+
+The detection map (the expensive step) is cached per (layer, frame, method); threshold,
+refinement and material changes re-run only ``columns_from_map``. Work runs in a napari
+``thread_worker``; ``run(blocking=True)`` drains the same generator on the calling thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, Label, ProgressBar, PushButton
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from qtpy.QtCore import QObject, QTimer, Signal
+
+from ..calibration import LatticeNotFoundError
+from ..columns import pipeline
+from ..columns.points_layer import legend_html, result_to_points_data, species_colour, stack_results_to_points_data
+from ..columns.result import EMPTY, ColumnResult
+from ..materials import KNOWN_MATERIALS, parse_material
+
+if TYPE_CHECKING:
+    import napari
+
+log = logging.getLogger(__name__)
+#: Errors that mean "this image cannot be analysed", shown as a message.
+EXPECTED_ERRORS = (pipeline.ColumnDetectionError, LatticeNotFoundError, ValueError, ImportError, FileNotFoundError)
+_CACHE_BYTES = 512 * 2**20
+
+
+class _Relay(QObject):
+    """Carries progress from the worker thread to the GUI thread (a queued Qt connection)."""
+    progress = Signal(float)
+
+
+@dataclass
+class DetectionRun:
+    """What one run produced.
+
+    Attributes
+    ----------
+    results, errors : dict of (int or None) to ColumnResult, str
+        Result, or why it failed, per analysed frame (key None for a 2D image).
+    cancelled : bool
+        The run was cancelled before it finished.
+    layer : napari.layers.Points or None
+        The Points layer that shows the columns.
+    """
+
+    results: dict[int | None, ColumnResult] = field(default_factory=dict)
+    errors: dict[int | None, str] = field(default_factory=dict)
+    cancelled: bool = False
+    layer: Any = None
+
+
+@dataclass
+class _Job:
+    layer: Any
+    key: str
+    data: Any
+    frames: tuple[int | None, ...]
+    params: dict[str, Any]
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class ColumnsWidget(Container):
+    """Detect atom columns in the selected image, label their species and show them as points.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose 2D images and 3D stacks are offered.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._cache: OrderedDict[tuple, pipeline.DetectionMap] = OrderedDict()
+        self._lock = threading.Lock()
+        self._runs: dict[str, dict[int | None, tuple[ColumnResult, dict]]] = {}
+        self._watched: set[str] = set()
+        self._worker, self._job, self._pending, self._shown = None, None, False, None
+        self.layer = ComboBox(label="image", choices=self._image_layers)
+        self.method = ComboBox(label="method", choices=list(pipeline.METHODS), value="classical")
+        self.material = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value="MoS2")
+        self.threshold = FloatSlider(label="threshold", min=0.0, max=1.0, step=0.01,
+                                     value=pipeline.DEFAULT_THRESHOLD["classical"])
+        self.refine = ComboBox(label="refinement", choices=list(pipeline.REFINEMENTS), value="gaussian")
+        self.all_frames = CheckBox(text="all frames", value=False, enabled=False)
+        self.run_button = PushButton(text="Detect columns")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
+        self.result, self.legend = Label(value=""), Label(value="")
+        self.extend([self.layer, self.method, self.material, self.threshold, self.refine, self.all_frames,
+                     self.run_button, self.cancel_button, self.progress, self.result, self.legend])
+        for label in (self.result, self.legend):
+            label.native.setWordWrap(True)
+        self.figure = Figure(figsize=(3.2, 3.6), layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(260)
+        self.native.layout().addWidget(self.canvas)
+        self._relay = _Relay(self.native)
+        self._relay.progress.connect(self._set_progress)
+        self._debounce = QTimer(self.native, singleShot=True, interval=250)
+        self._debounce.timeout.connect(self.run)
+        self.run_button.changed.connect(lambda *_: self.run())
+        self.cancel_button.changed.connect(self.cancel)
+        self.layer.changed.connect(self._on_layer)
+        self.method.changed.connect(self._on_method)
+        for widget in (self.threshold, self.refine, self.material):
+            widget.changed.connect(self._on_parameter)
+        viewer.layers.events.inserted.connect(self.layer.reset_choices)
+        viewer.layers.events.removed.connect(self.layer.reset_choices)
+        viewer.dims.events.current_step.connect(lambda *_: self._draw_histogram(only_if_changed=True))
+        self.layer.reset_choices()
+        self._on_layer()
+
+    def _image_layers(self, *_) -> list:
+        from napari.layers import Image
+
+        return [layer for layer in self._viewer.layers
+                if isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)]
+
+    def _on_layer(self, *_) -> None:
+        layer = self.layer.value
+        self.all_frames.enabled = layer is not None and layer.ndim == 3
+        self.result.value = self.legend.value = ""
+        name = None if layer is None else layer.metadata.get("material")
+        if name and _is_material(name):
+            with self.material.changed.blocked():
+                if name not in self.material.choices:
+                    self.material.choices = [*self.material.choices, name]
+                self.material.value = name
+        self._draw_histogram()
+
+    def _on_method(self, *_) -> None:
+        with self.threshold.changed.blocked():
+            self.threshold.value = pipeline.DEFAULT_THRESHOLD[self.method.value]
+        self._on_parameter()
+
+    def _on_parameter(self, *_) -> None:
+        """Re-run the cheap steps when every map they need is cached; otherwise wait for Run."""
+        job = self._make_job()
+        with self._lock:
+            cached = job is not None and all((job.key, f, job.params["method"]) in self._cache for f in job.frames)
+        if cached:
+            self._debounce.start()
+
+    def _set_progress(self, fraction: float) -> None:
+        self.progress.value = int(round(100 * min(max(fraction, 0.0), 1.0)))
+
+    def _say(self, message: str) -> None:
+        self.result.value = message
+        self._viewer.status = message.replace("\n", " ")
+
+    def _make_job(self) -> _Job | None:
+        layer = self.layer.value
+        if layer is None:
+            return None
+        data = layer.data[0] if layer.multiscale else layer.data
+        if layer.ndim == 2:
+            frames: tuple[int | None, ...] = (None,)
+        else:
+            frames = tuple(range(data.shape[0])) if self.all_frames.value else (self._current_frame(layer),)
+        params = {"threshold": float(self.threshold.value), "refine": self.refine.value,
+                  "material": self.material.value, "method": self.method.value,
+                  "pixel_size": _pixel_size(layer), "image_layer": layer.name}
+        return _Job(layer, layer.unique_id, data, frames, params)
+
+    def _current_frame(self, layer) -> int:
+        """The stack frame the viewer shows (dims position mapped through the layer's scale)."""
+        world = np.asarray(self._viewer.dims.point, float)[-layer.ndim:]
+        frame = int(round(float(layer.world_to_data(world)[0])))
+        return int(np.clip(frame, 0, layer.data.shape[0] - 1))
+
+    def run(self, blocking: bool = False) -> DetectionRun | Any | None:
+        """Detect columns in the selected image with the current settings.
+
+        Parameters
+        ----------
+        blocking : bool
+            Work on the calling thread and return the :class:`DetectionRun`
+            (tests, scripts). Otherwise start a ``thread_worker`` and return it.
+        """
+        self._debounce.stop()
+        if self._worker is not None:  # settings changed while running: run again when done
+            self._pending = True
+            return self._worker
+        job = self._make_job()
+        if job is None:
+            self._say("Open or select an image first.")
+            return None
+        self._watch(job.layer)
+        self._set_progress(0.0)
+        if blocking:
+            work = self._work(job, self._set_progress)
+            try:
+                while True:
+                    self._set_progress(next(work))
+            except StopIteration as stop:
+                return self._apply(job, stop.value)
+        from napari.qt.threading import thread_worker
+
+        worker = thread_worker(self._work, start_thread=False, ignore_errors=True)(job, self._relay.progress.emit)
+        worker.yielded.connect(self._set_progress)
+        worker.returned.connect(lambda run: self._apply(job, run))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._worker, self._job = worker, job
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self._say("Detecting columns...")
+        worker.start()
+        return worker
+
+    def cancel(self, *_) -> None:
+        """Stop the running detection at its next checkpoint, keeping the frames already done."""
+        if self._worker is not None and self._job is not None:
+            self._pending = False
+            self._job.cancel.set()  # a flag, not worker.quit(): quitting would drop the partial result
+            self._say("Cancelling...")
+
+    def _work(self, job: _Job, report: Callable[[float], None]) -> Generator[float, None, DetectionRun]:
+        """Maps (cached), then columns, frame by frame; yields the fraction done."""
+        run, n, p = DetectionRun(), len(job.frames), job.params
+        for k, frame in enumerate(job.frames):
+            try:
+                if job.cancel.is_set():
+                    raise InterruptedError("cancelled")
+                image = np.asarray(job.data if frame is None else job.data[frame])
+                key = (job.key, frame, p["method"])  # the map cache key
+                with self._lock:
+                    dmap = self._cache.get(key)
+                if dmap is None:
+                    dmap = pipeline.compute_detection_map(image, p["method"], cancel=job.cancel.is_set,
+                                                          progress=lambda f, k=k: report((k + 0.7 * f) / n))
+                    self._remember(key, dmap)
+                yield (k + 0.7) / n
+                if job.cancel.is_set():
+                    raise InterruptedError("cancelled")
+                run.results[frame] = pipeline.columns_from_map(
+                    image, dmap, threshold=p["threshold"], refine=p["refine"], material=p["material"],
+                    pixel_size=p["pixel_size"])
+            except InterruptedError:
+                run.cancelled = True
+                break
+            except EXPECTED_ERRORS as err:
+                run.errors[frame] = str(err) or type(err).__name__
+            yield (k + 1) / n
+        return run
+
+    def _remember(self, key: tuple, dmap: pipeline.DetectionMap) -> None:
+        """Cache a map, dropping the oldest beyond _CACHE_BYTES."""
+        with self._lock:
+            self._cache[key] = dmap
+            while len(self._cache) > 1 and sum(d.map.nbytes for d in self._cache.values()) > _CACHE_BYTES:
+                self._cache.popitem(last=False)
+
+    def _watch(self, layer) -> None:
+        """Forget a layer's maps and results when its data changes."""
+        if (key := layer.unique_id) not in self._watched:
+            self._watched.add(key)
+            layer.events.data.connect(lambda *_: self._forget(key))
+
+    def _forget(self, key: str) -> None:
+        with self._lock:
+            for k in [k for k in self._cache if k[0] == key]:
+                del self._cache[k]
+        self._runs.pop(key, None)
+
+    def _on_error(self, err: Exception) -> None:
+        log.error("column detection failed", exc_info=err)
+        self._say(f"Column detection failed unexpectedly ({type(err).__name__}: {err}).")
+
+    def _on_finished(self, *_) -> None:
+        self._worker = self._job = None
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+        if self._pending:
+            self._pending = False
+            self.run()
+
+    def _apply(self, job: _Job, run: DetectionRun) -> DetectionRun:
+        """Show a finished run: Points layer, summary, legend, histogram."""
+        stored = self._runs.setdefault(job.key, {})
+        params = {k: v for k, v in job.params.items() if k != "pixel_size"}
+        stored.update({frame: (result, params) for frame, result in run.results.items()})
+        if run.results and job.layer in self._viewer.layers:
+            run.layer = self._show(job.layer, stored, params)
+        self._say(_summary(run, params))
+        self.legend.value = legend_html([r for r, _ in stored.values()])
+        self._draw_histogram()
+        return run
+
+    def _show(self, layer, stored: dict[int | None, tuple[ColumnResult, dict]], params: dict[str, Any]):
+        """Put the columns in the Points layer "<image> columns", replacing its data if it exists."""
+        from napari.layers import Points
+
+        name = f"{layer.name} columns"
+        common = {"scale": tuple(layer.scale), "units": tuple(str(u) for u in layer.units),
+                  "translate": tuple(layer.translate), "name": name, "parameters": params}
+        if layer.ndim == 2:
+            data, kwargs, _ = result_to_points_data(stored[None][0], **common)
+        else:
+            frames = sorted(stored)
+            data, kwargs, _ = stack_results_to_points_data(
+                [stored[f][0] for f in frames], frames=frames, frame_parameters={f: stored[f][1] for f in frames},
+                **common)
+        existing = self._viewer.layers[name] if name in self._viewer.layers else None
+        if isinstance(existing, Points) and existing.ndim == data.shape[1]:
+            existing.data = data
+            for attr in ("features", "face_color", "border_color", "border_width", "symbol", "size",
+                         "scale", "units", "translate"):
+                setattr(existing, attr, kwargs[attr])
+            existing.metadata.update(kwargs["metadata"])
+            existing.refresh()
+            return existing
+        if isinstance(existing, Points):
+            self._viewer.layers.remove(existing)
+        return self._viewer.add_points(data, **kwargs)
+
+    def displayed_result(self) -> ColumnResult | None:
+        """The result for the selected image (its current frame for a stack), if any."""
+        layer = self.layer.value
+        stored = {} if layer is None else self._runs.get(layer.unique_id, {})
+        if not stored:
+            return None
+        frame = self._current_frame(layer) if layer.ndim == 3 else None
+        return (stored.get(frame) or next(iter(stored.values())))[0]
+
+    def _draw_histogram(self, *_, only_if_changed: bool = False) -> None:
+        """Intensity histogram of each sublattice with every fitted species' weighted density."""
+        result = self.displayed_result()
+        if only_if_changed and result is self._shown:
+            return
+        self._shown = result
+        self.figure.clear()
+        fits = [] if result is None else [result.species_fits[s] for s in ("M", "X") if s in result.species_fits]
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(self._viewer.theme)
+        fg, bg = theme.text.as_hex(), theme.background.as_hex()
+        self.figure.set_facecolor(bg)
+        style = {"text.color": fg, "axes.labelcolor": fg, "axes.edgecolor": fg, "xtick.color": fg,
+                 "ytick.color": fg, "axes.facecolor": "none", "font.size": 7, "legend.frameon": False}
+        with matplotlib.rc_context(style):
+            for n, fit in enumerate(fits):
+                ax = self.figure.add_subplot(len(fits), 1, n + 1)
+                ax.set(title=f"{fit.sublattice} sites", xlabel="integrated intensity")
+                values = np.asarray(fit.intensities, float)
+                values = values[np.isfinite(values)]
+                if values.size:
+                    ax.hist(values, bins=min(60, max(10, values.size // 10)), density=True, color="#888888",
+                            alpha=0.6)
+                    pad = 0.1 * np.ptp(values) + 1e-9
+                    xs = np.linspace(values.min() - pad, values.max() + pad, 400)
+                    pdf = fit.component_pdf(xs)
+                    for label, weight, curve in zip(fit.labels, fit.weights, pdf, strict=False):
+                        ax.plot(xs, curve, color=species_colour(label), lw=1.6, label=f"{label} ({weight:.0%})")
+                    ax.plot(xs, pdf.sum(axis=0), color=fg, lw=0.8, ls="--", label="_mixture")
+                    ax.legend(fontsize=6)
+        self.canvas.draw_idle()
+
+
+def _pixel_size(layer) -> tuple[float, float] | None:
+    """Å per pixel (y, x) from the layer's metadata, or its scale when calibrated; None if unknown."""
+    pixel = layer.metadata.get("pixel_size_A")
+    if pixel is None and layer.metadata.get("calibrated", False):
+        pixel = layer.scale[-2:]
+    return None if pixel is None else tuple(float(v) for v in np.broadcast_to(np.ravel(pixel)[-2:], (2,)))
+
+
+def _is_material(name: str) -> bool:
+    try:
+        return parse_material(name) is not None
+    except ValueError:
+        return False
+
+
+def _summary(run: DetectionRun, params: dict[str, Any]) -> str:
+    """A few lines for the dock: what was found, what failed, with which settings."""
+    lines = []
+    for frame, r in list(run.results.items())[:3]:
+        where, n_empty = ("" if frame is None else f"Frame {frame}: "), int((r.sites["species"] == EMPTY).sum())
+        lines += [f"{where}{len(r.sites)} sites ({int(r.sites['detected'].sum())} columns found, {n_empty} empty), "
+                  f"nn {r.nn_px:.1f} px.", *r.messages]
+    lines += [f"... {len(run.results)} frames analysed in all."] * (len(run.results) > 3)
+    lines += [f"Cannot detect columns ({'' if f is None else f'frame {f}: '}{e})." for f, e in run.errors.items()]
+    lines += ["Cancelled."] * run.cancelled
+    lines += [f"{params['method']}, threshold {params['threshold']:.2f}, {params['refine']}, "
+              f"{params['material']}."] * bool(run.results)
+    return "\n".join(lines)
