@@ -171,3 +171,24 @@ def test_real_mose2_against_its_reference_positions(shared_data):
     scores = score_sites(inside_border(result.sites, image.shape, 4), inside_border(ref, image.shape, 4), result.nn_px)
     assert scores.f1 >= 0.98
     assert scores.rmse_pm < 1.0  # pixels here (no calibration); reference positions are whole pixels
+
+
+def test_known_material_and_pixel_size_find_the_lattice_at_low_dose():
+    from napari_stem_defects.materials import parse_material
+    from napari_stem_defects.simulate import random_imaging
+
+    rng = np.random.default_rng(1004)
+    imaging = random_imaging(rng, (1e4, 1e4))
+    pixel = parse_material("WS2").a / np.sqrt(3) / rng.uniform(10, 20)
+    twin = simulate_twin("WS2", shape=(384, 384), pixel_size=pixel, rotation_deg=None, defects={"V_M": 0.02},
+                         imaging=imaging, seed=4)
+    with pytest.raises(ColumnDetectionError, match="no crystal lattice"):
+        detect_columns(twin.image, material="WS2")  # the free FFT search gives up
+    result = detect_columns(twin.image, material="WS2", pixel_size=pixel)
+    assert score_sites(result.sites, twin.sites, _nn(twin), pixel).f1 >= 0.95
+
+
+def test_noise_is_not_a_lattice_even_with_a_spacing_to_look_for():
+    noise = np.random.default_rng(3).poisson(20, (384, 384)).astype(float)
+    with pytest.raises(ColumnDetectionError, match="no crystal lattice"):
+        detect_columns(noise, material="MoS2", pixel_size=0.1)

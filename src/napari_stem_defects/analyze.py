@@ -97,7 +97,7 @@ def analyze_image(
     frames = image.data[None] if image.data.ndim == 2 else image.data
     results = []
     for t, frame in enumerate(frames):
-        dmap = compute_detection_map(frame, method)
+        dmap = compute_detection_map(frame, method, material=material, pixel_size=image.pixel_size)
         results.append(columns_from_map(frame, dmap, threshold=threshold, refine=refine, material=material,
                                         pixel_size=image.pixel_size))
         if progress is not None:

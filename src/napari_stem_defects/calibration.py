@@ -177,6 +177,65 @@ def measure_lattice(image: np.ndarray, max_order: int = 3) -> LatticeMeasurement
                               score=first_score)
 
 
+def measure_lattice_near(image: np.ndarray, d100_px: float, tolerance: float = 0.08,
+                         min_score: float = 1.0, max_order: int = 3) -> LatticeMeasurement:
+    """Find the hexagon of first-order spots near a known spacing (e.g. from material and pixel size).
+
+    Knowing the ring to look on makes the search far more sensitive than
+    :func:`measure_lattice`, which must find the spots anywhere: it finds the
+    lattice of low-dose images where the free search gives up.
+
+    Parameters
+    ----------
+    image : ndarray
+        2D image or (t, y, x) stack.
+    d100_px : float
+        Expected first-order plane spacing in pixels.
+    tolerance : float
+        Relative range of spacings searched around ``d100_px``.
+    min_score : float
+        Lowest mean strength of the six spots over the radial background (log units).
+    max_order : int
+        Highest order used in the least-squares refinement.
+
+    Raises
+    ------
+    LatticeNotFoundError
+        If no hexagon near that spacing stands out.
+    """
+    power = _power_spectrum(image)
+    n_y, n_x = power.shape
+    ky = (np.arange(n_y) - n_y // 2) / n_y
+    kx = (np.arange(n_x) - n_x // 2) / n_x
+    k_y, k_x = np.meshgrid(ky, kx, indexing="ij")
+    log_power = np.log(power + 1e-30)
+    score = _whiten(log_power, np.hypot(k_y, k_x), min(n_y, n_x))
+    k0 = 1.0 / float(d100_px)
+    radii = k0 * np.linspace(1 - tolerance, 1 + tolerance, 41)
+    angles = np.deg2rad(np.arange(0.0, 60.0, 0.25))
+    turns = np.deg2rad(60.0 * np.arange(6))
+    rr, aa, tt = np.meshgrid(radii, angles, turns, indexing="ij")
+    rows = rr * np.sin(aa + tt) * n_y + n_y // 2
+    cols = rr * np.cos(aa + tt) * n_x + n_x // 2
+    smooth = ndimage.maximum_filter(score, size=3)
+    values = ndimage.map_coordinates(smooth, [rows.ravel(), cols.ravel()], order=1, mode="nearest").reshape(rr.shape)
+    hexes = values.mean(axis=-1)
+    i, j = np.unravel_index(np.argmax(hexes), hexes.shape)
+    if hexes[i, j] < min_score:
+        raise LatticeNotFoundError(
+            f"no lattice found near the expected spacing of {d100_px:.1f} px (check the material and pixel size)")
+    g1 = radii[i] * np.array([np.sin(angles[j]), np.cos(angles[j])])
+    g2 = radii[i] * np.array([np.sin(angles[j] + np.pi / 3), np.cos(angles[j] + np.pi / 3)])
+    r1, r2, n_spots, _ = _refine(log_power, score, g1, g2, (n_y, n_x), max_order)
+    if n_spots >= 6 and abs(np.linalg.norm(r1) / radii[i] - 1) < tolerance:
+        g1, g2 = r1, r2
+    basis = np.stack([g1, g2])
+    real = np.linalg.inv(basis).T
+    d = 1.0 / np.array([np.linalg.norm(g1), np.linalg.norm(g2), np.linalg.norm(g1 - g2)])
+    return LatticeMeasurement(g1=g1, g2=g2, a1=real[0], a2=real[1], d_spacings_px=d, n_spots=int(n_spots),
+                              score=float(hexes[i, j]))
+
+
 def pixel_size_from_lattice(lattice: LatticeMeasurement, material: str | Material) -> tuple[float, float]:
     """Pixel size (y, x) in Å that makes the measured lattice the material's perfect hexagon.
 

@@ -239,8 +239,9 @@ class ColumnsWidget(Container):
                 with self._lock:
                     dmap = self._cache.get(key)
                 if dmap is None:
-                    dmap = pipeline.compute_detection_map(image, p["method"], cancel=job.cancel.is_set,
-                                                          progress=lambda f, k=k: report((k + 0.7 * f) / n))
+                    dmap = pipeline.compute_detection_map(
+                        image, p["method"], material=p["material"], pixel_size=p["pixel_size"],
+                        cancel=job.cancel.is_set, progress=lambda f, k=k: report((k + 0.7 * f) / n))
                     self._remember(key, dmap)
                 yield (k + 0.7) / n
                 if job.cancel.is_set():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..calibration import LatticeMeasurement, LatticeNotFoundError, measure_lattice
+from ..calibration import LatticeMeasurement, LatticeNotFoundError, measure_lattice, measure_lattice_near
 from ..materials import Material, parse_material
 from .classical import classical_detection_map
 from .intensity import background_map, integrated_intensity
@@ -109,6 +109,8 @@ def compute_detection_map(
     image: np.ndarray,
     method: str = "classical",
     *,
+    material: str | Material | None = None,
+    pixel_size: tuple[float, float] | float | None = None,
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> DetectionMap:
@@ -119,6 +121,10 @@ def compute_detection_map(
     image : ndarray, shape (H, W)
     method : {'classical', 'deep'}
         Band-pass filter matched to the column spacing, or the shipped U-Net.
+    material, pixel_size : optional
+        When both are known and the free FFT search finds no lattice (low
+        dose), the spots are looked for on the ring the material's spacing
+        implies.
     progress : callable, optional
         Called with the fraction done (deep method, per tile).
     cancel : callable, optional
@@ -136,10 +142,7 @@ def compute_detection_map(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     img = validate_image(image)
-    try:
-        lattice = measure_lattice(_central_crop(img, 1024))
-    except LatticeNotFoundError as err:
-        raise ColumnDetectionError(f"no crystal lattice found: {err}") from err
+    lattice = _lattice(_central_crop(img, 1024), material, pixel_size)
     nn = _nn_px(lattice)
     if nn < 2.5:
         raise ColumnDetectionError(f"columns are only {nn:.1f} px apart: the image is too coarsely "
@@ -157,6 +160,22 @@ def compute_detection_map(
     if progress is not None:
         progress(1.0)
     return DetectionMap(np.asarray(dmap, np.float32), lattice, nn, method, background)
+
+
+def _lattice(img: np.ndarray, material, pixel_size) -> LatticeMeasurement:
+    """The lattice from the free FFT search, or near the expected spacing when that fails."""
+    try:
+        return measure_lattice(img)
+    except LatticeNotFoundError as err:
+        if material is None or pixel_size is None:
+            raise ColumnDetectionError(f"no crystal lattice found: {err}") from err
+        first_error = err
+    size = float(np.mean(pixel_size))
+    d100_px = parse_material(material).d100 / size
+    try:
+        return measure_lattice_near(img, d100_px)
+    except LatticeNotFoundError as err:
+        raise ColumnDetectionError(f"no crystal lattice found: {first_error}; {err}") from err
 
 
 def _central_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -282,7 +301,7 @@ def detect_columns(
     >>> abs(len(result.sites) - len(twin.sites)) <= 2  # sites on the very edge may fall either way
     True
     """
-    dmap = compute_detection_map(image, method)
+    dmap = compute_detection_map(image, method, material=material, pixel_size=pixel_size)
     return columns_from_map(image, dmap, threshold=threshold, refine=refine, material=material,
                             pixel_size=pixel_size)
 
