@@ -233,6 +233,10 @@ def columns_from_map(
     refined_by = np.full(len(peaks), "com", dtype=object)
     if refine == "gaussian":
         fit = refine_gaussian(img, peaks, radius)
+        # One probe for all columns: its width from the bright fits steadies the dim ones.
+        bright = fit.converged & (fit.amplitude >= np.median(fit.amplitude[fit.converged])) if fit.converged.any() else fit.converged
+        if bright.sum() >= 10:
+            fit = refine_gaussian(img, peaks, radius, sigma=tuple(np.median(fit.sigma[bright], axis=0)))
         peaks = fit.positions
         refined_by[fit.converged] = "gaussian"
     background = dmap.background if dmap.background is not None else background_map(img, nn)

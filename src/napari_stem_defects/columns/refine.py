@@ -103,7 +103,13 @@ def refine_com(image: np.ndarray, positions: np.ndarray, radius: float, n_iter: 
     return pos
 
 
-def refine_gaussian(image: np.ndarray, positions: np.ndarray, radius: float, n_iter: int = 8) -> GaussianFit:
+def refine_gaussian(
+    image: np.ndarray,
+    positions: np.ndarray,
+    radius: float,
+    n_iter: int = 8,
+    sigma: tuple[float, float] | None = None,
+) -> GaussianFit:
     """Fit a 2D Gaussian plus constant to the disc of ``radius`` px around every position, all at once.
 
     A batched Levenberg-Marquardt fit: each iteration builds the Jacobian of
@@ -118,6 +124,10 @@ def refine_gaussian(image: np.ndarray, positions: np.ndarray, radius: float, n_i
         Radius of the fitted disc in pixels (about 0.4 of the nearest-neighbour distance).
     n_iter : int
         Number of Levenberg-Marquardt iterations.
+    sigma : (float, float), optional
+        Fix the width (sigma_y, sigma_x) in pixels instead of fitting it. The
+        probe is the same for every column, so a width measured on the bright
+        columns steadies the fits of dim ones (four free parameters, not six).
 
     Returns
     -------
@@ -133,7 +143,7 @@ def refine_gaussian(image: np.ndarray, positions: np.ndarray, radius: float, n_i
     """
     img = np.asarray(image, dtype=np.float32)
     start = np.asarray(positions, dtype=float).reshape(-1, 2)
-    parts = [_fit_chunk(img, start[k:k + _CHUNK], radius, n_iter) for k in range(0, len(start), _CHUNK)]
+    parts = [_fit_chunk(img, start[k:k + _CHUNK], radius, n_iter, sigma) for k in range(0, len(start), _CHUNK)]
     if not parts:
         empty = np.zeros((0, 2))
         return GaussianFit(empty, empty.copy(), np.zeros(0), np.zeros(0), np.zeros(0, bool))
@@ -150,16 +160,17 @@ def _model(theta: np.ndarray, dy: np.ndarray, dx: np.ndarray):
     return theta[:, 5:6] + ae, jac
 
 
-def _fit_chunk(img: np.ndarray, start: np.ndarray, radius: float, n_iter: int):
+def _fit_chunk(img: np.ndarray, start: np.ndarray, radius: float, n_iter: int, sigma: tuple[float, float] | None):
     vals, dy, dx, mask = _disc(img, start, radius)
     w = mask.astype(np.float32)
     bg = _ring_background(vals, dy, dx, mask, radius)
     near = mask & (dy**2 + dx**2 <= (0.3 * radius) ** 2 + 0.5)
     peak = np.where(near, vals, -np.inf).max(axis=1)
     peak = np.where(np.isfinite(peak), peak, bg)
-    s0 = 0.35 * radius
-    theta = np.column_stack([np.zeros(len(start)), np.zeros(len(start)), np.full(len(start), s0),
-                             np.full(len(start), s0), np.maximum(peak - bg, 1e-6), bg]).astype(np.float64)
+    sy0, sx0 = (0.35 * radius, 0.35 * radius) if sigma is None else (float(sigma[0]), float(sigma[1]))
+    free = np.ones(6, np.float32) if sigma is None else np.array([1, 1, 0, 0, 1, 1], np.float32)
+    theta = np.column_stack([np.zeros(len(start)), np.zeros(len(start)), np.full(len(start), sy0),
+                             np.full(len(start), sx0), np.maximum(peak - bg, 1e-6), bg]).astype(np.float64)
     lam = np.full(len(start), 1e-2)
 
     def cost_of(th):
@@ -170,7 +181,7 @@ def _fit_chunk(img: np.ndarray, start: np.ndarray, radius: float, n_iter: int):
     cost, res, jac = cost_of(theta)
     eye = np.eye(6)
     for _ in range(n_iter):
-        jw = jac * w[..., None]
+        jw = jac * w[..., None] * free
         jt = jw.transpose(0, 2, 1)
         hess = np.matmul(jt, jw).astype(np.float64)
         grad = np.matmul(jt, res[..., None])[..., 0].astype(np.float64)
