@@ -19,7 +19,7 @@ from ..materials import Material, parse_material
 from .classical import classical_detection_map
 from .intensity import background_map, integrated_intensity
 from .refine import refine_com, refine_gaussian
-from .result import ColumnResult
+from .result import ColumnDetectionError, ColumnResult
 from .site_table import build_site_table
 
 #: Detection methods.
@@ -32,10 +32,6 @@ DEFAULT_THRESHOLD = {"classical": 0.05, "deep": 0.3}
 MIN_SIDE, MAX_PIXELS = 32, 8192 * 8192
 #: Refinement disc radius as a fraction of the nearest-neighbour distance.
 REFINE_RADIUS = 0.4
-
-
-class ColumnDetectionError(ValueError):
-    """The image cannot be analysed (wrong shape, NaN, constant, too small, no lattice)."""
 
 
 @dataclass

@@ -19,6 +19,10 @@ SITES_CSV_COLUMNS = ("site_id", "y_px", "x_px", "sublattice", "species", "intens
 EMPTY = "empty"
 
 
+class ColumnDetectionError(ValueError):
+    """The image cannot be analysed (wrong shape, NaN, constant, too small, no lattice)."""
+
+
 @dataclass
 class SpeciesFit:
     """A mixture fitted to one sublattice's column intensities.

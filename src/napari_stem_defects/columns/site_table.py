@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..materials import ATOMIC_NUMBER, Material
 from .lattice_sites import fit_site_model, index_peaks, neighbour_basis, sites_in_view
-from .result import EMPTY, SITE_COLUMNS, SpeciesFit
+from .result import EMPTY, SITE_COLUMNS, ColumnDetectionError, SpeciesFit
 from .species import assign_species, fit_species_free, fit_species_physics
 
 #: Z exponent used to decide which sublattice is the metal one.
@@ -60,12 +60,10 @@ def build_site_table(
         Columns :data:`~.result.SITE_COLUMNS`.
     fits : dict of str to SpeciesFit
     info : dict
-        'a1', 'a2' (lattice vectors, 60 degrees apart, from the fit) and
+        'a1', 'a2' (the FFT lattice vectors, a2 taken 60 degrees from a1) and
         'm_offset' (X position relative to its metal).
     messages : list of str
     """
-    from .pipeline import ColumnDetectionError
-
     messages: list[str] = []
     u, v = neighbour_basis(a1, a2)
     mn, indexed = index_peaks(peaks, u, v)

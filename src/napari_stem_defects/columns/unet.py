@@ -27,11 +27,11 @@ from scipy import ndimage
 #: Nearest-neighbour (metal to chalcogen) distance, in pixels, the model works at.
 CANONICAL_NN_PX: float = 11.0
 #: Architecture of the shipped model (channels per level; one max-pool between levels).
-DEFAULT_ARCH: dict[str, Any] = {"in_channels": 1, "channels": (16, 32, 64)}
+DEFAULT_ARCH: dict[str, Any] = {"in_channels": 1, "channels": (16, 32, 64, 64)}
 #: File name of the packaged weights (in ``napari_stem_defects/models``).
 WEIGHTS_NAME = "column_unet.pt"
 #: Context, in canonical pixels, kept around each tile and cropped off (> half the receptive field).
-TILE_MARGIN = 32
+TILE_MARGIN = 64
 #: Tile sizes are multiples of this (total down-sampling of the network).
 _ALIGN = 8
 #: Pixels (canonical) per forward pass, at most, when batching tiles.
@@ -62,7 +62,7 @@ def _unet_class() -> type:
         """U-Net: double 3x3 conv + BatchNorm + ReLU per level, max-pool down,
         bilinear up with skip connections, 1x1 head giving one logit per pixel."""
 
-        def __init__(self, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64)) -> None:
+        def __init__(self, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 64)) -> None:
             super().__init__()
             ch = [int(c) for c in channels]
             self.down = nn.ModuleList(
@@ -86,7 +86,7 @@ def _unet_class() -> type:
     return ColumnUNet
 
 
-def build_column_unet(in_channels: int = 1, channels: Sequence[int] = (16, 32, 64)) -> Any:
+def build_column_unet(in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 64)) -> Any:
     """Build an untrained column U-Net (a ``torch.nn.Module`` returning logits).
 
     Parameters
@@ -148,7 +148,8 @@ def _load_cached(path: str) -> Any:
     payload = torch.load(path, weights_only=True, map_location="cpu")
     meta = dict(payload.get("metadata", {}))
     arch = meta.get("arch", DEFAULT_ARCH)
-    model = build_column_unet(int(arch.get("in_channels", 1)), tuple(arch.get("channels", (16, 32, 64))))
+    channels = tuple(arch.get("channels", DEFAULT_ARCH["channels"]))
+    model = build_column_unet(int(arch.get("in_channels", 1)), channels)
     model.load_state_dict(payload["state_dict"])
     model.eval()
     model.metadata = meta
