@@ -40,6 +40,9 @@ SPECIES_COLOURS: dict[str, str] = {
     "Te2": "#117733", "S": "#99DDFF", "Se": "#44BB99", "Te": "#BBCC33",
     # no column, or one where none belongs
     EMPTY: "#FFEE33", "adatom": "#FFFFFF",
+    # classes of a free mixture (no material given), dimmest first
+    "M1": "#FFAABB", "M2": "#EE8866", "M3": "#EE7733", "M4": "#CC3311",
+    "X1": "#99DDFF", "X2": "#44BB99", "X3": "#0077BB", "X4": "#332288",
 }
 #: Colour of a species missing from :data:`SPECIES_COLOURS`.
 FALLBACK_COLOUR = "#BBBBBB"

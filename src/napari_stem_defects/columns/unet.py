@@ -238,8 +238,9 @@ def deep_detection_map(
         over the pixel size (e.g. ``|a1| / sqrt(3)`` from
         :func:`napari_stem_defects.calibration.measure_lattice`).
     tile : int
-        Size of the square tiles the network sees, in canonical pixels
-        (context margins of :data:`TILE_MARGIN` included; at least 128).
+        Size of the square tiles the network sees, in canonical pixels,
+        context margins of :data:`TILE_MARGIN` included (sizes below
+        ``2 * TILE_MARGIN + 64`` are raised to that).
     progress : callable, optional
         Called with the fraction done (0 to 1) after each tile.
     cancel : callable, optional
@@ -292,8 +293,6 @@ def detection_map_with_model(
         raise ValueError(f"expected a 2D image, got shape {img.shape}")
     if not (np.isfinite(nn_px) and nn_px > 0):
         raise ValueError(f"nn_px must be a positive number, got {nn_px!r}")
-    if tile < 128:
-        raise ValueError("tile must be at least 128")
     img = img.astype(np.float32, copy=False)
     shape = img.shape
     x = normalize_image(resample(_fill_nan(img), canonical_shape(shape, nn_px)))
@@ -335,7 +334,7 @@ def predict_map(
 
     h, w = x.shape
     m = TILE_MARGIN
-    core = max(_ALIGN, (int(tile) - 2 * m) // _ALIGN * _ALIGN)
+    core = max(64, (int(tile) - 2 * m) // _ALIGN * _ALIGN)
     core_y, core_x = (min(core, -(-s // _ALIGN) * _ALIGN) for s in (h, w))
     ny, nx = -(-h // core_y), -(-w // core_x)
     padded = np.pad(x, ((m, ny * core_y - h + m), (m, nx * core_x - w + m)), mode="symmetric")
