@@ -41,8 +41,8 @@ SPECIES_COLOURS: dict[str, str] = {
     # no column, or one where none belongs
     EMPTY: "#FFEE33", "adatom": "#FFFFFF",
     # classes of a free mixture (no material given), dimmest first
-    "M1": "#FFAABB", "M2": "#EE8866", "M3": "#EE7733", "M4": "#CC3311",
-    "X1": "#99DDFF", "X2": "#44BB99", "X3": "#0077BB", "X4": "#332288",
+    "M1": "#F4A582", "M2": "#D6604D", "M3": "#B2182B", "M4": "#67001F",
+    "X1": "#D1E5F0", "X2": "#92C5DE", "X3": "#4393C3", "X4": "#2166AC",
 }
 #: Colour of a species missing from :data:`SPECIES_COLOURS`.
 FALLBACK_COLOUR = "#BBBBBB"
