@@ -32,6 +32,8 @@ DEFAULT_THRESHOLD = {"classical": 0.05, "deep": 0.3}
 MIN_SIDE, MAX_PIXELS = 32, 8192 * 8192
 #: Refinement disc radius as a fraction of the nearest-neighbour distance.
 REFINE_RADIUS = 0.4
+#: Peaks closer to the border than this fraction of the neighbour distance are not used.
+EDGE_MARGIN = 0.25
 
 
 @dataclass
@@ -225,16 +227,13 @@ def columns_from_map(
     if len(peaks) < 6:
         raise ColumnDetectionError(f"only {len(peaks)} peaks above threshold {thr:g}; lower the threshold")
     radius = REFINE_RADIUS * nn
-    peaks = refine_com(img, peaks, radius, n_iter=2)
-    refined_by = np.full(len(peaks), "com", dtype=object)
-    if refine == "gaussian":
-        fit = refine_gaussian(img, peaks, radius)
-        # One probe for all columns: its width from the bright fits steadies the dim ones.
-        bright = fit.converged & (fit.amplitude >= np.median(fit.amplitude[fit.converged])) if fit.converged.any() else fit.converged
-        if bright.sum() >= 10:
-            fit = refine_gaussian(img, peaks, radius, sigma=tuple(np.median(fit.sigma[bright], axis=0)))
-        peaks = fit.positions
-        refined_by[fit.converged] = "gaussian"
+    peaks, refined_by = _refine_peaks(img, dmap, peaks, radius, refine)
+    # A column cut by the border gives a peak pushed inside the image: such sites are placed
+    # by the lattice fitted to the columns further in.
+    edge = EDGE_MARGIN * nn
+    inner = ((peaks[:, 0] >= edge) & (peaks[:, 1] >= edge)
+             & (peaks[:, 0] <= img.shape[0] - 1 - edge) & (peaks[:, 1] <= img.shape[1] - 1 - edge))
+    peaks, refined_by = peaks[inner], refined_by[inner]
     background = dmap.background if dmap.background is not None else background_map(img, nn)
 
     def measure(positions: np.ndarray) -> np.ndarray:
@@ -274,6 +273,35 @@ def find_peaks(dmap: np.ndarray, min_distance: int, threshold: float) -> np.ndar
     coords = np.argwhere(mask)
     _, first = np.unique(labels[mask], return_index=True)
     return coords[first].astype(float)
+
+
+def _refine_peaks(img: np.ndarray, dmap: DetectionMap, peaks: np.ndarray, radius: float,
+                  refine: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel positions of the peaks and how each was found ('gaussian', 'com' or 'map')."""
+    anchor = None
+    if dmap.method == "deep":
+        # The network was trained to peak on the column itself, even a dim one on a bright
+        # neighbour's probe tail, where fits on the image are pulled toward the neighbour.
+        anchor = refine_com(dmap.map, peaks, 0.25 * dmap.nn_px, n_iter=3)
+        peaks = anchor
+    peaks = refine_com(img, peaks, radius, n_iter=2)
+    refined_by = np.full(len(peaks), "com", dtype=object)
+    if refine == "gaussian":
+        fit = refine_gaussian(img, peaks, radius)
+        # One probe for all columns: its width from the bright fits steadies the dim ones.
+        ok = fit.converged
+        bright = ok & (fit.amplitude >= np.median(fit.amplitude[ok])) if ok.any() else ok
+        if bright.sum() >= 10:
+            # Second pass: shared width, each column fitted with its neighbours' Gaussians removed.
+            fit = refine_gaussian(img, peaks, radius, sigma=tuple(np.median(fit.sigma[bright], axis=0)),
+                                  neighbours=fit)
+        peaks = fit.positions
+        refined_by[fit.converged] = "gaussian"
+    if anchor is not None:
+        pulled = np.linalg.norm(peaks - anchor, axis=1) > 0.1 * dmap.nn_px
+        peaks[pulled] = anchor[pulled]
+        refined_by[pulled] = "map"
+    return peaks, refined_by
 
 
 def detect_columns(

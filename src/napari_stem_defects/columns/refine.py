@@ -109,6 +109,7 @@ def refine_gaussian(
     radius: float,
     n_iter: int = 8,
     sigma: tuple[float, float] | None = None,
+    neighbours: GaussianFit | None = None,
 ) -> GaussianFit:
     """Fit a 2D Gaussian plus constant to the disc of ``radius`` px around every position, all at once.
 
@@ -128,6 +129,11 @@ def refine_gaussian(
         Fix the width (sigma_y, sigma_x) in pixels instead of fitting it. The
         probe is the same for every column, so a width measured on the bright
         columns steadies the fits of dim ones (four free parameters, not six).
+    neighbours : GaussianFit, optional
+        An earlier fit of all columns in the image. Each column is then fitted
+        after subtracting every other column's Gaussian from its disc, so a
+        dim column is not pulled toward bright neighbours whose probe tails
+        overlap it (broad probes, W beside S2).
 
     Returns
     -------
@@ -143,11 +149,56 @@ def refine_gaussian(
     """
     img = np.asarray(image, dtype=np.float32)
     start = np.asarray(positions, dtype=float).reshape(-1, 2)
-    parts = [_fit_chunk(img, start[k:k + _CHUNK], radius, n_iter, sigma) for k in range(0, len(start), _CHUNK)]
+    others = None
+    if neighbours is not None:
+        others = render_gaussians(img.shape, neighbours)
+    parts = [_fit_chunk(img, start[k:k + _CHUNK], radius, n_iter, sigma,
+                        None if others is None else (others, _slice_fit(neighbours, k, k + _CHUNK)))
+             for k in range(0, len(start), _CHUNK)]
     if not parts:
         empty = np.zeros((0, 2))
         return GaussianFit(empty, empty.copy(), np.zeros(0), np.zeros(0), np.zeros(0, bool))
     return GaussianFit(*(np.concatenate(field) for field in zip(*parts)))
+
+
+def _slice_fit(fit: GaussianFit, lo: int, hi: int) -> GaussianFit:
+    return GaussianFit(fit.positions[lo:hi], fit.sigma[lo:hi], fit.amplitude[lo:hi], fit.background[lo:hi],
+                       fit.converged[lo:hi])
+
+
+def _gaussian_values(fit: GaussianFit, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Each fitted Gaussian (no background) at pixel coordinates ys, xs of shape (N, P)."""
+    sy = np.maximum(fit.sigma[:, :1], 1e-3)
+    sx = np.maximum(fit.sigma[:, 1:2], 1e-3)
+    amp = np.where(fit.converged, np.maximum(fit.amplitude, 0.0), 0.0)[:, None]
+    return amp * np.exp(-0.5 * (((ys - fit.positions[:, :1]) / sy) ** 2 + ((xs - fit.positions[:, 1:2]) / sx) ** 2))
+
+
+def render_gaussians(shape: tuple[int, int], fit: GaussianFit, extent: float = 3.5) -> np.ndarray:
+    """Image of the fitted Gaussians (converged ones), each drawn to ``extent`` sigma.
+
+    Examples
+    --------
+    >>> fit = GaussianFit(np.array([[5.0, 5.0]]), np.array([[1.0, 1.0]]), np.array([2.0]),
+    ...                   np.array([0.0]), np.array([True]))
+    >>> float(render_gaussians((11, 11), fit)[5, 5])
+    2.0
+    """
+    h, w = shape
+    if len(fit.positions) == 0:
+        return np.zeros(shape, np.float32)
+    reach = extent * float(np.median(fit.sigma.max(axis=1)))
+    centres = np.rint(fit.positions).astype(np.int64)
+    from .patches import window_offsets
+
+    dy, dx = window_offsets(reach)
+    ys = centres[:, :1] + dy[None, :]
+    xs = centres[:, 1:2] + dx[None, :]
+    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    values = _gaussian_values(fit, ys, xs)
+    flat = np.where(inside, ys * w + xs, 0)
+    out = np.bincount(flat[inside], weights=values[inside], minlength=h * w)
+    return out.reshape(shape).astype(np.float32)
 
 
 def _model(theta: np.ndarray, dy: np.ndarray, dx: np.ndarray):
@@ -160,8 +211,15 @@ def _model(theta: np.ndarray, dy: np.ndarray, dx: np.ndarray):
     return theta[:, 5:6] + ae, jac
 
 
-def _fit_chunk(img: np.ndarray, start: np.ndarray, radius: float, n_iter: int, sigma: tuple[float, float] | None):
+def _fit_chunk(img: np.ndarray, start: np.ndarray, radius: float, n_iter: int, sigma: tuple[float, float] | None,
+               deblend: tuple[np.ndarray, GaussianFit] | None = None):
     vals, dy, dx, mask = _disc(img, start, radius)
+    if deblend is not None:
+        others, own = deblend
+        ys, xs = dy + start[:, :1], dx + start[:, 1:2]
+        centres = np.rint(start).astype(np.int64)
+        model_vals, _, _, _ = gather(others, centres, radius)
+        vals = vals - model_vals.astype(np.float32) + _gaussian_values(own, ys, xs).astype(np.float32)
     w = mask.astype(np.float32)
     bg = _ring_background(vals, dy, dx, mask, radius)
     near = mask & (dy**2 + dx**2 <= (0.3 * radius) ** 2 + 0.5)
