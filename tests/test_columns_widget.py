@@ -121,7 +121,7 @@ def test_run_button_works_in_a_thread_and_cancel_stops_it(setup, monkeypatch, qt
     viewer.layers.remove("twin columns")
     widget._cache.clear()
 
-    def endless(image, method="classical", *, progress=None, cancel=None):
+    def endless(image, method="classical", *, progress=None, cancel=None, **_):
         while not cancel():
             time.sleep(0.01)  # runs in the worker thread
         raise InterruptedError("cancelled")

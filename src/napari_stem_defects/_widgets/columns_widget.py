@@ -254,6 +254,9 @@ class ColumnsWidget(Container):
                 break
             except EXPECTED_ERRORS as err:
                 run.errors[frame] = str(err) or type(err).__name__
+            except Exception as err:  # a bug, not bad input: log it, but never a traceback dialog
+                log.exception("column detection failed")
+                run.errors[frame] = f"unexpected error ({type(err).__name__}: {err}); details in the log"
             yield (k + 1) / n
         return run
 
