@@ -24,7 +24,7 @@ import pandas as pd
 
 from . import __version__
 from .columns import SITES_CSV_COLUMNS, ColumnResult, compute_detection_map, columns_from_map
-from .io.atomic import atomic_write, atomic_write_text
+from .io.atomic import atomic_write, atomic_write_text, json_default
 from .io.stem_image import StemImage
 
 #: Version of the files ``analyze`` writes; bumped when a column changes meaning.
@@ -129,7 +129,7 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, source: str | None =
         "sites_columns": list(table.columns),
         "frames": [_frame_info(r) for r in analysis.columns],
     }
-    atomic_write_text(paths["analysis"], json.dumps(info, indent=2, default=_plain))
+    atomic_write_text(paths["analysis"], json.dumps(info, indent=2, default=json_default))
     return paths
 
 
@@ -150,13 +150,6 @@ def _frame_info(result: ColumnResult) -> dict:
         "messages": result.messages,
     }
 
-
-def _plain(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj)}")
 
 
 __all__ = ["Analysis", "FORMAT_VERSION", "SITES_CSV_COLUMNS", "analyze_image", "write_analysis"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import atomic_write, atomic_write_text
+from ..io.atomic import atomic_write, atomic_write_text, json_default
 from .twin import DigitalTwin
 
 #: File names written by :func:`write_twin` (a contract with users' scripts).
@@ -55,7 +55,7 @@ def write_twin(twin: DigitalTwin, out_dir: str | Path) -> dict[str, Path]:
         "files": {k: p.name for k, p in paths.items()},
         "coordinates": "(y_px, x_px) = (row, col) in pixels, pixel centres on integers",
     }
-    atomic_write_text(paths["metadata"], json.dumps(meta, indent=2, default=_json_default))
+    atomic_write_text(paths["metadata"], json.dumps(meta, indent=2, default=json_default))
     return paths
 
 
@@ -71,10 +71,3 @@ def _write_tiff(path: Path, image: np.ndarray, pixel_size_A: float) -> None:
         metadata={"unit": "nm", "axes": "YX"},
     )
 
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
