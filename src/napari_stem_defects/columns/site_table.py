@@ -85,9 +85,10 @@ def build_site_table(
     how = np.full(len(grid), "lattice", dtype=object)
     how[detected] = refined_by[peak_index[detected]]
     # A centre of mass pulled far off the lattice (failed Gaussian fit) is worse than the lattice.
-    off = detected & (how == "com")
-    off[off] = np.linalg.norm(positions[off] - model.predict(grid[off]), axis=1) > 0.25 * nn_px
-    positions[off] = model.predict(grid[off])
+    com = np.flatnonzero(detected & (how == "com"))
+    lattice_pos = model.predict(grid[com])
+    off = com[np.linalg.norm(positions[com] - lattice_pos, axis=1) > 0.25 * nn_px]
+    positions[off] = lattice_pos[np.isin(com, off)]
     how[off] = "lattice"
     intensity = measure(positions)
     # The empty (hollow) coset is the locally darkest one; across a mirror twin boundary it changes.
@@ -96,11 +97,10 @@ def build_site_table(
         messages.append(f"{len(np.unique(hollow))} domains with different stacking found "
                         "(e.g. a mirror twin boundary); sublattices are assigned per domain")
     keep = (coset != hollow) | detected
-    grid, positions, coset, peak_index, hollow, detected, how, intensity = (
-        arr[keep] for arr in (grid, positions, coset, peak_index, hollow, detected, how, intensity))
+    grid, positions, coset, hollow, detected, how, intensity = (
+        arr[keep] for arr in (grid, positions, coset, hollow, detected, how, intensity))
 
     metal = np.zeros(len(grid), dtype=np.int64)
-    med: dict[int, float] = {}
     for h_val in np.unique(hollow):
         dom = hollow == h_val
         a, b = (c for c in range(3) if c != h_val)
@@ -110,8 +110,8 @@ def build_site_table(
         if note and note not in messages:
             messages.append(note)
         metal[dom] = metal_coset
-        med.update({("M" if c == metal_coset else "X"): v for c, v in med_dom.items()} if dom.sum() > 0.5 * len(dom) else {})
     sub = np.where(coset == hollow, "H", np.where(coset == metal, "M", "X")).astype(object)
+    med = {s: float(np.median(intensity[sub == s])) for s in ("M", "X") if np.any(sub == s)}
 
     # Cell indices relative to the metal coset: position = M(i, j) + k (a1 + a2) / 3.
     m_rel = grid[:, 0] - metal
