@@ -247,7 +247,7 @@ def columns_from_map(
         sites=sites, detection_map=dmap.map, peaks=peaks, a1=info["a1"], a2=info["a2"], nn_px=nn,
         m_offset=info["m_offset"], species_fits=fits,
         pixel_size=None if pixel_size is None else tuple(map(float, pixel_size)),
-        method=dmap.method, messages=messages,
+        method=dmap.method, messages=messages, posteriors=info["posteriors"],
     )
 
 

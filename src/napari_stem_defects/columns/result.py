@@ -101,6 +101,9 @@ class ColumnResult:
         'classical' or 'deep'.
     messages : list of str
         Things a person should know (e.g. a guessed sublattice assignment).
+    posteriors : dict of str to DataFrame
+        Per sublattice ('M', 'X'): the probability of every candidate species
+        (columns) for each of its sites (index: site_id).
     """
 
     sites: pd.DataFrame
@@ -114,6 +117,7 @@ class ColumnResult:
     pixel_size: tuple[float, float] | None = None
     method: str = "classical"
     messages: list[str] = field(default_factory=list)
+    posteriors: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def sites_csv(self) -> pd.DataFrame:
         """The site table with the columns of ``sites.csv``."""

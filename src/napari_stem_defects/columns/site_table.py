@@ -10,7 +10,7 @@ import pandas as pd
 from ..materials import ATOMIC_NUMBER, Material
 from .lattice_sites import fit_site_model, index_peaks, neighbour_basis, sites_in_view
 from .result import EMPTY, SITE_COLUMNS, ColumnDetectionError, SpeciesFit
-from .species import assign_species, fit_species_free, fit_species_physics
+from .species import fit_species_free, fit_species_physics, species_posterior
 
 #: Z exponent used to decide which sublattice is the metal one.
 _GAMMA = 1.7
@@ -60,8 +60,9 @@ def build_site_table(
         Columns :data:`~.result.SITE_COLUMNS`.
     fits : dict of str to SpeciesFit
     info : dict
-        'a1', 'a2' (the FFT lattice vectors, a2 taken 60 degrees from a1) and
-        'm_offset' (X position relative to its metal).
+        'a1', 'a2' (the FFT lattice vectors, a2 taken 60 degrees from a1),
+        'm_offset' (X position relative to its metal) and 'posteriors' (per
+        sublattice, a table of species probabilities indexed by site_id).
     messages : list of str
     """
     messages: list[str] = []
@@ -113,11 +114,13 @@ def build_site_table(
     sub = np.where(coset == hollow, "H", np.where(coset == metal, "M", "X")).astype(object)
     med = {s: float(np.median(intensity[sub == s])) for s in ("M", "X") if np.any(sub == s)}
 
-    # Cell indices relative to the metal coset: position = M(i, j) + k (a1 + a2) / 3.
+    # Cell indices relative to the metal coset: position = M(i, j) + k d with d = (a1 + a2) / 3.
+    # k = 2 is written as M(i + 1, j + 1) - d, so every X2 column (and hollow) of cell (i, j)
+    # is a nearest neighbour of metal (i, j), at +d or -d.
     m_rel = grid[:, 0] - metal
     k = (m_rel + grid[:, 1]) % 3
-    i = (m_rel - 2 * grid[:, 1] - k) // 3
-    j = (m_rel + grid[:, 1] - k) // 3
+    i = (m_rel - 2 * grid[:, 1] - k) // 3 + (k == 2)
+    j = (m_rel + grid[:, 1] - k) // 3 + (k == 2)
     x_k = int(np.median(k[sub == "X"])) if np.any(sub == "X") else 1
 
     species = np.full(len(grid), EMPTY, dtype=object)
@@ -130,9 +133,14 @@ def build_site_table(
                                    {s: nb[g] for s, g in groups.items()})
     else:
         fits = {s: fit_species_free(intensity[g], s) for s, g in groups.items() if g.sum() > 1}
+    posterior = np.full(len(grid), None, dtype=object)  # per site: probabilities over its fit's labels
     for s, g in groups.items():
         if s in fits:
-            species[g], prob[g] = assign_species(fits[s], intensity[g])
+            post = species_posterior(fits[s], intensity[g])
+            best = post.argmax(axis=1)
+            species[g] = np.asarray(fits[s].labels, dtype=object)[best]
+            prob[g] = post[np.arange(len(best)), best]
+            posterior[np.flatnonzero(g)] = list(post)
     h = sub == "H"
     if h.any():
         floor = _ADATOM_FRACTION * (min(med.values()) if med else 0.0)
@@ -144,8 +152,8 @@ def build_site_table(
             prob[real] = 1.0 - post[:, empty].sum(axis=1)
         drop = h & ~real
         keep2 = ~drop
-        grid, positions, sub, species, prob, intensity, detected, how, i, j = (
-            arr[keep2] for arr in (grid, positions, sub, species, prob, intensity, detected, how, i, j))
+        grid, positions, sub, species, prob, intensity, detected, how, i, j, posterior = (
+            arr[keep2] for arr in (grid, positions, sub, species, prob, intensity, detected, how, i, j, posterior))
     sites = pd.DataFrame({
         "site_id": np.arange(len(grid)),
         "y_px": positions[:, 0], "x_px": positions[:, 1],
@@ -156,8 +164,15 @@ def build_site_table(
     order = np.lexsort((sites["sublattice"].map({"M": 0, "X": 1, "H": 2}).to_numpy(), sites["j"], sites["i"]))
     sites = sites.iloc[order].reset_index(drop=True)
     sites["site_id"] = np.arange(len(sites))
+    posterior = posterior[order]
+    posteriors = {}
+    for s, fit in fits.items():
+        rows = np.flatnonzero(sites["sublattice"].to_numpy() == s)
+        values = np.stack(posterior[rows]) if len(rows) else np.zeros((0, len(fit.labels)))
+        posteriors[s] = pd.DataFrame(values, index=pd.Index(rows, name="site_id"), columns=list(fit.labels))
     a1_fit, a2_fit = u - v, 2 * u + v
-    info = {"a1": a1_fit, "a2": a2_fit, "m_offset": x_k * (a1_fit + a2_fit) / 3.0}
+    info = {"a1": a1_fit, "a2": a2_fit, "m_offset": (1 if x_k == 1 else -1) * (a1_fit + a2_fit) / 3.0,
+            "posteriors": posteriors}
     n_off = int(len(peaks) - len(idx))
     if n_off:
         messages.append(f"{n_off} peaks were not on a lattice site (noise, adatoms off-site, other grains)")

@@ -246,8 +246,8 @@ def _loglik_multi(x, means, sig, w):
     return float((top + np.log(np.exp(lc - top[:, None]).sum(axis=1))).sum())
 
 
-def assign_species(fit: SpeciesFit, intensities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Most probable species of each site and its posterior probability.
+def species_posterior(fit: SpeciesFit, intensities: np.ndarray) -> np.ndarray:
+    """Probability of each component (columns in ``fit.labels`` order) for every site; shape (N, K).
 
     Uses the per-site means of a physics fit (which include each site's
     crosstalk) when ``intensities`` are the fitted ones, else the fit's means.
@@ -258,8 +258,12 @@ def assign_species(fit: SpeciesFit, intensities: np.ndarray) -> tuple[np.ndarray
         lc = _log_components(x, site_means, fit.sigmas[0], fit.weights)
         lc -= lc.max(axis=1, keepdims=True)
         post = np.exp(lc)
-        post /= post.sum(axis=1, keepdims=True)
-    else:
-        post = fit.posterior(x)
+        return post / post.sum(axis=1, keepdims=True)
+    return fit.posterior(x)
+
+
+def assign_species(fit: SpeciesFit, intensities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Most probable species of each site and its posterior probability."""
+    post = species_posterior(fit, intensities)
     best = post.argmax(axis=1)
     return np.asarray(fit.labels, dtype=object)[best], post[np.arange(len(best)), best]

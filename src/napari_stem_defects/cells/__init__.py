@@ -1,0 +1,1 @@
+"""Unit cells: geometry, defect classes (physics baseline and CNN), statistics."""

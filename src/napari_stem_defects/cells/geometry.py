@@ -1,0 +1,106 @@
+"""Unit cells from a site table: one cell per metal site with its partner X2 column."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: Columns of a cell table (see :func:`cells_from_sites`).
+CELL_COLUMNS = (
+    "cell_id", "i", "j", "m_site_id", "x_site_id", "y_px", "x_px", "m_y_px", "m_x_px", "x_y_px", "x_x_px",
+    "m_species", "x_species", "adatom",
+)
+
+
+def cells_from_sites(sites: pd.DataFrame) -> pd.DataFrame:
+    """One cell per metal site, paired with the X2 column of the same cell indices (i, j).
+
+    The partner sits in a fixed lattice direction, ``M + (a1 + a2) / 3`` in the
+    site table's convention, so every cell has the same shape. A cell whose
+    X site falls outside the image keeps ``x_site_id = -1`` and is centred on
+    its metal. A column found on the cell's hollow site sets ``adatom``.
+
+    Parameters
+    ----------
+    sites : DataFrame
+        Site table of :func:`napari_stem_defects.columns.detect_columns`
+        (site_id, y_px, x_px, sublattice, species, i, j; optional frame).
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`CELL_COLUMNS` (plus ``frame`` first when the sites have one).
+
+    Examples
+    --------
+    >>> sites = pd.DataFrame({"site_id": [0, 1, 2], "y_px": [10.0, 12.0, 30.0], "x_px": [10.0, 20.0, 40.0],
+    ...                       "sublattice": ["M", "X", "M"], "species": ["Mo", "S2", "empty"],
+    ...                       "i": [0, 0, 1], "j": [0, 0, 0]})
+    >>> cells_from_sites(sites)[["cell_id", "m_site_id", "x_site_id", "x_species", "y_px"]]
+       cell_id  m_site_id  x_site_id x_species  y_px
+    0        0          0          1        S2  11.0
+    1        1          2         -1            30.0
+    """
+    keys = ["frame", "i", "j"] if "frame" in sites else ["i", "j"]
+    m = sites[sites["sublattice"] == "M"]
+    x = sites[sites["sublattice"] == "X"]
+    h = sites[(sites["sublattice"] == "H") & (sites["species"] != "empty")]
+    cells = m[keys + ["site_id", "y_px", "x_px", "species"]].rename(
+        columns={"site_id": "m_site_id", "y_px": "m_y_px", "x_px": "m_x_px", "species": "m_species"})
+    partner = x[keys + ["site_id", "y_px", "x_px", "species"]].rename(
+        columns={"site_id": "x_site_id", "y_px": "x_y_px", "x_px": "x_x_px", "species": "x_species"})
+    cells = cells.merge(partner.drop_duplicates(keys), on=keys, how="left")
+    cells["x_site_id"] = cells["x_site_id"].fillna(-1).astype(np.int64)
+    cells["x_species"] = cells["x_species"].fillna("")
+    has_x = cells["x_site_id"] >= 0
+    cells["y_px"] = np.where(has_x, (cells["m_y_px"] + cells["x_y_px"]) / 2, cells["m_y_px"])
+    cells["x_px"] = np.where(has_x, (cells["m_x_px"] + cells["x_x_px"]) / 2, cells["m_x_px"])
+    cells = cells.sort_values(keys).reset_index(drop=True)
+    cells["adatom"] = _has_adatom(cells, h)
+    cells.insert(0, "cell_id", np.arange(len(cells)))
+    columns = (["frame"] if "frame" in sites else []) + list(CELL_COLUMNS)
+    return cells[columns]
+
+
+def _has_adatom(cells: pd.DataFrame, hollow_sites: pd.DataFrame) -> np.ndarray:
+    """Whether a column was found on each cell's hollow site, one M-X step beyond its X2 column."""
+    from scipy.spatial import cKDTree
+
+    out = np.zeros(len(cells), bool)
+    if hollow_sites.empty:
+        return out
+    has_x = cells["x_site_id"].to_numpy() >= 0
+    m = cells[["m_y_px", "m_x_px"]].to_numpy(float)
+    x = cells[["x_y_px", "x_x_px"]].to_numpy(float)
+    step = np.linalg.norm(x[has_x] - m[has_x], axis=1)
+    if not has_x.any():
+        return out
+    hollow = 2 * x - m
+    frames_c = cells["frame"].to_numpy() if "frame" in cells else np.zeros(len(cells), int)
+    frames_h = hollow_sites["frame"].to_numpy() if "frame" in hollow_sites else np.zeros(len(hollow_sites), int)
+    for f in np.unique(frames_h):
+        rows = np.flatnonzero(has_x & (frames_c == f))
+        if len(rows) == 0:
+            continue
+        tree = cKDTree(hollow_sites.loc[frames_h == f, ["y_px", "x_px"]].to_numpy(float))
+        dist, _ = tree.query(hollow[rows])
+        out[rows] = dist < float(np.median(step)) / 3
+    return out
+
+
+def cell_polygons(cells: pd.DataFrame, a1: np.ndarray, a2: np.ndarray) -> np.ndarray:
+    """Corners (y, x) of each cell's parallelogram, spanned by a1 and a2 around its centre; shape (N, 4, 2).
+
+    The parallelogram has the area of one unit cell and holds the cell's
+    metal and X2 column.
+    """
+    a1 = np.asarray(a1, float)
+    a2 = np.asarray(a2, float)
+    centre = cells[["y_px", "x_px"]].to_numpy(float)[:, None, :]
+    corners = np.stack([-a1 - a2, a1 - a2, a1 + a2, -a1 + a2]) / 2.0
+    return centre + corners[None]
+
+
+def cell_area_A2(a_A: float) -> float:
+    """Area of one 2H-MX2 unit cell in Å^2 (``sqrt(3) / 2 * a^2``)."""
+    return float(np.sqrt(3.0) / 2.0 * a_A**2)

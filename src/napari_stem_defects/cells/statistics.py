@@ -1,0 +1,101 @@
+"""Defect statistics of a classified cell table: counts, concentrations per cm^2, composition."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..materials import Material, parse_material
+from ..simulate.defects import CELL_CLASSES
+from .geometry import cell_area_A2
+
+#: 1 Å^2 in cm^2.
+A2_TO_CM2 = 1e-16
+
+
+@dataclass
+class DefectStatistics:
+    """Counts and concentrations of cell classes over an analysed area.
+
+    Attributes
+    ----------
+    n_cells : int
+        Complete cells counted (metal and X2 column both in the image).
+    area_nm2 : float
+        Analysed area: ``n_cells`` unit cells, in nm^2.
+    counts : dict of str to int
+        Cells of each class.
+    concentration_cm2 : dict of str to float
+        Defective cells of each class per cm^2 (nan without a calibration).
+    fraction : dict of str to float
+        Share of cells in each class.
+    composition : dict of str to float
+        Share of metal sites ('M:Mo', 'M:W', 'M:empty', ...) and of X sites
+        ('X:S2', 'X:SSe', 'X:S', 'X:empty', ...) holding each content.
+    """
+
+    n_cells: int
+    area_nm2: float
+    counts: dict[str, int]
+    concentration_cm2: dict[str, float]
+    fraction: dict[str, float]
+    composition: dict[str, float]
+
+    def as_dict(self) -> dict:
+        """Plain dict (for JSON)."""
+        return asdict(self)
+
+    def table(self) -> pd.DataFrame:
+        """One row per class: count, fraction, concentration per cm^2."""
+        return pd.DataFrame({
+            "class": list(self.counts),
+            "count": list(self.counts.values()),
+            "fraction": [self.fraction[c] for c in self.counts],
+            "concentration_cm2": [self.concentration_cm2[c] for c in self.counts],
+        })
+
+
+def defect_statistics(cells: pd.DataFrame, material: str | Material, pixel_size_A: float | None) -> DefectStatistics:
+    """Count classes over the complete cells and turn counts into concentrations.
+
+    The analysed area is the number of complete cells times the unit-cell
+    area of the material (``sqrt(3)/2 a^2``), so the concentration of a
+    defect is ``count / (n_cells * cell area)`` and does not depend on how
+    much of the image is vacuum or cut off.
+
+    Parameters
+    ----------
+    cells : DataFrame
+        Cell table with ``class``, ``m_species``, ``x_species`` and ``complete``.
+    material : str or Material
+        Sets the unit-cell area.
+    pixel_size_A : float or None
+        Only whether the image is calibrated matters (the cell area comes from
+        the material); without one, concentrations are nan.
+
+    Examples
+    --------
+    >>> cells = pd.DataFrame({"class": ["perfect"] * 98 + ["V_X1", "V_M"], "complete": True,
+    ...                       "m_species": ["Mo"] * 99 + ["empty"], "x_species": ["S2"] * 98 + ["S", "S2"]})
+    >>> stats = defect_statistics(cells, "MoS2", 0.1)
+    >>> stats.counts["V_X1"], round(stats.area_nm2, 3), f"{stats.concentration_cm2['V_X1']:.3g}"
+    (1, 8.648, '1.16e+13')
+    """
+    mat = parse_material(material)
+    use = cells[cells["complete"]] if "complete" in cells else cells
+    n = int(len(use))
+    area_A2 = n * cell_area_A2(mat.a)
+    counts = {c: int((use["class"] == c).sum()) for c in CELL_CLASSES}
+    calibrated = pixel_size_A is not None and n > 0
+    conc = {c: (k / (area_A2 * A2_TO_CM2) if calibrated else float("nan")) for c, k in counts.items()}
+    frac = {c: (k / n if n else float("nan")) for c, k in counts.items()}
+    composition: dict[str, float] = {}
+    for prefix, col in (("M", "m_species"), ("X", "x_species")):
+        shares = use[col].replace("", "empty").value_counts(normalize=True)
+        composition.update({f"{prefix}:{k}": float(v) for k, v in shares.items()})
+    return DefectStatistics(n, area_A2 / 100.0, counts, conc, frac, composition)
+
+
+__all__ = ["A2_TO_CM2", "DefectStatistics", "defect_statistics"]
