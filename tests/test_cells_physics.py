@@ -80,3 +80,16 @@ def test_cells_keep_frames_apart():
                           "species": ["Mo", "S2", "Mo", "S"], "i": 0, "j": 0})
     cells = cells_from_sites(sites)
     assert cells["frame"].tolist() == [0, 1] and cells["x_species"].tolist() == ["S2", "S"]
+
+
+def test_a_person_s_correction_changes_the_cell_class(classified):
+    _, result, cells = classified
+    sites = result.sites.copy()
+    perfect = cells[(cells["class"] == "perfect") & cells["complete"]].iloc[0]
+    row = sites.index[sites["site_id"] == perfect["x_site_id"]][0]
+    sites.loc[row, ["species", "verified"]] = ["S", True]  # a person marks one S missing
+    again = classify_cells_physics(sites, result.posteriors, "MoS2")
+    assert again.loc[again["cell_id"] == perfect["cell_id"], "class"].item() == "V_X1"
+    # without any fitted posteriors the table's species decide
+    plain = classify_cells_physics(result.sites, None, "MoS2")
+    assert (plain["class"] == cells["class"]).mean() > 0.97

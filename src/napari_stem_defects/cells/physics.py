@@ -78,9 +78,44 @@ def pair_class(m_label: str, x_label: str, adatom: bool, material: Material) -> 
     return "adatom" if adatom else "perfect"
 
 
+def site_posteriors(sites: pd.DataFrame, material: str | Material,
+                    posteriors: dict[str, pd.DataFrame] | None = None) -> dict[str, pd.DataFrame]:
+    """Species probabilities per sublattice for every site, from a fit where there is one.
+
+    Sites without a fitted posterior, and sites a person has verified (the
+    ``verified`` column), are certain of the species in the table, so edits
+    made in the viewer carry into the cell classes.
+    """
+    from ..columns.species import candidates
+
+    mat = parse_material(material)
+    out = {}
+    for sub in ("M", "X"):
+        rows = sites[sites["sublattice"] == sub]
+        labels = [c[0] for c in candidates(mat, sub)]
+        fitted = None if posteriors is None else posteriors.get(sub)
+        if fitted is not None:
+            labels += [c for c in fitted.columns if c not in labels]
+        table = pd.DataFrame(0.0, index=pd.Index(rows["site_id"].to_numpy(), name="site_id"), columns=labels)
+        if fitted is not None:
+            common = table.index.intersection(fitted.index)
+            table.loc[common, list(fitted.columns)] = fitted.loc[common].to_numpy()
+        species = rows.set_index("site_id")["species"].astype(str).replace("", "empty")
+        verified = rows.set_index("site_id")["verified"].astype(bool) if "verified" in rows else False
+        certain = (table.sum(axis=1) <= 0) | verified
+        for site_id in table.index[certain]:
+            label = species.loc[site_id]
+            if label not in table.columns:
+                table[label] = 0.0
+            table.loc[site_id] = 0.0
+            table.loc[site_id, label] = 1.0
+        out[sub] = table
+    return out
+
+
 def classify_cells_physics(
     sites: pd.DataFrame,
-    posteriors: dict[str, pd.DataFrame],
+    posteriors: dict[str, pd.DataFrame] | None,
     material: str | Material,
 ) -> pd.DataFrame:
     """Cells of a site table with the class probabilities their columns' species imply.
@@ -89,8 +124,10 @@ def classify_cells_physics(
     ----------
     sites : DataFrame
         Site table (``ColumnResult.sites``).
-    posteriors : dict of str to DataFrame
-        ``ColumnResult.posteriors``: species probabilities per sublattice, indexed by site_id.
+    posteriors : dict of str to DataFrame, optional
+        ``ColumnResult.posteriors``: species probabilities per sublattice,
+        indexed by site_id. Sites without one, or verified by a person, count
+        as certain of their ``species`` (see :func:`site_posteriors`).
     material : str or Material
         Host material (which contents are normal and which are defects).
 
@@ -104,7 +141,8 @@ def classify_cells_physics(
     """
     mat = parse_material(material)
     cells = cells_from_sites(sites)
-    pm, px = posteriors["M"], posteriors["X"]
+    both = site_posteriors(sites, mat, posteriors)
+    pm, px = both["M"], both["X"]
     classes = {c: k for k, c in enumerate(CELL_CLASSES)}
     n = len(cells)
     probs = np.zeros((n, len(CELL_CLASSES)))
