@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import tifffile
 
 from napari_stem_defects.analyze import analyze_image, write_analysis
@@ -28,7 +29,7 @@ def test_cli_analyze_writes_sites_with_ground_truth_quality(tmp_path):
                  "--dose", "1e6", "--defect", "V_M=0.03", "--seed", "4", "--out", str(out)]) == 0
     assert main(["analyze", str(out / "image.tif"), "--material", "MoS2", "--out", str(tmp_path / "ana")]) == 0
     sites = pd.read_csv(tmp_path / "ana" / "sites.csv", keep_default_na=False)
-    assert list(sites.columns) == [*SITES_CSV_COLUMNS, "y_pm", "x_pm"]
+    assert list(sites.columns) == [*SITES_CSV_COLUMNS, "y_pm", "x_pm", "defect"]
     truth = pd.read_csv(out / "sites.csv", keep_default_na=False)
     nn = twin.material.a / np.sqrt(3) / 0.12
     scores = score_sites(sites, truth, nn, 0.12)
@@ -39,6 +40,17 @@ def test_cli_analyze_writes_sites_with_ground_truth_quality(tmp_path):
     assert info["pixel_size_A"] == [0.12, 0.12] or np.allclose(info["pixel_size_A"], 0.12, rtol=1e-5)
     assert info["frames"][0]["n_sites"] == len(sites)
     assert set(info["frames"][0]["species_fits"]) == {"M", "X"}
+    # site defects follow the cells and match the ground truth's per-site labels
+    for label in ("V_M", "V_X1", "V_X2"):
+        assert (sites["defect"] == label).sum() == (truth["defect"] == label).sum()
+    cells = pd.read_csv(tmp_path / "ana" / "cells.csv", keep_default_na=False)
+    assert len(cells) == (sites["sublattice"] == "M").sum()
+    assert {"cell_id", "m_site_id", "x_site_id", "class", "confidence", "p_perfect", "p_V_M"} <= set(cells.columns)
+    summary = json.loads((tmp_path / "ana" / "summary.json").read_text())
+    total = summary["total"]
+    assert total["counts"]["V_M"] == (sites["defect"] == "V_M").sum()
+    area_cm2 = total["area_nm2"] * 1e-14
+    assert total["concentration_cm2"]["V_M"] == pytest.approx(total["counts"]["V_M"] / area_cm2)
 
 
 def test_cli_analyze_bad_file_exits_2(tmp_path, capsys):

@@ -7,6 +7,12 @@ in the README):
     One row per lattice site (empty sites included) and per frame of a
     stack: :data:`SITES_CSV_COLUMNS` plus ``y_pm``, ``x_pm`` (empty when
     the image has no calibration) and ``frame`` for stacks.
+``cells.csv`` (needs a material)
+    One row per metal site: its cell, partner X2 column, class, confidence
+    and the probability of every class (``p_<class>``).
+``summary.json`` (needs a material)
+    Pixel size, analysed area, counts, concentrations per cm^2 and
+    composition, per frame and over all frames.
 ``analysis.json``
     Input file, pixel size, material, method, threshold, lattice vectors,
     the fitted species mixtures and any messages, per frame.
@@ -25,6 +31,9 @@ import pandas as pd
 from . import __version__
 from .columns import SITES_CSV_COLUMNS, ColumnResult, compute_detection_map, columns_from_map
 from .io.atomic import atomic_write, atomic_write_text, json_default
+from .cells.physics import classify_cells_physics
+from .cells.site_labels import site_defects
+from .cells.statistics import defect_statistics
 from .io.stem_image import StemImage
 
 #: Version of the files ``analyze`` writes; bumped when a column changes meaning.
@@ -43,11 +52,14 @@ class Analysis:
         One per frame (one for a 2D image).
     settings : dict
         Method, threshold, refinement and material used.
+    cells : list of DataFrame
+        Classified cells per frame (empty without a material).
     """
 
     image: StemImage
     columns: list[ColumnResult]
     settings: dict = field(default_factory=dict)
+    cells: list[pd.DataFrame] = field(default_factory=list)
 
     def sites_table(self) -> pd.DataFrame:
         """The ``sites.csv`` table: all frames, with positions in pm when calibrated."""
@@ -61,10 +73,31 @@ class Analysis:
             else:
                 table["y_pm"] = np.nan
                 table["x_pm"] = np.nan
+            if self.cells:
+                table["defect"] = site_defects(result.sites, self.cells[frame])
             if stack:
                 table.insert(0, "frame", frame)
             parts.append(table)
         return pd.concat(parts, ignore_index=True)
+
+    def cells_table(self) -> pd.DataFrame:
+        """The ``cells.csv`` table (all frames)."""
+        stack = self.image.data.ndim == 3
+        parts = []
+        for frame, cells in enumerate(self.cells):
+            table = cells.drop(columns=["verified", "source"])
+            if stack:
+                table.insert(0, "frame", frame)
+            parts.append(table)
+        return pd.concat(parts, ignore_index=True)
+
+    def summary(self) -> dict:
+        """Counts, concentrations and composition per frame and over all frames."""
+        material = self.settings["material"]
+        pixel = None if self.image.pixel_size is None else float(np.mean(self.image.pixel_size))
+        frames = [defect_statistics(c, material, pixel).as_dict() for c in self.cells]
+        total = defect_statistics(pd.concat(self.cells, ignore_index=True), material, pixel).as_dict()
+        return {"pixel_size_A": self.image.pixel_size, "material": material, "total": total, "frames": frames}
 
 
 def analyze_image(
@@ -76,7 +109,7 @@ def analyze_image(
     refine: str = "gaussian",
     progress: Callable[[int, int], None] | None = None,
 ) -> Analysis:
-    """Detect the atom columns of every frame of an image.
+    """Detect the atom columns of every frame of an image, and classify its cells when the material is known.
 
     Parameters
     ----------
@@ -102,12 +135,14 @@ def analyze_image(
                                         pixel_size=image.pixel_size))
         if progress is not None:
             progress(t + 1, len(frames))
-    settings = {"material": material, "method": method, "threshold": threshold, "refine": refine}
-    return Analysis(image, results, settings)
+    settings = {"material": material, "method": method, "threshold": threshold, "refine": refine,
+                "classifier": "physics" if material else None}
+    cells = [classify_cells_physics(r.sites, r.posteriors, material) for r in results] if material else []
+    return Analysis(image, results, settings, cells)
 
 
 def write_analysis(analysis: Analysis, out_dir: str | Path, source: str | None = None) -> dict[str, Path]:
-    """Write ``sites.csv`` and ``analysis.json`` atomically into ``out_dir``.
+    """Write ``sites.csv``, ``analysis.json`` and (with a material) ``cells.csv`` and ``summary.json`` atomically.
 
     Returns
     -------
@@ -118,6 +153,11 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, source: str | None =
     paths = {"sites": out / "sites.csv", "analysis": out / "analysis.json"}
     table = analysis.sites_table()
     atomic_write(paths["sites"], lambda p: table.to_csv(p, index=False, float_format="%.4f"))
+    if analysis.cells:
+        paths["cells"], paths["summary"] = out / "cells.csv", out / "summary.json"
+        cells = analysis.cells_table()
+        atomic_write(paths["cells"], lambda p: cells.to_csv(p, index=False, float_format="%.4f"))
+        atomic_write_text(paths["summary"], json.dumps(analysis.summary(), indent=2, default=json_default))
     info = {
         "format_version": FORMAT_VERSION,
         "software": f"napari-stem-defects {__version__}",

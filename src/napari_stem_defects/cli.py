@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--json", action="store_true", help="print the report as JSON")
     ana = sub.add_parser(
         "analyze",
-        help="find atom columns, sublattices and species; write DIR/sites.csv and DIR/analysis.json",
+        help="find atom columns and classify cells; write DIR/sites.csv, cells.csv, summary.json, analysis.json",
         description="Detect every atom column of a HAADF image (all frames of a stack) and write one "
                     "row per lattice site, empty sites included, to DIR/sites.csv.",
     )
@@ -116,8 +116,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     paths = write_analysis(analysis, args.out, source=str(args.image))
     table = analysis.sites_table()
     counts = table.groupby(["sublattice", "species"]).size().to_dict()
-    print(f"wrote {paths['sites']} and {paths['analysis']}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     print(f"{image.name}: {len(table)} sites; " + ", ".join(f"{s}:{p} {n}" for (s, p), n in counts.items()))
+    if analysis.cells:
+        total = analysis.summary()["total"]
+        found = {c: n for c, n in total["counts"].items() if n}
+        print(f"{total['n_cells']} cells ({total['area_nm2']:.1f} nm^2): " + ", ".join(f"{c} {n}" for c, n in found.items()))
+    else:
+        print("note: no --material given, so cells were not classified (no cells.csv, summary.json)")
     for result in analysis.columns:
         for message in result.messages:
             print(f"note: {message}")
