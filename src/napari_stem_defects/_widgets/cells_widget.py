@@ -1,0 +1,399 @@
+"""Dock widget: classify the unit cells of a detected column lattice and count the defects.
+
+Reads the sites from a Points layer of the "Detect atom columns" widget (its
+features, and its point positions, so moved points and edited species count),
+classifies every cell with the physics baseline, and shows the cells as the Shapes
+layer ``<image> cells`` with a legend, a statistics table, a bar chart of defect
+counts and a CSV export. For a stack only the current frame is classified.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+
+from ..cells.physics import classify_cells_physics
+from ..cells.shapes_layer import (
+    cells_to_shapes_data, class_colour, class_counts, estimate_lattice_vectors, legend_html, low_confidence_mask,
+)
+from ..cells.statistics import DefectStatistics, defect_statistics
+from ..io.atomic import atomic_write
+from ..materials import KNOWN_MATERIALS
+from .columns_widget import _is_material, _pixel_size
+
+if TYPE_CHECKING:
+    import napari
+
+log = logging.getLogger(__name__)
+#: Errors that mean "these sites cannot be classified", shown as a message.
+EXPECTED_ERRORS = (ValueError, KeyError, IndexError)
+
+
+@dataclass
+class CellsRun:
+    """What one classification produced.
+
+    Attributes
+    ----------
+    cells : DataFrame or None
+        The classified cell table.
+    stats : DefectStatistics or None
+        Counts and concentrations over the complete cells.
+    a1, a2 : ndarray or None
+        Lattice vectors (y, x pixels) of the cell polygons.
+    frame : int or None
+        Stack frame classified (None for a 2D image).
+    error : str
+        Why nothing was classified ("" when it worked).
+    cancelled : bool
+        The run was cancelled before it finished (nothing is shown).
+    layer : napari.layers.Shapes or None
+        The Shapes layer that shows the cells.
+    params : dict
+        Settings of the run (material).
+    """
+
+    cells: pd.DataFrame | None = None
+    stats: DefectStatistics | None = None
+    a1: np.ndarray | None = None
+    a2: np.ndarray | None = None
+    frame: int | None = None
+    error: str = ""
+    cancelled: bool = False
+    layer: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def ask_save_path(parent: Any, default: str) -> str:
+    """Ask for a CSV file to write ("" when cancelled); tests replace this function."""
+    from qtpy.QtWidgets import QFileDialog
+
+    path, _ = QFileDialog.getSaveFileName(parent, "Export defect statistics", default, "CSV files (*.csv)")
+    return str(path or "")
+
+
+class CellsWidget(Container):
+    """Classify unit cells from detected columns; show them, their legend, statistics and a bar chart.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose images and column Points layers are offered.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._worker, self._cancel, self.last_run = None, threading.Event(), None
+        self.layer = ComboBox(label="image", choices=self._image_layers)
+        self.points = ComboBox(label="sites", choices=self._points_layers, nullable=True)
+        self.material = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value="MoS2")
+        self.threshold = FloatSpinBox(label="low confidence <", min=0.0, max=1.0, step=0.05, value=0.8)
+        self.run_button = PushButton(text="Classify cells")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
+        self.result, self.legend, self.statistics = Label(value=""), Label(value=""), Label(value="")
+        self.export_button = PushButton(text="Export statistics CSV", enabled=False)
+        self.extend([self.layer, self.points, self.material, self.threshold, self.run_button, self.cancel_button,
+                     self.progress, self.result, self.legend, self.statistics, self.export_button])
+        for label in (self.result, self.legend, self.statistics):
+            label.native.setWordWrap(True)
+        self.figure = Figure(figsize=(3.2, 2.6), layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(200)
+        self.native.layout().addWidget(self.canvas)
+        self.run_button.changed.connect(lambda *_: self.run())
+        self.cancel_button.changed.connect(self.cancel)
+        self.export_button.changed.connect(lambda *_: self.export_csv())
+        self.layer.changed.connect(self._on_layer)
+        self.points.changed.connect(self._on_points)
+        for combo in (self.layer, self.points):
+            viewer.layers.events.inserted.connect(combo.reset_choices)
+            viewer.layers.events.removed.connect(combo.reset_choices)
+        viewer.layers.events.inserted.connect(self._on_layer)
+        self.layer.reset_choices()
+        self.points.reset_choices()
+        self._on_layer()
+
+    def _image_layers(self, *_) -> list:
+        from napari.layers import Image
+
+        return [layer for layer in self._viewer.layers
+                if isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)]
+
+    def _points_layers(self, *_) -> list:
+        from napari.layers import Points
+
+        return [layer for layer in self._viewer.layers if isinstance(layer, Points)]
+
+    def _on_layer(self, *_) -> None:
+        """Pick ``<image> columns`` as the sites and the image's material, when they exist."""
+        image = self.layer.value
+        name = None if image is None else f"{image.name} columns"
+        if name is not None and name in self._viewer.layers and self._viewer.layers[name] in self.points.choices:
+            self.points.value = self._viewer.layers[name]
+        self._on_points()
+
+    def _on_points(self, *_) -> None:
+        points, image = self.points.value, self.layer.value
+        material = None
+        if points is not None:
+            material = points.metadata.get("parameters", {}).get("material")
+        if not material and image is not None:
+            material = image.metadata.get("material")
+        if material and _is_material(material):
+            if material not in self.material.choices:
+                self.material.choices = [*self.material.choices, material]
+            self.material.value = material
+
+    def _say(self, message: str) -> None:
+        self.result.value = message
+        self._viewer.status = message.replace("\n", " ")
+
+    def _current_frame(self, layer) -> int:
+        world = np.asarray(self._viewer.dims.point, float)[-layer.ndim:]
+        frame = int(round(float(layer.world_to_data(world)[0])))
+        return int(np.clip(frame, 0, layer.data.shape[0] - 1))
+
+    def _sites(self, image, points) -> tuple[pd.DataFrame, int | None, dict[str, Any]]:
+        """The site table of the points (positions from the layer data), the frame, and its parameters.
+
+        Positions come from the layer data, so moved points count; points
+        without a site of their own (a duplicated ``site_id``) are left out.
+        """
+        sites = points.features.copy()
+        data = np.asarray(points.data, float)
+        sites["y_px"], sites["x_px"] = data[:, -2], data[:, -1]
+        params = dict(points.metadata.get("parameters", {}))
+        frame = None
+        if image is not None and image.ndim == 3:
+            frame = self._current_frame(image)
+            if "frame" not in sites and data.shape[1] == 3:
+                sites["frame"] = data[:, 0].round().astype(int)
+            if "frame" in sites:
+                sites = sites[sites["frame"].astype(int) == frame].drop(columns="frame")
+            params = {**params, **params.get("frames", {}).get(frame, {})}
+        if "verified" not in sites:
+            sites["verified"] = False
+        # points added by hand copy another point's features (its site_id): they belong to no cell
+        sites = sites[~sites["site_id"].duplicated()]
+        return sites.reset_index(drop=True), frame, params
+
+    def run(self, blocking: bool = False) -> CellsRun | Any | None:
+        """Classify the cells of the selected sites.
+
+        Parameters
+        ----------
+        blocking : bool
+            Work on the calling thread and return the :class:`CellsRun`;
+            otherwise start a ``thread_worker`` and return it.
+        """
+        if self._worker is not None:
+            return self._worker
+        image, points = self.layer.value, self.points.value
+        if image is None:
+            self._say("Open or select an image first.")
+            return None
+        if points is None or len(points.data) == 0:
+            self._say(f"No atom columns for '{image.name}': detect columns first (Detect atom columns widget).")
+            return None
+        missing = {"sublattice", "species", "site_id", "i", "j"} - set(points.features.columns)
+        if missing:
+            self._say(f"'{points.name}' is not a column layer (no {', '.join(sorted(missing))} features).")
+            return None
+        sites, frame, params = self._sites(image, points)
+        job = {"sites": sites, "frame": frame, "params": params, "material": self.material.value,
+               "pixel_size": _pixel_size(image), "image": image, "points": points}
+        self._cancel = threading.Event()
+        self.progress.value = 0
+        if blocking:
+            work = self._work(job)
+            try:
+                while True:
+                    self.progress.value = int(100 * next(work))
+            except StopIteration as stop:
+                return self._apply(job, stop.value)
+        from napari.qt.threading import thread_worker
+
+        worker = thread_worker(self._work, start_thread=False, ignore_errors=True)(job)
+        worker.yielded.connect(lambda f: setattr(self.progress, "value", int(100 * f)))
+        worker.returned.connect(lambda run: self._apply(job, run))
+        worker.errored.connect(lambda err: self._say(f"Classification failed unexpectedly ({err})."))
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self._say("Classifying cells...")
+        worker.start()
+        return worker
+
+    def cancel(self, *_) -> None:
+        """Stop the running classification at its next checkpoint."""
+        self._cancel.set()
+
+    def _on_finished(self, *_) -> None:
+        self._worker = None
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+
+    def _work(self, job: dict[str, Any]) -> Generator[float, None, CellsRun]:
+        """Lattice vectors, classes and statistics; yields the fraction done."""
+        run = CellsRun(frame=job["frame"], params={"material": job["material"]})
+        try:
+            sites, params = job["sites"], job["params"]
+            if (sites["sublattice"].astype(str) == "M").sum() == 0:
+                raise ValueError("no metal sites among the columns")
+            a1, a2 = params.get("a1_px"), params.get("a2_px")
+            run.a1, run.a2 = ((np.asarray(a1, float), np.asarray(a2, float)) if a1 is not None and a2 is not None
+                              else estimate_lattice_vectors(sites))
+            yield 0.2
+            run.cancelled = self._cancel.is_set()
+            if run.cancelled:
+                return run
+            # posteriors are not kept on the Points layer: the species in its features decide
+            run.cells = classify_cells_physics(sites, None, job["material"])
+            yield 0.8
+            run.stats = defect_statistics(run.cells, job["material"], job["pixel_size"])
+        except EXPECTED_ERRORS as err:
+            run.error = str(err) or type(err).__name__
+        except Exception as err:  # a bug, not bad input: log it, never a traceback dialog
+            log.exception("cell classification failed")
+            run.error = f"unexpected error ({type(err).__name__}: {err}); details in the log"
+        yield 1.0
+        return run
+
+    def _apply(self, job: dict[str, Any], run: CellsRun) -> CellsRun:
+        """Show a finished run: Shapes layer, summary, legend, statistics, bar chart."""
+        self.last_run = run
+        if run.cancelled:
+            self._say("Cancelled.")
+            return run
+        if run.error or run.cells is None:
+            self._say(f"Cannot classify cells ({run.error or 'no result'}).")
+            self.legend.value = self.statistics.value = ""
+            self.export_button.enabled = False
+            self._draw_bars(None)
+            return run
+        image = job["image"]
+        if image in self._viewer.layers:
+            run.layer = self._show(image, run, job)
+        n_low = int(low_confidence_mask(run.cells, self.threshold.value).sum())
+        where = "" if run.frame is None else f" of frame {run.frame} (current frame only)"
+        self._say(f"{len(run.cells)} cells{where} ({run.stats.n_cells} complete), {job['material']}, "
+                  f"{n_low} below confidence {self.threshold.value:.2f}.")
+        self.legend.value = legend_html(class_counts(run.cells), n_low)
+        self.statistics.value = statistics_html(run.stats)
+        self.export_button.enabled = True
+        self._draw_bars(run.stats)
+        return run
+
+    def _show(self, image, run: CellsRun, job: dict[str, Any]):
+        """Put the cells in the Shapes layer "<image> cells", replacing its data if it exists."""
+        from napari.layers import Shapes
+
+        name = f"{image.name} cells"
+        meta = {"material": job["material"], "sites_layer": job["points"].name, "frame": run.frame,
+                "image_layer": image.name}
+        data, kwargs, _ = cells_to_shapes_data(
+            run.cells, run.a1, run.a2, scale=tuple(image.scale)[-2:], units=tuple(str(u) for u in image.units)[-2:],
+            translate=tuple(image.translate)[-2:], name=name, low_confidence=self.threshold.value, metadata=meta)
+        existing = self._viewer.layers[name] if name in self._viewer.layers else None
+        if isinstance(existing, Shapes) and existing.ndim == 2:
+            existing.selected_data = set()
+            existing.data = []
+            existing.add(list(data), shape_type="polygon", edge_width=list(kwargs["edge_width"]),
+                         edge_color=kwargs["edge_color"], face_color=kwargs["face_color"])
+            existing.features = kwargs["features"]
+            for attr in ("scale", "units", "translate"):
+                setattr(existing, attr, kwargs[attr])
+            existing.metadata.update(kwargs["metadata"])
+            existing.refresh()
+            return existing
+        if existing is not None:
+            self._viewer.layers.remove(existing)
+        return self._viewer.add_shapes(data, **kwargs)
+
+    def _draw_bars(self, stats: DefectStatistics | None) -> None:
+        """Bar chart of the defect classes present (perfect cells in the title)."""
+        from napari.utils.theme import get_theme
+
+        self.figure.clear()
+        theme = get_theme(self._viewer.theme)
+        fg, bg = theme.text.as_hex(), theme.background.as_hex()
+        self.figure.set_facecolor(bg)
+        style = {"text.color": fg, "axes.labelcolor": fg, "axes.edgecolor": fg, "xtick.color": fg,
+                 "ytick.color": fg, "axes.facecolor": "none", "font.size": 7}
+        if stats is not None:
+            present = {c: n for c, n in stats.counts.items() if n > 0 and c != "perfect"}
+            with matplotlib.rc_context(style):
+                ax = self.figure.add_subplot(1, 1, 1)
+                ax.bar(list(present), list(present.values()), color=[class_colour(c) for c in present],
+                       edgecolor=fg, linewidth=0.4)
+                ax.set(ylabel="cells", title=f"defect cells ({stats.counts.get('perfect', 0)} perfect)")
+                ax.tick_params(axis="x", labelrotation=45)
+        self.canvas.draw_idle()
+
+    def export_csv(self, path: str | None = None) -> Path | None:
+        """Write the statistics table and the composition of the last run to a CSV file (atomically).
+
+        Parameters
+        ----------
+        path : str, optional
+            Target file; asked with a file dialog when not given.
+        """
+        run = self.last_run
+        if run is None or run.stats is None:
+            self._say("Classify cells first.")
+            return None
+        if path is None:
+            path = ask_save_path(self.native, f"{getattr(self.layer.value, 'name', 'cells')}_defects.csv")
+        if not path:
+            return None
+        table = statistics_table(run.stats)
+        try:
+            atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+        except OSError as err:
+            self._say(f"Cannot write {path} ({err}).")
+            return None
+        self._say(f"Statistics written to {path}.")
+        return Path(path)
+
+
+def statistics_table(stats: DefectStatistics) -> pd.DataFrame:
+    """The per-class table (``kind`` 'class') followed by the site composition (``kind`` 'composition')."""
+    classes = stats.table().assign(kind="class")
+    comp = pd.DataFrame({"class": list(stats.composition), "count": [round(v * stats.n_cells) for v in
+                                                                     stats.composition.values()],
+                         "fraction": list(stats.composition.values()), "concentration_cm2": np.nan,
+                         "kind": "composition"})
+    out = pd.concat([classes, comp], ignore_index=True)
+    return out[["kind", "class", "count", "fraction", "concentration_cm2"]]
+
+
+def statistics_html(stats: DefectStatistics) -> str:
+    """Counts, shares and concentrations of the classes present, as an HTML table."""
+    calibrated = any(np.isfinite(v) for v in stats.concentration_cm2.values())
+    head = "<tr><th align=left>class</th><th>n</th><th>%</th>" + ("<th>cm<sup>-2</sup></th>" * calibrated) + "</tr>"
+    rows = []
+    for c, n in stats.counts.items():
+        if n == 0:
+            continue
+        conc = f"<td>{stats.concentration_cm2[c]:.2e}</td>" if calibrated else ""
+        rows.append(f"<tr><td>{html.escape(c)}</td><td align=right>{n}</td>"
+                    f"<td align=right>{100 * stats.fraction[c]:.1f}</td>{conc}</tr>")
+    note = (f"{stats.n_cells} complete cells, {stats.area_nm2:.1f} nm<sup>2</sup>"
+            + ("" if calibrated else " (uncalibrated: no concentrations)"))
+    return f"{note}<table>{head}{''.join(rows)}</table>"
+
+
+__all__ = ["CellsRun", "CellsWidget", "ask_save_path", "statistics_html", "statistics_table"]

@@ -1,0 +1,157 @@
+"""The cell dock classifies the twin's cells into a Shapes layer, counts them, exports them and follows edits."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_stem_defects._widgets import cells_widget
+from napari_stem_defects._widgets.cells_widget import CellsWidget
+from napari_stem_defects._widgets.columns_widget import ColumnsWidget
+from napari_stem_defects.cells.physics import PROBABILITY_COLUMNS, reference_classes
+from napari_stem_defects.cells.shapes_layer import CLASS_COLOURS, cells_to_shapes_data
+from napari_stem_defects.simulate import ImagingParams, simulate_twin
+from napari_stem_defects.simulate.defects import CELL_CLASSES
+
+REQUIRED_FEATURES = {"cell_id", "m_site_id", "x_site_id", "class", "confidence", "verified", "source", "m_species",
+                     "x_species", "complete", *PROBABILITY_COLUMNS}
+
+
+@pytest.fixture(scope="module")
+def twin():
+    return simulate_twin("MoS2", shape=(256, 256), pixel_size=0.12, rotation_deg=None,
+                         defects={"V_X1": 0.05, "V_X2": 0.04, "V_M": 0.04}, imaging=ImagingParams(dose=1e6), seed=4)
+
+
+@pytest.fixture
+def setup(make_napari_viewer, twin):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(twin.image, name="twin", scale=(0.12, 0.12), units=("angstrom", "angstrom"),
+                             metadata=twin.metadata)
+    columns = ColumnsWidget(viewer)
+    run = columns.run(blocking=True)
+    assert run.results and not run.errors
+    widget = CellsWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return viewer, image, widget, run.results[None]
+
+
+def test_widget_classifies_the_twins_cells_into_a_shapes_layer(setup, twin):
+    viewer, image, widget, result = setup
+    points = viewer.layers["twin columns"]
+    assert widget.layer.value is image and widget.points.value is points and widget.material.value == "MoS2"
+    run = widget.run(blocking=True)
+    assert not run.error and run.cells is not None
+    shapes = viewer.layers["twin cells"]
+    assert run.layer is shapes and shapes.nshapes == int((points.features["sublattice"] == "M").sum())
+    assert set(shapes.shape_type) == {"polygon"}
+    assert REQUIRED_FEATURES <= set(shapes.features.columns)
+    assert tuple(shapes.scale) == pytest.approx(tuple(image.scale))
+    assert [str(u) for u in shapes.units] == ["angstrom", "angstrom"]
+
+    truth = reference_classes(run.cells, result.sites, twin.sites, result.nn_px, "MoS2")
+    known = truth != ""
+    assert known.mean() > 0.9
+    assert (shapes.features["class"].to_numpy()[known] == truth[known]).mean() >= 0.95
+    assert {"V_X1", "V_X2", "V_M"} <= set(shapes.features["class"])
+
+    legend = shapes.metadata["legend"]
+    assert sum(v["count"] for v in legend.values()) == shapes.nshapes
+    assert CLASS_COLOURS["V_M"] in widget.legend.value and "V_M: " in widget.legend.value
+    stats = widget.statistics.value
+    assert "cm<sup>-2</sup>" in stats and "e+1" in stats and f"<td align=right>{run.stats.counts['V_M']}<" in stats
+    present = [c for c, n in run.stats.counts.items() if n > 0 and c != "perfect"]
+    ax = widget.figure.axes[0]
+    assert len(ax.patches) == len(present)
+    assert [t.get_text() for t in ax.get_xticklabels()] == present
+
+
+def test_export_writes_the_statistics_and_composition(setup, tmp_path, monkeypatch):
+    _, _, widget, _ = setup
+    assert not widget.export_button.enabled
+    run = widget.run(blocking=True)
+    target = tmp_path / "out" / "stats.csv"
+    monkeypatch.setattr(cells_widget, "ask_save_path", lambda parent, default: str(target))
+    widget.export_button.clicked.emit()
+    table = pd.read_csv(target)
+    classes = table[table["kind"] == "class"]
+    assert list(classes["class"]) == list(CELL_CLASSES)
+    assert dict(zip(classes["class"], classes["count"], strict=True)) == run.stats.counts
+    assert np.isfinite(classes["concentration_cm2"]).all()
+    comp = table[table["kind"] == "composition"].set_index("class")["fraction"]
+    assert comp["M:Mo"] > 0.9 and comp["X:S2"] > 0.8 and {"M:empty", "X:S"} <= set(comp.index)
+    monkeypatch.setattr(cells_widget, "ask_save_path", lambda parent, default: "")  # cancelled dialog
+    assert widget.export_csv() is None
+
+
+def test_editing_a_site_species_changes_its_cell(setup):
+    viewer, _, widget, _ = setup
+    run = widget.run(blocking=True)
+    points, shapes = viewer.layers["twin columns"], viewer.layers["twin cells"]
+    cell = run.cells[(run.cells["class"] == "perfect") & run.cells["complete"]].iloc[0]
+    features = points.features.copy()
+    row = features.index[features["site_id"] == cell["m_site_id"]][0]
+    features["species"] = features["species"].astype(object)
+    features.loc[row, "species"], features.loc[row, "verified"] = "empty", True
+    points.features = features
+    again = widget.run(blocking=True)
+    assert viewer.layers["twin cells"] is shapes and shapes.nshapes == len(again.cells)
+    edited = again.cells.set_index("cell_id").loc[cell["cell_id"]]
+    assert edited["class"] == "V_M" and again.stats.counts["V_M"] == run.stats.counts["V_M"] + 1
+    assert shapes.features.set_index("cell_id").loc[cell["cell_id"], "class"] == "V_M"
+
+
+def test_bad_input_gives_a_message_not_an_exception(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget = CellsWidget(viewer)
+    assert widget.run(blocking=True) is None and "image" in widget.result.value
+    viewer.add_image(np.full((128, 128), 0.5, np.float32), name="flat")
+    assert widget.layer.value is not None
+    assert widget.run(blocking=True) is None and "detect columns first" in widget.result.value
+    viewer.add_points(np.random.default_rng(0).uniform(0, 128, (20, 2)), name="random points")
+    widget.points.value = viewer.layers["random points"]
+    assert widget.run(blocking=True) is None and "not a column layer" in widget.result.value
+    columns = ColumnsWidget(viewer)
+    columns.run(blocking=True)  # a constant image: columns cannot be found, said in that widget
+    assert "flat columns" not in viewer.layers
+    sites = pd.DataFrame({"sublattice": ["X"] * 3, "species": ["S2"] * 3, "site_id": [0, 1, 2], "i": [0, 1, 2],
+                          "j": [0, 0, 0], "verified": False})
+    viewer.add_points(np.array([[10.0, 10.0], [20.0, 20.0], [30.0, 30.0]]), features=sites, name="flat columns")
+    widget.points.value = viewer.layers["flat columns"]
+    run = widget.run(blocking=True)
+    assert run.error and "Cannot classify" in widget.result.value and "twin cells" not in viewer.layers
+
+
+def test_building_15k_cells_is_timed(make_napari_viewer):
+    n = 122  # 122 x 122 = 14884 cells
+    a1, a2 = np.array([0.0, 20.0]), np.array([17.32, 10.0])
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    centres = i.reshape(-1, 1) * a1 + j.reshape(-1, 1) * a2
+    rng = np.random.default_rng(0)
+    cells = pd.DataFrame({"cell_id": np.arange(n * n), "y_px": centres[:, 0], "x_px": centres[:, 1],
+                          "class": rng.choice(list(CELL_CLASSES), n * n), "confidence": rng.uniform(0.5, 1, n * n),
+                          "verified": False})
+    viewer = make_napari_viewer()
+    t0 = time.perf_counter()
+    data, kwargs, _ = cells_to_shapes_data(cells, a1, a2, scale=(0.1, 0.1), units="angstrom")
+    t1 = time.perf_counter()
+    layer = viewer.add_shapes(data, **kwargs)
+    t2 = time.perf_counter()
+    from napari.settings import get_settings
+
+    backend = get_settings().experimental.triangulation_backend
+    print(f"\n{len(cells)} cells: layer data {t1 - t0:.2f} s, add_shapes {t2 - t1:.2f} s (triangulation: {backend})")
+    assert layer.nshapes == len(cells)
+
+
+def test_run_in_a_worker_thread_updates_the_dock(setup, qtbot):
+    viewer, _, widget, _ = setup
+    worker = widget.run()
+    assert not widget.run_button.enabled
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        pass
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=5000)
+    assert "twin cells" in viewer.layers and widget.progress.value == 100 and "cells" in widget.result.value
