@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Train the unit-cell defect classifier on digital twins and write the packaged weights.
+
+Example
+-------
+    taskset -c 1 python scripts/train_cell_cnn.py --steps 24000 --batch 256 --twins 5000
+
+Prints validation metrics while training, then held-out per-class precision /
+recall / F1 per material and dose, and writes
+``src/napari_stem_defects/models/cell_cnn.pt`` (state dict + metadata).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "src" / "napari_stem_defects" / "models" / "cell_cnn.pt"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, train, evaluate on held-out twins and save the weights."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=24000, help="optimiser steps")
+    parser.add_argument("--batch", type=int, default=256, help="crops per step")
+    parser.add_argument("--twins", type=int, default=5000, help="training twins")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="weights file to write")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and training twins")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (Adam)")
+    parser.add_argument("--val", type=int, default=120, help="validation twins")
+    parser.add_argument("--eval-every", type=int, default=2000, help="steps between validations")
+    parser.add_argument("--max-minutes", type=float, default=1e9, help="stop the loop after this long")
+    parser.add_argument("--test-per", type=int, default=10, help="held-out twins per material and dose (0: skip)")
+    parser.add_argument("--metrics-json", type=Path, default=None, help="also write the metrics here")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="do not train: evaluate the weights in --out on the held-out twins")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from napari_stem_defects.cells.cnn import DEFAULT_ARCH, load_cell_model
+    from napari_stem_defects.cells.crops import CANONICAL_NN_PX, CROP_SIZE
+    from napari_stem_defects.simulate import CELL_CLASSES
+    from napari_stem_defects.training.cell_cnn import heldout_metrics, save_weights, train
+
+    torch.set_num_threads(1)
+    report: dict = {}
+    if args.eval_only:
+        model = load_cell_model(args.out)
+    else:
+        command = "python scripts/train_cell_cnn.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        model, history = train(
+            args.steps, args.batch, args.seed, n_twins=args.twins, n_val=args.val, lr=args.lr,
+            eval_every=args.eval_every, max_minutes=args.max_minutes, log=lambda s: print(s, flush=True),
+        )
+        best = history["best"]
+        print(f"best validation (step {best['step']}): macro-F1 {best['macro_f1']:.4f}; "
+              f"training took {history['train_seconds'] / 60:.1f} min", flush=True)
+        arch = {k: (list(v) if isinstance(v, tuple) else v) for k, v in DEFAULT_ARCH.items()}
+        metadata = {
+            "arch": arch,
+            "classes": list(CELL_CLASSES),
+            "canonical_nn_px": float(CANONICAL_NN_PX),
+            "crop_size": int(CROP_SIZE),
+            "context": "mean Z M / 74, std Z M / 20, mean Z X / 52, std Z X / 20, janus, log(nn_px / 11)",
+            "output": "logits over classes; softmax gives probabilities",
+            "training_command": command,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "train_seconds": float(history["train_seconds"]),
+            "torch_version": str(torch.__version__),
+            "validation": {k: float(v) for k, v in best.items()},
+        }
+        save_weights(model, args.out, metadata)
+        print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)", flush=True)
+        report["history"] = history
+    if args.test_per > 0:
+        report["heldout"] = _heldout_tables(heldout_metrics(model, n_per=args.test_per))
+    if args.metrics_json is not None:
+        args.metrics_json.write_text(json.dumps(report, indent=1, default=float))
+    return 0
+
+
+def _heldout_tables(table: dict) -> dict:
+    """Print held-out metrics as markdown tables (summary, then per class); return them with string keys."""
+    print("\n| material | dose (e/Å²) | cells | accuracy | macro-F1 | lowest class F1 |")
+    print("|---|---|---|---|---|---|")
+    for mat, per_dose in table.items():
+        for dose, m in per_dose.items():
+            present = {c: v for c, v in m["per_class"].items() if v["support"] > 0}
+            low = min(present, key=lambda c: present[c]["f1"])
+            print(f"| {mat} | {dose:.0e} | {m['n_cells']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
+                  f"{low} {present[low]['f1']:.3f} |")
+    for mat, per_dose in table.items():
+        doses = list(per_dose)
+        print(f"\n**{mat}** (precision / recall / F1, support at the last dose)\n")
+        print("| class | " + " | ".join(f"{d:.0e}" for d in doses) + " | n |")
+        print("|---|" + "---|" * (len(doses) + 1))
+        for c in next(iter(per_dose.values()))["per_class"]:
+            cols = []
+            for d in doses:
+                v = per_dose[d]["per_class"][c]
+                cols.append(f"{v['precision']:.3f} / {v['recall']:.3f} / {v['f1']:.3f}" if v["support"] else "-")
+            print(f"| {c} | " + " | ".join(cols) + f" | {per_dose[doses[-1]]['per_class'][c]['support']} |")
+    sys.stdout.flush()
+    return {mat: {f"{d:.0e}": v for d, v in per_dose.items()} for mat, per_dose in table.items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

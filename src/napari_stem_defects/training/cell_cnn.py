@@ -1,0 +1,325 @@
+"""Training data, loop and held-out evaluation of the unit-cell classifier
+(:mod:`napari_stem_defects.cells.cnn`).
+
+Examples are cells of fresh digital twins: random material from
+:data:`~napari_stem_defects.materials.KNOWN_MATERIALS` (alloys and Janus
+included), nn distance 8-22 px, random rotation, imaging from
+``random_imaging(rng, (1e4, 1e7))`` and every defect type at 1.5-4.5 % of the
+cells, so each class is well represented; perfect cells are subsampled and
+batches are drawn class-balanced. Cell positions are the ground-truth site
+positions plus a random error of up to 0.1 nn (as from a column detector).
+
+Alloy convention: ``dopant_M`` means a metal foreign to the host whose Z
+differs by at least :data:`DOPANT_MIN_DZ` from every host metal (so in
+Mo-W alloys only light 3d metals), and ``sub_X`` a chalcogen foreign to the
+host; chalcogen alloys and Janus layers get no ``sub_X`` cells at all (a
+foreign chalcogen cannot be told from the composition's own disorder).
+
+Seeds never overlap: training from :data:`TRAIN_SEED_BASE`, validation from
+:data:`VAL_SEED_BASE`, held-out test from :data:`TEST_SEED_BASE`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cells.cnn import build_cell_cnn, context_vector, predict_logits
+from ..cells.crops import CANONICAL_NN_PX, cell_crops, prepare_image
+from ..materials import ATOMIC_NUMBER, KNOWN_MATERIALS, Material, parse_material
+from ..simulate import CELL_CLASSES, DigitalTwin, random_imaging, simulate_twin
+
+TRAIN_SEED_BASE = 20_000_000
+VAL_SEED_BASE = 2_500_000
+TEST_SEED_BASE = 3_000_000
+#: Doses (e/Å^2) and materials of the held-out evaluation.
+TEST_DOSES = (1e4, 1e5, 1e6)
+TEST_MATERIALS = ("MoS2", "WSe2", "MoTe2", "MoWSSe")
+#: Range of the fraction of cells given each defect type.
+DEFECT_RANGE = (0.015, 0.045)
+#: Minimum |Z difference| between a dopant and every host metal.
+DOPANT_MIN_DZ = 15
+#: Largest error of a crop centre, in units of nn (uniform in a disc).
+JITTER_NN = 0.1
+_METALS = ("Ti", "V", "Cr", "Nb", "Mo", "Hf", "Ta", "W", "Re", "Pt")
+_ADATOMS = ("Mo", "W", "Re", "Pt", "Se", "Te")
+
+
+def defect_plan(mat: Material, rng: np.random.Generator) -> dict[str, Any]:
+    """Defect fractions and elements of one training twin (see the module docstring)."""
+    zs = [ATOMIC_NUMBER[m] for m in mat.metals]
+    dopants = [m for m in _METALS if min(abs(ATOMIC_NUMBER[m] - z) for z in zs) >= DOPANT_MIN_DZ]
+    subs = [x for x in ("S", "Se", "Te") if x not in mat.chalcogens]
+    fractions = {k: float(rng.uniform(*DEFECT_RANGE)) for k in CELL_CLASSES[1:]}
+    if len(mat.chalcogens) > 1 or mat.janus:
+        fractions.pop("sub_X")
+    return {
+        "defects": fractions,
+        "dopant": str(rng.choice(dopants)),
+        "substituent": str(rng.choice(subs)) if subs else None,
+        "adatom": str(rng.choice(_ADATOMS)),
+    }
+
+
+def random_cell_twin(
+    seed: int,
+    size: int = 192,
+    *,
+    nn_px: float | None = None,
+    dose: float | None = None,
+    material: str | None = None,
+    nn_range: tuple[float, float] = (8.0, 22.0),
+) -> DigitalTwin:
+    """A twin with random material, defects, imaging, rotation and scale.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of every choice and of the simulation.
+    size : int
+        Image side at the canonical scale (the image has ``size * nn_px / 11`` pixels a side).
+    nn_px, dose, material : optional
+        Fixed nn distance (else uniform in ``nn_range``), dose (else
+        log-uniform 1e4-1e7 e/Å^2) and material (else one of KNOWN_MATERIALS).
+
+    Returns
+    -------
+    DigitalTwin
+    """
+    rng = np.random.default_rng([seed, 11])
+    mat = parse_material(material or KNOWN_MATERIALS[rng.integers(len(KNOWN_MATERIALS))])
+    nn = float(nn_px) if nn_px is not None else float(rng.uniform(*nn_range))
+    plan = defect_plan(mat, rng)
+    imaging = random_imaging(rng, (1e4, 1e7))
+    if dose is not None:
+        imaging = dataclasses.replace(imaging, dose=float(dose))
+    n = int(round(size * nn / CANONICAL_NN_PX))
+    return simulate_twin(
+        mat, (n, n), mat.a / math.sqrt(3) / nn, rotation_deg=None, defects=plan["defects"],
+        imaging=imaging, seed=seed, dopant=plan["dopant"], substituent=plan["substituent"],
+        adatom=plan["adatom"],
+    )
+
+
+def twin_cells(twin: DigitalTwin) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ground-truth metal and X2 positions (N, 2) and class indices (N,) of the twin's complete cells."""
+    cells = twin.cells
+    ok = (cells["m_site_id"].to_numpy() >= 0) & (cells["x_site_id"].to_numpy() >= 0)
+    cells = cells[ok]
+    yx = twin.sites.set_index("site_id")[["y_px", "x_px"]]
+    m = yx.loc[cells["m_site_id"].to_numpy()].to_numpy(dtype=float)
+    x = yx.loc[cells["x_site_id"].to_numpy()].to_numpy(dtype=float)
+    index = {c: i for i, c in enumerate(CELL_CLASSES)}
+    labels = np.array([index[c] for c in cells["class"]], dtype=np.int64)
+    return m, x, labels
+
+
+def twin_nn_px(twin: DigitalTwin) -> float:
+    """Metal to chalcogen distance of a twin, in pixels."""
+    return twin.material.a / math.sqrt(3) / twin.pixel_size
+
+
+def jitter(points: np.ndarray, nn_px: float, rng: np.random.Generator, amount: float = JITTER_NN) -> np.ndarray:
+    """Move points uniformly within a disc of radius ``amount * nn_px``."""
+    r = amount * nn_px * np.sqrt(rng.random(len(points)))
+    t = rng.uniform(0, 2 * np.pi, len(points))
+    return points + np.stack([r * np.sin(t), r * np.cos(t)], axis=1)
+
+
+def twin_examples(
+    seed: int, rng: np.random.Generator, *, copies: int = 2, perfect_per_twin: int = 12,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crops (float16), context vectors and labels of one training twin.
+
+    All defective cells are kept and ``perfect_per_twin`` perfect ones; each
+    cell gives ``copies`` crops with independent centre errors (and a +-3 %
+    error of the scale, as a calibration or lattice fit would make).
+    """
+    twin = random_cell_twin(seed)
+    nn = twin_nn_px(twin)
+    m, x, labels = twin_cells(twin)
+    perfect = np.flatnonzero(labels == 0)
+    keep = np.concatenate([np.flatnonzero(labels > 0),
+                           rng.choice(perfect, min(len(perfect), perfect_per_twin), replace=False)])
+    m, x, labels = m[keep], x[keep], labels[keep]
+    img = prepare_image(twin.image, nn)
+    ctx = context_vector(twin.material, nn)
+    crops = []
+    for _ in range(copies):
+        scale = nn * float(rng.uniform(0.97, 1.03))
+        crops.append(cell_crops(img, jitter(m, nn, rng), jitter(x, nn, rng), scale, prepared=True))
+    n = len(labels) * copies
+    return (np.concatenate(crops).astype(np.float16), np.broadcast_to(ctx, (n, len(ctx))).copy(),
+            np.tile(labels, copies))
+
+
+def build_dataset(
+    seeds: Sequence[int], rng: np.random.Generator, log: Callable[[str], None] = print, **kw: Any,
+) -> dict[str, np.ndarray]:
+    """Concatenate :func:`twin_examples` of many twins."""
+    parts = []
+    t0 = time.time()
+    for k, s in enumerate(seeds):
+        parts.append(twin_examples(int(s), rng, **kw))
+        if (k + 1) % 250 == 0:
+            log(f"  {k + 1}/{len(seeds)} twins, {sum(len(p[2]) for p in parts)} crops ({time.time() - t0:.0f} s)")
+    return {"crops": np.concatenate([p[0] for p in parts]), "context": np.concatenate([p[1] for p in parts]),
+            "labels": np.concatenate([p[2] for p in parts])}
+
+
+def confusion(model: Any, data: dict[str, np.ndarray]) -> np.ndarray:
+    """Confusion matrix (true x predicted) of the model on a dataset."""
+    logits = predict_logits(model, data["crops"].astype(np.float32), data["context"])
+    k = len(CELL_CLASSES)
+    return np.bincount(data["labels"] * k + logits.argmax(1), minlength=k * k).reshape(k, k)
+
+
+def class_metrics(cm: np.ndarray) -> dict[str, Any]:
+    """Per-class precision, recall, F1 and support, accuracy and macro-F1 over classes with support."""
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(1)
+    prec = tp / np.maximum(cm.sum(0), 1)
+    rec = tp / np.maximum(support, 1)
+    f1 = 2 * prec * rec / np.maximum(prec + rec, 1e-12)
+    per = {c: {"precision": prec[i], "recall": rec[i], "f1": f1[i], "support": int(support[i])}
+           for i, c in enumerate(CELL_CLASSES)}
+    present = support > 0
+    return {"per_class": per, "macro_f1": float(f1[present].mean()), "accuracy": float(tp.sum() / cm.sum()),
+            "n_cells": int(cm.sum())}
+
+
+def train(
+    steps: int,
+    batch: int,
+    seed: int = 0,
+    *,
+    n_twins: int = 2500,
+    n_val: int = 120,
+    lr: float = 2e-3,
+    eval_every: int = 1000,
+    max_minutes: float = 1e9,
+    log: Callable[[str], None] = print,
+) -> tuple[Any, dict[str, Any]]:
+    """Train the classifier on cells of ``n_twins`` training twins.
+
+    Batches draw a class uniformly, then a crop of it; crops are flipped
+    about the M-X axis (a mirror of the lattice) with probability 1/2 and
+    given a random gain (x0.8-1.25) and offset (+-0.05). Adam with warm-up
+    and cosine decay; the weights with the best validation macro-F1 are kept.
+
+    Returns
+    -------
+    model, history
+    """
+    import torch
+    from torch.nn import functional as F
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 5])
+    t0 = time.time()
+    base = TRAIN_SEED_BASE + seed * 1_000_000
+    data = build_dataset(range(base, base + n_twins), rng, log=log)
+    val = build_dataset(range(VAL_SEED_BASE, VAL_SEED_BASE + n_val), rng, log=log, copies=1, perfect_per_twin=40)
+    log(f"data: {len(data['labels'])} train / {len(val['labels'])} val crops, "
+        f"per class {np.bincount(data['labels'], minlength=len(CELL_CLASSES)).tolist()} ({time.time() - t0:.0f} s)")
+    by_class = [np.flatnonzero(data["labels"] == k) for k in range(len(CELL_CLASSES))]
+    by_class = [b for b in by_class if len(b)]
+    crops_t = torch.from_numpy(data["crops"])
+    ctx_t = torch.from_numpy(data["context"])
+    labels_t = torch.from_numpy(data["labels"])
+    model = build_cell_cnn()
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
+    warm = max(1, steps // 30)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    history: dict[str, Any] = {"steps": steps, "batch": batch, "seed": seed, "lr": lr, "n_twins": n_twins,
+                               "n_train_crops": int(len(data["labels"])), "val": []}
+    best, best_state, run_loss, t_train = -1.0, None, [], time.time()
+    for step in range(1, steps + 1):
+        cls = rng.integers(len(by_class), size=batch)
+        idx = torch.from_numpy(np.array([by_class[c][rng.integers(len(by_class[c]))] for c in cls]))
+        x = crops_t[idx].float()
+        flip = torch.from_numpy(rng.random(batch) < 0.5)
+        x[flip] = x[flip].flip(-2)
+        x = x * torch.from_numpy(rng.uniform(0.8, 1.25, (batch, 1, 1, 1)).astype(np.float32)) \
+            + torch.from_numpy(rng.normal(0, 0.05, (batch, 1, 1, 1)).astype(np.float32))
+        model.train()
+        loss = F.cross_entropy(model(x, ctx_t[idx]), labels_t[idx], label_smoothing=0.02)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        run_loss.append(loss.item())
+        out_of_time = (time.time() - t_train) / 60 > max_minutes
+        if step % eval_every == 0 or step == steps or out_of_time:
+            v = class_metrics(confusion(model, val))
+            rec = {"step": step, "train_loss": float(np.mean(run_loss)), "macro_f1": v["macro_f1"],
+                   "accuracy": v["accuracy"], "elapsed_s": time.time() - t0}
+            run_loss = []
+            history["val"].append(rec)
+            log(f"step {step}: loss {rec['train_loss']:.4f} val macro-F1 {rec['macro_f1']:.4f} "
+                f"acc {rec['accuracy']:.4f} ({rec['elapsed_s']:.0f} s)")
+            if v["macro_f1"] > best:
+                best = v["macro_f1"]
+                best_state = {k: p.detach().clone() for k, p in model.state_dict().items()}
+                history["best"] = rec
+        if out_of_time:
+            log(f"stopping at step {step}: time budget of {max_minutes} min spent")
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    history["train_seconds"] = time.time() - t0
+    return model, history
+
+
+def heldout_metrics(
+    model: Any,
+    doses: Sequence[float] = TEST_DOSES,
+    materials: Sequence[str] = TEST_MATERIALS,
+    n_per: int = 10,
+    *,
+    size: int = 256,
+    seed_base: int = TEST_SEED_BASE,
+) -> dict[str, dict[float, dict[str, Any]]]:
+    """Per-class metrics per material and dose on held-out twins, from ground-truth positions
+    with a detector-like error (uniform within 0.1 nn).
+
+    Twin ``i`` of material number ``a`` and dose number ``k`` has seed
+    ``seed_base + 10000 * a + 1000 * k + i``; all its complete cells are scored.
+    """
+    out: dict[str, dict[float, dict[str, Any]]] = {}
+    k_cls = len(CELL_CLASSES)
+    for a, mat in enumerate(materials):
+        out[mat] = {}
+        for k, dose in enumerate(doses):
+            cm = np.zeros((k_cls, k_cls), dtype=np.int64)
+            for i in range(n_per):
+                s = seed_base + 10000 * a + 1000 * k + i
+                twin = random_cell_twin(s, size, dose=dose, material=mat)
+                nn = twin_nn_px(twin)
+                m, x, labels = twin_cells(twin)
+                rng = np.random.default_rng([s, 1])
+                crops = cell_crops(twin.image, jitter(m, nn, rng), jitter(x, nn, rng), nn)
+                logits = predict_logits(model, crops, context_vector(twin.material, nn))
+                cm += np.bincount(labels * k_cls + logits.argmax(1), minlength=k_cls * k_cls).reshape(k_cls, k_cls)
+            out[mat][float(dose)] = {**class_metrics(cm), "confusion": cm.tolist()}
+    return out
+
+
+def save_weights(model: Any, path: str | Path, metadata: dict[str, Any]) -> Path:
+    """Write the state dict and plain-python metadata (loadable with ``weights_only=True``)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "metadata": metadata}, path)
+    return path
