@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..materials import Material, parse_material
+from ..network_io import packaged_weights_path, read_weights
 from ..simulate.defects import CELL_CLASSES
 from .crops import CANONICAL_NN_PX, CROP_SIZE, cell_crops, prepare_image
 
@@ -130,9 +131,7 @@ def build_cell_cnn(**arch: Any) -> Any:
 
 def default_weights_path() -> Path:
     """Path of the packaged weights file (it may not exist yet)."""
-    from importlib.resources import files
-
-    return Path(str(files("napari_stem_defects") / "models" / WEIGHTS_NAME))
+    return packaged_weights_path(WEIGHTS_NAME)
 
 
 def load_cell_model(path: str | Path | None = None) -> Any:
@@ -160,17 +159,9 @@ def load_cell_model(path: str | Path | None = None) -> Any:
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str) -> Any:
-    import torch
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"cell classifier weights not found at {path}; train them with "
-            "`python scripts/train_cell_cnn.py` (writes src/napari_stem_defects/models/cell_cnn.pt)"
-        )
-    payload = torch.load(path, weights_only=True, map_location="cpu")
-    meta = dict(payload.get("metadata", {}))
+    state, meta = read_weights(path, "cell classifier", "scripts/train_cell_cnn.py")
     model = build_cell_cnn(**meta.get("arch", {}))
-    model.load_state_dict(payload["state_dict"])
+    model.load_state_dict(state)
     model.eval()
     model.metadata = meta
     return model

@@ -22,34 +22,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..network_io import normalize_image
+
 #: Nearest-neighbour (metal to chalcogen) distance, in crop pixels.
 CANONICAL_NN_PX: float = 11.0
 #: Side of a crop, in canonical pixels (covers M, X and the hollow site around the X centre).
 CROP_SIZE: int = 32
 
 
-def normalize_image(image: np.ndarray) -> np.ndarray:
-    """Robust per-image normalisation: median to 0, the 0.5-99.5 percentile range to 1.
 
-    Parameters
-    ----------
-    image : ndarray, shape (H, W)
-        Any dtype, offset or gain; NaN/inf are replaced by the median.
-
-    Returns
-    -------
-    ndarray of float32
-        The normalised image, clipped to [-4, 6].
-    """
-    x = np.asarray(image, dtype=np.float32)
-    finite = np.isfinite(x)
-    if not finite.all():
-        x = np.where(finite, x, np.median(x[finite]) if finite.any() else 0.0).astype(np.float32)
-    lo, med, hi = np.percentile(x, [0.5, 50.0, 99.5])
-    scale = float(hi - lo)
-    if not np.isfinite(scale) or scale <= 0:
-        scale = float(x.std()) or 1.0
-    return np.clip((x - med) / scale, -4.0, 6.0).astype(np.float32)
 
 
 def prepare_image(image: np.ndarray, nn_px: float) -> np.ndarray:

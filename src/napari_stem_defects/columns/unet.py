@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from ..network_io import normalize_image, packaged_weights_path, read_weights
+
 #: Nearest-neighbour (metal to chalcogen) distance, in pixels, the model works at.
 CANONICAL_NN_PX: float = 11.0
 #: Architecture of the shipped model (channels per level; one max-pool between levels).
@@ -108,9 +110,7 @@ def build_column_unet(in_channels: int = 1, channels: Sequence[int] = (16, 32, 6
 
 def default_weights_path() -> Path:
     """Path of the packaged weights file (it may not exist yet)."""
-    from importlib.resources import files
-
-    return Path(str(files("napari_stem_defects") / "models" / WEIGHTS_NAME))
+    return packaged_weights_path(WEIGHTS_NAME)
 
 
 def load_column_model(path: str | Path | None = None) -> Any:
@@ -138,19 +138,11 @@ def load_column_model(path: str | Path | None = None) -> Any:
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str) -> Any:
-    import torch
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"column U-Net weights not found at {path}; train them with "
-            "`python scripts/train_column_unet.py` (writes src/napari_stem_defects/models/column_unet.pt)"
-        )
-    payload = torch.load(path, weights_only=True, map_location="cpu")
-    meta = dict(payload.get("metadata", {}))
+    state, meta = read_weights(path, "column U-Net", "scripts/train_column_unet.py")
     arch = meta.get("arch", DEFAULT_ARCH)
     channels = tuple(arch.get("channels", DEFAULT_ARCH["channels"]))
     model = build_column_unet(int(arch.get("in_channels", 1)), channels)
-    model.load_state_dict(payload["state_dict"])
+    model.load_state_dict(state)
     model.eval()
     model.metadata = meta
     return model
@@ -159,28 +151,7 @@ def _load_cached(path: str) -> Any:
 # --------------------------------------------------------------------------- pre-processing
 
 
-def normalize_image(image: np.ndarray) -> np.ndarray:
-    """Robust per-image normalisation: median to 0, the 0.5-99.5 percentile range to 1.
 
-    Parameters
-    ----------
-    image : ndarray
-        Any dtype, offset or gain; NaN/inf are replaced by the median.
-
-    Returns
-    -------
-    ndarray of float32
-        The normalised image, clipped to [-4, 6].
-    """
-    x = np.asarray(image, dtype=np.float32)
-    finite = np.isfinite(x)
-    if not finite.all():
-        x = np.where(finite, x, np.median(x[finite]) if finite.any() else 0.0).astype(np.float32)
-    lo, med, hi = np.percentile(x, [0.5, 50.0, 99.5])
-    scale = float(hi - lo)
-    if not np.isfinite(scale) or scale <= 0:
-        scale = float(x.std()) or 1.0
-    return np.clip((x - med) / scale, -4.0, 6.0).astype(np.float32)
 
 
 def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -25,7 +25,6 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ import numpy as np
 from ..cells.cnn import build_cell_cnn, context_vector, predict_logits
 from ..cells.crops import CANONICAL_NN_PX, cell_crops, prepare_image
 from ..materials import ATOMIC_NUMBER, KNOWN_MATERIALS, Material, parse_material
+from ..network_io import save_weights  # noqa: F401  (re-exported for the training scripts)
 from ..simulate import CELL_CLASSES, DigitalTwin, random_imaging, simulate_twin
 
 TRAIN_SEED_BASE = 20_000_000
@@ -312,14 +312,3 @@ def heldout_metrics(
                 cm += np.bincount(labels * k_cls + logits.argmax(1), minlength=k_cls * k_cls).reshape(k_cls, k_cls)
             out[mat][float(dose)] = {**class_metrics(cm), "confusion": cm.tolist()}
     return out
-
-
-def save_weights(model: Any, path: str | Path, metadata: dict[str, Any]) -> Path:
-    """Write the state dict and plain-python metadata (loadable with ``weights_only=True``)."""
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "metadata": metadata}, path)
-    return path

@@ -13,7 +13,6 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from ..columns.unet import (
     resample, resample_coordinates,
 )
 from ..materials import KNOWN_MATERIALS, parse_material
+from ..network_io import save_weights  # noqa: F401  (re-exported for the training scripts)
 from ..simulate import DigitalTwin, random_imaging, simulate_twin
 
 TRAIN_SEED_BASE = 10_000_000
@@ -386,14 +386,3 @@ def heldout_metrics(
             counts.append(match_counts(pick_peaks(dmap, nn), yx[occ], yx[~occ], nn, dmap.shape))
         out[float(dose)] = summarize(counts)
     return out
-
-
-def save_weights(model: Any, path: str | Path, metadata: dict[str, Any]) -> Path:
-    """Write the state dict and plain-python metadata (loadable with ``weights_only=True``)."""
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "metadata": metadata}, path)
-    return path

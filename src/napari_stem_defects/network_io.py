@@ -1,0 +1,86 @@
+"""What the shipped networks share: packaged weights files, safe loading and saving, input normalisation.
+
+torch is imported inside the functions that need it, so importing this
+module (and the detectors built on it) keeps napari's start-up light.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def packaged_weights_path(name: str) -> Path:
+    """Path of a weights file shipped in ``napari_stem_defects/models`` (it may not exist yet)."""
+    from importlib.resources import files
+
+    return Path(str(files("napari_stem_defects") / "models" / name))
+
+
+def read_weights(path: str | Path, what: str, script: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """State dict and metadata of a weights file, loaded with ``weights_only=True`` on the CPU.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.pt`` file written by :func:`save_weights`.
+    what : str
+        What the weights are for, for the error message (e.g. "column U-Net").
+    script : str
+        The training script that writes them, named in the error message.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights not found at {path}; train them with `python {script}`")
+    payload = torch.load(path, weights_only=True, map_location="cpu")
+    return payload["state_dict"], dict(payload.get("metadata", {}))
+
+
+def save_weights(model: Any, path: str | Path, metadata: dict[str, Any]) -> Path:
+    """Write the state dict and plain-python metadata (loadable with ``weights_only=True``)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "metadata": metadata}, path)
+    return path
+
+
+def normalize_image(image: np.ndarray) -> np.ndarray:
+    """Robust per-image normalisation: median to 0, the 0.5-99.5 percentile range to 1.
+
+    Parameters
+    ----------
+    image : ndarray
+        Any dtype, offset or gain; NaN/inf are replaced by the median.
+
+    Returns
+    -------
+    ndarray of float32
+        The normalised image, clipped to [-4, 6].
+
+    Examples
+    --------
+    >>> x = normalize_image(np.arange(100.0).reshape(10, 10))
+    >>> round(float(np.median(x)), 3), x.dtype
+    (0.0, dtype('float32'))
+    """
+    x = np.asarray(image, dtype=np.float32)
+    finite = np.isfinite(x)
+    if not finite.all():
+        x = np.where(finite, x, np.median(x[finite]) if finite.any() else 0.0).astype(np.float32)
+    lo, med, hi = np.percentile(x, [0.5, 50.0, 99.5])
+    scale = float(hi - lo)
+    if not np.isfinite(scale) or scale <= 0:
+        scale = float(x.std()) or 1.0
+    return np.clip((x - med) / scale, -4.0, 6.0).astype(np.float32)
