@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=2000, help="steps between validations")
     parser.add_argument("--max-minutes", type=float, default=1e9, help="stop the loop after this long")
     parser.add_argument("--test-per", type=int, default=10, help="held-out twins per material and dose (0: skip)")
+    parser.add_argument("--mode", default="single", choices=("single", "two-stage"), help="held-out decision rule")
+    parser.add_argument("--imaging", default="clean", choices=("clean", "random"),
+                        help="held-out imaging: texture capped at 10^-3.5 (clean) or the full training range")
+    parser.add_argument("--workers", type=int, default=1, help="processes that simulate the training twins")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the training loop")
     parser.add_argument("--metrics-json", type=Path, default=None, help="also write the metrics here")
     parser.add_argument("--eval-only", action="store_true",
                         help="do not train: evaluate the weights in --out on the held-out twins")
@@ -48,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_stem_defects.simulate import CELL_CLASSES
     from napari_stem_defects.training.cell_cnn import heldout_metrics, save_weights, train
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     report: dict = {}
     if args.eval_only:
         model = load_cell_model(args.out)
@@ -56,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         command = "python scripts/train_cell_cnn.py " + shlex.join(sys.argv[1:] if argv is None else argv)
         model, history = train(
             args.steps, args.batch, args.seed, n_twins=args.twins, n_val=args.val, lr=args.lr,
-            eval_every=args.eval_every, max_minutes=args.max_minutes, log=lambda s: print(s, flush=True),
+            eval_every=args.eval_every, max_minutes=args.max_minutes, workers=args.workers,
+            threads=args.threads, log=lambda s: print(s, flush=True),
         )
         best = history["best"]
         print(f"best validation (step {best['step']}): macro-F1 {best['macro_f1']:.4f}; "
@@ -67,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             "classes": list(CELL_CLASSES),
             "canonical_nn_px": float(CANONICAL_NN_PX),
             "crop_size": int(CROP_SIZE),
-            "context": "mean Z M / 74, std Z M / 20, mean Z X / 52, std Z X / 20, janus, log(nn_px / 11)",
-            "output": "logits over classes; softmax gives probabilities",
+            "context": "mean Z M / 74, std Z M / 20, mean Z X / 52, std Z X / 20, janus, log(nn_px / 11), "
+                       "quartiles of metal then X2 column strengths (cells.crops.strength_context)",
+            "output": "logits over classes, then one 'defective' logit (cells.cnn.probabilities)",
             "training_command": command,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "train_seconds": float(history["train_seconds"]),
@@ -79,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)", flush=True)
         report["history"] = history
     if args.test_per > 0:
-        report["heldout"] = _heldout_tables(heldout_metrics(model, n_per=args.test_per))
+        report["heldout"] = _heldout_tables(heldout_metrics(model, n_per=args.test_per, mode=args.mode,
+                                                             imaging=args.imaging))
     if args.metrics_json is not None:
         args.metrics_json.write_text(json.dumps(report, indent=1, default=float))
     return 0

@@ -31,7 +31,7 @@ import pandas as pd
 from . import __version__
 from .columns import SITES_CSV_COLUMNS, ColumnResult, compute_detection_map, columns_from_map
 from .io.atomic import atomic_write, atomic_write_text, json_default
-from .cells.physics import classify_cells_physics
+from .cells.classify import classify_site_table
 from .cells.site_labels import site_defects
 from .cells.statistics import defect_statistics
 from .io.stem_image import StemImage
@@ -107,6 +107,7 @@ def analyze_image(
     method: str = "classical",
     threshold: float | None = None,
     refine: str = "gaussian",
+    classifier: str = "cnn",
     progress: Callable[[int, int], None] | None = None,
 ) -> Analysis:
     """Detect the atom columns of every frame of an image, and classify its cells when the material is known.
@@ -119,6 +120,8 @@ def analyze_image(
         Host material; defaults to the image metadata's 'material' if present.
     method, threshold, refine
         See :func:`napari_stem_defects.columns.columns_from_map`.
+    classifier : {'cnn', 'cnn-two-stage', 'physics'}
+        Cell classifier (see :func:`napari_stem_defects.cells.classify.classify_site_table`).
     progress : callable, optional
         ``progress(frames_done, n_frames)``.
 
@@ -136,8 +139,9 @@ def analyze_image(
         if progress is not None:
             progress(t + 1, len(frames))
     settings = {"material": material, "method": method, "threshold": threshold, "refine": refine,
-                "classifier": "physics" if material else None}
-    cells = [classify_cells_physics(r.sites, r.posteriors, material) for r in results] if material else []
+                "classifier": classifier if material else None}
+    cells = [classify_site_table(frame, r.sites, material, classifier, posteriors=r.posteriors, nn_px=r.nn_px)
+             for frame, r in zip(frames, results)] if material else []
     return Analysis(image, results, settings, cells)
 
 

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--threshold", type=float, default=None, help="peak threshold on the detection map")
     ana.add_argument("--refine", choices=("gaussian", "com"), default="gaussian",
                      help="sub-pixel refinement (default gaussian)")
+    ana.add_argument("--classifier", choices=("cnn", "cnn-two-stage", "physics"), default="cnn",
+                     help="cell classifier (with --material): the shipped CNN, its two-stage decision "
+                          "(perfect vs defective, then the kind), or the Z-contrast physics baseline (default cnn)")
     return parser
 
 
@@ -112,7 +115,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             print(f"frame {done}/{total}", file=sys.stderr)
 
     analysis = analyze_image(image, material=args.material, method=args.method, threshold=args.threshold,
-                             refine=args.refine, progress=progress)
+                             refine=args.refine, classifier=args.classifier, progress=progress)
     paths = write_analysis(analysis, args.out, source=str(args.image))
     table = analysis.sites_table()
     counts = table.groupby(["sublattice", "species"]).size().to_dict()

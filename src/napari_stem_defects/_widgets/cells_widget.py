@@ -2,7 +2,8 @@
 
 Reads the sites from a Points layer of the "Detect atom columns" widget (its
 features, and its point positions, so moved points and edited species count),
-classifies every cell with the physics baseline, and shows the cells as the Shapes
+classifies every cell with the shipped CNN (or its two-stage decision, or the
+physics baseline of the sites' species), and shows the cells as the Shapes
 layer ``<image> cells`` with a legend, a statistics table, a bar chart of defect
 counts and a CSV export. For a stack only the current frame is classified.
 """
@@ -24,7 +25,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressB
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 
-from ..cells.physics import classify_cells_physics
+from ..cells.classify import CLASSIFIERS, classify_site_table
 from ..cells.shapes_layer import (
     cells_to_shapes_data, class_colour, class_counts, estimate_lattice_vectors, legend_html, low_confidence_mask,
 )
@@ -100,13 +101,16 @@ class CellsWidget(Container):
         self.layer = ComboBox(label="image", choices=self._image_layers)
         self.points = ComboBox(label="sites", choices=self._points_layers, nullable=True)
         self.material = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value="MoS2")
+        self.classifier = ComboBox(label="classifier", choices=list(CLASSIFIERS), value="cnn",
+                                   tooltip="cnn: the shipped network; cnn-two-stage: perfect vs defective, "
+                                           "then the kind; physics: the sites' species against Z contrast")
         self.threshold = FloatSpinBox(label="low confidence <", min=0.0, max=1.0, step=0.05, value=0.8)
         self.run_button = PushButton(text="Classify cells")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
         self.result, self.legend, self.statistics = Label(value=""), Label(value=""), Label(value="")
         self.export_button = PushButton(text="Export statistics CSV", enabled=False)
-        self.extend([self.layer, self.points, self.material, self.threshold, self.run_button, self.cancel_button,
+        self.extend([self.layer, self.points, self.material, self.classifier, self.threshold, self.run_button, self.cancel_button,
                      self.progress, self.result, self.legend, self.statistics, self.export_button])
         for label in (self.result, self.legend, self.statistics):
             label.native.setWordWrap(True)
@@ -214,7 +218,9 @@ class CellsWidget(Container):
             self._say(f"'{points.name}' is not a column layer (no {', '.join(sorted(missing))} features).")
             return None
         sites, frame, params = self._sites(image, points)
+        pixels = np.asarray(image.data[frame] if frame is not None else image.data)
         job = {"sites": sites, "frame": frame, "params": params, "material": self.material.value,
+               "classifier": self.classifier.value, "pixels": pixels,
                "pixel_size": _pixel_size(image), "image": image, "points": points}
         self._cancel = threading.Event()
         self.progress.value = 0
@@ -248,7 +254,7 @@ class CellsWidget(Container):
 
     def _work(self, job: dict[str, Any]) -> Generator[float, None, CellsRun]:
         """Lattice vectors, classes and statistics; yields the fraction done."""
-        run = CellsRun(frame=job["frame"], params={"material": job["material"]})
+        run = CellsRun(frame=job["frame"], params={"material": job["material"], "classifier": job["classifier"]})
         try:
             sites, params = job["sites"], job["params"]
             if (sites["sublattice"].astype(str) == "M").sum() == 0:
@@ -260,8 +266,9 @@ class CellsWidget(Container):
             run.cancelled = self._cancel.is_set()
             if run.cancelled:
                 return run
-            # posteriors are not kept on the Points layer: the species in its features decide
-            run.cells = classify_cells_physics(sites, None, job["material"])
+            # posteriors are not kept on the Points layer: for physics the species in its features decide
+            run.cells = classify_site_table(job["pixels"], sites, job["material"], job["classifier"],
+                                            nn_px=params.get("nn_px"))
             yield 0.8
             run.stats = defect_statistics(run.cells, job["material"], job["pixel_size"])
         except EXPECTED_ERRORS as err:
@@ -302,7 +309,8 @@ class CellsWidget(Container):
         from napari.layers import Shapes
 
         name = f"{image.name} cells"
-        meta = {"material": job["material"], "sites_layer": job["points"].name, "frame": run.frame,
+        meta = {"material": job["material"], "classifier": job["classifier"], "sites_layer": job["points"].name,
+                "frame": run.frame,
                 "image_layer": image.name}
         data, kwargs, _ = cells_to_shapes_data(
             run.cells, run.a1, run.a2, scale=tuple(image.scale)[-2:], units=tuple(str(u) for u in image.units)[-2:],

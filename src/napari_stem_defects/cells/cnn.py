@@ -3,8 +3,15 @@
 The 2DIP-Net idea: each unit cell (metal site M and its partner X2 column) is
 classified from :func:`~napari_stem_defects.cells.crops.cell_crops` (channel 0
 centred on X, channel 1 on M, rotation-normalised, nn = 11 px) and a context
-vector (:func:`context_vector`) describing the material and scale, into the
-classes :data:`~napari_stem_defects.simulate.defects.CELL_CLASSES`.
+vector (:func:`context_vector`) describing the material, the scale and the
+image's normal columns, into the classes
+:data:`~napari_stem_defects.simulate.defects.CELL_CLASSES` the material
+allows (:func:`~napari_stem_defects.cells.classes.allowed_classes`).
+
+The network has two outputs: logits over the classes, and one "defective"
+logit. ``mode="single"`` uses the first (softmax); ``mode="two-stage"``
+decides perfect versus defective from the second, then the subtype from the
+first (the Janus-MoWSSe study's two stages, trained jointly).
 
 torch is imported lazily, inside functions, so that importing this module
 (and napari's plugin discovery) stays fast.
@@ -25,13 +32,23 @@ import numpy as np
 from ..materials import Material, parse_material
 from ..network_io import packaged_weights_path, read_weights
 from ..simulate.defects import CELL_CLASSES
-from .crops import CANONICAL_NN_PX, CROP_SIZE, cell_crops, prepare_image
+from .classes import class_mask
+from .crops import CANONICAL_NN_PX, CROP_SIZE, cell_crops, prepare_image, strength_context
 
+#: Length of :func:`context_vector`'s output; its last 6 entries are image strengths.
+N_CONTEXT = 12
 #: Architecture of the shipped model.
 DEFAULT_ARCH: dict[str, Any] = {
     "in_channels": 2, "crop_size": CROP_SIZE, "channels": (16, 32, 64), "hidden": 128,
-    "n_context": 6, "n_classes": len(CELL_CLASSES),
+    "n_context": N_CONTEXT, "n_classes": len(CELL_CLASSES), "two_stage": True,
 }
+#: Ways to turn the network's outputs into class probabilities.
+MODES = ("single", "two-stage")
+#: Logit given to classes the material does not allow.
+_MASKED = -1e4
+#: Share of perfect cells assumed by default (training batches are class-balanced, so the
+#: network's raw output assumes every class equally likely; real layers are mostly perfect).
+DEFAULT_PERFECT_PRIOR = 0.9
 #: File name of the packaged weights (in ``napari_stem_defects/models``).
 WEIGHTS_NAME = "cell_cnn.pt"
 
@@ -39,8 +56,8 @@ WEIGHTS_NAME = "cell_cnn.pt"
 # --------------------------------------------------------------------------- context
 
 
-def context_vector(material: str | Material, nn_px: float) -> np.ndarray:
-    """Material and scale descriptor fed to the network next to the crops.
+def context_vector(material: str | Material, nn_px: float, strengths: np.ndarray | None = None) -> np.ndarray:
+    """Material, scale and image descriptor fed to the network next to the crops.
 
     Parameters
     ----------
@@ -48,20 +65,25 @@ def context_vector(material: str | Material, nn_px: float) -> np.ndarray:
         Host material, e.g. ``"MoS2"``, ``"MoWSSe"``, ``"Janus-MoSSe"``.
     nn_px : float
         Metal to chalcogen distance in image pixels.
+    strengths : ndarray, shape (6,), optional
+        :func:`~napari_stem_defects.cells.crops.strength_context` of the image
+        (zeros if not given).
 
     Returns
     -------
-    ndarray of float32, shape (6,)
+    ndarray of float32, shape (12,)
         ``[mean Z metal / 74, std Z metal / 20, mean Z chalcogen / 52,
-        std Z chalcogen / 20, 1 if Janus else 0, log(nn_px / 11)]``.
+        std Z chalcogen / 20, 1 if Janus else 0, log(nn_px / 11)]`` followed by
+        the 6 strengths.
     """
     mat = parse_material(material)
     zm, sm, zx, sx = mat.context_vector()
     janus = 1.0 if getattr(mat, "janus", False) else 0.0
-    return np.array(
-        [zm / 74.0, sm / 20.0, zx / 52.0, sx / 20.0, janus, math.log(float(nn_px) / CANONICAL_NN_PX)],
-        dtype=np.float32,
-    )
+    tail = np.zeros(N_CONTEXT - 6, np.float32) if strengths is None else np.asarray(strengths, np.float32)
+    if tail.shape != (N_CONTEXT - 6,):
+        raise ValueError(f"strengths must have {N_CONTEXT - 6} entries, not {tail.shape}")
+    head = [zm / 74.0, sm / 20.0, zx / 52.0, sx / 20.0, janus, math.log(float(nn_px) / CANONICAL_NN_PX)]
+    return np.concatenate([np.array(head, dtype=np.float32), tail])
 
 
 # --------------------------------------------------------------------------- network
@@ -80,11 +102,13 @@ def _cnn_class() -> type:
     class CellCNN(nn.Module):
         """Strided 5x5 then 3x3 convolutions (BatchNorm, ReLU), each halving the crop,
         flattened (the position of a feature in the canonical frame matters: centre
-        cell versus neighbours), concatenated with the context vector, then an MLP."""
+        cell versus neighbours), concatenated with the context vector, then an MLP
+        giving class logits and, with ``two_stage``, a last "defective" logit."""
 
         def __init__(
             self, in_channels: int = 2, crop_size: int = CROP_SIZE, channels: tuple = (16, 32, 64),
-            hidden: int = 128, n_context: int = 6, n_classes: int = len(CELL_CLASSES),
+            hidden: int = 128, n_context: int = N_CONTEXT, n_classes: int = len(CELL_CLASSES),
+            two_stage: bool = True,
         ) -> None:
             super().__init__()
             layers: list = []
@@ -99,7 +123,7 @@ def _cnn_class() -> type:
             self.context = nn.Sequential(nn.Linear(n_context, 32), nn.ReLU(inplace=True))
             self.head = nn.Sequential(
                 nn.Linear(c_in * side * side + 32, hidden), nn.ReLU(inplace=True),
-                nn.Dropout(0.1), nn.Linear(hidden, n_classes),
+                nn.Dropout(0.1), nn.Linear(hidden, n_classes + (1 if two_stage else 0)),
             )
 
         def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
@@ -171,7 +195,13 @@ def _load_cached(path: str) -> Any:
 
 
 def predict_logits(model: Any, crops: np.ndarray, context: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """Run the model on crops (N, 2, S, S) and context (6,) or (N, 6); returns logits (N, C)."""
+    """Run the model on crops (N, 2, S, S) and context (12,) or (N, 12).
+
+    Returns
+    -------
+    ndarray of float32, shape (N, C) or (N, C + 1)
+        Class logits, then the "defective" logit for a two-stage model.
+    """
     import torch
 
     crops = np.ascontiguousarray(crops, dtype=np.float32)
@@ -185,8 +215,71 @@ def predict_logits(model: Any, crops: np.ndarray, context: np.ndarray, batch: in
             x = torch.from_numpy(crops[s : s + batch])
             c = torch.from_numpy(np.ascontiguousarray(ctx[s : s + batch]))
             out.append(model(x, c).float().numpy())
-    n_classes = int(getattr(model, "metadata", {}).get("arch", DEFAULT_ARCH).get("n_classes", len(CELL_CLASSES)))
-    return np.concatenate(out) if out else np.zeros((0, n_classes), dtype=np.float32)
+    arch = {**DEFAULT_ARCH, **getattr(model, "metadata", {}).get("arch", {})}
+    width = int(arch["n_classes"]) + (1 if arch.get("two_stage") else 0)
+    return np.concatenate(out) if out else np.zeros((0, width), dtype=np.float32)
+
+
+def probabilities(logits: np.ndarray, mask: np.ndarray | None = None, mode: str = "single",
+                  perfect_prior: float | None = None) -> np.ndarray:
+    """Class probabilities from network outputs, over the allowed classes only.
+
+    Parameters
+    ----------
+    logits : ndarray, shape (N, C) or (N, C + 1)
+        :func:`predict_logits` output.
+    mask : ndarray of bool, shape (C,) or (N, C), optional
+        Allowed classes (:func:`~napari_stem_defects.cells.classes.class_mask`);
+        the others get probability 0.
+    mode : {'single', 'two-stage'}
+        'single': softmax of the class logits. 'two-stage': P(defective) from
+        the last logit, times the softmax over the allowed defect classes;
+        P(perfect) = 1 - P(defective).
+    perfect_prior : float, optional
+        Expected share of perfect cells (the rest shared equally by the
+        allowed defect classes). The network was trained on class-balanced
+        batches; this turns its output into posteriors for such a layer
+        (Bayes' rule on the logits). None keeps the balanced output.
+
+    Returns
+    -------
+    ndarray of float32, shape (N, C)
+
+    Examples
+    --------
+    >>> p = probabilities(np.array([[0.0, 0.0, 2.0, 0.0]]), np.array([True, True, True]), "two-stage")
+    >>> p.round(3)
+    array([[0.5 , 0.06, 0.44]], dtype=float32)
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    z = np.asarray(logits, dtype=np.float64)
+    n_classes = len(CELL_CLASSES) if mask is None else np.shape(mask)[-1]
+    cls = z[:, :n_classes].copy()
+    allowed = np.ones(cls.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), cls.shape)
+    cls = np.where(allowed, cls, _MASKED)
+    shift = np.zeros(len(cls))
+    if perfect_prior is not None:
+        if not 0.0 < perfect_prior < 1.0:
+            raise ValueError("perfect_prior must be between 0 and 1")
+        n_defect = np.maximum(allowed[:, 1:].sum(axis=1), 1)
+        # log of (prior of perfect / prior of one defect class); balanced training had ratio 1
+        shift = np.log(perfect_prior) - np.log((1.0 - perfect_prior) / n_defect)
+    if mode == "two-stage":
+        if z.shape[1] != n_classes + 1:
+            raise ValueError("this model has no two-stage output; use mode='single'")
+        if perfect_prior is not None:
+            # balanced batches held one perfect crop per (classes - 1) defective ones
+            shift = np.log(perfect_prior / (1.0 - perfect_prior)) + np.log(n_classes - 1.0)
+        p_def = 1.0 / (1.0 + np.exp(-(z[:, n_classes] - shift)))
+        sub = cls[:, 1:] - cls[:, 1:].max(axis=1, keepdims=True)
+        e = np.exp(sub)
+        e /= e.sum(axis=1, keepdims=True)
+        return np.concatenate([(1 - p_def)[:, None], p_def[:, None] * e], axis=1).astype(np.float32)
+    cls[:, 0] += shift
+    cls -= cls.max(axis=1, keepdims=True)
+    e = np.exp(cls)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def classify_cells(
@@ -198,6 +291,8 @@ def classify_cells(
     pixel_size: float | None = None,
     batch: int = 4096,
     *,
+    mode: str = "single",
+    perfect_prior: float | None = None,
     model: Any = None,
 ) -> np.ndarray:
     """Class probabilities of unit cells from their metal and X2 positions.
@@ -209,41 +304,52 @@ def classify_cells(
     m_positions, x_positions : ndarray, shape (N, 2)
         (y, x) in pixels of each cell's metal site and X2 column (from the
         ground truth or a column detector; errors up to ~0.1 nn are tolerated).
+        All the image's cells should be given at once: the column strengths of
+        those inside the image calibrate the network
+        (:func:`~napari_stem_defects.cells.crops.strength_context`).
     nn_px : float or None
         Metal to chalcogen distance in pixels; None derives it from the
         material's lattice constant and ``pixel_size`` (``a / sqrt(3) / pixel_size``).
     material : str or Material
-        Host material (sets the context vector).
+        Host material (sets the context vector and the allowed classes).
     pixel_size : float, optional
         Å per pixel; only used when ``nn_px`` is None.
     batch : int
         Cells per forward pass.
+    mode : {'single', 'two-stage'}
+        See :func:`probabilities`.
+    perfect_prior : float or None
+        Expected share of perfect cells, e.g. :data:`DEFAULT_PERFECT_PRIOR` for a layer with
+        few defects; None (default) keeps the class-balanced output. See :func:`probabilities`.
     model : torch.nn.Module, optional
         Classifier to use; defaults to :func:`load_cell_model`.
 
     Returns
     -------
     ndarray of float32, shape (N, len(CELL_CLASSES))
-        Softmax probabilities, columns in the order of ``CELL_CLASSES``.
+        Probabilities, columns in the order of ``CELL_CLASSES``; classes the
+        material does not allow are 0.
     """
     mat = parse_material(material)
     if nn_px is None:
         if pixel_size is None or pixel_size <= 0:
             raise ValueError("give nn_px, or a positive pixel_size to derive it from the material")
         nn_px = mat.a / math.sqrt(3.0) / float(pixel_size)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     model = model if model is not None else load_cell_model()
     prepared = prepare_image(image, nn_px)
     m = np.asarray(m_positions, dtype=np.float64).reshape(-1, 2)
     x = np.asarray(x_positions, dtype=np.float64).reshape(-1, 2)
-    ctx = context_vector(mat, nn_px)
+    if len(m) == 0:
+        return np.zeros((0, len(CELL_CLASSES)), dtype=np.float32)
+    h, w = prepared.shape
+    inside = np.all((m >= 0) & (x >= 0) & (m <= (h - 1, w - 1)) & (x <= (h - 1, w - 1)), axis=1)
+    ref = inside if inside.any() else np.ones(len(m), bool)
+    ctx = context_vector(mat, nn_px, strength_context(prepared, m[ref], x[ref], nn_px))
     parts = []
     step = max(1, int(batch))
     for s in range(0, len(m), step):
         crops = cell_crops(prepared, m[s : s + step], x[s : s + step], nn_px, prepared=True)
         parts.append(predict_logits(model, crops, ctx, batch=step))
-    if not parts:
-        return np.zeros((0, len(CELL_CLASSES)), dtype=np.float32)
-    logits = np.concatenate(parts).astype(np.float64)
-    logits -= logits.max(axis=1, keepdims=True)
-    p = np.exp(logits)
-    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+    return probabilities(np.concatenate(parts), class_mask(mat), mode, perfect_prior)

@@ -14,6 +14,11 @@ The crop therefore does not depend on the lattice rotation. The image is
 normalised once (median to 0, 0.5-99.5 percentile range to 1) and smoothed
 with a Gaussian when the resampling shrinks it (anti-aliasing).
 
+:func:`strength_context` summarises the whole image for the classifier: the
+quartiles of its metal and X2 column strengths. They tell a network what a
+normal column looks like in *this* image (Z exponent, probe, background and,
+in alloys, the S2/SSe/Se2 levels), which a single crop cannot.
+
 Pure numpy/scipy: importing this module does not import torch.
 """
 
@@ -28,10 +33,8 @@ from ..network_io import normalize_image
 CANONICAL_NN_PX: float = 11.0
 #: Side of a crop, in canonical pixels (covers M, X and the hollow site around the X centre).
 CROP_SIZE: int = 32
-
-
-
-
+#: Quantiles of the metal and X2 column strengths of an image that calibrate the classifier.
+STRENGTH_QUANTILES: tuple[float, ...] = (0.25, 0.5, 0.75)
 
 def prepare_image(image: np.ndarray, nn_px: float) -> np.ndarray:
     """Normalise an image and, when crops shrink it, low-pass it against aliasing.
@@ -122,3 +125,60 @@ def cell_crops(
         np.add((rows + cols)[:, None], centres[:, :, axis, None, None], out=coords[axis])
     out = ndimage.map_coordinates(img, coords.reshape(2, -1), order=1, mode="nearest", prefilter=False)
     return out.reshape(n, 2, size, size).astype(np.float32, copy=False)
+
+
+def column_strengths(prepared: np.ndarray, positions: np.ndarray, nn_px: float) -> np.ndarray:
+    """Strength of the columns at ``positions``: the prepared image averaged in a Gaussian window.
+
+    Parameters
+    ----------
+    prepared : ndarray, shape (H, W)
+        Output of :func:`prepare_image`.
+    positions : ndarray, shape (N, 2)
+        (y, x) in pixels.
+    nn_px : float
+        Metal to chalcogen distance in pixels; the window's sigma is ``nn_px / 5``.
+
+    Returns
+    -------
+    ndarray of float64, shape (N,)
+    """
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    if len(pos) == 0:
+        return np.zeros(0)
+    smooth = ndimage.gaussian_filter(np.asarray(prepared, dtype=np.float32), float(nn_px) / 5.0, mode="nearest")
+    return ndimage.map_coordinates(smooth, pos.T, order=1, mode="nearest").astype(np.float64)
+
+
+def strength_context(prepared: np.ndarray, m_positions: np.ndarray, x_positions: np.ndarray,
+                     nn_px: float) -> np.ndarray:
+    """Quartiles of the metal and of the X2 column strengths of an image (6 numbers).
+
+    Parameters
+    ----------
+    prepared : ndarray, shape (H, W)
+        Output of :func:`prepare_image`.
+    m_positions, x_positions : ndarray, shape (N, 2)
+        (y, x) of the metal sites and X2 columns of the image's cells.
+    nn_px : float
+        Metal to chalcogen distance in pixels.
+
+    Returns
+    -------
+    ndarray of float32, shape (6,)
+        The :data:`STRENGTH_QUANTILES` of the metal strengths, then of the X2
+        strengths, in the units of the prepared image (zeros when there are no cells).
+
+    Examples
+    --------
+    >>> img = np.zeros((64, 64), np.float32); img[30, 30] = 1.0
+    >>> strength_context(img, np.array([[30.0, 30.0]]), np.array([[30.0, 41.0]]), 11.0).round(3)[[1, 4]]
+    array([0.033, 0.   ], dtype=float32)
+    """
+    m = np.asarray(m_positions, dtype=np.float64).reshape(-1, 2)
+    x = np.asarray(x_positions, dtype=np.float64).reshape(-1, 2)
+    if len(m) == 0:
+        return np.zeros(2 * len(STRENGTH_QUANTILES), dtype=np.float32)
+    strengths = column_strengths(prepared, np.concatenate([m, x]), nn_px)
+    q = [np.quantile(part, STRENGTH_QUANTILES) for part in (strengths[: len(m)], strengths[len(m):])]
+    return np.concatenate(q).astype(np.float32)

@@ -87,7 +87,14 @@ def species_string(slots: np.ndarray) -> str:
 
 
 def default_dopant(material: Material) -> str:
-    """The usual substitutional metal dopant: W in Mo compounds, Mo otherwise."""
+    """The usual substitutional metal dopant: W in Mo compounds, Mo in W compounds, unless it
+    scatters like another content of the metal site (W like Te2 in MoTe2: V there instead; see
+    :func:`napari_stem_defects.cells.classes.dopant_elements`)."""
+    from ..cells.classes import CLEAR_CONTRAST, dopant_elements
+
+    clear = dopant_elements(material, CLEAR_CONTRAST)
+    if clear:
+        return clear[0]
     return "Mo" if material.main_metal == "W" else "W"
 
 

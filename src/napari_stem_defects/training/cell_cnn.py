@@ -9,11 +9,12 @@ cells, so each class is well represented; perfect cells are subsampled and
 batches are drawn class-balanced. Cell positions are the ground-truth site
 positions plus a random error of up to 0.1 nn (as from a column detector).
 
-Alloy convention: ``dopant_M`` means a metal foreign to the host whose Z
-differs by at least :data:`DOPANT_MIN_DZ` from every host metal (so in
-Mo-W alloys only light 3d metals), and ``sub_X`` a chalcogen foreign to the
-host; chalcogen alloys and Janus layers get no ``sub_X`` cells at all (a
-foreign chalcogen cannot be told from the composition's own disorder).
+Only the classes the material allows are simulated and scored
+(:func:`~napari_stem_defects.cells.classes.allowed_classes`: no ``dopant_M``
+in metal alloys, no ``sub_X`` in chalcogen alloys and Janus layers). Dopants
+are drawn from the clearly visible ones of the host
+(``dopant_elements(material, CLEAR_CONTRAST)``: heavy metals in MoS2, light
+ones in MoTe2), substituents from ``substituent_elements``.
 
 Seeds never overlap: training from :data:`TRAIN_SEED_BASE`, validation from
 :data:`VAL_SEED_BASE`, held-out test from :data:`TEST_SEED_BASE`.
@@ -25,13 +26,15 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from ..cells.cnn import build_cell_cnn, context_vector, predict_logits
-from ..cells.crops import CANONICAL_NN_PX, cell_crops, prepare_image
-from ..materials import ATOMIC_NUMBER, KNOWN_MATERIALS, Material, parse_material
+from ..cells.classes import CLEAR_CONTRAST, allowed_classes, class_mask, dopant_elements, substituent_elements
+from ..cells.cnn import build_cell_cnn, classify_cells, context_vector, predict_logits, probabilities
+from ..cells.crops import CANONICAL_NN_PX, cell_crops, prepare_image, strength_context
+from ..materials import KNOWN_MATERIALS, Material, parse_material
 from ..network_io import save_weights  # noqa: F401  (re-exported for the training scripts)
 from ..simulate import CELL_CLASSES, DigitalTwin, random_imaging, simulate_twin
 
@@ -42,26 +45,20 @@ TEST_SEED_BASE = 3_000_000
 TEST_DOSES = (1e4, 1e5, 1e6)
 TEST_MATERIALS = ("MoS2", "WSe2", "MoTe2", "MoWSSe")
 #: Range of the fraction of cells given each defect type.
-DEFECT_RANGE = (0.015, 0.045)
-#: Minimum |Z difference| between a dopant and every host metal.
-DOPANT_MIN_DZ = 15
+DEFECT_RANGE = (0.005, 0.045)
 #: Largest error of a crop centre, in units of nn (uniform in a disc).
 JITTER_NN = 0.1
-_METALS = ("Ti", "V", "Cr", "Nb", "Mo", "Hf", "Ta", "W", "Re", "Pt")
 _ADATOMS = ("Mo", "W", "Re", "Pt", "Se", "Te")
 
 
 def defect_plan(mat: Material, rng: np.random.Generator) -> dict[str, Any]:
     """Defect fractions and elements of one training twin (see the module docstring)."""
-    zs = [ATOMIC_NUMBER[m] for m in mat.metals]
-    dopants = [m for m in _METALS if min(abs(ATOMIC_NUMBER[m] - z) for z in zs) >= DOPANT_MIN_DZ]
-    subs = [x for x in ("S", "Se", "Te") if x not in mat.chalcogens]
-    fractions = {k: float(rng.uniform(*DEFECT_RANGE)) for k in CELL_CLASSES[1:]}
-    if len(mat.chalcogens) > 1 or mat.janus:
-        fractions.pop("sub_X")
+    allowed = allowed_classes(mat)
+    dopants = dopant_elements(mat, CLEAR_CONTRAST) or dopant_elements(mat)
+    subs = substituent_elements(mat)
     return {
-        "defects": fractions,
-        "dopant": str(rng.choice(dopants)),
+        "defects": {k: float(rng.uniform(*DEFECT_RANGE)) for k in allowed[1:]},
+        "dopant": str(rng.choice(dopants)) if dopants else None,
         "substituent": str(rng.choice(subs)) if subs else None,
         "adatom": str(rng.choice(_ADATOMS)),
     }
@@ -75,6 +72,7 @@ def random_cell_twin(
     dose: float | None = None,
     material: str | None = None,
     nn_range: tuple[float, float] = (8.0, 22.0),
+    max_texture: float | None = None,
 ) -> DigitalTwin:
     """A twin with random material, defects, imaging, rotation and scale.
 
@@ -87,6 +85,8 @@ def random_cell_twin(
     nn_px, dose, material : optional
         Fixed nn distance (else uniform in ``nn_range``), dose (else
         log-uniform 1e4-1e7 e/Å^2) and material (else one of KNOWN_MATERIALS).
+    max_texture : float, optional
+        Cap on the amorphous texture amplitude of the random imaging.
 
     Returns
     -------
@@ -99,6 +99,11 @@ def random_cell_twin(
     imaging = random_imaging(rng, (1e4, 1e7))
     if dose is not None:
         imaging = dataclasses.replace(imaging, dose=float(dose))
+    if max_texture is not None and imaging.texture > max_texture:
+        # keep the draw's position within the clean range 10^-4.5 .. max_texture
+        lo = -4.5
+        frac = (math.log10(imaging.texture) - lo) / (-2.8 - lo)
+        imaging = dataclasses.replace(imaging, texture=10 ** (lo + frac * (math.log10(max_texture) - lo)))
     n = int(round(size * nn / CANONICAL_NN_PX))
     return simulate_twin(
         mat, (n, n), mat.a / math.sqrt(3) / nn, rotation_deg=None, defects=plan["defects"],
@@ -133,51 +138,68 @@ def jitter(points: np.ndarray, nn_px: float, rng: np.random.Generator, amount: f
 
 
 def twin_examples(
-    seed: int, rng: np.random.Generator, *, copies: int = 2, perfect_per_twin: int = 12,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Crops (float16), context vectors and labels of one training twin.
+    seed: int, *, copies: int = 2, perfect_per_twin: int = 12,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Crops (float16), context vectors, allowed-class masks and labels of one training twin.
 
     All defective cells are kept and ``perfect_per_twin`` perfect ones; each
     cell gives ``copies`` crops with independent centre errors (and a +-3 %
-    error of the scale, as a calibration or lattice fit would make).
+    error of the scale, as a calibration or lattice fit would make). The
+    strength part of the context comes from all the twin's cells.
     """
+    rng = np.random.default_rng([seed, 7])
     twin = random_cell_twin(seed)
     nn = twin_nn_px(twin)
-    m, x, labels = twin_cells(twin)
+    m_all, x_all, labels = twin_cells(twin)
     perfect = np.flatnonzero(labels == 0)
     keep = np.concatenate([np.flatnonzero(labels > 0),
                            rng.choice(perfect, min(len(perfect), perfect_per_twin), replace=False)])
-    m, x, labels = m[keep], x[keep], labels[keep]
     img = prepare_image(twin.image, nn)
-    ctx = context_vector(twin.material, nn)
-    crops = []
+    mask = class_mask(twin.material)
+    crops, contexts = [], []
     for _ in range(copies):
         scale = nn * float(rng.uniform(0.97, 1.03))
-        crops.append(cell_crops(img, jitter(m, nn, rng), jitter(x, nn, rng), scale, prepared=True))
-    n = len(labels) * copies
-    return (np.concatenate(crops).astype(np.float16), np.broadcast_to(ctx, (n, len(ctx))).copy(),
-            np.tile(labels, copies))
+        m, x = jitter(m_all, nn, rng), jitter(x_all, nn, rng)
+        ctx = context_vector(twin.material, scale, strength_context(img, m, x, scale))
+        crops.append(cell_crops(img, m[keep], x[keep], scale, prepared=True))
+        contexts.append(np.broadcast_to(ctx, (len(keep), len(ctx))))
+    n = len(keep) * copies
+    return (np.concatenate(crops).astype(np.float16), np.concatenate(contexts).astype(np.float32),
+            np.broadcast_to(mask, (n, len(mask))).copy(), np.tile(labels[keep], copies))
+
+
+def _examples_of(args: tuple[Sequence[int], dict[str, Any]]) -> tuple[np.ndarray, ...]:
+    seeds, kw = args
+    parts = [twin_examples(int(s), **kw) for s in seeds]
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
 
 
 def build_dataset(
-    seeds: Sequence[int], rng: np.random.Generator, log: Callable[[str], None] = print, **kw: Any,
+    seeds: Sequence[int], log: Callable[[str], None] = print, workers: int = 1, **kw: Any,
 ) -> dict[str, np.ndarray]:
-    """Concatenate :func:`twin_examples` of many twins."""
-    parts = []
+    """Concatenate :func:`twin_examples` of many twins (in ``workers`` processes)."""
+    seeds = list(seeds)
+    chunks = [seeds[k : k + 100] for k in range(0, len(seeds), 100)]
     t0 = time.time()
-    for k, s in enumerate(seeds):
-        parts.append(twin_examples(int(s), rng, **kw))
-        if (k + 1) % 250 == 0:
-            log(f"  {k + 1}/{len(seeds)} twins, {sum(len(p[2]) for p in parts)} crops ({time.time() - t0:.0f} s)")
-    return {"crops": np.concatenate([p[0] for p in parts]), "context": np.concatenate([p[1] for p in parts]),
-            "labels": np.concatenate([p[2] for p in parts])}
+    parts = []
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for k, part in enumerate(pool.map(_examples_of, [(c, kw) for c in chunks])):
+                parts.append(part)
+                if (k + 1) % 5 == 0:
+                    log(f"  {100 * (k + 1)}/{len(seeds)} twins ({time.time() - t0:.0f} s)")
+    else:
+        parts = [_examples_of((c, kw)) for c in chunks]
+    names = ("crops", "context", "mask", "labels")
+    return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(names)}
 
 
-def confusion(model: Any, data: dict[str, np.ndarray]) -> np.ndarray:
+def confusion(model: Any, data: dict[str, np.ndarray], mode: str = "single") -> np.ndarray:
     """Confusion matrix (true x predicted) of the model on a dataset."""
     logits = predict_logits(model, data["crops"].astype(np.float32), data["context"])
+    pred = probabilities(logits, data["mask"], mode).argmax(1)
     k = len(CELL_CLASSES)
-    return np.bincount(data["labels"] * k + logits.argmax(1), minlength=k * k).reshape(k, k)
+    return np.bincount(data["labels"] * k + pred, minlength=k * k).reshape(k, k)
 
 
 def class_metrics(cm: np.ndarray) -> dict[str, Any]:
@@ -204,14 +226,19 @@ def train(
     lr: float = 2e-3,
     eval_every: int = 1000,
     max_minutes: float = 1e9,
+    workers: int = 1,
+    threads: int = 1,
     log: Callable[[str], None] = print,
 ) -> tuple[Any, dict[str, Any]]:
     """Train the classifier on cells of ``n_twins`` training twins.
 
     Batches draw a class uniformly, then a crop of it; crops are flipped
     about the M-X axis (a mirror of the lattice) with probability 1/2 and
-    given a random gain (x0.8-1.25) and offset (+-0.05). Adam with warm-up
-    and cosine decay; the weights with the best validation macro-F1 are kept.
+    given a random gain (x0.8-1.25) and offset (+-0.05), applied to the
+    strength part of the context too. The loss is the cross-entropy over the
+    classes the material allows, plus half the binary cross-entropy of the
+    "defective" output. Adam with warm-up and cosine decay; the weights with
+    the best validation macro-F1 (single mode) are kept.
 
     Returns
     -------
@@ -220,20 +247,23 @@ def train(
     import torch
     from torch.nn import functional as F
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 5])
     t0 = time.time()
     base = TRAIN_SEED_BASE + seed * 1_000_000
-    data = build_dataset(range(base, base + n_twins), rng, log=log)
-    val = build_dataset(range(VAL_SEED_BASE, VAL_SEED_BASE + n_val), rng, log=log, copies=1, perfect_per_twin=40)
+    data = build_dataset(range(base, base + n_twins), log=log, workers=workers)
+    val = build_dataset(range(VAL_SEED_BASE, VAL_SEED_BASE + n_val), log=log, workers=workers,
+                        copies=1, perfect_per_twin=40)
     log(f"data: {len(data['labels'])} train / {len(val['labels'])} val crops, "
         f"per class {np.bincount(data['labels'], minlength=len(CELL_CLASSES)).tolist()} ({time.time() - t0:.0f} s)")
     by_class = [np.flatnonzero(data["labels"] == k) for k in range(len(CELL_CLASSES))]
     by_class = [b for b in by_class if len(b)]
     crops_t = torch.from_numpy(data["crops"])
     ctx_t = torch.from_numpy(data["context"])
+    mask_t = torch.from_numpy(data["mask"])
     labels_t = torch.from_numpy(data["labels"])
+    n_cls = len(CELL_CLASSES)
     model = build_cell_cnn()
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
     warm = max(1, steps // 30)
@@ -249,10 +279,21 @@ def train(
         x = crops_t[idx].float()
         flip = torch.from_numpy(rng.random(batch) < 0.5)
         x[flip] = x[flip].flip(-2)
-        x = x * torch.from_numpy(rng.uniform(0.8, 1.25, (batch, 1, 1, 1)).astype(np.float32)) \
-            + torch.from_numpy(rng.normal(0, 0.05, (batch, 1, 1, 1)).astype(np.float32))
+        gain = torch.from_numpy(rng.uniform(0.8, 1.25, (batch, 1)).astype(np.float32))
+        offset = torch.from_numpy(rng.normal(0, 0.05, (batch, 1)).astype(np.float32))
+        x = x * gain[:, :, None, None] + offset[:, :, None, None]
+        ctx = ctx_t[idx].clone()
+        ctx[:, 6:] = ctx[:, 6:] * gain + offset
+        y = labels_t[idx]
         model.train()
-        loss = F.cross_entropy(model(x, ctx_t[idx]), labels_t[idx], label_smoothing=0.02)
+        out = model(x, ctx)
+        allowed = mask_t[idx]
+        logp = F.log_softmax(out[:, :n_cls].masked_fill(~allowed, -1e4), dim=1).masked_fill(~allowed, 0.0)
+        # label smoothing (0.02) spread over the allowed classes only
+        target = 0.98 * F.one_hot(y, n_cls).float() + 0.02 * allowed.float() / allowed.sum(1, keepdim=True)
+        loss = -(target * logp).sum(1).mean()
+        if out.shape[1] > n_cls:
+            loss = loss + 0.5 * F.binary_cross_entropy_with_logits(out[:, n_cls], (y > 0).float())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -261,12 +302,13 @@ def train(
         out_of_time = (time.time() - t_train) / 60 > max_minutes
         if step % eval_every == 0 or step == steps or out_of_time:
             v = class_metrics(confusion(model, val))
+            v2 = class_metrics(confusion(model, val, "two-stage"))
             rec = {"step": step, "train_loss": float(np.mean(run_loss)), "macro_f1": v["macro_f1"],
-                   "accuracy": v["accuracy"], "elapsed_s": time.time() - t0}
+                   "accuracy": v["accuracy"], "macro_f1_two_stage": v2["macro_f1"], "elapsed_s": time.time() - t0}
             run_loss = []
             history["val"].append(rec)
             log(f"step {step}: loss {rec['train_loss']:.4f} val macro-F1 {rec['macro_f1']:.4f} "
-                f"acc {rec['accuracy']:.4f} ({rec['elapsed_s']:.0f} s)")
+                f"(two-stage {v2['macro_f1']:.4f}) acc {rec['accuracy']:.4f} ({rec['elapsed_s']:.0f} s)")
             if v["macro_f1"] > best:
                 best = v["macro_f1"]
                 best_state = {k: p.detach().clone() for k, p in model.state_dict().items()}
@@ -280,6 +322,23 @@ def train(
     return model, history
 
 
+def heldout_twin(material: str, dose: float, index: int, *, size: int = 256, seed_base: int = TEST_SEED_BASE,
+                 imaging: str = "random") -> tuple[DigitalTwin, int]:
+    """Held-out twin number ``index`` of a material and dose, and its seed.
+
+    The seed is ``seed_base + 10000 * (material number in TEST_MATERIALS or 9)
+    + 1000 * (dose number in TEST_DOSES or 9) + index``, never a training or
+    validation seed. ``imaging='clean'`` keeps the amorphous texture below
+    10^-3.5 (a single S atom stays visible above it), as in the column benchmark.
+    """
+    a = TEST_MATERIALS.index(material) if material in TEST_MATERIALS else 9
+    k = TEST_DOSES.index(dose) if dose in TEST_DOSES else 9
+    s = seed_base + 10000 * a + 1000 * k + index
+    twin = random_cell_twin(s, size, dose=dose, material=material,
+                            max_texture=10 ** -3.5 if imaging == "clean" else None)
+    return twin, s
+
+
 def heldout_metrics(
     model: Any,
     doses: Sequence[float] = TEST_DOSES,
@@ -288,27 +347,26 @@ def heldout_metrics(
     *,
     size: int = 256,
     seed_base: int = TEST_SEED_BASE,
+    mode: str = "single",
+    imaging: str = "random",
 ) -> dict[str, dict[float, dict[str, Any]]]:
-    """Per-class metrics per material and dose on held-out twins, from ground-truth positions
-    with a detector-like error (uniform within 0.1 nn).
-
-    Twin ``i`` of material number ``a`` and dose number ``k`` has seed
-    ``seed_base + 10000 * a + 1000 * k + i``; all its complete cells are scored.
+    """Per-class metrics per material and dose on held-out twins (:func:`heldout_twin`), from
+    ground-truth positions with a detector-like error (uniform within 0.1 nn), through
+    :func:`~napari_stem_defects.cells.cnn.classify_cells` exactly as users call it.
     """
     out: dict[str, dict[float, dict[str, Any]]] = {}
     k_cls = len(CELL_CLASSES)
-    for a, mat in enumerate(materials):
+    for mat in materials:
         out[mat] = {}
-        for k, dose in enumerate(doses):
+        for dose in doses:
             cm = np.zeros((k_cls, k_cls), dtype=np.int64)
             for i in range(n_per):
-                s = seed_base + 10000 * a + 1000 * k + i
-                twin = random_cell_twin(s, size, dose=dose, material=mat)
+                twin, s = heldout_twin(mat, dose, i, size=size, seed_base=seed_base, imaging=imaging)
                 nn = twin_nn_px(twin)
                 m, x, labels = twin_cells(twin)
                 rng = np.random.default_rng([s, 1])
-                crops = cell_crops(twin.image, jitter(m, nn, rng), jitter(x, nn, rng), nn)
-                logits = predict_logits(model, crops, context_vector(twin.material, nn))
-                cm += np.bincount(labels * k_cls + logits.argmax(1), minlength=k_cls * k_cls).reshape(k_cls, k_cls)
+                p = classify_cells(twin.image, jitter(m, nn, rng), jitter(x, nn, rng), nn, twin.material,
+                                   model=model, mode=mode)
+                cm += np.bincount(labels * k_cls + p.argmax(1), minlength=k_cls * k_cls).reshape(k_cls, k_cls)
             out[mat][float(dose)] = {**class_metrics(cm), "confusion": cm.tolist()}
     return out

@@ -1,0 +1,188 @@
+"""Which cell classes a material allows: the defects Z-contrast can tell apart in that host.
+
+A HAADF column's intensity grows roughly as the sum of Z^gamma over its atoms,
+with gamma between about 1.4 and 2.0. A defect class is only offered for a
+material when the column it changes stays distinguishable, for every gamma
+in :data:`GAMMAS`, from every column the host itself can show at that site
+(by at least :data:`MIN_CONTRAST`, relative). Otherwise a perfect cell could
+look exactly like the defect and no classifier, ours or a person's, could
+tell them apart. Examples:
+
+- a metal alloy such as MoWS2 offers no ``dopant_M``, and a chalcogen alloy
+  or Janus layer no ``sub_X``: they report their composition (Mo/W,
+  S2/SSe/Se2) instead;
+- in an alloy the host's own columns already vary, so there the margin is
+  :data:`ALLOY_CONTRAST`: in MoWSSe a Mo atom on an X site (M_X) scatters
+  like an SSe column and an SSe pair on a metal site (X_M) like Mo, so
+  neither antisite is offered;
+- the default metal dopant (and the dopants the classifier is trained on)
+  must stand out by :data:`CLEAR_CONTRAST`: an S2 column on a Mo site (X_M)
+  scatters like a Ti/V/Cr atom, so the dopant of MoS2 is a heavy one (W, Re,
+  Ta ...), while in MoTe2 a W atom scatters like the Te2 of an X_M antisite,
+  so there it is a light one (V, Cr, Ti);
+
+Pure python/numpy, no torch.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ..materials import ATOMIC_NUMBER, Material, parse_material
+from ..simulate.defects import CELL_CLASSES
+
+#: Z-contrast exponents the distinction must hold for.
+GAMMAS: tuple[float, ...] = (1.7,)
+#: Smallest relative intensity difference, |a - b| / max(a, b), that counts as distinguishable
+#: (about the difference between an SSe column and a Mo atom; resolvable above ~1e5 e/A^2).
+MIN_CONTRAST: float = 0.08
+#: Smallest difference where the host itself mixes contents on the rival site (alloys, Janus):
+#: its composition disorder already spreads the column intensities.
+ALLOY_CONTRAST: float = 0.15
+#: Contrast of a "clear" dopant: the default dopant of a host and the training dopants must reach it.
+CLEAR_CONTRAST: float = 0.2
+#: Metal dopants in order of preference (the first distinguishable one is the default).
+DOPANT_PREFERENCE: tuple[str, ...] = ("W", "Mo", "Re", "Ta", "Hf", "Pt", "Nb", "V", "Cr", "Ti")
+#: Chalcogen substituents in order of preference.
+SUBSTITUENT_PREFERENCE: tuple[str, ...] = ("Se", "S", "Te")
+
+
+def _level(elements: tuple[str, ...], gamma: float) -> float:
+    return float(sum(ATOMIC_NUMBER[e] ** gamma for e in elements))
+
+
+def _distinct(a: list[tuple[str, ...]], b: list[tuple[str, ...]], contrast: float = MIN_CONTRAST) -> bool:
+    """Every content in ``a`` differs from every content in ``b`` by ``contrast``, for every gamma."""
+    for gamma in GAMMAS:
+        for ea in a:
+            for eb in b:
+                la, lb = _level(ea, gamma), _level(eb, gamma)
+                if abs(la - lb) < contrast * max(la, lb, 1e-12):
+                    return False
+    return True
+
+
+def host_contents(material: Material) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """Normal contents of the metal site and the X2 column of a host (as element tuples)."""
+    metals = [(m,) for m in material.metals]
+    chalc = sorted(material.chalcogens, key=ATOMIC_NUMBER.__getitem__)
+    if material.janus:
+        pairs = [tuple(chalc)]
+    else:
+        pairs = list(itertools.combinations_with_replacement(chalc, 2))
+    return metals, pairs
+
+
+def _antisite_ok(material: Material) -> dict[str, bool]:
+    metals, pairs = host_contents(material)
+    singles = [(x,) for x in material.chalcogens]
+    return {
+        # a host metal on the X2 column, against the normal and half-empty columns
+        "M_X": _distinct(metals, pairs + singles, _contrast(pairs)),
+        # a host X2 pair on the metal site, against the host metals and an empty site
+        "X_M": _distinct(pairs, metals + [()], _contrast(metals)),
+    }
+
+
+def _contrast(rivals: list[tuple[str, ...]]) -> float:
+    """MIN_CONTRAST, or ALLOY_CONTRAST when the host mixes several contents on the rival site."""
+    return ALLOY_CONTRAST if len(rivals) > 1 else MIN_CONTRAST
+
+
+def _dopants(mat: Material, contrast: float = MIN_CONTRAST) -> tuple[str, ...]:
+    if len(mat.metals) > 1:
+        return ()
+    metals, pairs = host_contents(mat)
+    rivals = metals + [()]
+    if _antisite_ok(mat)["X_M"]:
+        rivals += pairs
+    return tuple(d for d in DOPANT_PREFERENCE if d not in mat.metals and _distinct([(d,)], rivals, contrast))
+
+
+def dopant_elements(material: str | Material, min_contrast: float = MIN_CONTRAST) -> tuple[str, ...]:
+    """Metals that can be told apart as a ``dopant_M`` in this host (empty for metal alloys).
+
+    Parameters
+    ----------
+    material : str or Material
+        Host.
+    min_contrast : float
+        Smallest relative intensity difference from the host metal, an empty
+        site and (where X_M is offered) the host's X2 pairs on the metal site.
+
+    Returns
+    -------
+    tuple of str
+        In the order of :data:`DOPANT_PREFERENCE`.
+
+    Examples
+    --------
+    >>> dopant_elements("MoS2", CLEAR_CONTRAST)
+    ('W', 'Re', 'Ta', 'Hf', 'Pt')
+    >>> dopant_elements("MoTe2", CLEAR_CONTRAST)
+    ('V', 'Cr', 'Ti')
+    >>> dopant_elements("MoWS2")
+    ()
+    """
+    return _dopants(parse_material(material), min_contrast)
+
+
+def _substituents(mat: Material) -> tuple[str, ...]:
+    if len(mat.chalcogens) > 1 or mat.janus:
+        return ()
+    metals, pairs = host_contents(mat)
+    x = mat.main_chalcogen
+    rivals = pairs + [(x,)] + (metals if _antisite_ok(mat)["M_X"] else [])
+    return tuple(s for s in SUBSTITUENT_PREFERENCE if s != x and _distinct([(x, s)], rivals))
+
+
+def substituent_elements(material: str | Material) -> tuple[str, ...]:
+    """Chalcogens whose substitution into one X2 atom can be told apart (empty for chalcogen alloys).
+
+    Examples
+    --------
+    >>> substituent_elements("MoTe2")
+    ('Se', 'S')
+    >>> substituent_elements("MoSSe")
+    ()
+    """
+    return _substituents(parse_material(material))
+
+
+def _allowed(mat: Material) -> tuple[str, ...]:
+    antisite = _antisite_ok(mat)
+    metals, pairs = host_contents(mat)
+    singles = [(x,) for x in mat.chalcogens]
+    out = []
+    for c in CELL_CLASSES:
+        if c in ("V_X1", "V_X1+V_M") and not _distinct(singles, pairs, _contrast(pairs)):
+            continue
+        if c in antisite and not antisite[c]:
+            continue
+        if c == "dopant_M" and not _dopants(mat):
+            continue
+        if c == "sub_X" and not _substituents(mat):
+            continue
+        out.append(c)
+    return tuple(out)
+
+
+def allowed_classes(material: str | Material) -> tuple[str, ...]:
+    """Cell classes offered for a material, in the order of ``CELL_CLASSES``.
+
+    Examples
+    --------
+    >>> allowed_classes("MoS2") == CELL_CLASSES
+    True
+    >>> allowed_classes("MoWSSe")
+    ('perfect', 'V_X1', 'V_X2', 'V_M', 'V_X1+V_M', 'V_X2+V_M', 'adatom')
+    """
+    return _allowed(parse_material(material))
+
+
+def class_mask(material: str | Material) -> np.ndarray:
+    """Boolean mask over ``CELL_CLASSES`` of the classes :func:`allowed_classes` offers."""
+    allowed = set(allowed_classes(material))
+    return np.array([c in allowed for c in CELL_CLASSES], dtype=bool)

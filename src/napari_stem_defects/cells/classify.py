@@ -1,0 +1,144 @@
+"""Classify the unit cells of a site table with the CNN or the physics baseline: one entry point.
+
+The widget, ``napari-stem-defects analyze`` and the benchmark all call
+:func:`classify_site_table`, so they give the same classes for the same sites.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..materials import Material, parse_material
+from ..simulate.defects import CELL_CLASSES
+from .geometry import cells_from_sites
+from .physics import PROBABILITY_COLUMNS, classify_cells_physics
+
+#: Classifier names: the CNN (softmax), the CNN's two-stage decision, and the physics baseline.
+CLASSIFIERS: tuple[str, ...] = ("cnn", "cnn-two-stage", "physics")
+
+
+def cell_positions(cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Metal and X2 positions (N, 2) of a cell table, and which cells have their X2 column.
+
+    A cell whose X2 column is outside the image gets the X position one median
+    M -> X step from its metal.
+    """
+    m = np.array(cells[["m_y_px", "m_x_px"]], dtype=float)
+    x = np.array(cells[["x_y_px", "x_x_px"]], dtype=float)
+    complete = cells["x_site_id"].to_numpy() >= 0
+    if complete.any():
+        step = np.median(x[complete] - m[complete], axis=0)
+        x[~complete] = m[~complete] + step
+    return m, x, complete
+
+
+def classify_cells_cnn(
+    image: np.ndarray,
+    sites: pd.DataFrame,
+    material: str | Material,
+    nn_px: float | None = None,
+    *,
+    mode: str = "single",
+    model: Any = None,
+) -> pd.DataFrame:
+    """Cells of a site table, classified by the CNN on the image.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        The image the sites were detected on.
+    sites : DataFrame
+        Site table (``ColumnResult.sites`` or a Points layer's features).
+    material : str or Material
+        Host material.
+    nn_px : float, optional
+        Metal to X2 distance in pixels; by default the median over the cells.
+    mode : {'single', 'two-stage'}
+        Decision rule (:func:`napari_stem_defects.cells.cnn.probabilities`).
+    model : torch.nn.Module, optional
+        Classifier; defaults to the packaged one.
+
+    Returns
+    -------
+    DataFrame
+        The columns of :func:`~napari_stem_defects.cells.physics.classify_cells_physics`,
+        with ``source`` 'cnn'.
+    """
+    from .cnn import classify_cells
+
+    mat = parse_material(material)
+    cells = cells_from_sites(sites)
+    n = len(cells)
+    m, x, complete = cell_positions(cells)
+    if not complete.any():
+        raise ValueError("no cell has both its metal site and its X2 column; cannot classify with the CNN")
+    if nn_px is None:
+        nn_px = float(np.median(np.hypot(*(x[complete] - m[complete]).T)))
+    probs = classify_cells(image, m, x, nn_px, mat, mode=mode, model=model).astype(np.float64)
+    best = probs.argmax(axis=1)
+    cells["class"] = np.asarray(CELL_CLASSES, dtype=object)[best]
+    cells["confidence"] = probs[np.arange(n), best]
+    for k, col in enumerate(PROBABILITY_COLUMNS):
+        cells[col] = probs[:, k]
+    cells["complete"] = complete
+    cells["verified"] = False
+    cells["source"] = "cnn"
+    return cells
+
+
+def classify_site_table(
+    image: np.ndarray | None,
+    sites: pd.DataFrame,
+    material: str | Material,
+    classifier: str = "cnn",
+    *,
+    posteriors: dict[str, pd.DataFrame] | None = None,
+    nn_px: float | None = None,
+    model: Any = None,
+) -> pd.DataFrame:
+    """Classify every cell of a site table.
+
+    Parameters
+    ----------
+    image : ndarray or None
+        The image (needed by the CNN classifiers).
+    sites : DataFrame
+        Site table; sites with ``verified`` True hold a person's species.
+    material : str or Material
+        Host material.
+    classifier : {'cnn', 'cnn-two-stage', 'physics'}
+        Which classifier. With a CNN, a cell whose metal or X2 site a person
+        verified takes the physics class of the verified species instead
+        (``source`` 'verified sites'), so corrections are never overruled.
+    posteriors : dict, optional
+        ``ColumnResult.posteriors`` for the physics baseline.
+    nn_px : float, optional
+        Metal to X2 distance in pixels (CNN only).
+    model : torch.nn.Module, optional
+        CNN to use instead of the packaged one.
+
+    Returns
+    -------
+    DataFrame
+        Cell table with class, confidence, ``p_<class>``, complete, verified, source.
+    """
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"classifier must be one of {CLASSIFIERS}, not {classifier!r}")
+    if classifier != "physics" and (image is None or np.ndim(image) != 2):
+        raise ValueError("the CNN classifier needs the 2D image the sites were found on")
+    physics = classify_cells_physics(sites, posteriors, material)
+    if classifier == "physics":
+        return physics
+    mode = "two-stage" if classifier == "cnn-two-stage" else "single"
+    cells = classify_cells_cnn(image, sites, material, nn_px, mode=mode, model=model)
+    if "verified" in sites:
+        verified_ids = set(sites.loc[sites["verified"].astype(bool), "site_id"].to_numpy().tolist())
+        if verified_ids:
+            touched = cells["m_site_id"].isin(verified_ids) | cells["x_site_id"].isin(verified_ids)
+            cols = ["class", "confidence", *PROBABILITY_COLUMNS]
+            cells.loc[touched, cols] = physics.loc[touched, cols].to_numpy()
+            cells.loc[touched, "source"] = "verified sites"
+    return cells
