@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ..materials import Material, parse_material
-from ..simulate.defects import CELL_CLASSES
 from .geometry import cells_from_sites
-from .physics import PROBABILITY_COLUMNS, classify_cells_physics
+from .physics import PROBABILITY_COLUMNS, classify_cells_physics, with_classes
 
 #: Classifier names: the CNN (softmax), the CNN's two-stage decision, and the physics baseline.
 CLASSIFIERS: tuple[str, ...] = ("cnn", "cnn-two-stage", "physics")
@@ -71,22 +70,13 @@ def classify_cells_cnn(
 
     mat = parse_material(material)
     cells = cells_from_sites(sites)
-    n = len(cells)
     m, x, complete = cell_positions(cells)
     if not complete.any():
         raise ValueError("no cell has both its metal site and its X2 column; cannot classify with the CNN")
     if nn_px is None:
         nn_px = float(np.median(np.hypot(*(x[complete] - m[complete]).T)))
     probs = classify_cells(image, m, x, nn_px, mat, mode=mode, model=model).astype(np.float64)
-    best = probs.argmax(axis=1)
-    cells["class"] = np.asarray(CELL_CLASSES, dtype=object)[best]
-    cells["confidence"] = probs[np.arange(n), best]
-    for k, col in enumerate(PROBABILITY_COLUMNS):
-        cells[col] = probs[:, k]
-    cells["complete"] = complete
-    cells["verified"] = False
-    cells["source"] = "cnn"
-    return cells
+    return with_classes(cells, probs, complete, "cnn")
 
 
 def classify_site_table(
@@ -127,18 +117,19 @@ def classify_site_table(
     """
     if classifier not in CLASSIFIERS:
         raise ValueError(f"classifier must be one of {CLASSIFIERS}, not {classifier!r}")
-    if classifier != "physics" and (image is None or np.ndim(image) != 2):
-        raise ValueError("the CNN classifier needs the 2D image the sites were found on")
-    physics = classify_cells_physics(sites, posteriors, material)
     if classifier == "physics":
-        return physics
+        return classify_cells_physics(sites, posteriors, material)
+    if image is None or np.ndim(image) != 2:
+        raise ValueError("the CNN classifier needs the 2D image the sites were found on")
     mode = "two-stage" if classifier == "cnn-two-stage" else "single"
     cells = classify_cells_cnn(image, sites, material, nn_px, mode=mode, model=model)
-    if "verified" in sites:
-        verified_ids = set(sites.loc[sites["verified"].astype(bool), "site_id"].to_numpy().tolist())
-        if verified_ids:
-            touched = cells["m_site_id"].isin(verified_ids) | cells["x_site_id"].isin(verified_ids)
-            cols = ["class", "confidence", *PROBABILITY_COLUMNS]
-            cells.loc[touched, cols] = physics.loc[touched, cols].to_numpy()
-            cells.loc[touched, "source"] = "verified sites"
+    verified = sites["verified"].astype(bool) if "verified" in sites else pd.Series(False, index=sites.index)
+    if verified.any():
+        # the physics classes of a person's species, for the cells that hold a verified site
+        physics = classify_cells_physics(sites, posteriors, material)
+        ids = sites.loc[verified, "site_id"]
+        touched = cells["m_site_id"].isin(ids) | cells["x_site_id"].isin(ids)
+        cols = ["class", "confidence", *PROBABILITY_COLUMNS]
+        cells.loc[touched, cols] = physics.loc[touched, cols].to_numpy()
+        cells.loc[touched, "source"] = "verified sites"
     return cells

@@ -163,14 +163,38 @@ def classify_cells_physics(
                 table[a, b, classes[pair_class(m_lab, x_lab, flag, mat)]] = 1.0
         probs[rows] = np.einsum("na,nb,abc->nc", p_m[rows], p_x[rows], table)
     probs /= np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+    return with_classes(cells, probs, complete, "physics")
+
+
+def with_classes(cells: pd.DataFrame, probs: np.ndarray, complete: np.ndarray, source: str) -> pd.DataFrame:
+    """Add a classifier's result to a cell table, in place.
+
+    Parameters
+    ----------
+    cells : DataFrame
+        Cell table of :func:`cells_from_sites`.
+    probs : ndarray, shape (N, len(CELL_CLASSES))
+        Class probabilities per cell.
+    complete : ndarray of bool, shape (N,)
+        Cells whose X2 column is in the image.
+    source : str
+        Name of the classifier.
+
+    Returns
+    -------
+    DataFrame
+        ``cells`` with ``class`` (most probable), ``confidence`` (its
+        probability), ``p_<class>`` columns, ``complete``, ``verified`` (False)
+        and ``source``.
+    """
     best = probs.argmax(axis=1)
     cells["class"] = np.asarray(CELL_CLASSES, dtype=object)[best]
-    cells["confidence"] = probs[np.arange(n), best]
+    cells["confidence"] = probs[np.arange(len(probs)), best]
     for k, col in enumerate(PROBABILITY_COLUMNS):
         cells[col] = probs[:, k]
     cells["complete"] = complete
     cells["verified"] = False
-    cells["source"] = "physics"
+    cells["source"] = source
     return cells
 
 
