@@ -16,6 +16,12 @@ in the README):
 ``analysis.json``
     Input file, pixel size, material, method, threshold, lattice vectors,
     the fitted species mixtures and any messages, per frame.
+``heatmaps.npy``, ``uncertainty.npy``, ``heatmaps.json``, ``regions.csv`` (with heatmaps)
+    Per-family defect probability maps (C, H, W) in the order of
+    :data:`~napari_stem_defects.heatmaps.classes.HEATMAP_CLASSES` ((T, C, H, W)
+    for a stack), the binary entropy of the ``defect`` map (H, W), their
+    settings, and one row per region above the threshold
+    (:data:`~napari_stem_defects.heatmaps.regions.REGION_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +45,9 @@ from .io.stem_image import StemImage
 
 #: Version of the files ``analyze`` writes; bumped when a column changes meaning.
 FORMAT_VERSION = 1
+#: Heatmap engines ``analyze`` accepts ('none' for no heatmaps); the names of
+#: :data:`napari_stem_defects.heatmaps.engines.ENGINES`.
+HEATMAP_CHOICES: tuple[str, ...] = ("none", "sliding-window", "attention-unet")
 
 
 @dataclass
@@ -54,12 +64,18 @@ class Analysis:
         Method, threshold, refinement and material used.
     cells : list of DataFrame
         Classified cells per frame (empty without a material).
+    heatmaps : list of HeatmapResult
+        Defect probability maps per frame (empty unless heatmaps were asked for).
+    regions : list of Regions
+        Regions of those maps above the heatmap threshold, per frame.
     """
 
     image: StemImage
     columns: list[ColumnResult]
     settings: dict = field(default_factory=dict)
     cells: list[pd.DataFrame] = field(default_factory=list)
+    heatmaps: list[Any] = field(default_factory=list)
+    regions: list[Any] = field(default_factory=list)
 
     def sites_table(self) -> pd.DataFrame:
         """The ``sites.csv`` table: all frames, with positions in pm when calibrated."""
@@ -97,7 +113,67 @@ class Analysis:
         pixel = None if self.image.pixel_size is None else float(np.mean(self.image.pixel_size))
         frames = [defect_statistics(c, material, pixel).as_dict() for c in self.cells]
         total = defect_statistics(pd.concat(self.cells, ignore_index=True), material, pixel).as_dict()
-        return {"pixel_size_A": self.image.pixel_size, "material": material, "total": total, "frames": frames}
+        out = {"pixel_size_A": self.image.pixel_size, "material": material, "total": total, "frames": frames}
+        if self.heatmaps:
+            out["heatmaps"] = self.heatmaps_summary()
+        return out
+
+    def heatmap_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``heatmaps.npy`` (float32, (C, H, W); (T, C, H, W) for a stack) and ``uncertainty.npy``
+        (float32, (H, W); (T, H, W) for a stack)."""
+        maps = np.stack([r.maps for r in self.heatmaps]).astype(np.float32, copy=False)
+        unc = np.stack([r.uncertainty for r in self.heatmaps]).astype(np.float32, copy=False)
+        if self.image.data.ndim == 2:
+            maps, unc = maps[0], unc[0]
+        return maps, unc
+
+    def regions_table(self) -> pd.DataFrame:
+        """The ``regions.csv`` table: REGION_COLUMNS, after a ``frame`` column for a stack."""
+        stack = self.image.data.ndim == 3
+        parts = []
+        for frame, regions in enumerate(self.regions):
+            table = regions.table.copy()
+            if stack:
+                table.insert(0, "frame", frame)
+            parts.append(table)
+        return pd.concat(parts, ignore_index=True)
+
+    def _region_counts(self, regions: Any) -> dict[str, int]:
+        counts = regions.table["class"].value_counts()
+        return {c: int(counts.get(c, 0)) for c in self.heatmaps[0].classes}
+
+    def heatmaps_summary(self) -> dict:
+        """The ``heatmaps`` entry of ``summary.json``: engine, window, stride, threshold and
+        region counts per family (all frames, and per frame)."""
+        first = self.heatmaps[0]
+        frames = [self._region_counts(r) for r in self.regions]
+        total = {c: sum(f[c] for f in frames) for c in first.classes}
+        return {"engine": first.engine, "window_px": first.window_px, "stride_px": first.stride_px,
+                "threshold": self.regions[0].threshold, "region_counts": total, "frames": frames}
+
+    def heatmaps_info(self) -> dict:
+        """The ``heatmaps.json`` sidecar of ``heatmaps.npy`` and ``uncertainty.npy``."""
+        first = self.heatmaps[0]
+        maps, unc = self.heatmap_arrays()
+        calibrated = self.image.pixel_size is not None
+        return {
+            "format_version": FORMAT_VERSION,
+            "maps_file": "heatmaps.npy",
+            "axes": "tcyx" if maps.ndim == 4 else "cyx",
+            "shape": list(maps.shape),
+            "dtype": "float32",
+            "classes": list(first.classes),
+            "engine": first.engine,
+            "window_px": first.window_px,
+            "stride_px": first.stride_px,
+            "pixel_size": list(self.image.pixel_size) if calibrated else None,
+            "units": "angstrom" if calibrated else "pixel",
+            "threshold": self.regions[0].threshold,
+            "regions_file": "regions.csv",
+            "uncertainty_file": "uncertainty.npy",
+            "uncertainty_axes": "tyx" if unc.ndim == 3 else "yx",
+            "uncertainty": "binary entropy in bits (0 sure, 1 undecided) of the defect map",
+        }
 
 
 def analyze_image(
@@ -108,6 +184,9 @@ def analyze_image(
     threshold: float | None = None,
     refine: str = "gaussian",
     classifier: str = "cnn",
+    heatmaps: str | None = None,
+    heatmap_threshold: float = 0.5,
+    heatmap_window: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Analysis:
     """Detect the atom columns of every frame of an image, and classify its cells when the material is known.
@@ -122,31 +201,87 @@ def analyze_image(
         See :func:`napari_stem_defects.columns.columns_from_map`.
     classifier : {'cnn', 'cnn-two-stage', 'physics'}
         Cell classifier (see :func:`napari_stem_defects.cells.classify.classify_site_table`).
+    heatmaps : {None, 'none', 'sliding-window', 'attention-unet'}
+        Also compute defect probability heatmaps with this engine (needs a
+        material), at the detected columns' nn distance (see
+        :func:`napari_stem_defects.heatmaps.engines.compute_heatmaps`), and the
+        regions where they reach ``heatmap_threshold``.
+    heatmap_threshold : float
+        Probability at which a pixel belongs to a region, in (0, 1].
+    heatmap_window : float, optional
+        Sliding-window side in image pixels (default automatic: 64 px when the
+        lattice suits it). The frames of a stack share the first frame's window.
     progress : callable, optional
         ``progress(frames_done, n_frames)``.
 
     Returns
     -------
     Analysis
+
+    Raises
+    ------
+    ValueError
+        Bad heatmap settings (checked before any work), or heatmaps that cannot
+        be computed (e.g. a window outside the patch classifier's trained range).
     """
     material = material or image.metadata.get("material")
+    engine = None if heatmaps in (None, "none") else heatmaps
+    if engine is not None:
+        _check_heatmap_settings(engine, material, heatmap_threshold, heatmap_window)
     frames = image.data[None] if image.data.ndim == 2 else image.data
-    results = []
+    results, maps, regions = [], [], []
+    window = heatmap_window
     for t, frame in enumerate(frames):
         dmap = compute_detection_map(frame, method, material=material, pixel_size=image.pixel_size)
-        results.append(columns_from_map(frame, dmap, threshold=threshold, refine=refine, material=material,
-                                        pixel_size=image.pixel_size))
+        result = columns_from_map(frame, dmap, threshold=threshold, refine=refine, material=material,
+                                  pixel_size=image.pixel_size)
+        results.append(result)
+        if engine is not None:
+            hm, found = _heatmaps_of(frame, material, engine, result.nn_px, image.pixel_size, window,
+                                     heatmap_threshold, f" of frame {t}" if len(frames) > 1 else "")
+            window = hm.window_px if hm.window_px is not None else window
+            maps.append(hm)
+            regions.append(found)
         if progress is not None:
             progress(t + 1, len(frames))
     settings = {"material": material, "method": method, "threshold": threshold, "refine": refine,
                 "classifier": classifier if material else None}
+    if engine is not None:
+        settings["heatmaps"] = {"engine": engine, "threshold": float(heatmap_threshold), "window_px": heatmap_window}
     cells = [classify_site_table(frame, r.sites, material, classifier, posteriors=r.posteriors, nn_px=r.nn_px)
              for frame, r in zip(frames, results)] if material else []
-    return Analysis(image, results, settings, cells)
+    return Analysis(image, results, settings, cells, maps, regions)
+
+
+def _check_heatmap_settings(engine: str, material: str | None, threshold: float, window: float | None) -> None:
+    """Reject bad heatmap settings before the long work starts."""
+    if engine not in HEATMAP_CHOICES:
+        raise ValueError(f"heatmaps must be one of {', '.join(HEATMAP_CHOICES)}, not {engine!r}")
+    if not material:
+        raise ValueError("heatmaps need the material (e.g. --material MoS2): it is the networks' context")
+    if not (np.isfinite(threshold) and 0.0 < float(threshold) <= 1.0):
+        raise ValueError(f"the heatmap threshold must be in (0, 1], got {threshold}")
+    if window is not None and not (np.isfinite(window) and float(window) > 0):
+        raise ValueError(f"the heatmap window must be a positive number of pixels, got {window}")
+
+
+def _heatmaps_of(frame: np.ndarray, material: str, engine: str, nn_px: float,
+                 pixel_size: tuple[float, float] | None, window: float | None, threshold: float,
+                 where: str) -> tuple[Any, Any]:
+    """Heatmaps and their regions of one frame; a ValueError says which heatmaps failed and why."""
+    from .heatmaps.engines import compute_heatmaps
+    from .heatmaps.regions import find_regions
+
+    try:
+        result = compute_heatmaps(frame, material, engine, nn_px=nn_px, pixel_size=pixel_size, window_px=window)
+    except ValueError as err:
+        raise ValueError(f"cannot compute {engine} heatmaps{where}: {err}") from err
+    return result, find_regions(result.maps, threshold, pixel_size=pixel_size, classes=result.classes)
 
 
 def write_analysis(analysis: Analysis, out_dir: str | Path, source: str | None = None) -> dict[str, Path]:
-    """Write ``sites.csv``, ``analysis.json`` and (with a material) ``cells.csv`` and ``summary.json`` atomically.
+    """Write ``sites.csv``, ``analysis.json``, (with a material) ``cells.csv`` and ``summary.json``, and
+    (with heatmaps) ``heatmaps.npy``, ``uncertainty.npy``, ``heatmaps.json`` and ``regions.csv``, atomically.
 
     Returns
     -------
@@ -162,6 +297,8 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, source: str | None =
         cells = analysis.cells_table()
         atomic_write(paths["cells"], lambda p: cells.to_csv(p, index=False, float_format="%.4f"))
         atomic_write_text(paths["summary"], json.dumps(analysis.summary(), indent=2, default=json_default))
+    if analysis.heatmaps:
+        paths.update(_write_heatmaps(analysis, out, source))
     info = {
         "format_version": FORMAT_VERSION,
         "software": f"napari-stem-defects {__version__}",
@@ -175,6 +312,25 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, source: str | None =
     }
     atomic_write_text(paths["analysis"], json.dumps(info, indent=2, default=json_default))
     return paths
+
+
+def _write_heatmaps(analysis: Analysis, out: Path, source: str | None) -> dict[str, Path]:
+    paths = {"heatmaps": out / "heatmaps.npy", "uncertainty": out / "uncertainty.npy",
+             "heatmaps_info": out / "heatmaps.json", "regions": out / "regions.csv"}
+    maps, unc = analysis.heatmap_arrays()
+    for key, array in (("heatmaps", maps), ("uncertainty", unc)):
+        atomic_write(paths[key], lambda p, a=array: _save_npy(p, a))
+    regions = analysis.regions_table()
+    # six significant digits: a one-pixel region is ~1e-4 nm^2
+    atomic_write(paths["regions"], lambda p: regions.to_csv(p, index=False, float_format="%.6g"))
+    info = {**analysis.heatmaps_info(), "source": source, "name": analysis.image.name}
+    atomic_write_text(paths["heatmaps_info"], json.dumps(info, indent=2, default=json_default))
+    return paths
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save adds no suffix
+        np.save(f, array)
 
 
 def _frame_info(result: ColumnResult) -> dict:
@@ -196,4 +352,4 @@ def _frame_info(result: ColumnResult) -> dict:
 
 
 
-__all__ = ["Analysis", "FORMAT_VERSION", "SITES_CSV_COLUMNS", "analyze_image", "write_analysis"]
+__all__ = ["Analysis", "FORMAT_VERSION", "HEATMAP_CHOICES", "SITES_CSV_COLUMNS", "analyze_image", "write_analysis"]

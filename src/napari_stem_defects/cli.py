@@ -7,7 +7,8 @@ simulate
 calibrate
     Measure the lattice of a STEM file and compare with its stored pixel size.
 analyze
-    Find every atom column (lattice sites, sublattice, species) and write ``sites.csv``.
+    Find every atom column (lattice sites, sublattice, species) and write ``sites.csv``;
+    optionally defect probability heatmaps and their regions.
 
 The files and their columns are documented in the README and are kept stable.
 """
@@ -96,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--classifier", choices=("cnn", "cnn-two-stage", "physics"), default="cnn",
                      help="cell classifier (with --material): the shipped CNN, its two-stage decision "
                           "(perfect vs defective, then the kind), or the Z-contrast physics baseline (default cnn)")
+    ana.add_argument("--heatmaps", choices=("none", "sliding-window", "attention-unet"), default="none",
+                     help="also write per-family defect probability maps (needs --material): "
+                          "DIR/heatmaps.npy, uncertainty.npy, heatmaps.json, regions.csv (default none)")
+    ana.add_argument("--heatmap-threshold", type=float, default=0.5, metavar="P",
+                     help="probability at which a pixel belongs to a region of regions.csv (default 0.5)")
+    ana.add_argument("--heatmap-window", type=float, default=None, metavar="PX",
+                     help="sliding-window side in image pixels (default automatic: 64 px when the lattice suits it)")
     return parser
 
 
@@ -114,8 +122,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         if total > 1:
             print(f"frame {done}/{total}", file=sys.stderr)
 
+    if args.heatmap_window is not None and args.heatmaps == "attention-unet":
+        print("note: --heatmap-window applies to --heatmaps sliding-window only; ignored", file=sys.stderr)
     analysis = analyze_image(image, material=args.material, method=args.method, threshold=args.threshold,
-                             refine=args.refine, classifier=args.classifier, progress=progress)
+                             refine=args.refine, classifier=args.classifier, heatmaps=args.heatmaps,
+                             heatmap_threshold=args.heatmap_threshold, heatmap_window=args.heatmap_window,
+                             progress=progress)
     paths = write_analysis(analysis, args.out, source=str(args.image))
     table = analysis.sites_table()
     counts = table.groupby(["sublattice", "species"]).size().to_dict()
@@ -127,6 +139,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         print(f"{total['n_cells']} cells ({total['area_nm2']:.1f} nm^2): " + ", ".join(f"{c} {n}" for c, n in found.items()))
     else:
         print("note: no --material given, so cells were not classified (no cells.csv, summary.json)")
+    if analysis.heatmaps:
+        hm = analysis.heatmaps_summary()
+        how = f", window {hm['window_px']:g} px, stride {hm['stride_px']:g} px" if hm["window_px"] else ""
+        print(f"heatmaps ({hm['engine']}{how}): regions with p >= {hm['threshold']:g}: "
+              + ", ".join(f"{c} {n}" for c, n in hm["region_counts"].items()))
     for result in analysis.columns:
         for message in result.messages:
             print(f"note: {message}")

@@ -6,6 +6,8 @@ module (and the detectors built on it) keeps napari's start-up light.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,46 @@ def read_weights(path: str | Path, what: str, script: str) -> tuple[dict[str, An
         raise FileNotFoundError(f"{what} weights not found at {path}; train them with `python {script}`")
     payload = torch.load(path, weights_only=True, map_location="cpu")
     return payload["state_dict"], dict(payload.get("metadata", {}))
+
+
+def load_model(
+    path: str | Path | None,
+    default_name: str,
+    build: Callable[[dict[str, Any]], Any],
+    what: str,
+    script: str,
+) -> Any:
+    """Load a network in evaluation mode on the CPU, cached per resolved path.
+
+    Parameters
+    ----------
+    path : str or Path or None
+        Weights file written by :func:`save_weights`; None for the packaged
+        ``models/<default_name>``.
+    default_name : str
+        File name of the packaged weights.
+    build : callable
+        Builds the untrained module from the file's metadata (its ``arch``).
+    what, script : str
+        For the message when the file is missing (see :func:`read_weights`).
+
+    Returns
+    -------
+    torch.nn.Module
+        In eval mode, with the metadata dict as ``model.metadata``.
+    """
+    resolved = Path(path) if path is not None else packaged_weights_path(default_name)
+    return _load_cached(str(resolved.expanduser().resolve()), build, what, script)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(path: str, build: Callable[[dict[str, Any]], Any], what: str, script: str) -> Any:
+    state, meta = read_weights(path, what, script)
+    model = build(meta)
+    model.load_state_dict(state)
+    model.eval()
+    model.metadata = meta
+    return model
 
 
 def save_weights(model: Any, path: str | Path, metadata: dict[str, Any]) -> Path:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..materials import Material, parse_material
-from ..network_io import packaged_weights_path, read_weights
+from ..network_io import load_model, packaged_weights_path
 from ..simulate.defects import CELL_CLASSES
 from .classes import class_mask
 from .crops import CANONICAL_NN_PX, CROP_SIZE, cell_crops, prepare_image, strength_context
@@ -177,18 +177,11 @@ def load_cell_model(path: str | Path | None = None) -> Any:
     FileNotFoundError
         If the weights file does not exist.
     """
-    resolved = Path(path) if path is not None else default_weights_path()
-    return _load_cached(str(resolved.expanduser().resolve()))
+    return load_model(path, WEIGHTS_NAME, _build_from_metadata, "cell classifier", "scripts/train_cell_cnn.py")
 
 
-@functools.lru_cache(maxsize=4)
-def _load_cached(path: str) -> Any:
-    state, meta = read_weights(path, "cell classifier", "scripts/train_cell_cnn.py")
-    model = build_cell_cnn(**meta.get("arch", {}))
-    model.load_state_dict(state)
-    model.eval()
-    model.metadata = meta
-    return model
+def _build_from_metadata(meta: dict[str, Any]) -> Any:
+    return build_cell_cnn(**meta.get("arch", {}))
 
 
 # --------------------------------------------------------------------------- inference

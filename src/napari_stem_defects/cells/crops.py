@@ -11,8 +11,10 @@ pixels and the M -> X direction points along +x (columns) of the crop:
 - channel 1 is centred on the metal site: the X2 column lies to its right.
 
 The crop therefore does not depend on the lattice rotation. The image is
-normalised once (median to 0, 0.5-99.5 percentile range to 1) and smoothed
-with a Gaussian when the resampling shrinks it (anti-aliasing).
+prepared once (:func:`prepare_image`): its smooth background (the level of the
+empty hollow sites, which varies with support thickness and contamination) is
+subtracted, it is normalised (median to 0, 0.5-99.5 percentile range to 1) and
+smoothed with a Gaussian when the resampling shrinks it (anti-aliasing).
 
 :func:`strength_context` summarises the whole image for the classifier: the
 quartiles of its metal and X2 column strengths. They tell a network what a
@@ -36,8 +38,39 @@ CROP_SIZE: int = 32
 #: Quantiles of the metal and X2 column strengths of an image that calibrate the classifier.
 STRENGTH_QUANTILES: tuple[float, ...] = (0.25, 0.5, 0.75)
 
+def smooth_background(image: np.ndarray, nn_px: float) -> np.ndarray:
+    """The slowly varying background of a lattice image: the floor between its columns.
+
+    The image, smoothed at nn/4, takes its minimum over windows of 2.5 nn (each
+    holds several empty hollow sites), and that floor is smoothed at 1.5 nn.
+    Column intensities above it no longer depend on a background gradient.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        Image (finite values).
+    nn_px : float
+        Metal to chalcogen distance in pixels.
+
+    Returns
+    -------
+    ndarray of float32, shape (H, W)
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> lattice = (np.cos(yy * 2 * np.pi / 8) * np.cos(xx * 2 * np.pi / 8)) ** 8
+    >>> bg = smooth_background(lattice + xx / 64.0, 4.0)
+    >>> bool(abs((bg - xx / 64.0)[16:48, 16:48]).max() < 0.1)
+    True
+    """
+    x = ndimage.gaussian_filter(np.asarray(image, dtype=np.float32), float(nn_px) / 4.0, mode="nearest")
+    floor = ndimage.minimum_filter(x, size=max(3, int(round(2.5 * float(nn_px)))), mode="nearest")
+    return ndimage.gaussian_filter(floor, 1.5 * float(nn_px), mode="nearest")
+
+
 def prepare_image(image: np.ndarray, nn_px: float) -> np.ndarray:
-    """Normalise an image and, when crops shrink it, low-pass it against aliasing.
+    """Subtract the smooth background, normalise and, when crops shrink the image, low-pass it.
 
     Parameters
     ----------
@@ -51,6 +84,7 @@ def prepare_image(image: np.ndarray, nn_px: float) -> np.ndarray:
     ndarray of float32, shape (H, W)
     """
     x = normalize_image(image)
+    x = normalize_image(x - smooth_background(x, nn_px))
     shrink = float(nn_px) / CANONICAL_NN_PX
     if shrink > 1.1:
         x = ndimage.gaussian_filter(x, (shrink - 1.0) / 2.0, mode="nearest")

@@ -140,14 +140,7 @@ def compute_detection_map(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     img = validate_image(image)
-    lattice = _lattice(_central_crop(img, 1024), material, pixel_size)
-    nn = _nn_px(lattice)
-    if nn < 2.5:
-        raise ColumnDetectionError(f"columns are only {nn:.1f} px apart: the image is too coarsely "
-                                   "sampled to resolve atom columns")
-    if nn > min(img.shape) / 3:
-        raise ColumnDetectionError(f"columns are {nn:.0f} px apart, too few fit in this "
-                                   f"{img.shape[0]} x {img.shape[1]} px image")
+    lattice, nn = lattice_spacing(img, material, pixel_size)
     if method == "deep":
         from .unet import deep_detection_map
 
@@ -158,6 +151,39 @@ def compute_detection_map(
     if progress is not None:
         progress(1.0)
     return DetectionMap(np.asarray(dmap, np.float32), lattice, nn, method, background)
+
+
+def lattice_spacing(
+    image: np.ndarray, material: str | Material | None = None, pixel_size: tuple[float, float] | float | None = None,
+) -> tuple[LatticeMeasurement, float]:
+    """The lattice of an image and its metal to chalcogen distance in pixels, checked for usability.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        Finite image (see :func:`validate_image`).
+    material, pixel_size : optional
+        As in :func:`compute_detection_map`.
+
+    Returns
+    -------
+    lattice : LatticeMeasurement
+    nn_px : float
+
+    Raises
+    ------
+    ColumnDetectionError
+        No lattice found, or columns too close (< 2.5 px) or too far apart for the image.
+    """
+    lattice = _lattice(_central_crop(image, 1024), material, pixel_size)
+    nn = _nn_px(lattice)
+    if nn < 2.5:
+        raise ColumnDetectionError(f"columns are only {nn:.1f} px apart: the image is too coarsely "
+                                   "sampled to resolve atom columns")
+    if nn > min(image.shape) / 3:
+        raise ColumnDetectionError(f"columns are {nn:.0f} px apart, too few fit in this "
+                                   f"{image.shape[0]} x {image.shape[1]} px image")
+    return lattice, nn
 
 
 def _lattice(img: np.ndarray, material, pixel_size) -> LatticeMeasurement:

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ..network_io import normalize_image, packaged_weights_path, read_weights
+from ..network_io import load_model, normalize_image, packaged_weights_path
+from ..tiling import predict_dense
 
 #: Nearest-neighbour (metal to chalcogen) distance, in pixels, the model works at.
 CANONICAL_NN_PX: float = 11.0
@@ -36,8 +37,6 @@ WEIGHTS_NAME = "column_unet.pt"
 TILE_MARGIN = 64
 #: Tile sizes are multiples of this (total down-sampling of the network).
 _ALIGN = 8
-#: Pixels (canonical) per forward pass, at most, when batching tiles.
-_BATCH_PIXELS = 4 * 512 * 512
 
 
 # --------------------------------------------------------------------------- network
@@ -132,20 +131,12 @@ def load_column_model(path: str | Path | None = None) -> Any:
     FileNotFoundError
         If the weights file does not exist.
     """
-    resolved = Path(path) if path is not None else default_weights_path()
-    return _load_cached(str(resolved.expanduser().resolve()))
+    return load_model(path, WEIGHTS_NAME, _build_from_metadata, "column U-Net", "scripts/train_column_unet.py")
 
 
-@functools.lru_cache(maxsize=4)
-def _load_cached(path: str) -> Any:
-    state, meta = read_weights(path, "column U-Net", "scripts/train_column_unet.py")
+def _build_from_metadata(meta: dict[str, Any]) -> Any:
     arch = meta.get("arch", DEFAULT_ARCH)
-    channels = tuple(arch.get("channels", DEFAULT_ARCH["channels"]))
-    model = build_column_unet(int(arch.get("in_channels", 1)), channels)
-    model.load_state_dict(state)
-    model.eval()
-    model.metadata = meta
-    return model
+    return build_column_unet(int(arch.get("in_channels", 1)), tuple(arch.get("channels", DEFAULT_ARCH["channels"])))
 
 
 # --------------------------------------------------------------------------- pre-processing
@@ -283,9 +274,8 @@ def predict_map(
     """Run the network over a normalised, canonical-scale image in overlapping tiles.
 
     Each tile carries :data:`TILE_MARGIN` pixels of context on every side
-    (reflected at the image border), which are cropped off, and tiles start
-    on multiples of the network's down-sampling, so the result does not
-    depend on the tiling.
+    (see :func:`napari_stem_defects.tiling.predict_dense`), so the result does
+    not depend on the tiling.
 
     Parameters
     ----------
@@ -301,31 +291,8 @@ def predict_map(
     ndarray of float32, shape (h, w)
         Sigmoid of the logits.
     """
-    import torch
-
-    h, w = x.shape
-    m = TILE_MARGIN
-    core = max(64, (int(tile) - 2 * m) // _ALIGN * _ALIGN)
-    core_y, core_x = (min(core, -(-s // _ALIGN) * _ALIGN) for s in (h, w))
-    ny, nx = -(-h // core_y), -(-w // core_x)
-    padded = np.pad(x, ((m, ny * core_y - h + m), (m, nx * core_x - w + m)), mode="symmetric")
-    origins = [(iy * core_y, ix * core_x) for iy in range(ny) for ix in range(nx)]
-    per_batch = max(1, _BATCH_PIXELS // ((core_y + 2 * m) * (core_x + 2 * m)))
-    out = np.empty((ny * core_y, nx * core_x), dtype=np.float32)
-    done = 0
-    with torch.no_grad():
-        for start in range(0, len(origins), per_batch):
-            if cancel is not None and cancel():
-                raise InterruptedError("column detection cancelled")
-            batch = origins[start : start + per_batch]
-            tiles = np.stack([padded[y : y + core_y + 2 * m, x0 : x0 + core_x + 2 * m] for y, x0 in batch])
-            prob = torch.sigmoid(model(torch.from_numpy(tiles[:, None]))).numpy()[:, 0]
-            for (y, x0), p in zip(batch, prob):
-                out[y : y + core_y, x0 : x0 + core_x] = p[m : m + core_y, m : m + core_x]
-                done += 1
-                if progress is not None:
-                    progress(done / len(origins))
-    return out[:h, :w]
+    return predict_dense(model, x, tile=tile, margin=TILE_MARGIN, align=_ALIGN, progress=progress,
+                         cancel=cancel)[0]
 
 
 def _fill_nan(image: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 
 Examples are cells of fresh digital twins: random material from
 :data:`~napari_stem_defects.materials.KNOWN_MATERIALS` (alloys and Janus
-included), nn distance 8-22 px, random rotation, imaging from
+included; the materials users name most, :data:`FOCUS_MATERIALS`, twice as
+often as the others), nn distance 8-22 px, random rotation, imaging from
 ``random_imaging(rng, (1e4, 1e7))`` and every defect type at 1.5-4.5 % of the
 cells, so each class is well represented; perfect cells are subsampled and
 batches are drawn class-balanced. Cell positions are the ground-truth site
@@ -49,6 +50,14 @@ DEFECT_RANGE = (0.005, 0.045)
 #: Largest error of a crop centre, in units of nn (uniform in a disc).
 JITTER_NN = 0.1
 _ADATOMS = ("Mo", "W", "Re", "Pt", "Se", "Te")
+#: Materials drawn twice as often as the other KNOWN_MATERIALS for training.
+FOCUS_MATERIALS = ("MoS2", "WSe2", "MoTe2", "MoWSSe")
+
+
+def material_weights() -> np.ndarray:
+    """Probability of each of KNOWN_MATERIALS in a training twin (FOCUS_MATERIALS count twice)."""
+    w = np.array([2.0 if m in FOCUS_MATERIALS else 1.0 for m in KNOWN_MATERIALS])
+    return w / w.sum()
 
 
 def defect_plan(mat: Material, rng: np.random.Generator) -> dict[str, Any]:
@@ -84,7 +93,7 @@ def random_cell_twin(
         Image side at the canonical scale (the image has ``size * nn_px / 11`` pixels a side).
     nn_px, dose, material : optional
         Fixed nn distance (else uniform in ``nn_range``), dose (else
-        log-uniform 1e4-1e7 e/Å^2) and material (else one of KNOWN_MATERIALS).
+        log-uniform 1e4-1e7 e/Å^2) and material (else drawn with :func:`material_weights`).
     max_texture : float, optional
         Cap on the amorphous texture amplitude of the random imaging.
 
@@ -93,7 +102,7 @@ def random_cell_twin(
     DigitalTwin
     """
     rng = np.random.default_rng([seed, 11])
-    mat = parse_material(material or KNOWN_MATERIALS[rng.integers(len(KNOWN_MATERIALS))])
+    mat = parse_material(material or KNOWN_MATERIALS[rng.choice(len(KNOWN_MATERIALS), p=material_weights())])
     nn = float(nn_px) if nn_px is not None else float(rng.uniform(*nn_range))
     plan = defect_plan(mat, rng)
     imaging = random_imaging(rng, (1e4, 1e7))

@@ -1,0 +1,490 @@
+"""Dock widget: whole-image defect probability heatmaps and the regions above a threshold.
+
+Runs :func:`napari_stem_defects.heatmaps.engines.compute_heatmaps` (sliding-window
+patch classifier or attention U-Net) on the selected image (for a stack, on the
+current frame only) in a napari ``thread_worker``, and shows one probability
+layer per defect family plus the uncertainty, in the image's physical scale,
+with the regions above the threshold as the Shapes layer ``<image> defect regions``.
+The last maps are cached: moving the threshold or changing the outline only
+redraws the regions (no network call). The region table exports to CSV.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSlider, FloatSpinBox, Label, ProgressBar, PushButton
+from qtpy.QtCore import QObject, QTimer, Signal
+
+from ..calibration import LatticeNotFoundError
+from ..columns import ColumnDetectionError
+from ..heatmaps import engines
+from ..heatmaps.engines import ENGINES, HeatmapResult
+from ..heatmaps.layers import heatmap_layers, legend_html, region_shapes
+from ..heatmaps.regions import REGION_COLUMNS, Regions, find_regions
+from ..io.atomic import atomic_write
+from ..materials import KNOWN_MATERIALS
+from .columns_widget import _is_material, _pixel_size
+
+if TYPE_CHECKING:
+    import napari
+
+log = logging.getLogger(__name__)
+#: Errors that mean "this image cannot be analysed", shown as a message.
+EXPECTED_ERRORS = (ColumnDetectionError, LatticeNotFoundError, ValueError, ImportError, FileNotFoundError)
+#: Choices of the output and outline boxes.
+OUTPUTS: tuple[str, ...] = ("separate layers", "channel stack")
+OUTLINES: tuple[str, ...] = ("contours", "boxes")
+UNITS: tuple[str, ...] = ("px", "Å")
+
+
+class _Relay(QObject):
+    """Carries progress from the worker thread to the GUI thread (a queued Qt connection)."""
+    progress = Signal(float)
+
+
+@dataclass
+class HeatmapsRun:
+    """What one heatmap run produced (the cache the threshold and outline work on).
+
+    Attributes
+    ----------
+    result : HeatmapResult or None
+        The maps, uncertainty, engine, window and stride used.
+    regions : Regions or None
+        Regions of the maps at the current threshold.
+    image : napari.layers.Image or None
+        The analysed image layer.
+    frame : int or None
+        Stack frame analysed (None for a 2D image).
+    placement : dict
+        ``scale``, ``units`` and ``translate`` (last two axes) of the image.
+    pixel_size : (float, float) or None
+        Å per pixel (y, x) when known.
+    params : dict
+        Settings of the run (material, engine, nn_px and where it came from).
+    error : str
+        Why nothing was computed ("" when it worked).
+    cancelled : bool
+        The run was cancelled before it finished (nothing is shown).
+    layers : list
+        The probability and uncertainty Image layers.
+    shapes : napari.layers.Shapes or None
+        The regions layer.
+    """
+
+    result: HeatmapResult | None = None
+    regions: Regions | None = None
+    image: Any = None
+    frame: int | None = None
+    placement: dict[str, Any] = field(default_factory=dict)
+    pixel_size: tuple[float, float] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    cancelled: bool = False
+    layers: list = field(default_factory=list)
+    shapes: Any = None
+
+
+def ask_save_path(parent: Any, default: str) -> str:
+    """Ask for a CSV file to write ("" when cancelled); tests replace this function."""
+    from qtpy.QtWidgets import QFileDialog
+
+    path, _ = QFileDialog.getSaveFileName(parent, "Export defect regions", default, "CSV files (*.csv)")
+    return str(path or "")
+
+
+class HeatmapsWidget(Container):
+    """Compute defect probability heatmaps of an image and outline the regions above a threshold.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose 2D images and 3D stacks are offered.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._worker, self._cancel, self.last_run = None, threading.Event(), None
+        self.layer = ComboBox(label="image", choices=self._image_layers)
+        self.material = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value="MoS2")
+        self.engine = ComboBox(label="engine", choices=list(ENGINES), value=ENGINES[0],
+                               tooltip="sliding-window: the patch classifier on every window; "
+                                       "attention-unet: per-pixel segmentation")
+        self.window = FloatSpinBox(label="window", min=0.0, max=100000.0, step=1.0, value=0.0,
+                                   tooltip="side of the sliding window; 0 = automatic "
+                                           "(64 px when the lattice suits it)")
+        self.stride = FloatSpinBox(label="stride", min=0.0, max=100000.0, step=1.0, value=0.0,
+                                   tooltip="step between windows, rounded to a multiple of window / 8; 0 = finest")
+        self.unit = ComboBox(label="window unit", choices=list(UNITS), value="px")
+        self.output = ComboBox(label="output", choices=list(OUTPUTS), value=OUTPUTS[0])
+        self.outline = ComboBox(label="outline", choices=list(OUTLINES), value=OUTLINES[0])
+        self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.01, value=0.5)
+        self.run_button = PushButton(text="Compute heatmaps")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
+        self.result, self.legend = Label(value=""), Label(value="")
+        self.export_button = PushButton(text="Export regions CSV", enabled=False)
+        self.extend([self.layer, self.material, self.engine, self.window, self.stride, self.unit, self.output,
+                     self.outline, self.threshold, self.run_button, self.cancel_button, self.progress, self.result,
+                     self.legend, self.export_button])
+        for label in (self.result, self.legend):
+            label.native.setWordWrap(True)
+        self._unit = self.unit.value
+        self._relay = _Relay(self.native)
+        self._relay.progress.connect(self._set_progress)
+        self._debounce = QTimer(self.native, singleShot=True, interval=120)
+        self._debounce.timeout.connect(self.update_regions)
+        self.run_button.changed.connect(lambda *_: self.run())
+        self.cancel_button.changed.connect(self.cancel)
+        self.export_button.changed.connect(lambda *_: self.export_csv())
+        self.layer.changed.connect(self._on_layer)
+        self.engine.changed.connect(self._on_engine)
+        self.unit.changed.connect(self._on_unit)
+        self.threshold.changed.connect(lambda *_: self._debounce.start())
+        self.outline.changed.connect(lambda *_: self.update_regions())
+        self.output.changed.connect(lambda *_: self._on_output())
+        viewer.layers.events.inserted.connect(self.layer.reset_choices)
+        viewer.layers.events.removed.connect(self.layer.reset_choices)
+        self.layer.reset_choices()
+        self._on_layer()
+        self._on_engine()
+
+    # ------------------------------------------------------------------ inputs
+    def _image_layers(self, *_) -> list:
+        """Grey 2D images and 3D stacks (not RGB, not this widget's own maps)."""
+        from napari.layers import Image
+
+        return [layer for layer in self._viewer.layers
+                if isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)
+                and not {"engine", "classes", "image_layer"} <= set(layer.metadata)]
+
+    def _on_layer(self, *_) -> None:
+        """Take the material from the image's metadata when it names one."""
+        layer = self.layer.value
+        name = None if layer is None else layer.metadata.get("material")
+        if name and _is_material(name):
+            if name not in self.material.choices:
+                self.material.choices = [*self.material.choices, name]
+            self.material.value = name
+
+    def _on_engine(self, *_) -> None:
+        windowed = self.engine.value == "sliding-window"
+        for widget in (self.window, self.stride, self.unit):
+            widget.enabled = windowed
+
+    def _on_unit(self, unit: str) -> None:
+        """Convert the window and stride to the new unit when the pixel size is known."""
+        old, self._unit = self._unit, unit
+        layer = self.layer.value
+        size = None if layer is None else _pixel_size(layer)
+        if old == unit or size is None:
+            return
+        factor = float(np.mean(size)) if unit == "Å" else 1.0 / float(np.mean(size))
+        for widget in (self.window, self.stride):
+            widget.value = round(widget.value * factor, 2)
+
+    def _set_progress(self, fraction: float) -> None:
+        self.progress.value = int(round(100 * min(max(fraction, 0.0), 1.0)))
+
+    def _say(self, message: str) -> None:
+        self.result.value = message
+        self._viewer.status = message.replace("\n", " ")
+
+    def _current_frame(self, layer) -> int:
+        """The stack frame the viewer shows (dims position mapped through the layer's scale)."""
+        world = np.asarray(self._viewer.dims.point, float)[-layer.ndim:]
+        frame = int(round(float(layer.world_to_data(world)[0])))
+        return int(np.clip(frame, 0, layer.data.shape[0] - 1))
+
+    def _columns_nn(self, image, frame: int | None) -> tuple[float | None, str]:
+        """nn distance (px) from the ``<image> columns`` Points layer, and where it came from."""
+        from napari.layers import Points
+
+        name = f"{image.name} columns"
+        points = self._viewer.layers[name] if name in self._viewer.layers else None
+        if not isinstance(points, Points):
+            return None, "measured from the image"
+        params = points.metadata.get("parameters", {}) or {}
+        per_frame = params.get("frames", {}) or {}
+        nn = (per_frame.get(frame) or per_frame.get(str(frame)) or {}).get("nn_px") if frame is not None else None
+        nn = params.get("nn_px") if nn is None else nn
+        try:
+            nn = float(nn)
+        except (TypeError, ValueError):
+            return None, "measured from the image"
+        return (nn, f"from '{name}'") if np.isfinite(nn) and nn > 0 else (None, "measured from the image")
+
+    def _to_px(self, value: float, pixel_size: tuple[float, float] | None) -> float | None:
+        """A window or stride in pixels (None for 0 = automatic)."""
+        if value <= 0:
+            return None
+        return float(value) / float(np.mean(pixel_size)) if self.unit.value == "Å" else float(value)
+
+    def _make_job(self) -> dict[str, Any] | None:
+        """Everything the worker needs, read on the GUI thread; None (with a message) on bad input."""
+        from napari.layers import Image
+
+        image = self.layer.value
+        if image is None:
+            rgb = [layer.name for layer in self._viewer.layers if isinstance(layer, Image) and layer.rgb]
+            self._say(f"'{rgb[0]}' is an RGB image: heatmaps need a greyscale HAADF image (convert it first)."
+                      if rgb else "Open or select a greyscale image first.")
+            return None
+        if image.rgb:
+            self._say(f"'{image.name}' is an RGB image: heatmaps need a greyscale HAADF image (convert it first).")
+            return None
+        data = image.data[0] if image.multiscale else image.data
+        frame = self._current_frame(image) if image.ndim == 3 else None
+        pixel_size = _pixel_size(image)
+        windowed = self.engine.value == "sliding-window"
+        in_angstrom = self.unit.value == "Å" and (self.window.value > 0 or self.stride.value > 0)
+        if windowed and in_angstrom and pixel_size is None:
+            self._say(f"The pixel size of '{image.name}' is unknown: give the window and stride in px, "
+                      "or calibrate the image first.")
+            return None
+        nn_px, nn_source = self._columns_nn(image, frame)
+        placement = {"scale": tuple(float(s) for s in image.scale)[-2:],
+                     "units": tuple(str(u) for u in image.units)[-2:],
+                     "translate": tuple(float(t) for t in image.translate)[-2:]}
+        return {"image": image, "data": data, "frame": frame, "pixel_size": pixel_size, "placement": placement,
+                "material": self.material.value, "engine": self.engine.value, "nn_px": nn_px, "nn_source": nn_source,
+                "window_px": self._to_px(self.window.value, pixel_size) if windowed else None,
+                "stride_px": self._to_px(self.stride.value, pixel_size) if windowed else None,
+                "threshold": float(self.threshold.value), "cancel": threading.Event()}
+
+    # ------------------------------------------------------------------ running
+    def run(self, blocking: bool = False) -> HeatmapsRun | Any | None:
+        """Compute the heatmaps of the selected image (current frame of a stack) with the current settings.
+
+        Parameters
+        ----------
+        blocking : bool
+            Work on the calling thread and return the :class:`HeatmapsRun`
+            (tests, scripts); otherwise start a ``thread_worker`` and return it.
+        """
+        if self._worker is not None:
+            return self._worker
+        job = self._make_job()
+        if job is None:
+            return None
+        self._cancel = job["cancel"]
+        self._set_progress(0.0)
+        if blocking:
+            work = self._work(job, self._set_progress)
+            try:
+                while True:
+                    self._set_progress(next(work))
+            except StopIteration as stop:
+                return self._apply(job, stop.value)
+        from napari.qt.threading import thread_worker
+
+        worker = thread_worker(self._work, start_thread=False, ignore_errors=True)(job, self._relay.progress.emit)
+        worker.yielded.connect(self._set_progress)
+        worker.returned.connect(lambda run: self._apply(job, run))
+        worker.errored.connect(lambda err: self._say(f"Heatmaps failed unexpectedly ({err})."))
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self._say(f"Computing {job['engine']} heatmaps of '{job['image'].name}'...")
+        worker.start()
+        return worker
+
+    def cancel(self, *_) -> None:
+        """Stop the running computation at its next checkpoint."""
+        self._cancel.set()
+        if self._worker is not None:
+            self._say("Cancelling...")
+
+    def _on_finished(self, *_) -> None:
+        self._worker = None
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+
+    def _work(self, job: dict[str, Any], report: Callable[[float], None]) -> Generator[float, None, HeatmapsRun]:
+        """Maps, then regions; yields the fraction done (``report`` carries the fraction during inference)."""
+        run = HeatmapsRun(image=job["image"], frame=job["frame"], placement=job["placement"],
+                          pixel_size=job["pixel_size"],
+                          params={k: job[k] for k in ("material", "engine", "nn_px", "nn_source")})
+        try:
+            image = np.asarray(job["data"][job["frame"]] if job["frame"] is not None else job["data"])
+            yield 0.02
+            run.result = engines.compute_heatmaps(
+                image, job["material"], job["engine"], nn_px=job["nn_px"], pixel_size=job["pixel_size"],
+                window_px=job["window_px"], stride_px=job["stride_px"],
+                progress=lambda f: report(0.02 + 0.9 * f), cancel=job["cancel"].is_set)
+            yield 0.92
+            if job["cancel"].is_set():
+                raise InterruptedError("cancelled")
+            run.regions = find_regions(run.result.maps, job["threshold"], pixel_size=job["pixel_size"],
+                                       classes=run.result.classes)
+        except InterruptedError:
+            run.cancelled, run.result = True, None
+        except EXPECTED_ERRORS as err:
+            run.error, run.result = str(err) or type(err).__name__, None
+        except Exception as err:  # a bug, not bad input: log it, never a traceback dialog
+            log.exception("heatmap computation failed")
+            run.error, run.result = f"unexpected error ({type(err).__name__}: {err}); details in the log", None
+        yield 1.0
+        return run
+
+    def _apply(self, job: dict[str, Any], run: HeatmapsRun) -> HeatmapsRun:
+        """Show a finished run: probability layers, regions, summary and legend."""
+        if run.cancelled:
+            self._say("Cancelled.")
+            return run
+        if run.error or run.result is None:
+            self._say(f"Cannot compute heatmaps of '{job['image'].name}' ({run.error or 'no result'}).")
+            return run
+        self.last_run = run
+        if run.image in self._viewer.layers:
+            run.layers = self._show_maps(run)
+        self.update_regions()
+        self.export_button.enabled = True
+        return run
+
+    # ------------------------------------------------------------------ display
+    def _replace_layers(self, names: list[str]) -> None:
+        for name in names:
+            if name in self._viewer.layers:
+                self._viewer.layers.remove(name)
+
+    def _show_maps(self, run: HeatmapsRun) -> list:
+        """Add (or replace) the probability and uncertainty layers of a run."""
+        stacked = self.output.value == "channel stack"
+        out = []
+        for data, kwargs, _ in heatmap_layers(run.result, run.image.name, stacked=stacked, **run.placement):
+            kwargs = {**kwargs, "metadata": {**kwargs["metadata"], "frame": run.frame}}
+            names = kwargs["name"] if isinstance(kwargs["name"], list) else [kwargs["name"]]
+            self._replace_layers(names)
+            added = self._viewer.add_image(data, **kwargs)
+            out.extend(added if isinstance(added, list) else [added])
+        regions = f"{run.image.name} defect regions"
+        if regions in self._viewer.layers:  # keep the outlines above the maps
+            layers = self._viewer.layers
+            layers.move(layers.index(regions), len(layers))
+        return out
+
+    def _on_output(self) -> None:
+        """Re-lay the cached maps as separate layers or a channel stack (no new inference)."""
+        run = self.last_run
+        if run is not None and run.result is not None and run.image in self._viewer.layers:
+            run.layers = self._show_maps(run)
+
+    def update_regions(self, *_) -> Regions | None:
+        """Regions of the cached maps at the current threshold and outline; no network call.
+
+        Returns
+        -------
+        Regions or None
+            None when nothing has been computed yet.
+        """
+        self._debounce.stop()
+        run = self.last_run
+        if run is None or run.result is None:
+            return None
+        threshold = float(self.threshold.value)
+        if run.regions is None or run.regions.threshold != threshold:
+            run.regions = find_regions(run.result.maps, threshold, pixel_size=run.pixel_size,
+                                       classes=run.result.classes)
+        if run.image is not None and run.image in self._viewer.layers:
+            run.shapes = self._show_regions(run)
+        counts = region_counts(run.regions, run.result.classes)
+        self.legend.value = legend_html(run.result.classes, counts)
+        self._say(summary(run, counts))
+        return run.regions
+
+    def _show_regions(self, run: HeatmapsRun):
+        """Put the regions in the Shapes layer "<image> defect regions", updating it in place if it exists."""
+        from napari.layers import Shapes
+
+        data, kwargs = region_shapes(run.regions, run.image.name, boxes=self.outline.value == "boxes",
+                                     **run.placement)
+        kwargs["metadata"] = {**kwargs["metadata"], "frame": run.frame, "engine": run.result.engine}
+        name = kwargs["name"]
+        existing = self._viewer.layers[name] if name in self._viewer.layers else None
+        if isinstance(existing, Shapes) and existing.ndim == 2:
+            no_text = {"string": {"constant": ""}}
+            existing.selected_data = set()
+            existing.text = no_text  # the labels follow the features, which are set after the shapes
+            existing.data = []
+            if len(data):
+                existing.add(list(data), shape_type=kwargs["shape_type"], edge_width=kwargs["edge_width"],
+                             edge_color=kwargs["edge_color"], face_color=kwargs["face_color"])
+            existing.features = kwargs["features"]
+            existing.text = kwargs["text"] if kwargs["text"] is not None else no_text
+            for attr in ("scale", "units", "translate"):
+                setattr(existing, attr, kwargs[attr])
+            existing.metadata.update(kwargs["metadata"])
+            existing.refresh()
+            return existing
+        if existing is not None:
+            self._viewer.layers.remove(existing)
+        if kwargs["text"] is None:
+            kwargs.pop("text")
+        return self._viewer.add_shapes(list(data), **kwargs)
+
+    # ------------------------------------------------------------------ export
+    def export_csv(self, path: str | None = None) -> Path | None:
+        """Write the region table (:data:`REGION_COLUMNS`) of the last run to a CSV file, atomically.
+
+        Parameters
+        ----------
+        path : str, optional
+            Target file; asked with a file dialog when not given.
+        """
+        run = self.last_run
+        if run is None or run.regions is None:
+            self._say("Compute heatmaps first.")
+            return None
+        if path is None:
+            name = getattr(run.image, "name", "image")
+            path = ask_save_path(self.native, f"{name}_defect_regions.csv")
+        if not path:
+            return None
+        table = run.regions.table.loc[:, list(REGION_COLUMNS)]
+        try:
+            atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+        except OSError as err:
+            self._say(f"Cannot write {path} ({err}).")
+            return None
+        self._say(f"{len(table)} regions (threshold {run.regions.threshold:.2f}) written to {path}.")
+        return Path(path)
+
+
+def region_counts(regions: Regions, classes: tuple[str, ...]) -> dict[str, int]:
+    """Number of regions of each family (0 for the families without any)."""
+    found = regions.table["class"].value_counts()
+    return {c: int(found.get(c, 0)) for c in classes}
+
+
+def _length(px: float | None, pixel_size: tuple[float, float] | None) -> str:
+    if px is None:
+        return "?"
+    return f"{px:.1f} px" + ("" if pixel_size is None else f" ({px * float(np.mean(pixel_size)):.2f} Å)")
+
+
+def summary(run: HeatmapsRun, counts: dict[str, int]) -> str:
+    """Engine, window and stride used, the lattice spacing's source and the regions per family."""
+    result, params = run.result, run.params
+    where = f"'{getattr(run.image, 'name', 'image')}'" + ("" if run.frame is None else
+                                                           f" (frame {run.frame}, current frame only)")
+    if result.window_px is not None:
+        how = f"window {_length(result.window_px, run.pixel_size)}, stride {_length(result.stride_px, run.pixel_size)}"
+    else:
+        how = "per-pixel maps (no window)"
+    nn_px = params.get("nn_px") if params.get("nn_px") is not None else result.nn_px
+    nn = (f"nn {nn_px:.2f} px {params.get('nn_source', 'measured from the image')}" if nn_px is not None
+          else f"lattice {params.get('nn_source', 'measured from the image')}")
+    regions = ", ".join(f"{c} {n}" for c, n in counts.items())
+    return (f"{result.engine} heatmaps of {where}, {params.get('material', '')}: {how}; {nn}.\n"
+            f"Regions at threshold {run.regions.threshold:.2f}: {regions}.")
+
+
+__all__ = ["HeatmapsRun", "HeatmapsWidget", "ask_save_path", "region_counts", "summary"]

@@ -1,0 +1,144 @@
+"""`napari-stem-defects analyze --heatmaps`: the maps, their sidecar, the regions and the summary entry.
+
+These tests check the files' structure and their agreement with each other; the
+maps' accuracy is tested in ``test_heatmaps.py`` and measured in ``benchmarks/bench_heatmaps.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_stem_defects.analyze import HEATMAP_CHOICES, analyze_image, write_analysis
+from napari_stem_defects.cli import build_parser, main
+from napari_stem_defects.columns import SITES_CSV_COLUMNS
+from napari_stem_defects.heatmaps.classes import HEATMAP_CLASSES
+from napari_stem_defects.heatmaps.engines import ENGINES, binary_entropy
+from napari_stem_defects.heatmaps.regions import REGION_COLUMNS, find_regions
+from napari_stem_defects.io.stem_image import StemImage
+from napari_stem_defects.simulate import ImagingParams, simulate_twin
+
+pytest.importorskip("torch")
+
+SHAPE = (256, 240)
+HEATMAP_FILES = ("heatmaps.npy", "uncertainty.npy", "heatmaps.json", "regions.csv")
+
+
+@pytest.fixture(scope="module")
+def twin_file(tmp_path_factory):
+    """A small calibrated MoS2 twin with vacancies, written by ``simulate``."""
+    out = tmp_path_factory.mktemp("twin")
+    assert main(["simulate", "--material", "MoS2", "--shape", *map(str, SHAPE), "--pixel-size", "0.12",
+                 "--dose", "1e6", "--defect", "V_M=0.05", "--defect", "V_X2=0.05", "--seed", "5",
+                 "--out", str(out)]) == 0
+    return out / "image.tif"
+
+
+def test_parser_offers_every_engine():
+    ana = build_parser()._subparsers._group_actions[0].choices["analyze"]
+    option = {a.dest: a for a in ana._actions}
+    assert tuple(option["heatmaps"].choices) == HEATMAP_CHOICES == ("none", *ENGINES)
+    assert option["heatmaps"].default == "none" and option["heatmap_threshold"].default == 0.5
+    assert option["heatmap_window"].default is None
+
+
+@pytest.mark.parametrize("engine", ["sliding-window", "attention-unet"])
+def test_cli_analyze_writes_heatmaps_regions_and_summary(engine, twin_file, tmp_path, capsys):
+    out = tmp_path / "ana"
+    assert main(["analyze", str(twin_file), "--material", "MoS2", "--heatmaps", engine,
+                 "--heatmap-threshold", "0.4", "--out", str(out)]) == 0
+    assert f"heatmaps ({engine}" in capsys.readouterr().out
+
+    maps = np.load(out / "heatmaps.npy")
+    assert maps.shape == (len(HEATMAP_CLASSES), *SHAPE) and maps.dtype == np.float32
+    assert np.isfinite(maps).all() and maps.min() >= 0.0 and maps.max() <= 1.0
+    unc = np.load(out / "uncertainty.npy")
+    assert unc.shape == SHAPE and unc.dtype == np.float32
+    np.testing.assert_allclose(unc, binary_entropy(maps[0]), atol=1e-6)
+
+    info = json.loads((out / "heatmaps.json").read_text())
+    assert info["classes"] == list(HEATMAP_CLASSES) and info["engine"] == engine
+    assert info["shape"] == [5, *SHAPE] and info["axes"] == "cyx" and info["dtype"] == "float32"
+    np.testing.assert_allclose(info["pixel_size"], [0.12, 0.12], rtol=1e-5)
+    assert info["units"] == "angstrom" and info["threshold"] == 0.4
+    assert info["uncertainty_file"] == "uncertainty.npy" and info["maps_file"] == "heatmaps.npy"
+    if engine == "sliding-window":  # nn ~ 15 px: the default 64 px window, windows every 8 px
+        assert info["window_px"] == 64.0 and info["stride_px"] == 8.0
+    else:
+        assert info["window_px"] is None and info["stride_px"] is None
+
+    regions = pd.read_csv(out / "regions.csv", keep_default_na=False)
+    assert list(regions.columns) == list(REGION_COLUMNS)
+    # the table is that of the saved maps at the threshold, areas in nm^2 at 0.12 Å per pixel
+    expected = find_regions(maps, 0.4, pixel_size=info["pixel_size"]).table
+    assert regions["region_id"].tolist() == expected["region_id"].tolist()
+    assert regions["class"].tolist() == expected["class"].tolist()
+    np.testing.assert_array_equal(regions["area_px"], expected["area_px"])
+    if len(regions):
+        np.testing.assert_allclose(regions["area_nm2"].astype(float), regions["area_px"] * 0.12**2 / 100, rtol=1e-3)
+        assert (regions["max_probability"].astype(float) >= 0.4).all()
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"pixel_size_A", "material", "total", "frames"} <= set(summary)
+    entry = summary["heatmaps"]
+    assert entry["engine"] == engine and entry["threshold"] == 0.4
+    assert entry["window_px"] == info["window_px"] and entry["stride_px"] == info["stride_px"]
+    counts = regions["class"].value_counts()
+    assert entry["region_counts"] == {c: int(counts.get(c, 0)) for c in HEATMAP_CLASSES}
+    assert entry["frames"] == [entry["region_counts"]]
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["settings"]["heatmaps"]["engine"] == engine
+    # the other files keep their columns
+    sites = pd.read_csv(out / "sites.csv", keep_default_na=False)
+    assert list(sites.columns) == [*SITES_CSV_COLUMNS, "y_pm", "x_pm", "defect"]
+
+
+def test_without_heatmaps_no_heatmap_files(twin_file, tmp_path):
+    out = tmp_path / "ana"
+    assert main(["analyze", str(twin_file), "--material", "MoS2", "--out", str(out)]) == 0
+    assert (out / "sites.csv").exists() and (out / "summary.json").exists()
+    for name in HEATMAP_FILES:
+        assert not (out / name).exists(), name
+    assert "heatmaps" not in json.loads((out / "summary.json").read_text())
+    assert "heatmaps" not in json.loads((out / "analysis.json").read_text())["settings"]
+    out2 = tmp_path / "none"
+    assert main(["analyze", str(twin_file), "--material", "MoS2", "--heatmaps", "none", "--out", str(out2)]) == 0
+    assert not any((out2 / name).exists() for name in HEATMAP_FILES)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--material", "MoS2", "--heatmaps", "sliding-window", "--heatmap-window", "300"], "trained on"),
+    (["--heatmaps", "sliding-window"], "material"),
+    (["--material", "MoS2", "--heatmaps", "attention-unet", "--heatmap-threshold", "0"], "threshold"),
+    (["--material", "MoS2", "--heatmaps", "sliding-window", "--heatmap-window", "0"], "window"),
+])
+def test_bad_heatmap_settings_give_a_message_and_status_2(args, message, twin_file, tmp_path, capsys):
+    out = tmp_path / "ana"
+    assert main(["analyze", str(twin_file), *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("napari-stem-defects analyze: error:") and message in err
+    assert "Traceback" not in err
+    assert not (out / "sites.csv").exists() and not (out / "heatmaps.npy").exists()
+
+
+def test_stack_heatmaps_have_a_frame_axis(tmp_path):
+    frames = np.stack([simulate_twin("MoS2", shape=(128, 128), pixel_size=0.12, rotation_deg=None,
+                                     defects={"V_M": 0.05}, imaging=ImagingParams(dose=1e6), seed=s).image
+                       for s in (1, 2)])
+    analysis = analyze_image(StemImage(frames, (0.12, 0.12), "stack", {}), material="MoS2",
+                             heatmaps="sliding-window", heatmap_threshold=0.5)
+    paths = write_analysis(analysis, tmp_path)
+    maps = np.load(paths["heatmaps"])
+    assert maps.shape == (2, 5, 128, 128) and maps.dtype == np.float32
+    assert np.load(paths["uncertainty"]).shape == (2, 128, 128)
+    info = json.loads(paths["heatmaps_info"].read_text())
+    assert info["axes"] == "tcyx" and info["uncertainty_axes"] == "tyx" and info["shape"] == [2, 5, 128, 128]
+    regions = pd.read_csv(paths["regions"], keep_default_na=False)
+    assert list(regions.columns) == ["frame", *REGION_COLUMNS]
+    entry = json.loads(paths["summary"].read_text())["heatmaps"]
+    assert len(entry["frames"]) == 2
+    assert entry["region_counts"] == {c: sum(f[c] for f in entry["frames"]) for c in HEATMAP_CLASSES}
+    assert sum(entry["region_counts"].values()) == len(regions)
