@@ -80,26 +80,10 @@ def predict_dense(
     core_y, core_x = (min(core, -(-s // align) * align) for s in (h, w))
     ny, nx = -(-h // core_y), -(-w // core_x)
     padded = np.pad(x, ((m, ny * core_y - h + m), (m, nx * core_x - w + m)), mode="symmetric")
-    origins = [(iy * core_y, ix * core_x) for iy in range(ny) for ix in range(nx)]
-    per_batch = max(1, BATCH_PIXELS // ((core_y + 2 * m) * (core_x + 2 * m)))
-    out = None
-    done = 0
-    import torch
-
-    with torch.no_grad():
-        for start in range(0, len(origins), per_batch):
-            if cancel is not None and cancel():
-                raise InterruptedError("cancelled")
-            batch = origins[start : start + per_batch]
-            tiles = np.stack([padded[y : y + core_y + 2 * m, x0 : x0 + core_x + 2 * m] for y, x0 in batch])
-            prob = _run(model, tiles, context)
-            if out is None:
-                out = np.empty((prob.shape[1], ny * core_y, nx * core_x), dtype=np.float32)
-            for (y, x0), p in zip(batch, prob):
-                out[:, y : y + core_y, x0 : x0 + core_x] = p[:, m : m + core_y, m : m + core_x]
-                done += 1
-                if progress is not None:
-                    progress(done / len(origins))
+    starts = [(iy * core_y, ix * core_x) for iy in range(ny) for ix in range(nx)]
+    out = _run_tiles(model, padded, [(s, s) for s in starts], (core_y + 2 * m, core_x + 2 * m),
+                     (slice(m, m + core_y), slice(m, m + core_x)), (ny * core_y, nx * core_x),
+                     context, progress, cancel)
     return out[:, :h, :w]
 
 
@@ -146,26 +130,47 @@ def predict_windows(
     ny, nx = -(-ky // by), -(-kx // bx)
     need_y, need_x = (ny * by - 1) * stride + window, (nx * bx - 1) * stride + window
     padded = np.pad(x, ((half, max(0, need_y - h - half)), (half, max(0, need_x - w - half))), mode="symmetric")
-    side_y, side_x = (by - 1) * stride + window, (bx - 1) * stride + window
-    origins = [(iy * by, ix * bx) for iy in range(ny) for ix in range(nx)]
-    per_batch = max(1, BATCH_PIXELS // (side_y * side_x))
-    out = None
-    done = 0
+    blocks = [(iy * by, ix * bx) for iy in range(ny) for ix in range(nx)]
+    out = _run_tiles(model, padded, [((i * stride, j * stride), (i, j)) for i, j in blocks],
+                     ((by - 1) * stride + window, (bx - 1) * stride + window), (slice(None), slice(None)),
+                     (ny * by, nx * bx), context, progress, cancel)
+    return out[:, :ky, :kx]
+
+
+def _run_tiles(
+    model: Any,
+    padded: np.ndarray,
+    tiles: list[tuple[tuple[int, int], tuple[int, int]]],
+    size: tuple[int, int],
+    keep: tuple[slice, slice],
+    out_shape: tuple[int, int],
+    context: np.ndarray | None,
+    progress: Callable[[float], None] | None,
+    cancel: Callable[[], bool] | None,
+) -> np.ndarray:
+    """Run the model on tiles of ``padded`` in batches and assemble the output.
+
+    ``tiles`` holds, per tile, the (y, x) start of its ``size`` input in
+    ``padded`` and the (y, x) where the ``keep`` part of its output goes in the
+    (C, *out_shape) result.
+    """
     import torch
 
+    per_batch = max(1, BATCH_PIXELS // (size[0] * size[1]))
+    out = None
+    done = 0
     with torch.no_grad():
-        for start in range(0, len(origins), per_batch):
+        for start in range(0, len(tiles), per_batch):
             if cancel is not None and cancel():
                 raise InterruptedError("cancelled")
-            batch = origins[start : start + per_batch]
-            tiles = np.stack([padded[i * stride : i * stride + side_y, j * stride : j * stride + side_x]
-                              for i, j in batch])
-            prob = _run(model, tiles, context)
+            batch = tiles[start : start + per_batch]
+            cut = np.stack([padded[y : y + size[0], x : x + size[1]] for (y, x), _ in batch])
+            prob = _run(model, cut, context)[:, :, keep[0], keep[1]]
             if out is None:
-                out = np.empty((prob.shape[1], ny * by, nx * bx), dtype=np.float32)
-            for (i, j), p in zip(batch, prob):
-                out[:, i : i + by, j : j + bx] = p
+                out = np.empty((prob.shape[1], *out_shape), dtype=np.float32)
+            for (_, (oy, ox)), p in zip(batch, prob):
+                out[:, oy : oy + p.shape[1], ox : ox + p.shape[2]] = p
                 done += 1
                 if progress is not None:
-                    progress(done / len(origins))
-    return out[:, :ky, :kx]
+                    progress(done / len(tiles))
+    return out

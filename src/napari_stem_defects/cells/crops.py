@@ -69,6 +69,15 @@ def smooth_background(image: np.ndarray, nn_px: float) -> np.ndarray:
     return ndimage.gaussian_filter(floor, 1.5 * float(nn_px), mode="nearest")
 
 
+def flatten_and_normalize(image: np.ndarray, nn_px: float) -> np.ndarray:
+    """Normalise an image, subtract its :func:`smooth_background` and normalise again.
+
+    The input of every network that looks at the lattice (cell classifier, heatmap engines).
+    """
+    x = normalize_image(image)
+    return normalize_image(x - smooth_background(x, nn_px))
+
+
 def prepare_image(image: np.ndarray, nn_px: float) -> np.ndarray:
     """Subtract the smooth background, normalise and, when crops shrink the image, low-pass it.
 
@@ -83,8 +92,7 @@ def prepare_image(image: np.ndarray, nn_px: float) -> np.ndarray:
     -------
     ndarray of float32, shape (H, W)
     """
-    x = normalize_image(image)
-    x = normalize_image(x - smooth_background(x, nn_px))
+    x = flatten_and_normalize(image, nn_px)
     shrink = float(nn_px) / CANONICAL_NN_PX
     if shrink > 1.1:
         x = ndimage.gaussian_filter(x, (shrink - 1.0) / 2.0, mode="nearest")

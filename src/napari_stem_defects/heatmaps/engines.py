@@ -28,7 +28,8 @@ import numpy as np
 
 from ..columns.unet import canonical_shape, resample
 from ..materials import Material, parse_material
-from ..network_io import load_model, normalize_image
+from ..cells.crops import flatten_and_normalize
+from ..network_io import load_model
 from ..tiling import predict_dense, predict_windows
 from .classes import HEATMAP_CLASSES
 from .networks import NATIVE_STRIDE, WINDOW, build_attention_unet, build_patch_net
@@ -83,14 +84,6 @@ def heatmap_context(material: str | Material, nn_net_px: float) -> np.ndarray:
     from ..cells.cnn import context_vector
 
     return context_vector(material, nn_net_px)[:6].astype(np.float32)
-
-
-def prepare(image: np.ndarray, nn_px: float) -> np.ndarray:
-    """Normalise an image already at the network's scale and remove its smooth background."""
-    from ..cells.crops import smooth_background
-
-    x = normalize_image(image)
-    return normalize_image(x - smooth_background(x, nn_px))
 
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:
@@ -237,7 +230,7 @@ def compute_heatmaps(
         z = WINDOW / window
         net_shape = (max(1, int(round(shape[0] * z))), max(1, int(round(shape[1] * z))))
         zy, zx = net_shape[0] / shape[0], net_shape[1] / shape[1]
-        x = prepare(resample(img, net_shape), nn_px * z)
+        x = flatten_and_normalize(resample(img, net_shape), nn_px * z)
         if stride_px is not None and not (np.isfinite(stride_px) and stride_px > 0):
             raise ValueError(f"the stride must be a positive number of pixels, got {stride_px!r}")
         k = 1 if stride_px is None else max(1, int(round(float(stride_px) * z / NATIVE_STRIDE)))
@@ -250,7 +243,7 @@ def compute_heatmaps(
         from .networks import CANONICAL_NN_PX
 
         canon = canonical_shape(shape, nn_px)
-        x = prepare(resample(img, canon), CANONICAL_NN_PX)
+        x = flatten_and_normalize(resample(img, canon), CANONICAL_NN_PX)
         out = predict_dense(model, x, tile=tile, margin=64, align=8, context=heatmap_context(mat, CANONICAL_NN_PX),
                             progress=progress, cancel=cancel)
         maps = np.stack([resample(o, shape) if o.shape != shape else o for o in out])

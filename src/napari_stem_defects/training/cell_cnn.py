@@ -38,6 +38,7 @@ from ..cells.crops import CANONICAL_NN_PX, cell_crops, prepare_image, strength_c
 from ..materials import KNOWN_MATERIALS, Material, parse_material
 from ..network_io import save_weights  # noqa: F401  (re-exported for the training scripts)
 from ..simulate import CELL_CLASSES, DigitalTwin, random_imaging, simulate_twin
+from .schedule import warmup_cosine
 
 TRAIN_SEED_BASE = 20_000_000
 VAL_SEED_BASE = 2_500_000
@@ -275,10 +276,7 @@ def train(
     n_cls = len(CELL_CLASSES)
     model = build_cell_cnn()
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
-    warm = max(1, steps // 30)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
+    sched = warmup_cosine(opt, steps)
     history: dict[str, Any] = {"steps": steps, "batch": batch, "seed": seed, "lr": lr, "n_twins": n_twins,
                                "n_train_crops": int(len(data["labels"])), "val": []}
     best, best_state, run_loss, t_train = -1.0, None, [], time.time()

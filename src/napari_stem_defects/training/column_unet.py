@@ -24,6 +24,7 @@ from ..columns.unet import (
 from ..materials import KNOWN_MATERIALS, parse_material
 from ..network_io import save_weights  # noqa: F401  (re-exported for the training scripts)
 from ..simulate import DigitalTwin, random_imaging, simulate_twin
+from .schedule import warmup_cosine
 
 TRAIN_SEED_BASE = 10_000_000
 VAL_SEED_BASE = 1
@@ -313,10 +314,7 @@ def train(
     log(f"data ready in {time.time() - t0:.0f} s")
     model = build_column_unet(1, channels)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    warm = max(1, steps // 30)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
+    sched = warmup_cosine(opt, steps)
     history: dict[str, Any] = {"steps": steps, "batch": batch, "size": size, "seed": seed, "lr": lr, "val": []}
     best, best_state, run_loss = math.inf, None, []
     for step in range(1, steps + 1):

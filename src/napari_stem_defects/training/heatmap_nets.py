@@ -24,7 +24,6 @@ from :data:`TEST_SEED_BASE`.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -34,9 +33,11 @@ import numpy as np
 
 from ..columns.unet import resample, resample_coordinates
 from ..heatmaps.classes import HEATMAP_CLASSES, defect_sites, target_maps
-from ..heatmaps.engines import PATCH_NN_RANGE, heatmap_context, prepare
+from ..cells.crops import flatten_and_normalize
+from ..heatmaps.engines import PATCH_NN_RANGE, heatmap_context
 from ..heatmaps.networks import CANONICAL_NN_PX, CENTRE_RADIUS_NN, WINDOW
 from .cell_cnn import random_cell_twin, twin_nn_px
+from .schedule import warmup_cosine
 
 TRAIN_SEED_BASE = 40_000_000
 VAL_SEED_BASE = 4_500_000
@@ -54,7 +55,7 @@ def _scaled_twin(seed: int, nn_target: float) -> tuple[np.ndarray, np.ndarray, n
     nn = twin_nn_px(twin)
     shape = twin.image.shape
     net_shape = (int(round(shape[0] * nn_target / nn)), int(round(shape[1] * nn_target / nn)))
-    x = prepare(resample(twin.image, net_shape), nn_target)
+    x = flatten_and_normalize(resample(twin.image, net_shape), nn_target)
     yx, fam = defect_sites(twin.sites)
     return x, resample_coordinates(yx, shape, net_shape), fam, net_shape, twin
 
@@ -202,9 +203,7 @@ def train(
     xs, cs, ys = (torch.from_numpy(np.ascontiguousarray(data[k])) for k in ("x", "context", "y"))
     model = build_attention_unet() if dense else build_patch_net()
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
-    warm = max(1, steps // 30)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = warmup_cosine(opt, steps)
     history: dict[str, Any] = {"engine": engine, "steps": steps, "batch": batch, "n_twins": n_twins, "val": []}
     best, best_state, losses, t_train = -1.0, None, [], time.time()
     pos_weight = torch.full((len(HEATMAP_CLASSES), 1, 1), 3.0) if dense else None
