@@ -192,3 +192,26 @@ def test_noise_is_not_a_lattice_even_with_a_spacing_to_look_for():
     noise = np.random.default_rng(3).poisson(20, (384, 384)).astype(float)
     with pytest.raises(ColumnDetectionError, match="no crystal lattice"):
         detect_columns(noise, material="MoS2", pixel_size=0.1)
+
+
+def test_match_points_is_optimal_for_many_candidates():
+    """One-to-one matching maximises the matches, then minimises distance (brute force on small sets)."""
+    from itertools import permutations
+
+    from napari_stem_defects.columns.evaluate import match_points
+
+    rng = np.random.default_rng(5)
+    max_d, big = 1.5, 2 * 1.5 + 1.0
+    for _ in range(60):
+        n, m = (int(v) for v in rng.integers(1, 6, size=2))
+        a, b = rng.uniform(0, 4, (n, 2)), rng.uniform(0, 4, (m, 2))
+        d = np.linalg.norm(a[:, None] - b[None], axis=2)
+        # cost of a partial matching: distances plus `big` per point left unmatched on either side
+        best = np.inf
+        for perm in permutations(range(m + n), n):
+            pairs = [(i, j) for i, j in enumerate(perm) if j < m and d[i, j] <= max_d]
+            best = min(best, sum(d[i, j] for i, j in pairs) + big * (n + m - 2 * len(pairs)))
+        pi, ri = match_points(a, b, max_d)
+        assert len(set(pi)) == len(pi) and len(set(ri)) == len(ri)
+        got = d[pi, ri].sum() + big * (n + m - 2 * len(pi))
+        assert got <= best + 1e-6

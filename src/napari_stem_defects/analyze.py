@@ -37,7 +37,7 @@ import pandas as pd
 
 from . import __version__
 from .columns import SITES_CSV_COLUMNS, ColumnResult, compute_detection_map, columns_from_map
-from .io.atomic import atomic_write, atomic_write_text, json_default
+from .io.atomic import atomic_save_npy, atomic_write, atomic_write_text, json_default
 from .cells.classify import classify_site_table
 from .cells.site_labels import site_defects
 from .cells.statistics import defect_statistics
@@ -319,18 +319,13 @@ def _write_heatmaps(analysis: Analysis, out: Path, source: str | None) -> dict[s
              "heatmaps_info": out / "heatmaps.json", "regions": out / "regions.csv"}
     maps, unc = analysis.heatmap_arrays()
     for key, array in (("heatmaps", maps), ("uncertainty", unc)):
-        atomic_write(paths[key], lambda p, a=array: _save_npy(p, a))
+        atomic_save_npy(paths[key], array)
     regions = analysis.regions_table()
     # six significant digits: a one-pixel region is ~1e-4 nm^2
     atomic_write(paths["regions"], lambda p: regions.to_csv(p, index=False, float_format="%.6g"))
     info = {**analysis.heatmaps_info(), "source": source, "name": analysis.image.name}
     atomic_write_text(paths["heatmaps_info"], json.dumps(info, indent=2, default=json_default))
     return paths
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object: np.save adds no suffix
-        np.save(f, array)
 
 
 def _frame_info(result: ColumnResult) -> dict:

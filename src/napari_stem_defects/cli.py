@@ -9,6 +9,9 @@ calibrate
 analyze
     Find every atom column (lattice sites, sublattice, species) and write ``sites.csv``;
     optionally defect probability heatmaps and their regions.
+dynamics
+    An image series: drift registration, column tracks, events (sites emptied, filled,
+    moved) and an instability map from an autoencoder trained on the series.
 
 The files and their columns are documented in the README and are kept stable.
 """
@@ -19,6 +22,8 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+
+import numpy as np
 
 from . import __version__
 
@@ -104,7 +109,90 @@ def build_parser() -> argparse.ArgumentParser:
                      help="probability at which a pixel belongs to a region of regions.csv (default 0.5)")
     ana.add_argument("--heatmap-window", type=float, default=None, metavar="PX",
                      help="sliding-window side in image pixels (default automatic: 64 px when the lattice suits it)")
+    dyn = sub.add_parser(
+        "dynamics",
+        help="image series: drift, column tracks, events and an instability map; "
+             "write DIR/drift.csv, tracks.csv, track_features.csv, events.csv, instability.csv, "
+             "instability.npy, clusters.csv, defect_counts.csv, dynamics.json",
+        description="Register the frames of an image series, track every atom column through them, "
+                    "list the sites emptied, filled or moved, and map where the lattice is unstable "
+                    "(an autoencoder trained on the series itself).",
+    )
+    dyn.add_argument("stack", nargs="+",
+                     help="one multi-frame STEM file, or several single-frame files stacked in the order given")
+    dyn.add_argument("--out", required=True, help="output folder")
+    dyn.add_argument("--material", default=None,
+                     help="e.g. MoS2, WSe2; needed for species changes and per-frame defect counts")
+    dyn.add_argument("--pixel-size", type=float, default=None, help="override the file's pixel size (Å)")
+    dyn.add_argument("--method", choices=("classical", "deep"), default="classical",
+                     help="column detection map (default classical)")
+    dyn.add_argument("--rigid-only", action="store_true", help="skip the non-rigid drift correction")
+    dyn.add_argument("--max-gap", type=int, default=2, help="frames a site may go unseen and keep its track")
+    dyn.add_argument("--min-persistence", type=int, default=1,
+                     help="frames a new state must last to count as an event (default 1)")
+    dyn.add_argument("--classifier", choices=("physics", "cnn", "cnn-two-stage", "none"), default="physics",
+                     help="cell classifier for defect_counts.csv (default physics)")
+    dyn.add_argument("--seed", type=int, default=0, help="seed of the autoencoder training (default 0)")
     return parser
+
+
+def read_stack(paths: Sequence[str], pixel_size: float | None = None) -> tuple[np.ndarray, float | None, str]:
+    """Frames (T, H, W), Å per pixel and a name from one multi-frame file or several single frames.
+
+    Raises
+    ------
+    ValueError
+        When the files do not make one (T, H, W) series.
+    """
+    from .io.rsciio_reader import read_stem_file
+
+    images = [img for path in paths for img in read_stem_file(path)]
+    if len(paths) == 1:
+        stacks = [img for img in images if img.is_stack]
+        if not stacks:
+            raise ValueError(f"{paths[0]} holds no image series (one 2D image); give several frames instead")
+        images = stacks[:1]
+        data = images[0].data
+    else:
+        if any(img.is_stack for img in images):
+            raise ValueError("give either one multi-frame file or several single-frame files, not both")
+        shapes = {img.data.shape for img in images}
+        if len(shapes) > 1:
+            raise ValueError(f"the frames differ in shape: {sorted(shapes)}")
+        data = np.stack([img.data for img in images])
+    size = pixel_size
+    if size is None and images[0].pixel_size is not None:
+        size = float(images[0].pixel_size[0])
+    return np.asarray(data), size, images[0].name
+
+
+def _cmd_dynamics(args: argparse.Namespace) -> int:
+    from .dynamics.files import write_dynamics
+    from .dynamics.pipeline import analyze_stack
+
+    stack, pixel_size, name = read_stack(args.stack, args.pixel_size)
+    shown = [-1]
+
+    def progress(fraction: float) -> None:
+        pct = int(100 * fraction) // 10 * 10
+        if pct > shown[0]:
+            shown[0] = pct
+            print(f"{pct}%", file=sys.stderr)
+
+    result = analyze_stack(stack, args.material, pixel_size, nonrigid=not args.rigid_only, method=args.method,
+                           max_gap=args.max_gap, min_persistence=args.min_persistence,
+                           classifier=None if args.classifier == "none" else args.classifier,
+                           seed=args.seed, progress=progress)
+    paths = write_dynamics(result, args.out, source=" ".join(str(p) for p in args.stack))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    events = result.events["kind"].value_counts().to_dict() if len(result.events) else {}
+    print(f"{name}: {stack.shape[0]} frames, {len(result.track_features)} tracks; events: "
+          + (", ".join(f"{k} {v}" for k, v in events.items()) or "none"))
+    n_clusters = 0 if result.clusters is None else len(result.clusters.table)
+    print(f"{n_clusters} clusters of unstable sites")
+    for message in result.messages:
+        print(f"note: {message}")
+    return 0
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -211,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_simulate(args)
         if args.command == "analyze":
             return _cmd_analyze(args)
+        if args.command == "dynamics":
+            return _cmd_dynamics(args)
         return _cmd_calibrate(args)
     except (ValueError, OSError, argparse.ArgumentTypeError) as err:
         print(f"napari-stem-defects {args.command}: error: {err}", file=sys.stderr)

@@ -86,3 +86,47 @@ def wse2_low_dose() -> list[LayerDataTuple]:
 def mowsse_alloy() -> list[LayerDataTuple]:
     """MoWSSe alloy, with ground truth."""
     return _sample("mowsse_alloy")
+
+
+def dynamics_stack(seed: int = 2027) -> list[LayerDataTuple]:
+    """MoS2 image series (12 frames, 1e6 e/Å^2 per frame) with drift and beam-driven defect dynamics.
+
+    The stack is a :func:`~napari_stem_defects.simulate.stack.simulate_stack`
+    twin; its metadata holds the true drift (``shifts_px``) and every event
+    (``events``: frame, kind, site ids, reference positions and species).
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the simulation.
+
+    Returns
+    -------
+    list of layer data tuples
+        ``[(frames, kwargs, "image")]``: a (t, y, x) Image layer with scale
+        ``(1, Å/px, Å/px)``.
+
+    Examples
+    --------
+    >>> (frames, kwargs, kind), = dynamics_stack()
+    >>> frames.shape, kwargs["scale"], kind
+    ((12, 256, 256), (1.0, 0.12, 0.12), 'image')
+    """
+    from .simulate.imaging import ImagingParams
+    from .simulate.stack import simulate_stack
+
+    stack = simulate_stack(
+        "MoS2", n_frames=12, shape=(256, 256), pixel_size=0.12, seed=seed, rotation_deg=9.0,
+        drift_step_px=1.0, warp_px=0.3, events_per_frame=4.0,
+        imaging=ImagingParams(dose=1e6, line_jitter=0.05),
+    )
+    events = stack.events.astype(object).where(stack.events.notna(), None)
+    metadata = {**stack.metadata, "events": events.to_dict(orient="records")}
+    kwargs = {
+        "name": "dynamics_stack",
+        "scale": (1.0, stack.pixel_size, stack.pixel_size),
+        "units": ("", "angstrom", "angstrom"),
+        "colormap": "gray",
+        "metadata": metadata,
+    }
+    return [(stack.frames, kwargs, "image")]

@@ -38,12 +38,11 @@ def match_points(pred: np.ndarray, ref: np.ndarray, max_distance: float) -> tupl
     # Unmatched rows/cols through dummy nodes so a full matching always exists.
     n, m = len(pred), len(ref)
     big = 2.0 * max_distance + 1.0
-    r = np.concatenate([rows, np.arange(n), n + cols])
-    c = np.concatenate([cols, m + np.arange(n), cols])
-    w = np.concatenate([dist + 1e-9, np.full(n, big), np.full(len(cols), big)])
-    r = np.concatenate([r, n + cols])
-    c = np.concatenate([c, m + rows])
-    w = np.concatenate([w, np.full(len(cols), 1e-9)])
+    # Each (row, col) entry must appear once: csr_matrix sums duplicates, which would
+    # multiply a reference's "unmatched" cost by its number of candidates.
+    r = np.concatenate([rows, np.arange(n), n + np.arange(m), n + cols])
+    c = np.concatenate([cols, m + np.arange(n), np.arange(m), m + rows])
+    w = np.concatenate([dist + 1e-9, np.full(n, big), np.full(m, big), np.full(len(cols), 1e-9)])
     graph = csr_matrix((w, (r, c)), shape=(n + m, m + n))
     try:
         row_ind, col_ind = min_weight_full_bipartite_matching(graph)
@@ -55,7 +54,7 @@ def match_points(pred: np.ndarray, ref: np.ndarray, max_distance: float) -> tupl
     row_ind, col_ind = row_ind[ok], col_ind[ok]
     d = np.linalg.norm(pred[row_ind] - ref[col_ind], axis=1)
     keep = d <= max_distance
-    return row_ind[keep], col_ind[keep]
+    return row_ind[keep].astype(int), col_ind[keep].astype(int)
 
 
 @dataclass

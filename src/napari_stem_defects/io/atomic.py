@@ -49,6 +49,16 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None]) -> Non
         writer(tmp)
 
 
+def atomic_save_npy(path: str | os.PathLike, array) -> None:
+    """Save ``array`` as ``.npy`` at exactly ``path`` (no suffix added), atomically."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save adds no suffix
+            np.save(f, array)
+    atomic_write(path, write)
+
+
 def json_default(obj):
     """``json.dumps(..., default=json_default)``: numpy scalars and arrays as plain values."""
     import numpy as np

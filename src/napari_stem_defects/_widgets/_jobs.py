@@ -1,0 +1,104 @@
+"""Running a dock widget's long job off the GUI thread, with progress and cancel.
+
+A job is a generator function ``work(job, report)`` that yields the fraction done
+(and may call ``report(fraction)`` from deep inside a computation) and returns its
+result; ``apply(job, result)`` shows that result on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator
+from typing import Any
+
+from magicgui.widgets import ProgressBar, PushButton
+from qtpy.QtCore import QObject, Signal
+
+
+class _Relay(QObject):
+    """Carries progress from the worker thread to the GUI thread (a queued Qt connection)."""
+    progress = Signal(float)
+
+
+class JobRunner:
+    """Starts jobs in a napari ``thread_worker`` (or on the calling thread) and wires the controls.
+
+    Parameters
+    ----------
+    parent : QWidget
+        Owner of the Qt relay object.
+    run_button, cancel_button : PushButton
+        Disabled / enabled while a job runs.
+    progress : ProgressBar
+        Shows the fraction done (0-100).
+    say : callable
+        Shows a message to the person (used for unexpected failures and "Cancelling...").
+    """
+
+    def __init__(self, parent: Any, run_button: PushButton, cancel_button: PushButton, progress: ProgressBar,
+                 say: Callable[[str], None]) -> None:
+        self.run_button, self.cancel_button, self.progress_bar, self.say = run_button, cancel_button, progress, say
+        self.worker: Any = None
+        self.cancel_event = threading.Event()
+        self._relay = _Relay(parent)
+        self._relay.progress.connect(self.set_progress)
+
+    @property
+    def busy(self) -> bool:
+        """True while a job runs in the background."""
+        return self.worker is not None
+
+    def set_progress(self, fraction: float) -> None:
+        """Show ``fraction`` (clipped to 0-1) on the progress bar."""
+        self.progress_bar.value = int(round(100 * min(max(float(fraction), 0.0), 1.0)))
+
+    def start(
+        self,
+        work: Callable[[dict[str, Any], Callable[[float], None]], Generator[float, None, Any]],
+        job: dict[str, Any],
+        apply: Callable[[dict[str, Any], Any], Any],
+        *,
+        blocking: bool = False,
+        what: str = "The job",
+    ) -> Any:
+        """Run ``work(job, report)``; then ``apply(job, result)`` on the GUI thread.
+
+        ``job['cancel']`` is set to this runner's cancel event (a fresh one per job).
+
+        Returns
+        -------
+        The value of ``apply`` when ``blocking``; otherwise the started worker.
+        """
+        if self.worker is not None:
+            return self.worker
+        self.cancel_event = threading.Event()
+        job["cancel"] = self.cancel_event
+        self.set_progress(0.0)
+        if blocking:
+            gen = work(job, self.set_progress)
+            try:
+                while True:
+                    self.set_progress(next(gen))
+            except StopIteration as stop:
+                return apply(job, stop.value)
+        from napari.qt.threading import thread_worker
+
+        worker = thread_worker(work, start_thread=False, ignore_errors=True)(job, self._relay.progress.emit)
+        worker.yielded.connect(self.set_progress)
+        worker.returned.connect(lambda result: apply(job, result))
+        worker.errored.connect(lambda err: self.say(f"{what} failed unexpectedly ({err})."))
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        worker.start()
+        return worker
+
+    def cancel(self, *_) -> None:
+        """Ask the running job to stop at its next checkpoint (its partial work is discarded)."""
+        self.cancel_event.set()
+        if self.worker is not None:
+            self.say("Cancelling...")
+
+    def _finished(self, *_) -> None:
+        self.worker = None
+        self.run_button.enabled, self.cancel_button.enabled = True, False

@@ -1,0 +1,269 @@
+"""Dock widget "Dynamics": drift, column tracks, events and an instability map of an image series.
+
+Runs :func:`napari_stem_defects.dynamics.pipeline.analyze_stack` on a (t, y, x) Image
+layer in a napari ``thread_worker`` and shows the registered stack, a Tracks layer,
+the events (sites emptied, filled, moved, species changes) as Points over time, the
+instability map, the sites coloured by instability and the clusters of unstable
+sites; the dock plots the drift and the events and defect counts per frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, ProgressBar, PushButton, SpinBox
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+
+from ..calibration import LatticeNotFoundError
+from ..columns import ColumnDetectionError
+from ..dynamics.layers import EVENT_COLOURS, dynamics_layers, legend_html
+from ..materials import KNOWN_MATERIALS
+from ._jobs import JobRunner
+from .columns_widget import _is_material, _pixel_size
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..dynamics.pipeline import DynamicsResult
+
+log = logging.getLogger(__name__)
+#: Errors that mean "this series cannot be analysed", shown as a message.
+EXPECTED_ERRORS = (ColumnDetectionError, LatticeNotFoundError, ValueError, ImportError)
+#: Cell classifiers offered for the per-frame defect counts ('none' skips them).
+CLASSIFIERS: tuple[str, ...] = ("physics", "cnn", "cnn-two-stage", "none")
+
+
+def ask_directory(parent: Any, default: str) -> str:
+    """Ask for a folder to write the results into ("" when cancelled); tests replace this function."""
+    from qtpy.QtWidgets import QFileDialog
+
+    return str(QFileDialog.getExistingDirectory(parent, "Save dynamics results into", default) or "")
+
+
+class DynamicsWidget(Container):
+    """Register an image series, track its atom columns and map the unstable sites.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose (t, y, x) image layers are offered.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.last_result: DynamicsResult | None = None
+        self.layer = ComboBox(label="image series", choices=self._stack_layers)
+        self.material = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value="MoS2")
+        self.nonrigid = CheckBox(text="non-rigid drift correction", value=True)
+        self.classifier = ComboBox(label="defect counts", choices=list(CLASSIFIERS), value="physics",
+                                   tooltip="cell classifier for the per-frame defect counts ('none' skips them)")
+        self.max_gap = SpinBox(label="max gap", min=0, max=10, value=2,
+                               tooltip="frames a site may go unseen and keep its track")
+        self.persistence = SpinBox(label="min persistence", min=1, max=10, value=1,
+                                   tooltip="frames a new state must last to count as an event")
+        self.run_button = PushButton(text="Analyse series")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
+        self.result, self.legend = Label(value=""), Label(value=legend_html())
+        self.save_button = PushButton(text="Save results...", enabled=False)
+        self.figure = Figure(figsize=(3.2, 3.4), layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.extend([self.layer, self.material, self.nonrigid, self.classifier, self.max_gap, self.persistence,
+                     self.run_button, self.cancel_button, self.progress, self.result, self.legend,
+                     self.save_button])
+        self.native.layout().addWidget(self.canvas)
+        for label in (self.result, self.legend):
+            label.native.setWordWrap(True)
+        self.runner = JobRunner(self.native, self.run_button, self.cancel_button, self.progress, self._say)
+        self.run_button.changed.connect(lambda *_: self.run())
+        self.cancel_button.changed.connect(self.runner.cancel)
+        self.save_button.changed.connect(lambda *_: self.save())
+        self.layer.changed.connect(self._on_layer)
+        viewer.layers.events.inserted.connect(self.layer.reset_choices)
+        viewer.layers.events.removed.connect(self.layer.reset_choices)
+        self.layer.reset_choices()
+        self._on_layer()
+
+    # ------------------------------------------------------------------ inputs
+    def _stack_layers(self, *_) -> list:
+        """Grey (t, y, x) image layers that are not this widget's own output."""
+        from napari.layers import Image
+
+        return [layer for layer in self._viewer.layers
+                if isinstance(layer, Image) and not layer.rgb and layer.ndim == 3
+                and not layer.metadata.get("dynamics")]
+
+    def _on_layer(self, *_) -> None:
+        """Take the material from the series' metadata when it names one."""
+        layer = self.layer.value
+        name = None if layer is None else layer.metadata.get("material")
+        if name and _is_material(name):
+            if name not in self.material.choices:
+                self.material.choices = [*self.material.choices, name]
+            self.material.value = name
+
+    def _say(self, message: str) -> None:
+        self.result.value = message
+        self._viewer.status = message.replace("\n", " ")
+
+    def _make_job(self) -> dict[str, Any] | None:
+        """What the worker needs, read on the GUI thread; None (with a message) on bad input."""
+        from napari.layers import Image
+
+        layer = self.layer.value
+        if layer is None:
+            flat = [x.name for x in self._viewer.layers if isinstance(x, Image) and x.ndim == 2 and not x.rgb]
+            self._say("Dynamics needs an image series (t, y, x). "
+                      + (f"'{flat[0]}' is a single image: stack frames first (Layers > Stack > Images to stack)."
+                         if flat else "Open a multi-frame file or the sample series first."))
+            return None
+        size = _pixel_size(layer)
+        return {"layer": layer, "data": layer.data[0] if layer.multiscale else layer.data,
+                "material": self.material.value, "pixel_size": None if size is None else float(np.mean(size)),
+                "nonrigid": bool(self.nonrigid.value), "classifier": self.classifier.value,
+                "max_gap": int(self.max_gap.value), "min_persistence": int(self.persistence.value),
+                "placement": {"scale": tuple(float(s) for s in layer.scale)[-2:],
+                              "units": tuple(str(u) for u in layer.units)[-2:],
+                              "translate": tuple(float(t) for t in layer.translate)[-2:]}}
+
+    # ------------------------------------------------------------------ running
+    def run(self, blocking: bool = False) -> DynamicsResult | Any | None:
+        """Analyse the selected series with the current settings.
+
+        Parameters
+        ----------
+        blocking : bool
+            Work on the calling thread and return the :class:`DynamicsResult` (None when it
+            failed or was cancelled); otherwise start a ``thread_worker`` and return it.
+        """
+        if self.runner.busy:
+            return self.runner.worker
+        job = self._make_job()
+        if job is None:
+            return None
+        self._say(f"Analysing '{job['layer'].name}' ({np.shape(job['data'])[0]} frames)...")
+        return self.runner.start(self._work, job, self._apply, blocking=blocking, what="The dynamics analysis")
+
+    def _work(self, job: dict[str, Any], report: Callable[[float], None]) -> Generator[float, None, Any]:
+        """The whole analysis; returns a DynamicsResult, or a message string when it could not finish."""
+        from ..dynamics.pipeline import analyze_stack
+
+        yield 0.0
+        try:
+            classifier = None if job["classifier"] == "none" else job["classifier"]
+            result = analyze_stack(np.asarray(job["data"]), job["material"], job["pixel_size"],
+                                   nonrigid=job["nonrigid"], classifier=classifier, max_gap=job["max_gap"],
+                                   min_persistence=job["min_persistence"], progress=report,
+                                   cancel=job["cancel"].is_set)
+        except InterruptedError:
+            result = "Cancelled."
+        except EXPECTED_ERRORS as err:
+            result = f"Cannot analyse '{job['layer'].name}' ({err})."
+        except Exception as err:  # a bug, not bad input: log it, never a traceback dialog
+            log.exception("dynamics analysis failed")
+            result = f"Unexpected error ({type(err).__name__}: {err}); details in the log."
+        if not isinstance(result, str):
+            yield 1.0  # a cancelled or failed run leaves the bar where it stopped
+        return result
+
+    def _apply(self, job: dict[str, Any], result: Any) -> DynamicsResult | None:
+        """Show a finished analysis: layers, summary and plots."""
+        if isinstance(result, str):
+            self._say(result)
+            return None
+        self.last_result = result
+        self._job = job
+        name = job["layer"].name
+        for old in [x for x in self._viewer.layers  # a previous run's layers (clusters it found may be gone)
+                    if x.metadata.get("dynamics") and x.metadata.get("image_layer") == name]:
+            self._viewer.layers.remove(old)
+        for data, kwargs, kind in dynamics_layers(result, name, **job["placement"]):
+            if kwargs["name"] in self._viewer.layers:
+                self._viewer.layers.remove(kwargs["name"])
+            getattr(self._viewer, f"add_{kind}")(data, **kwargs)
+        self._draw(result)
+        self._say(summary(result, name))
+        self.save_button.enabled = True
+        return result
+
+    def _draw(self, result: DynamicsResult) -> None:
+        """Drift per frame; events (and vacancy counts) per frame."""
+        from napari.utils.theme import get_theme
+
+        self.figure.clear()
+        theme = get_theme(self._viewer.theme)
+        fg, bg = theme.text.as_hex(), theme.background.as_hex()
+        self.figure.set_facecolor(bg)
+        style = {"text.color": fg, "axes.labelcolor": fg, "axes.edgecolor": fg, "xtick.color": fg,
+                 "ytick.color": fg, "axes.facecolor": "none", "font.size": 7}
+        shifts = result.registration.shifts
+        frames = np.arange(len(shifts))
+        with matplotlib.rc_context(style):
+            ax = self.figure.add_subplot(2, 1, 1)
+            ax.plot(frames, shifts[:, 0], label="y")
+            ax.plot(frames, shifts[:, 1], label="x")
+            ax.set(ylabel="drift (px)", title="rigid drift against frame 0")
+            ax.legend(frameon=False)
+            ax2 = self.figure.add_subplot(2, 1, 2, sharex=ax)
+            events = result.events
+            for kind, colour in EVENT_COLOURS.items():
+                per_frame = np.bincount(events.loc[events["kind"] == kind, "frame"].astype(int),
+                                        minlength=len(frames))[: len(frames)]
+                if per_frame.any():
+                    ax2.plot(frames, per_frame, color=colour[:3], label=kind.replace("_", " "))
+            if len(result.defect_counts):
+                ax2.plot(result.defect_counts["frame"], result.defect_counts["vacancies"], color=fg,
+                         linestyle="--", label="cells with vacancies")
+            ax2.set(xlabel="frame", ylabel="count", title="events and defects per frame")
+            ax2.legend(frameon=False, fontsize=6)
+        self.canvas.draw_idle()
+
+    # ------------------------------------------------------------------ saving
+    def save(self, folder: str | None = None) -> dict[str, Path] | None:
+        """Write every result file (as ``napari-stem-defects dynamics`` does) into a folder.
+
+        Parameters
+        ----------
+        folder : str, optional
+            Target folder; asked with a dialog when not given.
+        """
+        from ..dynamics.files import write_dynamics
+
+        if self.last_result is None:
+            self._say("Analyse a series first.")
+            return None
+        folder = folder or ask_directory(self.native, str(Path.home()))
+        if not folder:
+            return None
+        try:
+            paths = write_dynamics(self.last_result, folder, source=self._job["layer"].name)
+        except OSError as err:
+            self._say(f"Cannot write into {folder} ({err}).")
+            return None
+        self._say(f"{len(paths)} files written to {folder}.")
+        return paths
+
+
+def summary(result: DynamicsResult, name: str) -> str:
+    """A few lines for the dock: drift, tracks, events, clusters, messages."""
+    shifts = result.registration.shifts
+    drift = float(np.hypot(shifts[:, 0], shifts[:, 1]).max())
+    kinds = result.events["kind"].value_counts().to_dict() if len(result.events) else {}
+    events = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in kinds.items()) or "none"
+    n_clusters = 0 if result.clusters is None else len(result.clusters.table)
+    lines = [f"'{name}': {len(shifts)} frames, drift up to {drift:.1f} px; {len(result.track_features)} tracks.",
+             f"Events: {events}.",
+             f"{int(result.site_table['instability'].notna().sum())} sites scored for instability; "
+             f"{n_clusters} clusters of unstable sites.",
+             *result.messages]
+    return "\n".join(lines)
+
+
+__all__ = ["CLASSIFIERS", "DynamicsWidget", "ask_directory", "summary"]

@@ -1,0 +1,1 @@
+"""Image series: drift registration, column tracking, events, instability and unstable clusters."""
