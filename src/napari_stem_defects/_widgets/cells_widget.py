@@ -32,7 +32,7 @@ from ..cells.shapes_layer import (
 from ..cells.statistics import DefectStatistics, defect_statistics
 from ..io.atomic import atomic_write
 from ..materials import KNOWN_MATERIALS
-from .columns_widget import _is_material, _pixel_size
+from .columns_widget import _pixel_size, adopt_material
 
 if TYPE_CHECKING:
     import napari
@@ -157,10 +157,7 @@ class CellsWidget(Container):
             material = points.metadata.get("parameters", {}).get("material")
         if not material and image is not None:
             material = image.metadata.get("material")
-        if material and _is_material(material):
-            if material not in self.material.choices:
-                self.material.choices = [*self.material.choices, material]
-            self.material.value = material
+        adopt_material(self.material, material)
 
     def _say(self, message: str) -> None:
         self.result.value = message

@@ -133,12 +133,8 @@ class ColumnsWidget(Container):
         layer = self.layer.value
         self.all_frames.enabled = layer is not None and layer.ndim == 3
         self.result.value = self.legend.value = ""
-        name = None if layer is None else layer.metadata.get("material")
-        if name and _is_material(name):
-            with self.material.changed.blocked():
-                if name not in self.material.choices:
-                    self.material.choices = [*self.material.choices, name]
-                self.material.value = name
+        with self.material.changed.blocked():
+            adopt_material(self.material, None if layer is None else layer.metadata.get("material"))
         self._draw_histogram()
 
     def _on_method(self, *_) -> None:
@@ -385,6 +381,22 @@ def _is_material(name: str) -> bool:
         return parse_material(name) is not None
     except ValueError:
         return False
+
+
+def adopt_material(combo: ComboBox, name: str | None) -> bool:
+    """Select material ``name`` in ``combo`` (adding it as a choice) when it names a material.
+
+    Returns
+    -------
+    bool
+        True when the material was taken.
+    """
+    if not name or not _is_material(name):
+        return False
+    if name not in combo.choices:
+        combo.choices = [*combo.choices, name]
+    combo.value = name
+    return True
 
 
 def _summary(run: DetectionRun, params: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from ..columns import ColumnDetectionError
 from ..dynamics.layers import EVENT_COLOURS, dynamics_layers, legend_html
 from ..materials import KNOWN_MATERIALS
 from ._jobs import JobRunner
-from .columns_widget import _is_material, _pixel_size
+from .columns_widget import _pixel_size, adopt_material
 
 if TYPE_CHECKING:
     import napari
@@ -103,11 +103,7 @@ class DynamicsWidget(Container):
     def _on_layer(self, *_) -> None:
         """Take the material from the series' metadata when it names one."""
         layer = self.layer.value
-        name = None if layer is None else layer.metadata.get("material")
-        if name and _is_material(name):
-            if name not in self.material.choices:
-                self.material.choices = [*self.material.choices, name]
-            self.material.value = name
+        adopt_material(self.material, None if layer is None else layer.metadata.get("material"))
 
     def _say(self, message: str) -> None:
         self.result.value = message

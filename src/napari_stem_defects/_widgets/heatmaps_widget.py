@@ -30,7 +30,7 @@ from ..heatmaps.layers import heatmap_layers, legend_html, region_shapes
 from ..heatmaps.regions import REGION_COLUMNS, Regions, find_regions
 from ..io.atomic import atomic_write
 from ..materials import KNOWN_MATERIALS
-from .columns_widget import _is_material, _pixel_size
+from .columns_widget import _pixel_size, adopt_material
 
 if TYPE_CHECKING:
     import napari
@@ -169,11 +169,7 @@ class HeatmapsWidget(Container):
     def _on_layer(self, *_) -> None:
         """Take the material from the image's metadata when it names one."""
         layer = self.layer.value
-        name = None if layer is None else layer.metadata.get("material")
-        if name and _is_material(name):
-            if name not in self.material.choices:
-                self.material.choices = [*self.material.choices, name]
-            self.material.value = name
+        adopt_material(self.material, None if layer is None else layer.metadata.get("material"))
 
     def _on_engine(self, *_) -> None:
         windowed = self.engine.value == "sliding-window"

@@ -52,6 +52,7 @@ from ..materials import ATOMIC_NUMBER, Material, parse_material
 from .defects import _draw, populate, species_string
 from .imaging import ImagingParams, apply_drift, render
 from .lattice import HoneycombLattice, inside
+from .twin import _z_power, simulation_metadata
 
 #: Species label of an empty site (the same as ``napari_stem_defects.columns.result.EMPTY``).
 EMPTY = "empty"
@@ -184,16 +185,7 @@ class StackTwin:
     def metadata(self) -> dict[str, Any]:
         """JSON-friendly description of how the stack was made (also a layer's metadata)."""
         return {
-            "pixel_size_A": (self.pixel_size, self.pixel_size),
-            "calibrated": True,
-            "material": self.material.name,
-            "lattice_constant_A": self.material.a,
-            "a1_px": self.lattice.a1.tolist(),
-            "a2_px": self.lattice.a2.tolist(),
-            "origin_px": self.lattice.origin.tolist(),
-            "imaging": self.imaging.as_dict(),
-            "seed": self.seed,
-            "simulated": True,
+            **simulation_metadata(self.pixel_size, self.material, self.lattice, self.imaging, self.seed),
             "n_frames": self.n_frames,
             "shifts_px": self.shifts.tolist(),
             "hotspots_px": self.hotspots.tolist(),
@@ -354,7 +346,7 @@ def simulate_stack(
                     events.append(event)
             dynamics.new_frame()
         history[t] = slots
-        cross = imaging.cross_section * (slots.astype(float) ** imaging.gamma).sum(axis=1)
+        cross = imaging.cross_section * _z_power(slots, imaging.gamma)
         lit = cross > 0
         frames[t], _ = render(frame_pos[t][lit], cross[lit], (h, w), pixel_size, imaging, rng)
 

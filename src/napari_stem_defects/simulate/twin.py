@@ -73,19 +73,25 @@ class DigitalTwin:
     @property
     def metadata(self) -> dict[str, Any]:
         """JSON-friendly description of how the twin was made (also a layer's metadata)."""
-        return {
-            "pixel_size_A": (self.pixel_size, self.pixel_size),
-            "calibrated": True,
-            "material": self.material.name,
-            "lattice_constant_A": self.material.a,
-            "a1_px": self.lattice.a1.tolist(),
-            "a2_px": self.lattice.a2.tolist(),
-            "origin_px": self.lattice.origin.tolist(),
-            "imaging": self.imaging.as_dict(),
-            "seed": self.seed,
-            "simulated": True,
-            **self.extra,
-        }
+        return {**simulation_metadata(self.pixel_size, self.material, self.lattice, self.imaging, self.seed),
+                **self.extra}
+
+
+def simulation_metadata(pixel_size: float, material: Material, lattice: HoneycombLattice,
+                        imaging: ImagingParams, seed: int | None) -> dict[str, Any]:
+    """What every simulated image's layer metadata says: calibration, material, lattice, imaging, seed."""
+    return {
+        "pixel_size_A": (pixel_size, pixel_size),
+        "calibrated": True,
+        "material": material.name,
+        "lattice_constant_A": material.a,
+        "a1_px": lattice.a1.tolist(),
+        "a2_px": lattice.a2.tolist(),
+        "origin_px": lattice.origin.tolist(),
+        "imaging": imaging.as_dict(),
+        "seed": seed,
+        "simulated": True,
+    }
 
 
 def simulate_twin(
