@@ -32,7 +32,7 @@ from ..cells.shapes_layer import (
 from ..cells.statistics import DefectStatistics, defect_statistics
 from ..io.atomic import atomic_write
 from ..materials import KNOWN_MATERIALS
-from .columns_widget import _pixel_size, adopt_material
+from .columns_widget import _pixel_size, adopt_material, plot_style
 
 if TYPE_CHECKING:
     import napari
@@ -330,14 +330,8 @@ class CellsWidget(Container):
 
     def _draw_bars(self, stats: DefectStatistics | None) -> None:
         """Bar chart of the defect classes present (perfect cells in the title)."""
-        from napari.utils.theme import get_theme
-
         self.figure.clear()
-        theme = get_theme(self._viewer.theme)
-        fg, bg = theme.text.as_hex(), theme.background.as_hex()
-        self.figure.set_facecolor(bg)
-        style = {"text.color": fg, "axes.labelcolor": fg, "axes.edgecolor": fg, "xtick.color": fg,
-                 "ytick.color": fg, "axes.facecolor": "none", "font.size": 7}
+        style, fg = plot_style(self.figure, self._viewer)
         if stats is not None:
             present = {c: n for c, n in stats.counts.items() if n > 0 and c != "perfect"}
             with matplotlib.rc_context(style):

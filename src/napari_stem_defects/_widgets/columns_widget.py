@@ -342,13 +342,8 @@ class ColumnsWidget(Container):
         self._shown = result
         self.figure.clear()
         fits = [] if result is None else [result.species_fits[s] for s in ("M", "X") if s in result.species_fits]
-        from napari.utils.theme import get_theme
-
-        theme = get_theme(self._viewer.theme)
-        fg, bg = theme.text.as_hex(), theme.background.as_hex()
-        self.figure.set_facecolor(bg)
-        style = {"text.color": fg, "axes.labelcolor": fg, "axes.edgecolor": fg, "xtick.color": fg,
-                 "ytick.color": fg, "axes.facecolor": "none", "font.size": 7, "legend.frameon": False}
+        style, fg = plot_style(self.figure, self._viewer)
+        style["legend.frameon"] = False
         with matplotlib.rc_context(style):
             for n, fit in enumerate(fits):
                 ax = self.figure.add_subplot(len(fits), 1, n + 1)
@@ -381,6 +376,26 @@ def _is_material(name: str) -> bool:
         return parse_material(name) is not None
     except ValueError:
         return False
+
+
+def plot_style(figure: Figure, viewer: Any) -> tuple[dict[str, Any], str]:
+    """Match a dock plot to the viewer's theme: set the figure background, return rc params and text colour.
+
+    Returns
+    -------
+    style : dict
+        matplotlib rc parameters for ``matplotlib.rc_context``.
+    fg : str
+        The theme's text colour (hex), for lines and edges drawn in it.
+    """
+    from napari.utils.theme import get_theme
+
+    theme = get_theme(viewer.theme)
+    fg, bg = theme.text.as_hex(), theme.background.as_hex()
+    figure.set_facecolor(bg)
+    style = {"text.color": fg, "axes.labelcolor": fg, "axes.edgecolor": fg, "xtick.color": fg,
+             "ytick.color": fg, "axes.facecolor": "none", "font.size": 7}
+    return style, fg
 
 
 def adopt_material(combo: ComboBox, name: str | None) -> bool:

@@ -25,7 +25,7 @@ from ..columns import ColumnDetectionError
 from ..dynamics.layers import EVENT_COLOURS, dynamics_layers, legend_html
 from ..materials import KNOWN_MATERIALS
 from ._jobs import JobRunner
-from .columns_widget import _pixel_size, adopt_material
+from .columns_widget import _pixel_size, adopt_material, plot_style
 
 if TYPE_CHECKING:
     import napari
@@ -191,14 +191,8 @@ class DynamicsWidget(Container):
 
     def _draw(self, result: DynamicsResult) -> None:
         """Drift per frame; events (and vacancy counts) per frame."""
-        from napari.utils.theme import get_theme
-
         self.figure.clear()
-        theme = get_theme(self._viewer.theme)
-        fg, bg = theme.text.as_hex(), theme.background.as_hex()
-        self.figure.set_facecolor(bg)
-        style = {"text.color": fg, "axes.labelcolor": fg, "axes.edgecolor": fg, "xtick.color": fg,
-                 "ytick.color": fg, "axes.facecolor": "none", "font.size": 7}
+        style, fg = plot_style(self.figure, self._viewer)
         shifts = result.registration.shifts
         frames = np.arange(len(shifts))
         with matplotlib.rc_context(style):
