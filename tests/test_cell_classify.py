@@ -73,7 +73,7 @@ def test_cnn_classifies_detected_cells_of_a_twin_with_every_defect(mos2):
     for cls in ("V_X1", "V_X2", "V_M", "M_X", "X_M", "dopant_M", "adatom"):
         there = known & (truth == cls)
         assert there.sum() >= 3 and (pred[there] == cls).mean() >= 0.7, cls
-    assert set(cells["source"]) == {"cnn"}
+    assert set(cells["classifier"]) == {"cnn"} and set(cells["source"]) == {"model"}
     probs = cells[[f"p_{c}" for c in CELL_CLASSES]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     # statistics: the counted vacancies per area follow the classes
@@ -103,8 +103,9 @@ def test_a_verified_site_overrules_the_cnn(mos2):
     sites["species"] = sites["species"].astype(object)
     sites.loc[row, "species"], sites.loc[row, "verified"] = "empty", True
     again = classify_site_table(twin.image, sites, "MoS2", "cnn", nn_px=result.nn_px).set_index("cell_id")
-    assert again.loc[cell["cell_id"], "class"] == "V_M" and again.loc[cell["cell_id"], "source"] == "verified sites"
-    assert (again["source"] == "cnn").sum() == len(again) - 1
+    assert again.loc[cell["cell_id"], "class"] == "V_M" and again.loc[cell["cell_id"], "classifier"] == "verified sites"
+    assert (again["classifier"] == "cnn").sum() == len(again) - 1
+    assert set(again["source"]) == {"model"}  # a verified site changes the classifier, not who labelled the cell
 
 
 def test_an_alloy_gets_only_its_allowed_classes():

@@ -230,3 +230,38 @@ def test_widget_opens_from_the_plugin_manifest(make_napari_viewer):
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-stem-defects", "Detect atom columns")
     assert isinstance(widget, ColumnsWidget)
+
+
+def test_deep_method_uses_the_chosen_column_model_version(setup, map_calls, tmp_path, monkeypatch):
+    import shutil
+
+    from napari_stem_defects.columns.unet import default_weights_path
+    from napari_stem_defects.model_registry import SHIPPED
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("NAPARI_STEM_DEFECTS_MODELS", str(models))
+    (models / "columns").mkdir(parents=True)
+    shutil.copy(default_weights_path(), models / "columns" / "copy-v1.pt")  # a valid version, same weights
+    _, _, widget = setup
+    widget.model.refresh()
+    assert list(widget.model.choices) == [SHIPPED, "copy-v1"]
+    assert not widget.model.enabled  # classical method: no network
+    widget.method.value = "deep"
+    assert widget.model.enabled
+    shipped = widget.run(blocking=True)
+    widget.model.value = "copy-v1"
+    seen = {}
+    real = pipeline.compute_detection_map
+
+    def spy(*args, **kwargs):
+        seen["model"] = kwargs.get("model")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "compute_detection_map", spy)
+    version = widget.run(blocking=True)  # another model: a new map, not the cached one
+    assert seen["model"] == models / "columns" / "copy-v1.pt"
+    assert map_calls == ["deep", "deep"]  # one map per model version
+    widget.run(blocking=True)
+    assert map_calls == ["deep", "deep"]  # the same version again: its cached map
+    (a,), (b,) = shipped.results.values(), version.results.values()
+    assert np.array_equal(a.sites[["y_px", "x_px"]].to_numpy(), b.sites[["y_px", "x_px"]].to_numpy())

@@ -69,6 +69,7 @@ def test_points_sit_in_pixels_with_the_image_scale_and_physical_features():
     np.testing.assert_allclose(features["y"], 0.12 * features["y_px"])
     np.testing.assert_allclose(features["x"], [0.6, 1.8, 3.0, 0.96, 2.16])
     assert not features["verified"].any()
+    assert set(features["source"]) == {"model"}  # detected, not labelled by a person
     assert kwargs["size"] == pytest.approx(0.6 * 15.0)
     meta = kwargs["metadata"]
     assert meta["parameters"]["threshold"] == 0.2 and meta["parameters"]["method"] == "classical"

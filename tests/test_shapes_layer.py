@@ -42,7 +42,7 @@ def test_shapes_data_has_one_polygon_per_cell_with_the_cell_table(detected):
     np.testing.assert_allclose(data.mean(axis=1), cells[["y_px", "x_px"]].to_numpy())  # centred on the cell
     assert kwargs["scale"] == (0.12, 0.12) and kwargs["units"] == ("angstrom", "angstrom")
     features = kwargs["features"]
-    assert {"class", "confidence", "verified", "source", "m_species", "x_species", "cell_id", "m_site_id",
+    assert {"class", "confidence", "verified", "source", "classifier", "m_species", "x_species", "cell_id", "m_site_id",
             *PROBABILITY_COLUMNS} <= set(features.columns)
     assert (features["class"] == "perfect").any()  # perfect cells are drawn too
     assert np.all(kwargs["face_color"][:, 3] == 0)  # high dose: every cell is sure, faces transparent

@@ -187,6 +187,8 @@ def analyze_image(
     heatmaps: str | None = None,
     heatmap_threshold: float = 0.5,
     heatmap_window: float | None = None,
+    cell_model: str | Path | None = None,
+    column_model: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Analysis:
     """Detect the atom columns of every frame of an image, and classify its cells when the material is known.
@@ -211,6 +213,14 @@ def analyze_image(
     heatmap_window : float, optional
         Sliding-window side in image pixels (default automatic: 64 px when the
         lattice suits it). The frames of a stack share the first frame's window.
+    cell_model : str or Path, optional
+        Weights of the CNN cell classifier: a model version name
+        (:func:`napari_stem_defects.model_registry.list_models`) or a ``.pt`` file;
+        default the shipped model. Recorded in the settings (``cell_model``).
+    column_model : str or Path, optional
+        Weights of the column U-Net for ``method='deep'``: a model version name
+        (``list_models("columns")``) or a ``.pt`` file; default the shipped model.
+        Recorded in the settings (``column_model``). Ignored by the classical method.
     progress : callable, optional
         ``progress(frames_done, n_frames)``.
 
@@ -221,10 +231,12 @@ def analyze_image(
     Raises
     ------
     ValueError
-        Bad heatmap settings (checked before any work), or heatmaps that cannot
-        be computed (e.g. a window outside the patch classifier's trained range).
+        Bad heatmap settings (checked before any work), an unknown cell or column model, or heatmaps
+        that cannot be computed (e.g. a window outside the patch classifier's trained range).
     """
     material = material or image.metadata.get("material")
+    model = _model("cells", cell_model) if (material and classifier != "physics") else None
+    unet = _model("columns", column_model) if method == "deep" else None
     engine = None if heatmaps in (None, "none") else heatmaps
     if engine is not None:
         _check_heatmap_settings(engine, material, heatmap_threshold, heatmap_window)
@@ -232,7 +244,7 @@ def analyze_image(
     results, maps, regions = [], [], []
     window = heatmap_window
     for t, frame in enumerate(frames):
-        dmap = compute_detection_map(frame, method, material=material, pixel_size=image.pixel_size)
+        dmap = compute_detection_map(frame, method, material=material, pixel_size=image.pixel_size, model=unet)
         result = columns_from_map(frame, dmap, threshold=threshold, refine=refine, material=material,
                                   pixel_size=image.pixel_size)
         results.append(result)
@@ -246,11 +258,39 @@ def analyze_image(
             progress(t + 1, len(frames))
     settings = {"material": material, "method": method, "threshold": threshold, "refine": refine,
                 "classifier": classifier if material else None}
+    if unet is not None:
+        settings["column_model"] = str(column_model) if column_model is not None else "shipped"
+    if model is not None:
+        settings["cell_model"] = str(cell_model) if cell_model is not None else "shipped"
     if engine is not None:
         settings["heatmaps"] = {"engine": engine, "threshold": float(heatmap_threshold), "window_px": heatmap_window}
-    cells = [classify_site_table(frame, r.sites, material, classifier, posteriors=r.posteriors, nn_px=r.nn_px)
+    cells = [classify_site_table(frame, r.sites, material, classifier, posteriors=r.posteriors, nn_px=r.nn_px,
+                                 model=model)
              for frame, r in zip(frames, results)] if material else []
     return Analysis(image, results, settings, cells, maps, regions)
+
+
+def _model(kind: str, name_or_path: str | Path | None) -> Any:
+    """The network of a model version name or weights file (None: the shipped one), for 'cells' or 'columns'.
+
+    Raises
+    ------
+    ValueError
+        No model version of that name and no such file.
+    """
+    from .model_registry import resolve_model
+
+    try:
+        path = resolve_model(kind, name_or_path)
+    except KeyError as err:
+        raise ValueError(err.args[0] if err.args else str(err)) from None
+    if kind == "cells":
+        from .cells.cnn import load_cell_model
+
+        return load_cell_model(path)
+    from .columns.unet import load_column_model
+
+    return load_column_model(path)
 
 
 def _check_heatmap_settings(engine: str, material: str | None, threshold: float, window: float | None) -> None:

@@ -12,6 +12,12 @@ analyze
 dynamics
     An image series: drift registration, column tracks, events (sites emptied, filled,
     moved) and an instability map from an autoencoder trained on the series.
+export-training
+    Turn saved annotation files (``<image>.annotations.json``) into a training set folder.
+train
+    Fine-tune the shipped cell classifier (or, with ``--what columns``, the column U-Net) on
+    training sets mixed with digital twins; write a new model version (a file, or a name in
+    the user's models folder).
 
 The files and their columns are documented in the README and are kept stable.
 """
@@ -102,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--classifier", choices=("cnn", "cnn-two-stage", "physics"), default="cnn",
                      help="cell classifier (with --material): the shipped CNN, its two-stage decision "
                           "(perfect vs defective, then the kind), or the Z-contrast physics baseline (default cnn)")
+    ana.add_argument("--cell-model", default=None, metavar="NAME_OR_PATH",
+                     help="cell classifier weights for the CNN classifiers: a model version name "
+                          "(see `train --name`) or a .pt file (default the shipped model)")
+    ana.add_argument("--column-model", default=None, metavar="NAME_OR_PATH",
+                     help="column U-Net weights for --method deep: a model version name "
+                          "(see `train --what columns --name`) or a .pt file (default the shipped model)")
     ana.add_argument("--heatmaps", choices=("none", "sliding-window", "attention-unet"), default="none",
                      help="also write per-family defect probability maps (needs --material): "
                           "DIR/heatmaps.npy, uncertainty.npy, heatmaps.json, regions.csv (default none)")
@@ -133,6 +145,51 @@ def build_parser() -> argparse.ArgumentParser:
     dyn.add_argument("--classifier", choices=("physics", "cnn", "cnn-two-stage", "none"), default="physics",
                      help="cell classifier for defect_counts.csv (default physics)")
     dyn.add_argument("--seed", type=int, default=0, help="seed of the autoencoder training (default 0)")
+
+    exp = sub.add_parser(
+        "export-training",
+        help="write the verified cells of annotation files as a training set folder "
+             "(manifest.json, cells.npz, images/, annotations/, masks/)",
+        description="Read saved annotations (<image>.annotations.json, written by the Correct labels widget), "
+                    "find each one's image, and write a training set: cell crops with class and context, "
+                    "site masks, the images and annotations, and a manifest.",
+    )
+    exp.add_argument("annotations", nargs="+", metavar="ANNOTATIONS.json", help="annotation files")
+    exp.add_argument("--out", required=True, help="output folder (new, empty, or a training set to replace)")
+    exp.add_argument("--all-cells", action="store_true",
+                     help="export every cell, model labels included (default: only the verified ones)")
+
+    tr = sub.add_parser(
+        "train",
+        help="fine-tune the shipped cell classifier (or column U-Net) on training sets; write MODEL.pt "
+             "and its model card",
+        description="Fine-tune the shipped cell classifier, or with --what columns the shipped column U-Net "
+                    "(always the shipped weights, never an earlier fine-tuned model), on training sets from "
+                    "`export-training`, mixed with fresh digital twins, and report the held-out accuracy "
+                    "(cells) or column detection precision/recall/F1 (columns, held-out image tiles) "
+                    "before and after.",
+    )
+    tr.add_argument("datasets", nargs="+", metavar="DATASET", help="training set folders")
+    dest = tr.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--out", default=None, metavar="MODEL.pt", help="weights file to write (card beside it)")
+    dest.add_argument("--name", default=None,
+                      help="model version name, written to the user's models folder where the classify "
+                           "widget and `analyze --cell-model NAME` find it")
+    tr.add_argument("--what", choices=("cells", "columns"), default="cells",
+                    help="which network to fine-tune (default cells)")
+    tr.add_argument("--steps", type=int, default=None, help="optimiser steps (default 400 cells, 200 columns)")
+    tr.add_argument("--batch", type=int, default=None,
+                    help="cells (or column crops) per batch (default 64 cells, 8 columns)")
+    tr.add_argument("--twin-fraction", type=float, default=0.5,
+                    help="share of each batch from fresh digital twins (default 0.5)")
+    tr.add_argument("--val-fraction", type=float, default=0.2,
+                    help="share of the dataset cells (columns: image tiles) held out to measure "
+                         "before/after (default 0.2)")
+    tr.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
+    tr.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    tr.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
+    tr.add_argument("--twins", type=int, default=None, metavar="N",
+                    help="digital twins in the pool mixed into batches (default 24 cells, 16 columns)")
     return parser
 
 
@@ -195,6 +252,128 @@ def _cmd_dynamics(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_annotated_image(path: str) -> tuple[np.ndarray, object]:
+    """An annotation file and its image (found from its image reference, checked by hash).
+
+    Raises
+    ------
+    ValueError
+        When the image file is missing, unnamed, or holds no image matching the annotations.
+    """
+    from pathlib import Path
+
+    from .annotations.store import image_sha256, load_annotations
+
+    ann = load_annotations(path)
+    ref = ann.image
+    if ref.file is None:
+        raise ValueError(f"{path}: the annotations name no image file (the image had none when they were "
+                         "saved); save them again from the viewer after saving the image to a file")
+    image_path = Path(ref.file)
+    if not image_path.is_file():
+        raise ValueError(f"{path}: its image {image_path} is missing; put it back there "
+                         "(the annotation file refers to it by that path)")
+    if image_path.suffix.lower() == ".npy":
+        candidates = [np.load(image_path, allow_pickle=False)]
+    else:
+        from .io.rsciio_reader import read_stem_file
+
+        candidates = [img.data for img in read_stem_file(image_path)]
+    for data in candidates:
+        if image_sha256(data) == ref.sha256:
+            return np.asarray(data), ann
+    for data in candidates:  # same pixels read with another dtype: accept when the values agree
+        if tuple(np.shape(data)) == tuple(ref.shape):
+            return np.asarray(data), ann
+    raise ValueError(f"{path}: {image_path} holds no image of shape {tuple(ref.shape)} matching the annotations")
+
+
+def _cmd_export_training(args: argparse.Namespace) -> int:
+    from .annotations.store import image_sha256
+    from .annotations.training_set import export_training_set
+
+    sources = []
+    for path in args.annotations:
+        image, ann = read_annotated_image(path)
+        if image_sha256(image) != ann.image.sha256:
+            print(f"note: {path}: the image differs from the one annotated (hash); exporting anyway",
+                  file=sys.stderr)
+        sources.append((image, ann))
+
+    def progress(done: int, total: int) -> None:
+        print(f"image {done}/{total}", file=sys.stderr)
+
+    manifest_path = export_training_set(sources, args.out, verified_only=not args.all_cells, progress=progress)
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    totals = manifest["totals"]
+    found = {c: n for c, n in totals["class_counts"].items() if n}
+    print(f"wrote {manifest_path.parent} ({totals['n_images']} images, {totals['n_cells']} cells, "
+          f"{totals['n_verified']} verified): " + ", ".join(f"{c} {n}" for c, n in found.items()))
+    return 0
+
+
+#: Per model kind, how ``train --what cells|columns`` words the progress and the held-out result
+#: (the defaults of steps, batch and twins are the fine-tuning functions' own).
+_TRAIN_KINDS: dict[str, dict] = {
+    "cells": {
+        "val": lambda d: f"held-out accuracy {d['val_accuracy']:.3f}, macro-F1 {d['val_macro_f1']:.3f}",
+        "fit": lambda d: f"loss {d['loss']:.4f}, batch accuracy {d['accuracy']:.3f}",
+        "counts": "{n_train} dataset cells trained on, {n_val} held out",
+        "result": lambda b, a: (f"held-out accuracy {b['accuracy']:.3f} -> {a['accuracy']:.3f}, "
+                                f"macro-F1 {b['macro_f1']:.3f} -> {a['macro_f1']:.3f}"),
+        "use": "napari-stem-defects analyze IMAGE --material M --out DIR --cell-model {name}",
+    },
+    "columns": {
+        "val": lambda d: (f"held-out column precision {d['val_precision']:.3f}, recall {d['val_recall']:.3f}, "
+                          f"F1 {d['val_f1']:.3f}"),
+        "fit": lambda d: f"loss {d['loss']:.4f}, overlap (Dice) {d['dice']:.3f}",
+        "counts": "{n_train} occupied sites in the training part of the images, {n_val} in held-out tiles",
+        "result": lambda b, a: (f"held-out column precision {b['precision']:.3f} -> {a['precision']:.3f}, recall "
+                                f"{b['recall']:.3f} -> {a['recall']:.3f}, F1 {b['f1']:.3f} -> {a['f1']:.3f}"),
+        "use": "napari-stem-defects analyze IMAGE --method deep --out DIR --column-model {name}",
+    },
+}
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """``train``: fine-tune the shipped cell classifier or column U-Net; print held-out numbers before/after."""
+    from pathlib import Path
+
+    from .model_registry import new_model_path
+
+    kind = _TRAIN_KINDS[args.what]
+    if args.what == "cells":
+        from .training.finetune import finetune_cell_cnn as finetune
+    else:
+        from .training.finetune_columns import finetune_column_unet as finetune
+    out = new_model_path(args.what, args.name) if args.name else Path(args.out)
+    shown = [0]
+
+    def progress(d: dict) -> None:
+        if "loss" not in d:
+            print(f"step {d['step']}/{d['steps']}: {kind['val'](d)}", file=sys.stderr)
+        elif d["step"] >= shown[0] + max(1, d["steps"] // 10) or d["step"] == d["steps"]:
+            shown[0] = d["step"]
+            print(f"step {d['step']}/{d['steps']}: {kind['fit'](d)}", file=sys.stderr)
+
+    given = {key: value for key, value in (("steps", args.steps), ("batch", args.batch), ("n_twins", args.twins))
+             if value is not None}
+    result = finetune(
+        args.datasets, out, twin_fraction=args.twin_fraction, val_fraction=args.val_fraction, lr=args.lr,
+        seed=args.seed, threads=args.threads, progress=progress, name=args.name,
+        command="napari-stem-defects " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None, **given,
+    )
+    print(f"wrote {result.path} and {result.card}")
+    print(kind["counts"].format(n_train=result.n_train, n_val=result.n_val))
+    if result.before:
+        print(kind["result"](result.before, result.after) + " (shipped -> fine-tuned)")
+    else:
+        print("nothing held out (--val-fraction 0): nothing measured")
+    if args.name:
+        print("use it with: " + kind["use"].format(name=args.name))
+    return 0
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .analyze import analyze_image, write_analysis
     from .io.rsciio_reader import read_stem_file
@@ -210,12 +389,16 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         if total > 1:
             print(f"frame {done}/{total}", file=sys.stderr)
 
+    if args.column_model is not None and args.method != "deep":
+        print("note: --column-model applies to --method deep only; ignored", file=sys.stderr)
+    if args.cell_model is not None and args.classifier == "physics":
+        print("note: --cell-model applies to the CNN classifiers only; ignored", file=sys.stderr)
     if args.heatmap_window is not None and args.heatmaps == "attention-unet":
         print("note: --heatmap-window applies to --heatmaps sliding-window only; ignored", file=sys.stderr)
     analysis = analyze_image(image, material=args.material, method=args.method, threshold=args.threshold,
                              refine=args.refine, classifier=args.classifier, heatmaps=args.heatmaps,
                              heatmap_threshold=args.heatmap_threshold, heatmap_window=args.heatmap_window,
-                             progress=progress)
+                             cell_model=args.cell_model, column_model=args.column_model, progress=progress)
     paths = write_analysis(analysis, args.out, source=str(args.image))
     table = analysis.sites_table()
     counts = table.groupby(["sublattice", "species"]).size().to_dict()
@@ -301,6 +484,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_analyze(args)
         if args.command == "dynamics":
             return _cmd_dynamics(args)
+        if args.command == "export-training":
+            return _cmd_export_training(args)
+        if args.command == "train":
+            return _cmd_train(args)
         return _cmd_calibrate(args)
     except (ValueError, OSError, argparse.ArgumentTypeError) as err:
         print(f"napari-stem-defects {args.command}: error: {err}", file=sys.stderr)

@@ -2,8 +2,9 @@
 
 Reads the sites from a Points layer of the "Detect atom columns" widget (its
 features, and its point positions, so moved points and edited species count),
-classifies every cell with the shipped CNN (or its two-stage decision, or the
-physics baseline of the sites' species), and shows the cells as the Shapes
+classifies every cell with a CNN (the shipped one or a fine-tuned version from
+the "model" list; or its two-stage decision, or the physics baseline of the
+sites' species), and shows the cells as the Shapes
 layer ``<image> cells`` with a legend, a statistics table, a bar chart of defect
 counts and a CSV export. For a stack only the current frame is classified.
 """
@@ -32,6 +33,8 @@ from ..cells.shapes_layer import (
 from ..cells.statistics import DefectStatistics, defect_statistics
 from ..io.atomic import atomic_write
 from ..materials import KNOWN_MATERIALS
+from ..model_registry import SHIPPED
+from ._model_choice import ModelChoice
 from .columns_widget import _pixel_size, adopt_material, plot_style
 
 if TYPE_CHECKING:
@@ -39,9 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 #: Errors that mean "these sites cannot be classified", shown as a message.
-EXPECTED_ERRORS = (ValueError, KeyError, IndexError)
-
-
+EXPECTED_ERRORS = (ValueError, KeyError, IndexError, FileNotFoundError)
 @dataclass
 class CellsRun:
     """What one classification produced.
@@ -102,15 +103,20 @@ class CellsWidget(Container):
         self.points = ComboBox(label="sites", choices=self._points_layers, nullable=True)
         self.material = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value="MoS2")
         self.classifier = ComboBox(label="classifier", choices=list(CLASSIFIERS), value="cnn",
-                                   tooltip="cnn: the shipped network; cnn-two-stage: perfect vs defective, "
-                                           "then the kind; physics: the sites' species against Z contrast")
+                                   tooltip="cnn: the network chosen under 'model'; cnn-two-stage: perfect vs "
+                                           "defective, then the kind; physics: the sites' species against Z "
+                                           "contrast")
+        self.model = ModelChoice("cells", self.native,
+                                 "weights of the CNN classifiers: 'shipped' (packaged) or a version "
+                                 "trained with the 'Train a model' dock")
         self.threshold = FloatSpinBox(label="low confidence <", min=0.0, max=1.0, step=0.05, value=0.8)
         self.run_button = PushButton(text="Classify cells")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
         self.result, self.legend, self.statistics = Label(value=""), Label(value=""), Label(value="")
         self.export_button = PushButton(text="Export statistics CSV", enabled=False)
-        self.extend([self.layer, self.points, self.material, self.classifier, self.threshold, self.run_button, self.cancel_button,
+        self.extend([self.layer, self.points, self.material, self.classifier, self.model, self.threshold,
+                     self.run_button, self.cancel_button,
                      self.progress, self.result, self.legend, self.statistics, self.export_button])
         for label in (self.result, self.legend, self.statistics):
             label.native.setWordWrap(True)
@@ -127,9 +133,18 @@ class CellsWidget(Container):
             viewer.layers.events.inserted.connect(combo.reset_choices)
             viewer.layers.events.removed.connect(combo.reset_choices)
         viewer.layers.events.inserted.connect(self._on_layer)
+        self.classifier.changed.connect(self._on_classifier)
         self.layer.reset_choices()
         self.points.reset_choices()
         self._on_layer()
+        self._on_classifier()
+
+    def refresh_models(self) -> None:
+        """Re-list the model versions (keeping the chosen one when it still exists)."""
+        self.model.refresh()
+
+    def _on_classifier(self, *_) -> None:
+        self.model.enabled = self.classifier.value != "physics"
 
     def _image_layers(self, *_) -> list:
         from napari.layers import Image
@@ -188,8 +203,11 @@ class CellsWidget(Container):
             params = {**params, **params.get("frames", {}).get(frame, {})}
         if "verified" not in sites:
             sites["verified"] = False
-        # points added by hand copy another point's features (its site_id): they belong to no cell
-        sites = sites[~sites["site_id"].duplicated()]
+        # points added by hand copy another point's features (its site_id), or get site_id -1 in the
+        # Correct labels dock: they belong to no cell (an added adatom still marks its cell, by position)
+        hand = sites["site_id"].duplicated() | ((sites["site_id"].astype(int) < 0)
+                                                & (sites["sublattice"].astype(str) != "H"))
+        sites = sites[~hand]
         return sites.reset_index(drop=True), frame, params
 
     def run(self, blocking: bool = False) -> CellsRun | Any | None:
@@ -217,7 +235,7 @@ class CellsWidget(Container):
         sites, frame, params = self._sites(image, points)
         pixels = np.asarray(image.data[frame] if frame is not None else image.data)
         job = {"sites": sites, "frame": frame, "params": params, "material": self.material.value,
-               "classifier": self.classifier.value, "pixels": pixels,
+               "classifier": self.classifier.value, "model": self.model.value or SHIPPED, "pixels": pixels,
                "pixel_size": _pixel_size(image), "image": image, "points": points}
         self._cancel = threading.Event()
         self.progress.value = 0
@@ -251,7 +269,8 @@ class CellsWidget(Container):
 
     def _work(self, job: dict[str, Any]) -> Generator[float, None, CellsRun]:
         """Lattice vectors, classes and statistics; yields the fraction done."""
-        run = CellsRun(frame=job["frame"], params={"material": job["material"], "classifier": job["classifier"]})
+        run = CellsRun(frame=job["frame"], params={"material": job["material"], "classifier": job["classifier"],
+                                                   "model": job["model"]})
         try:
             sites, params = job["sites"], job["params"]
             if (sites["sublattice"].astype(str) == "M").sum() == 0:
@@ -263,9 +282,14 @@ class CellsWidget(Container):
             run.cancelled = self._cancel.is_set()
             if run.cancelled:
                 return run
+            model = None
+            if job["classifier"] != "physics":
+                from ..cells.cnn import load_cell_model
+
+                model = load_cell_model(self.model.path(job["model"]))
             # posteriors are not kept on the Points layer: for physics the species in its features decide
             run.cells = classify_site_table(job["pixels"], sites, job["material"], job["classifier"],
-                                            nn_px=params.get("nn_px"))
+                                            nn_px=params.get("nn_px"), model=model)
             yield 0.8
             run.stats = defect_statistics(run.cells, job["material"], job["pixel_size"])
         except EXPECTED_ERRORS as err:
@@ -293,7 +317,9 @@ class CellsWidget(Container):
             run.layer = self._show(image, run, job)
         n_low = int(low_confidence_mask(run.cells, self.threshold.value).sum())
         where = "" if run.frame is None else f" of frame {run.frame} (current frame only)"
+        model = "" if job["classifier"] == "physics" else f" (model {job['model']})"
         self._say(f"{len(run.cells)} cells{where} ({run.stats.n_cells} complete), {job['material']}, "
+                  f"{job['classifier']}{model}, "
                   f"{n_low} below confidence {self.threshold.value:.2f}.")
         self.legend.value = legend_html(class_counts(run.cells), n_low)
         self.statistics.value = statistics_html(run.stats)
@@ -306,7 +332,8 @@ class CellsWidget(Container):
         from napari.layers import Shapes
 
         name = f"{image.name} cells"
-        meta = {"material": job["material"], "classifier": job["classifier"], "sites_layer": job["points"].name,
+        meta = {"material": job["material"], "classifier": job["classifier"],
+                "model": None if job["classifier"] == "physics" else job["model"], "sites_layer": job["points"].name,
                 "frame": run.frame,
                 "image_layer": image.name}
         data, kwargs, _ = cells_to_shapes_data(
@@ -395,4 +422,5 @@ def statistics_html(stats: DefectStatistics) -> str:
     return f"{note}<table>{head}{''.join(rows)}</table>"
 
 
-__all__ = ["CellsRun", "CellsWidget", "ask_save_path", "statistics_html", "statistics_table"]
+__all__ = ["CellsRun", "CellsWidget", "ask_save_path", "statistics_html",
+           "statistics_table"]

@@ -1,6 +1,6 @@
 """Dock widget: find every atom column of an image (or stack) and show them as a Points layer.
 
-The detection map (the expensive step) is cached per (layer, frame, method); threshold,
+The detection map (the expensive step) is cached per (layer, frame, method, model version); threshold,
 refinement and material changes re-run only ``columns_from_map``. Work runs in a napari
 ``thread_worker``; ``run(blocking=True)`` drains the same generator on the calling thread.
 """
@@ -26,6 +26,8 @@ from ..columns import pipeline
 from ..columns.points_layer import legend_html, result_to_points_data, species_colour, stack_results_to_points_data
 from ..columns.result import EMPTY, ColumnResult
 from ..materials import KNOWN_MATERIALS, parse_material
+from ..model_registry import SHIPPED
+from ._model_choice import ModelChoice
 
 if TYPE_CHECKING:
     import napari
@@ -91,6 +93,10 @@ class ColumnsWidget(Container):
         self.layer = ComboBox(label="image", choices=self._image_layers)
         self.method = ComboBox(label="method", choices=list(pipeline.METHODS), value="classical")
         self.material = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value="MoS2")
+        self.model = ModelChoice("columns", self.native,
+                                 "weights of the deep method's U-Net: 'shipped' (packaged) or a version "
+                                 "trained with the 'Train a model' dock")
+        self.model.enabled = False
         self.threshold = FloatSlider(label="threshold", min=0.0, max=1.0, step=0.01,
                                      value=pipeline.DEFAULT_THRESHOLD["classical"])
         self.refine = ComboBox(label="refinement", choices=list(pipeline.REFINEMENTS), value="gaussian")
@@ -99,7 +105,7 @@ class ColumnsWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
         self.result, self.legend = Label(value=""), Label(value="")
-        self.extend([self.layer, self.method, self.material, self.threshold, self.refine, self.all_frames,
+        self.extend([self.layer, self.method, self.model, self.material, self.threshold, self.refine, self.all_frames,
                      self.run_button, self.cancel_button, self.progress, self.result, self.legend])
         for label in (self.result, self.legend):
             label.native.setWordWrap(True)
@@ -115,7 +121,7 @@ class ColumnsWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         self.layer.changed.connect(self._on_layer)
         self.method.changed.connect(self._on_method)
-        for widget in (self.threshold, self.refine, self.material):
+        for widget in (self.threshold, self.refine, self.material, self.model):
             widget.changed.connect(self._on_parameter)
         viewer.layers.events.inserted.connect(self.layer.reset_choices)
         viewer.layers.events.removed.connect(self.layer.reset_choices)
@@ -138,6 +144,7 @@ class ColumnsWidget(Container):
         self._draw_histogram()
 
     def _on_method(self, *_) -> None:
+        self.model.enabled = self.method.value == "deep"
         with self.threshold.changed.blocked():
             self.threshold.value = pipeline.DEFAULT_THRESHOLD[self.method.value]
         self._on_parameter()
@@ -146,7 +153,7 @@ class ColumnsWidget(Container):
         """Re-run the cheap steps when every map they need is cached; otherwise wait for Run."""
         job = self._make_job()
         with self._lock:
-            cached = job is not None and all((job.key, f, job.params["method"]) in self._cache for f in job.frames)
+            cached = job is not None and all(_map_key(job, f) in self._cache for f in job.frames)
         if cached:
             self._debounce.start()
 
@@ -168,6 +175,7 @@ class ColumnsWidget(Container):
             frames = tuple(range(data.shape[0])) if self.all_frames.value else (self._current_frame(layer),)
         params = {"threshold": float(self.threshold.value), "refine": self.refine.value,
                   "material": self.material.value, "method": self.method.value,
+                  "model": (self.model.value or SHIPPED) if self.method.value == "deep" else None,
                   "pixel_size": _pixel_size(layer), "image_layer": layer.name}
         return _Job(layer, layer.unique_id, data, frames, params)
 
@@ -231,12 +239,13 @@ class ColumnsWidget(Container):
                 if job.cancel.is_set():
                     raise InterruptedError("cancelled")
                 image = np.asarray(job.data if frame is None else job.data[frame])
-                key = (job.key, frame, p["method"])  # the map cache key
+                key = _map_key(job, frame)
                 with self._lock:
                     dmap = self._cache.get(key)
                 if dmap is None:
+                    model = None if p["model"] in (None, SHIPPED) else self.model.path(p["model"])
                     dmap = pipeline.compute_detection_map(
-                        image, p["method"], material=p["material"], pixel_size=p["pixel_size"],
+                        image, p["method"], material=p["material"], pixel_size=p["pixel_size"], model=model,
                         cancel=job.cancel.is_set, progress=lambda f, k=k: report((k + 0.7 * f) / n))
                     self._remember(key, dmap)
                 yield (k + 0.7) / n
@@ -361,6 +370,11 @@ class ColumnsWidget(Container):
                     ax.plot(xs, pdf.sum(axis=0), color=fg, lw=0.8, ls="--", label="_mixture")
                     ax.legend(fontsize=6)
         self.canvas.draw_idle()
+
+
+def _map_key(job: _Job, frame: int | None) -> tuple:
+    """Cache key of a detection map: image layer, frame, method and (deep method) model version."""
+    return (job.key, frame, job.params["method"], job.params["model"])
 
 
 def _pixel_size(layer) -> tuple[float, float] | None:

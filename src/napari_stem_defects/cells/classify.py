@@ -64,7 +64,7 @@ def classify_cells_cnn(
     -------
     DataFrame
         The columns of :func:`~napari_stem_defects.cells.physics.classify_cells_physics`,
-        with ``source`` 'cnn'.
+        with ``classifier`` 'cnn' (and ``source`` 'model').
     """
     from .cnn import classify_cells
 
@@ -102,7 +102,8 @@ def classify_site_table(
     classifier : {'cnn', 'cnn-two-stage', 'physics'}
         Which classifier. With a CNN, a cell whose metal or X2 site a person
         verified takes the physics class of the verified species instead
-        (``source`` 'verified sites'), so corrections are never overruled.
+        (``classifier`` 'verified sites'; ``source`` stays 'model'), so
+        corrections are never overruled.
     posteriors : dict, optional
         ``ColumnResult.posteriors`` for the physics baseline.
     nn_px : float, optional
@@ -113,7 +114,8 @@ def classify_site_table(
     Returns
     -------
     DataFrame
-        Cell table with class, confidence, ``p_<class>``, complete, verified, source.
+        Cell table with class, confidence, ``p_<class>``, complete, verified,
+        source ('model') and classifier.
     """
     if classifier not in CLASSIFIERS:
         raise ValueError(f"classifier must be one of {CLASSIFIERS}, not {classifier!r}")
@@ -131,5 +133,5 @@ def classify_site_table(
         touched = cells["m_site_id"].isin(ids) | cells["x_site_id"].isin(ids)
         cols = ["class", "confidence", *PROBABILITY_COLUMNS]
         cells.loc[touched, cols] = physics.loc[touched, cols].to_numpy()
-        cells.loc[touched, "source"] = "verified sites"
+        cells.loc[touched, "classifier"] = "verified sites"
     return cells

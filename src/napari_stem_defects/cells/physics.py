@@ -136,8 +136,8 @@ def classify_cells_physics(
     DataFrame
         The cell table of :func:`cells_from_sites` plus ``class``, ``confidence``
         (its probability), one ``p_<class>`` column per class, ``complete``
-        (its X2 column is in the image), ``verified`` (False) and ``source``
-        ('physics').
+        (its X2 column is in the image), ``verified`` (False), ``source``
+        ('model') and ``classifier`` ('physics').
     """
     mat = parse_material(material)
     cells = cells_from_sites(sites)
@@ -166,7 +166,7 @@ def classify_cells_physics(
     return with_classes(cells, probs, complete, "physics")
 
 
-def with_classes(cells: pd.DataFrame, probs: np.ndarray, complete: np.ndarray, source: str) -> pd.DataFrame:
+def with_classes(cells: pd.DataFrame, probs: np.ndarray, complete: np.ndarray, classifier: str) -> pd.DataFrame:
     """Add a classifier's result to a cell table, in place.
 
     Parameters
@@ -177,15 +177,16 @@ def with_classes(cells: pd.DataFrame, probs: np.ndarray, complete: np.ndarray, s
         Class probabilities per cell.
     complete : ndarray of bool, shape (N,)
         Cells whose X2 column is in the image.
-    source : str
-        Name of the classifier.
+    classifier : str
+        Name of the classifier ('cnn', 'physics', ...).
 
     Returns
     -------
     DataFrame
         ``cells`` with ``class`` (most probable), ``confidence`` (its
-        probability), ``p_<class>`` columns, ``complete``, ``verified`` (False)
-        and ``source``.
+        probability), ``p_<class>`` columns, ``complete``, ``verified`` (False),
+        ``source`` ('model': who set the label; a person's edit makes it
+        'human') and ``classifier`` (the classifier's name).
     """
     best = probs.argmax(axis=1)
     cells["class"] = np.asarray(CELL_CLASSES, dtype=object)[best]
@@ -194,7 +195,8 @@ def with_classes(cells: pd.DataFrame, probs: np.ndarray, complete: np.ndarray, s
         cells[col] = probs[:, k]
     cells["complete"] = complete
     cells["verified"] = False
-    cells["source"] = source
+    cells["source"] = "model"
+    cells["classifier"] = classifier
     return cells
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -111,6 +112,7 @@ def compute_detection_map(
     pixel_size: tuple[float, float] | float | None = None,
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    model: Any = None,
 ) -> DetectionMap:
     """Measure the lattice and compute the detection map of one 2D image.
 
@@ -127,6 +129,10 @@ def compute_detection_map(
         Called with the fraction done (deep method, per tile).
     cancel : callable, optional
         Returns True to stop (deep method); raises InterruptedError.
+    model : torch.nn.Module or str or Path, optional
+        Deep method: the column U-Net, loaded or as a weights file (e.g. a
+        fine-tuned version, see :func:`napari_stem_defects.model_registry.resolve_model`);
+        default the shipped one. Ignored by the classical method.
 
     Returns
     -------
@@ -144,7 +150,7 @@ def compute_detection_map(
     if method == "deep":
         from .unet import deep_detection_map
 
-        dmap = deep_detection_map(img, nn, progress=progress, cancel=cancel)
+        dmap = deep_detection_map(img, nn, progress=progress, cancel=cancel, model=model)
         background = background_map(img, nn)
     else:
         dmap, background = classical_detection_map(img, nn)
@@ -338,11 +344,13 @@ def detect_columns(
     pixel_size: tuple[float, float] | float | None = None,
     threshold: float | None = None,
     refine: str = "gaussian",
+    model: Any = None,
 ) -> ColumnResult:
     """Find every atom column of a 2D HAADF image of a 2H-MX2 monolayer.
 
     Runs :func:`compute_detection_map` and :func:`columns_from_map`; see
-    them for the parameters.
+    them for the parameters (``model``: the deep method's U-Net, loaded or a
+    weights file; default the shipped one).
 
     Examples
     --------
@@ -355,7 +363,7 @@ def detect_columns(
     >>> abs(len(result.sites) - len(twin.sites)) <= 2  # sites on the very edge may fall either way
     True
     """
-    dmap = compute_detection_map(image, method, material=material, pixel_size=pixel_size)
+    dmap = compute_detection_map(image, method, material=material, pixel_size=pixel_size, model=model)
     return columns_from_map(image, dmap, threshold=threshold, refine=refine, material=material,
                             pixel_size=pixel_size)
 

@@ -50,11 +50,15 @@ FALLBACK_COLOUR = "#BBBBBB"
 SIZE_FRACTION = 0.6
 #: Features of every point, in order (``frame`` is appended for stacks). ``y`` and
 #: ``x`` are physical coordinates in the layer's ``units`` (Å when calibrated, else
-#: pixels); ``y_px`` and ``x_px`` are always pixels.
+#: pixels); ``y_px`` and ``x_px`` are always pixels. ``verified`` is True for sites a
+#: person checked or edited, ``source`` says who set the label: ``"model"`` for
+#: detected sites, ``"human"`` once a person edited them.
 FEATURE_COLUMNS = (
     "y", "x", "y_px", "x_px", "sublattice", "species", "probability", "intensity",
-    "detected", "refined_by", "i", "j", "site_id", "verified",
+    "detected", "refined_by", "i", "j", "site_id", "verified", "source",
 )
+#: ``source`` of a site or cell labelled by a detector or classifier.
+SOURCE_MODEL = "model"
 
 
 def species_colour(species: str) -> str:
@@ -116,6 +120,9 @@ def legend_html(result_or_counts: ColumnResult | pd.DataFrame | Mapping[str, int
 def site_features(result: ColumnResult, scale: Sequence[float] = (1.0, 1.0), frame: int | None = None) -> pd.DataFrame:
     """The site table as Points features: physical y, x first, then the table, plus ``frame``.
 
+    Sites without a ``verified`` column get False, without a ``source`` column
+    ``"model"`` (see :data:`FEATURE_COLUMNS`).
+
     Parameters
     ----------
     result : ColumnResult
@@ -133,6 +140,8 @@ def site_features(result: ColumnResult, scale: Sequence[float] = (1.0, 1.0), fra
             features[column] = sites[column].to_numpy()
         elif column == "verified":
             features[column] = np.zeros(len(sites), bool)
+        elif column == "source":
+            features[column] = np.full(len(sites), SOURCE_MODEL, dtype=object)
     features["verified"] = features["verified"].astype(bool)
     if frame is not None:
         features["frame"] = np.full(len(sites), int(frame))
@@ -257,6 +266,43 @@ def point_colours(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     species = features["species"].astype(str).to_numpy()
     colours = np.array([hex_to_rgba(species_colour(s)) for s in species], float).reshape(-1, 4)
     return np.where((species == EMPTY)[:, None], 0.0, colours), colours
+
+
+def points_kwargs(
+    features: pd.DataFrame,
+    nn_px: float,
+    *,
+    name: str,
+    scale: Sequence[float],
+    units: Sequence[str],
+    translate: Sequence[float] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Points layer keyword arguments for site features, styled like detected columns.
+
+    Parameters
+    ----------
+    features : DataFrame
+        Site features (at least ``species`` and ``sublattice``).
+    nn_px : float
+        Nearest-neighbour distance in pixels (sets the point size).
+    name : str
+        Layer name.
+    scale, units : sequence
+        The layer's scale and units (one per axis of the points).
+    translate : sequence of float, optional
+        The layer's translate.
+    parameters : mapping, optional
+        Detection parameters for ``metadata["parameters"]``.
+
+    Returns
+    -------
+    dict
+        ``name, scale, units, features, size, face_color, border_color, border_width,
+        border_width_is_relative, symbol, opacity, metadata`` (and ``translate``).
+    """
+    return _style(features, nn_px, name, tuple(float(s) for s in scale), tuple(str(u) for u in units),
+                  translate, dict(parameters or {}))
 
 
 def _style(features, nn_px, name, scale, units, translate, params) -> dict[str, Any]:

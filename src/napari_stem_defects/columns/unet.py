@@ -188,6 +188,7 @@ def deep_detection_map(
     tile: int = 512,
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    model: Any = None,
 ) -> np.ndarray:
     """Column detection map of a HAADF image from the U-Net.
 
@@ -208,6 +209,10 @@ def deep_detection_map(
     cancel : callable, optional
         Polled before each batch of tiles; when it returns True the
         computation stops.
+    model : torch.nn.Module or str or Path, optional
+        The U-Net to use: a loaded model, or a weights file (e.g. a fine-tuned
+        version from :func:`napari_stem_defects.model_registry.resolve_model`);
+        default the shipped weights (see :func:`column_model`).
 
     Returns
     -------
@@ -224,8 +229,31 @@ def deep_detection_map(
         If the model weights are missing.
     """
     return detection_map_with_model(
-        load_column_model(), image, nn_px, tile=tile, progress=progress, cancel=cancel
+        column_model(model), image, nn_px, tile=tile, progress=progress, cancel=cancel
     )
+
+
+def column_model(model: Any = None) -> Any:
+    """The column U-Net to run: the shipped one (None), one loaded from a weights file, or ``model`` itself.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or str or Path, optional
+        A loaded model is returned as is; a path is loaded with
+        :func:`load_column_model` (cached, ``weights_only=True``).
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Raises
+    ------
+    FileNotFoundError
+        If a weights file does not exist.
+    """
+    if model is None or isinstance(model, (str, Path)):
+        return load_column_model(model)
+    return model
 
 
 def detection_map_with_model(

@@ -8,10 +8,20 @@ with ``scale`` in Å per pixel (``units`` ``"angstrom"``), or 1 ``"pixel"``
 when the file holds no calibration; a (t, y, x) stack gets scale 1 on the
 frame axis. A :class:`~napari_stem_defects.io.StemReadError` raised while
 reading propagates unchanged, so napari shows its message to the user.
+
+Saved annotations come back with the image: when a file holding one image
+has an annotation file beside it (:func:`~napari_stem_defects.annotations.sidecar_path`,
+``scan.dm4.annotations.json``), its sites (Points) and cells (Shapes) layers
+follow the image layer, exactly as saved. An image the file gives no
+calibration takes the annotation file's. An annotation file that cannot be
+read never stops the image from opening: it opens alone, with a warning; an
+image that changed since the annotations were saved (another hash) gets a
+warning too, and its annotations.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -19,7 +29,7 @@ from typing import Any, Union
 from .rsciio_reader import is_supported, read_stem_file
 from .stem_image import StemImage
 
-__all__ = ["get_reader", "read_layers", "stem_image_to_layer_data"]
+__all__ = ["annotated_layer_data", "get_reader", "read_layers", "stem_image_to_layer_data"]
 
 PathLike = Union[str, Path]
 LayerData = tuple[Any, dict[str, Any], str]
@@ -64,15 +74,97 @@ def read_layers(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     Returns
     -------
     list of tuple
-        ``(data, kwargs, "image")`` per image, see :func:`stem_image_to_layer_data`.
+        ``(data, kwargs, "image")`` per image, see :func:`stem_image_to_layer_data`,
+        each file's image followed by its saved annotation layers, if any
+        (see :func:`annotated_layer_data`).
 
     Raises
     ------
     StemReadError
         A file is corrupt or holds no image; the message says why.
     """
-    return [stem_image_to_layer_data(image)
-            for p in _as_paths(path) for image in read_stem_file(p)]
+    layers: list[LayerData] = []
+    for p in _as_paths(path):
+        images = read_stem_file(p)
+        if len(images) == 1:
+            layers += annotated_layer_data(images[0], p)
+        else:
+            layers += [stem_image_to_layer_data(image) for image in images]
+    return layers
+
+
+def annotated_layer_data(image: StemImage, path: PathLike) -> list[LayerData]:
+    """An image's layer data followed by the layers of its annotation file, if there is one.
+
+    Parameters
+    ----------
+    image : StemImage
+        The image read from ``path``.
+    path : str or Path
+        The image file; its annotation file is
+        :func:`~napari_stem_defects.annotations.sidecar_path` of it.
+
+    Returns
+    -------
+    list of tuple
+        The image tuple, then a Points tuple (sites) and/or a Shapes tuple
+        (cells). Without a readable annotation file, the image tuple alone
+        (a warning says why when the file exists but cannot be read). When
+        the file stores no calibration (units "pixel") and the annotations
+        do, the image takes their scale and units; when both have one and
+        they differ, the saved one too (with a warning), so the annotation
+        layers sit on the image.
+    """
+    from ..annotations.layers import annotation_layer_data
+    from ..annotations.store import image_sha256, load_annotations, sidecar_path
+
+    data, kwargs, kind = stem_image_to_layer_data(image)
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return [(data, kwargs, kind)]
+    try:
+        ann = load_annotations(sidecar)
+        extra = annotation_layer_data(ann)
+    except Exception as exc:  # noqa: BLE001 - a damaged annotation file must never stop the image opening
+        warnings.warn(f"{Path(path).name}: the saved annotations in {sidecar.name} could not be read, so the "
+                      f"image opens without them ({exc})", UserWarning, stacklevel=2)
+        return [(data, kwargs, kind)]
+    if image_sha256(image.data) != ann.image.sha256:
+        warnings.warn(f"{Path(path).name} changed since its annotations were saved ({ann.saved_at or 'unknown time'}"
+                      f"); they are restored, but check that they still fit the image", UserWarning, stacklevel=2)
+    return [(data, _with_saved_placement(image, kwargs, ann.image, Path(path), sidecar.name), kind), *extra]
+
+
+def _with_saved_placement(image: StemImage, kwargs: dict[str, Any], ref: Any, path: Path,
+                          sidecar_name: str) -> dict[str, Any]:
+    """Image kwargs placed like the saved annotations: their calibration and translate, so the layers align.
+
+    The saved calibration is taken when the file has none, or when it differs
+    from the file's (a person calibrated the image, e.g. from its lattice,
+    before saving); the latter with a warning.
+    """
+    n = len(image.units)
+    file_scale = tuple(float(s) for s in kwargs["scale"])
+    file_units = tuple(str(u) for u in kwargs["units"])
+    file_calibrated = not all(u == "pixel" for u in file_units[-2:])
+    saved_scale = tuple(float(s) for s in ref.scale[-2:])
+    saved_units = tuple(str(u) for u in ref.units[-2:])
+    out = {**kwargs, "metadata": {**kwargs["metadata"]}}
+    if ref.calibrated and len(saved_scale) == 2 and (file_scale[-2:], file_units[-2:]) != (saved_scale, saved_units):
+        if file_calibrated:
+            warnings.warn(f"{path.name}: its annotations were saved with a pixel size of {saved_scale} "
+                          f"{saved_units[-1]} where the file says {file_scale[-2:]} {file_units[-1]}; the saved "
+                          "calibration is used so the annotations sit on the image", UserWarning, stacklevel=3)
+        out["scale"] = (*file_scale[:-2], *saved_scale)[-n:]
+        out["units"] = (*file_units[:-2], *saved_units)[-n:]
+        out["metadata"]["calibrated"] = True
+        if all(u == "angstrom" for u in saved_units):
+            out["metadata"]["pixel_size_A"] = saved_scale
+        out["metadata"]["calibration_source"] = f"annotation file {sidecar_name}"
+    translate = tuple(float(t) for t in ref.translate[-2:])
+    if any(translate):
+        out["translate"] = ((0.0,) * n + translate)[-n:]
+    return out
 
 
 def stem_image_to_layer_data(image: StemImage) -> LayerData:

@@ -1,0 +1,52 @@
+"""A person's corrections: edit sites and cells, save them beside the image, restore them exactly.
+
+* :mod:`.tables`: lossless, readable JSON for tables and arrays.
+* :mod:`.store`: the versioned annotation file (:func:`save_annotations`,
+  :func:`load_annotations`, :func:`sidecar_path`).
+* :mod:`.layers`: annotations from napari layers and back to layer data
+  (duck-typed; no napari import).
+* :mod:`.edits`: set a class or species, review by uncertainty, undo/redo.
+
+No module here imports napari or Qt.
+"""
+
+from __future__ import annotations
+
+from .edits import (
+    CLASS_KEYS,
+    SOURCE_HUMAN,
+    SOURCE_MODEL,
+    Edit,
+    EditHistory,
+    apply_edit,
+    mark_human,
+    next_uncertain,
+    set_cell_class,
+    set_site_species,
+    site_species_choices,
+    species_keys,
+    sync_positions,
+)
+from .layers import annotation_layer_data, annotations_from_layers, image_path_of
+from .store import (
+    FORMAT,
+    VERSION,
+    AnnotationFileError,
+    Annotations,
+    ImageReference,
+    LayerAnnotation,
+    image_sha256,
+    load_annotations,
+    save_annotations,
+    sidecar_path,
+)
+from .tables import decode_array, decode_table, encode_array, encode_table
+
+__all__ = [
+    "CLASS_KEYS", "FORMAT", "SOURCE_HUMAN", "SOURCE_MODEL", "VERSION", "AnnotationFileError", "Annotations",
+    "Edit", "EditHistory", "ImageReference", "LayerAnnotation", "annotation_layer_data",
+    "annotations_from_layers", "apply_edit", "decode_array", "decode_table", "encode_array", "encode_table",
+    "image_path_of", "image_sha256", "load_annotations", "mark_human", "next_uncertain", "save_annotations",
+    "set_cell_class", "set_site_species", "sidecar_path", "site_species_choices", "species_keys",
+    "sync_positions",
+]
