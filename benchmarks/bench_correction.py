@@ -173,7 +173,7 @@ def section_io(args) -> None:
     side = args.io_size
     print(f"\n## Save and reload the annotations of a {side} x {side} twin\n")
     t0 = time.time()
-    twin = simulate_twin("MoS2", (side, side), 0.164, rotation_deg=None,
+    twin = simulate_twin("MoS2", (side, side), 0.176, rotation_deg=None,
                          defects={"V_X1": 0.03, "V_M": 0.01, "dopant_M": 0.01, "adatom": 0.005},
                          imaging=ImagingParams(dose=1e5), seed=IO_SEED)
     ann, _ = twin_annotations(twin, "big", classifier="physics")

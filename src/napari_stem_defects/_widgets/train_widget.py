@@ -1,14 +1,14 @@
-"""Dock widget "Train a model": fine-tune the cell classifier on exported training sets.
+"""Dock widget "Train a model": fine-tune the cell classifier or the column U-Net on exported training sets.
 
-A thin front end to :func:`napari_stem_defects.training.finetune.finetune_cell_cnn`
-(and ``finetune_column_unet`` when the column segmenter can be fine-tuned): pick
+A thin front end to :func:`napari_stem_defects.training.finetune.finetune_cell_cnn` and
+:func:`napari_stem_defects.training.finetune_columns.finetune_column_unet`: pick
 dataset folders written by "Export training set" (Correct labels dock or
 ``napari-stem-defects export-training``), name the new model version, and train
 in a child process (see :mod:`._training_process`) watched by a worker thread,
 with progress, a live loss/accuracy plot and cancel. Training
 always starts from the shipped weights; the result is saved as a new version in
 the user's models folder (:func:`napari_stem_defects.model_registry.new_model_path`)
-with its model card, and the "Classify unit cells" docks list it at once.
+with its model card, and the "Classify unit cells" (or "Detect atom columns") docks list it at once.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import QObject, Signal
 
-from ..model_registry import new_model_path
+from ..model_registry import MODEL_KINDS, new_model_path
 from ._jobs import JobRunner
 from ._training_process import message_of, run_in_child
 from .columns_widget import plot_style
@@ -49,11 +49,8 @@ def ask_directory(parent: Any, default: str) -> str:
 
 
 def trainable_kinds() -> list[str]:
-    """What can be fine-tuned: 'cells', and 'columns' when the column U-Net fine-tuning exists."""
-    import importlib.util
-
-    return ["cells"] + (["columns"] if importlib.util.find_spec("napari_stem_defects.training.finetune_columns")
-                        else [])
+    """What can be fine-tuned: the cell classifier ('cells') and the column U-Net ('columns')."""
+    return list(MODEL_KINDS)
 
 
 class _Relay(QObject):
