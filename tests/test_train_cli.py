@@ -11,7 +11,8 @@ pytest.importorskip("torch")
 
 from napari_stem_defects import model_registry as reg  # noqa: E402
 from napari_stem_defects.annotations.store import load_annotations, save_annotations, sidecar_path  # noqa: E402
-from napari_stem_defects.annotations.training_set import read_training_set, twin_annotations  # noqa: E402
+from napari_stem_defects.annotations.training_set import read_training_set
+from napari_stem_defects.annotations.twins import twin_annotations  # noqa: E402
 from napari_stem_defects.cli import main  # noqa: E402
 from napari_stem_defects.simulate import ImagingParams, simulate_twin  # noqa: E402
 

@@ -9,8 +9,8 @@ import pytest
 
 from napari_stem_defects.annotations.training_set import (
     FORMAT, MASK_VALUES, TrainingSetError, export_training_set, import_training_set, read_training_set,
-    twin_annotations,
 )
+from napari_stem_defects.annotations.twins import twin_annotations
 from napari_stem_defects.simulate import CELL_CLASSES, ImagingParams, simulate_twin
 
 pytest.importorskip("torch")
