@@ -27,15 +27,17 @@ class JobRunner:
     ----------
     parent : QWidget
         Owner of the Qt relay object.
-    run_button, cancel_button : PushButton
-        Disabled / enabled while a job runs.
+    run_button : PushButton
+        Disabled while a job runs.
+    cancel_button : PushButton or None
+        Enabled while a job runs; None for jobs that cannot be cancelled.
     progress : ProgressBar
         Shows the fraction done (0-100).
     say : callable
         Shows a message to the person (used for unexpected failures and "Cancelling...").
     """
 
-    def __init__(self, parent: Any, run_button: PushButton, cancel_button: PushButton, progress: ProgressBar,
+    def __init__(self, parent: Any, run_button: PushButton, cancel_button: PushButton | None, progress: ProgressBar,
                  say: Callable[[str], None]) -> None:
         self.run_button, self.cancel_button, self.progress_bar, self.say = run_button, cancel_button, progress, say
         self.worker: Any = None
@@ -89,7 +91,7 @@ class JobRunner:
         worker.errored.connect(lambda err: self.say(f"{what} failed unexpectedly ({err})."))
         worker.finished.connect(self._finished)
         self.worker = worker
-        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self._set_running(True)
         worker.start()
         return worker
 
@@ -101,4 +103,9 @@ class JobRunner:
 
     def _finished(self, *_) -> None:
         self.worker = None
-        self.run_button.enabled, self.cancel_button.enabled = True, False
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.enabled = not running
+        if self.cancel_button is not None:
+            self.cancel_button.enabled = running

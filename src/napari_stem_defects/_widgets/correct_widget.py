@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import html
 import logging
-import re
 from collections.abc import Callable, Generator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +36,7 @@ from ..annotations.edits import (
     set_site_species, site_species_choices, species_keys, sync_positions,
 )
 from ..annotations.store import AnnotationFileError, load_annotations, save_annotations, sidecar_path
+from ..annotations.training_set import safe_name
 from ..cells.shapes_layer import cell_styles, class_legend, low_confidence_mask
 from ..cells.statistics import defect_statistics
 from ..columns.points_layer import legend, point_colours, species_counts
@@ -149,7 +149,6 @@ class CorrectWidget(Container):
         self.export_others = CheckBox(text="export other annotated images too", value=False)
         self.export_all = CheckBox(text="export unverified cells too", value=False)
         self.export_button = PushButton(text="Export training set...")
-        self._export_cancel = PushButton(text="Cancel", enabled=False)  # the export cannot stop; never shown
         self.progress = ProgressBar(label="export", min=0, max=100, value=0)
         self.status = Label(value="")
         self.result = Label(value="")
@@ -159,7 +158,7 @@ class CorrectWidget(Container):
                      self.export_button, self.progress, self.status, self.result])
         for label in (self.keys, self.statistics, self.status, self.result):
             label.native.setWordWrap(True)
-        self.exporter = JobRunner(self.native, self.export_button, self._export_cancel, self.progress, self._say)
+        self.exporter = JobRunner(self.native, self.export_button, None, self.progress, self._say)
         self._timer = QTimer(self.native, singleShot=True, interval=AUTOSAVE_MS)
         self._timer.timeout.connect(self.autosave)
 
@@ -733,7 +732,7 @@ class CorrectWidget(Container):
             return sidecar_path(file)
         if not autosave:
             return None
-        return sidecar_path(_autosave_folder() / f"{_safe_name(image.name)}.npy")
+        return sidecar_path(_autosave_folder() / f"{safe_name(image.name, max_length=None)}.npy")
 
     def _annotations(self, image_file: Path | None):
         from ..annotations.layers import annotations_from_layers
@@ -768,7 +767,7 @@ class CorrectWidget(Container):
         file = self._image_file(image)
         if file is None:
             if image_file is None:
-                image_file = ask_save_path(self.native, str(Path.home() / f"{_safe_name(image.name)}.npy"))
+                image_file = ask_save_path(self.native, str(Path.home() / f"{safe_name(image.name, max_length=None)}.npy"))
             if not image_file:
                 return None
             file = Path(image_file)
@@ -816,7 +815,7 @@ class CorrectWidget(Container):
         if file is None:
             from ..io.atomic import atomic_save_npy
 
-            file = _autosave_folder() / f"{_safe_name(image.name)}.npy"
+            file = _autosave_folder() / f"{safe_name(image.name, max_length=None)}.npy"
             try:
                 atomic_save_npy(file, np.asarray(image.data))
             except OSError as err:
@@ -932,11 +931,6 @@ def _autosave_folder() -> Path:
     from ..model_registry import user_models_dir
 
     return user_models_dir().parent / "autosave"
-
-
-def _safe_name(name: str) -> str:
-    """A layer name as a file name (letters, digits, ``-_.`` kept, others as ``_``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "image"
 
 
 __all__ = ["CorrectWidget", "ask_annotation_files", "ask_directory", "ask_save_path"]

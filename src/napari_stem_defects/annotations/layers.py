@@ -8,7 +8,7 @@ Layers are duck-typed: anything with ``.data``, ``.features``, ``.metadata``,
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..cells.shapes_layer import cell_styles
-from ..columns.points_layer import LayerDataTuple, points_kwargs
+from ..columns.points_layer import LayerDataTuple, last_axes, points_kwargs
 from .edits import sync_positions
 from .store import Annotations, ImageReference, LayerAnnotation, image_sha256
 
@@ -182,12 +182,9 @@ def annotation_layer_data(ann: Annotations) -> list[LayerDataTuple]:
 
 def _placement(image: ImageReference, n: int) -> dict[str, tuple]:
     """The image's scale, units and translate for a layer of ``n`` dimensions (last axes; padded)."""
-    def last(values: Sequence, fill: Any) -> tuple:
-        return tuple(([fill] * n + list(values))[-n:])
-
-    return {"scale": tuple(float(s) for s in last(image.scale, 1.0)),
-            "units": tuple(str(u) for u in last(image.units, "pixel")),
-            "translate": tuple(float(t) for t in last(image.translate, 0.0))}
+    return {"scale": tuple(float(s) for s in last_axes(image.scale, n, 1.0)),
+            "units": tuple(str(u) for u in last_axes(image.units, n, "pixel")),
+            "translate": tuple(float(t) for t in last_axes(image.translate, n, 0.0))}
 
 
 def _points_tuple(layer: LayerAnnotation, image: ImageReference) -> LayerDataTuple:

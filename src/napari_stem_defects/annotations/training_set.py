@@ -144,7 +144,9 @@ def nn_of_cells(m: np.ndarray, x: np.ndarray, complete: np.ndarray) -> float:
     """Median metal to X2 distance (pixels) of the complete cells (as the classifier measures it)."""
     if not np.any(complete):
         raise ValueError("no cell has both its metal site and its X2 column; cannot measure the lattice")
-    return float(np.median(np.hypot(*(x[complete] - m[complete]).T)))
+    from ..cells.classify import median_nn
+
+    return median_nn(m, x, complete)
 
 
 def cell_inputs(image: np.ndarray, m: np.ndarray, x: np.ndarray, nn_px: float, material: str,
@@ -284,16 +286,18 @@ def annotation_mask(shape: tuple[int, int], ann: Annotations, nn_px: float) -> t
 # --------------------------------------------------------------------------- export
 
 
-def safe_name(name: str, fallback: str = "image") -> str:
-    """A file-name-safe version of a layer name (letters, digits, ``-_.``; at most 60 characters).
+def safe_name(name: str, fallback: str = "image", max_length: int | None = 60) -> str:
+    """A file-name-safe version of a layer name (letters, digits, ``-_.``; others as ``_``).
+
+    At most ``max_length`` characters (None: no limit); ``fallback`` when nothing is left.
 
     Examples
     --------
     >>> safe_name("scan 01/MoS2 (dose 1e5).dm4")
     'scan_01_MoS2_dose_1e5_.dm4'
     """
-    out = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")[:60]
-    return out or fallback
+    out = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")
+    return out[:max_length] or fallback
 
 
 def pixel_size_A(ref: ImageReference) -> float | None:

@@ -34,6 +34,11 @@ def cell_positions(cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndar
     return m, x, complete
 
 
+def median_nn(m: np.ndarray, x: np.ndarray, complete: np.ndarray) -> float:
+    """Median metal to X2 distance (pixels) over the complete cells (those with their X2 column)."""
+    return float(np.median(np.hypot(*(x[complete] - m[complete]).T)))
+
+
 def classify_cells_cnn(
     image: np.ndarray,
     sites: pd.DataFrame,
@@ -74,7 +79,7 @@ def classify_cells_cnn(
     if not complete.any():
         raise ValueError("no cell has both its metal site and its X2 column; cannot classify with the CNN")
     if nn_px is None:
-        nn_px = float(np.median(np.hypot(*(x[complete] - m[complete]).T)))
+        nn_px = median_nn(m, x, complete)
     probs = classify_cells(image, m, x, nn_px, mat, mode=mode, model=model).astype(np.float64)
     return with_classes(cells, probs, complete, "cnn")
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..columns.points_layer import LayerDataTuple, hex_to_rgba
+from ..columns.points_layer import LayerDataTuple, hex_to_rgba, last_axes
 from ..simulate.defects import CELL_CLASSES
 from .geometry import cell_polygons
 
@@ -214,8 +214,8 @@ def cells_to_shapes_data(
     edge, face, width = cell_styles(cells, a_px, low_confidence)
     low = low_confidence_mask(cells, low_confidence)
     features = cells.reset_index(drop=True).copy()
-    scale2 = tuple(float(v) for v in _last(scale, 2, 1.0))
-    units2 = (str(units),) * 2 if isinstance(units, str) else tuple(str(u) for u in _last(units, 2, "pixel"))
+    scale2 = tuple(float(v) for v in last_axes(scale, 2, 1.0))
+    units2 = (str(units),) * 2 if isinstance(units, str) else tuple(str(u) for u in last_axes(units, 2, "pixel"))
     kwargs: dict[str, Any] = {
         "name": name,
         "shape_type": "polygon",
@@ -236,14 +236,9 @@ def cells_to_shapes_data(
         },
     }
     if translate is not None:
-        kwargs["translate"] = tuple(float(t) for t in _last(translate, 2, 0.0))
+        kwargs["translate"] = tuple(float(t) for t in last_axes(translate, 2, 0.0))
     return polygons, kwargs, "shapes"
 
-
-def _last(values: Any, n: int, fill: Any) -> tuple:
-    """The last ``n`` of ``values`` (a scalar counts as one), padded in front with ``fill``."""
-    vals = [values] if isinstance(values, (str, int, float)) else list(values)
-    return tuple(([fill] * n + vals)[-n:])
 
 
 __all__ = [

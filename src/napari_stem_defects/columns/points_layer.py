@@ -207,7 +207,7 @@ def result_to_points_data(
     features = site_features(result, scale, frame)
     data = features[["y_px", "x_px"]].to_numpy(float).reshape(-1, 2)
     params = {**detection_parameters(result), **dict(parameters or {})}
-    scale2 = tuple(float(v) for v in _last(scale, 2, 1.0))
+    scale2 = tuple(float(v) for v in last_axes(scale, 2, 1.0))
     return data, _style(features, result.nn_px, name, scale2, _last_units(units, 2), translate, params), "points"
 
 
@@ -249,7 +249,7 @@ def stack_results_to_points_data(
     frames = list(range(len(results))) if frames is None else [int(f) for f in frames]
     if len(frames) != len(results):
         raise ValueError(f"{len(results)} results but {len(frames)} frame indices")
-    scale3 = tuple(float(v) for v in _last(scale, 3, 1.0))
+    scale3 = tuple(float(v) for v in last_axes(scale, 3, 1.0))
     parts = [site_features(r, scale3, f) for r, f in zip(results, frames, strict=True)]
     features = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*FEATURE_COLUMNS, "frame"])
     data = features[["frame", "y_px", "x_px"]].to_numpy(float).reshape(-1, 3)
@@ -328,18 +328,24 @@ def _style(features, nn_px, name, scale, units, translate, params) -> dict[str, 
         },
     }
     if translate is not None:
-        kwargs["translate"] = tuple(float(t) for t in _last(translate, len(scale), 0.0))
+        kwargs["translate"] = tuple(float(t) for t in last_axes(translate, len(scale), 0.0))
     return kwargs
 
 
-def _last(values: Any, n: int, fill: Any) -> tuple:
-    """The last ``n`` of ``values`` (a scalar counts as one), padded in front with ``fill``."""
+def last_axes(values: Any, n: int, fill: Any) -> tuple:
+    """The last ``n`` of ``values`` (a scalar counts as one), padded in front with ``fill``.
+
+    Examples
+    --------
+    >>> last_axes((1.0, 0.12, 0.12), 2, 1.0), last_axes((0.12,), 3, 1.0)
+    ((0.12, 0.12), (1.0, 1.0, 0.12))
+    """
     vals = [values] if isinstance(values, (str, int, float)) else list(values)
     return tuple(([fill] * n + vals)[-n:])
 
 
 def _last_units(units: str | Sequence[str], n: int) -> tuple[str, ...]:
-    return tuple(str(u) for u in _last(units, n, "pixel"))
+    return tuple(str(u) for u in last_axes(units, n, "pixel"))
 
 
 def _floats(values) -> list[float] | None:
