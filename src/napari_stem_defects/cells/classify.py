@@ -46,6 +46,7 @@ def classify_cells_cnn(
     nn_px: float | None = None,
     *,
     mode: str = "single",
+    prior: str | float = "image",
     model: Any = None,
 ) -> pd.DataFrame:
     """Cells of a site table, classified by the CNN on the image.
@@ -62,6 +63,9 @@ def classify_cells_cnn(
         Metal to X2 distance in pixels; by default the median over the cells.
     mode : {'single', 'two-stage'}
         Decision rule (:func:`napari_stem_defects.cells.cnn.probabilities`).
+    prior : {'image', 'balanced'} or float
+        Class prior (:func:`napari_stem_defects.cells.cnn.probabilities`):
+        by default each class's share is estimated from this image's cells.
     model : torch.nn.Module, optional
         Classifier; defaults to the packaged one.
 
@@ -80,7 +84,7 @@ def classify_cells_cnn(
         raise ValueError("no cell has both its metal site and its X2 column; cannot classify with the CNN")
     if nn_px is None:
         nn_px = median_nn(m, x, complete)
-    probs = classify_cells(image, m, x, nn_px, mat, mode=mode, model=model).astype(np.float64)
+    probs = classify_cells(image, m, x, nn_px, mat, mode=mode, prior=prior, model=model).astype(np.float64)
     return with_classes(cells, probs, complete, "cnn")
 
 
@@ -92,6 +96,7 @@ def classify_site_table(
     *,
     posteriors: dict[str, pd.DataFrame] | None = None,
     nn_px: float | None = None,
+    prior: str | float = "image",
     model: Any = None,
 ) -> pd.DataFrame:
     """Classify every cell of a site table.
@@ -113,6 +118,8 @@ def classify_site_table(
         ``ColumnResult.posteriors`` for the physics baseline.
     nn_px : float, optional
         Metal to X2 distance in pixels (CNN only).
+    prior : {'image', 'balanced'} or float
+        Class prior of the CNN (:func:`napari_stem_defects.cells.cnn.probabilities`).
     model : torch.nn.Module, optional
         CNN to use instead of the packaged one.
 
@@ -129,7 +136,7 @@ def classify_site_table(
     if image is None or np.ndim(image) != 2:
         raise ValueError("the CNN classifier needs the 2D image the sites were found on")
     mode = "two-stage" if classifier == "cnn-two-stage" else "single"
-    cells = classify_cells_cnn(image, sites, material, nn_px, mode=mode, model=model)
+    cells = classify_cells_cnn(image, sites, material, nn_px, mode=mode, prior=prior, model=model)
     verified = sites["verified"].astype(bool) if "verified" in sites else pd.Series(False, index=sites.index)
     if verified.any():
         # the physics classes of a person's species, for the cells that hold a verified site

@@ -46,9 +46,11 @@ DEFAULT_ARCH: dict[str, Any] = {
 MODES = ("single", "two-stage")
 #: Logit given to classes the material does not allow.
 _MASKED = -1e4
-#: Share of perfect cells assumed by default (training batches are class-balanced, so the
-#: network's raw output assumes every class equally likely; real layers are mostly perfect).
-DEFAULT_PERFECT_PRIOR = 0.9
+#: Named class priors of :func:`probabilities` (a number is the share of perfect cells).
+PRIORS = ("image", "balanced")
+#: Pseudo-count per allowed class of the image prior (:func:`image_prior`): keeps a class
+#: the image barely shows from being ruled out, and a small image's prior near balanced.
+PRIOR_PSEUDO_COUNT = 2.0
 #: File name of the packaged weights (in ``napari_stem_defects/models``).
 WEIGHTS_NAME = "cell_cnn.pt"
 
@@ -214,7 +216,7 @@ def predict_logits(model: Any, crops: np.ndarray, context: np.ndarray, batch: in
 
 
 def probabilities(logits: np.ndarray, mask: np.ndarray | None = None, mode: str = "single",
-                  perfect_prior: float | None = None) -> np.ndarray:
+                  prior: str | float = "balanced") -> np.ndarray:
     """Class probabilities from network outputs, over the allowed classes only.
 
     Parameters
@@ -228,11 +230,15 @@ def probabilities(logits: np.ndarray, mask: np.ndarray | None = None, mode: str 
         'single': softmax of the class logits. 'two-stage': P(defective) from
         the last logit, times the softmax over the allowed defect classes;
         P(perfect) = 1 - P(defective).
-    perfect_prior : float, optional
-        Expected share of perfect cells (the rest shared equally by the
-        allowed defect classes). The network was trained on class-balanced
-        batches; this turns its output into posteriors for such a layer
-        (Bayes' rule on the logits). None keeps the balanced output.
+    prior : {'balanced', 'image'} or float
+        Class prior the probabilities are for. The network was trained on
+        class-balanced batches, so its raw output ('balanced') takes every
+        allowed class as equally likely, which overcalls rare defects in a
+        layer that is mostly perfect. 'image' estimates the share of each
+        class from these cells themselves (:func:`image_prior`: the N cells
+        must be one image or one consistent set). A number is the expected
+        share of perfect cells, the rest shared equally by the allowed defect
+        classes (Bayes' rule on the logits).
 
     Returns
     -------
@@ -246,33 +252,104 @@ def probabilities(logits: np.ndarray, mask: np.ndarray | None = None, mode: str 
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if isinstance(prior, str) and prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS} or a share of perfect cells, not {prior!r}")
     z = np.asarray(logits, dtype=np.float64)
     n_classes = len(CELL_CLASSES) if mask is None else np.shape(mask)[-1]
     cls = z[:, :n_classes].copy()
     allowed = np.ones(cls.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), cls.shape)
     cls = np.where(allowed, cls, _MASKED)
+    perfect_share = None if isinstance(prior, str) else float(prior)
     shift = np.zeros(len(cls))
-    if perfect_prior is not None:
-        if not 0.0 < perfect_prior < 1.0:
-            raise ValueError("perfect_prior must be between 0 and 1")
+    if perfect_share is not None:
+        if not 0.0 < perfect_share < 1.0:
+            raise ValueError("a numeric prior (share of perfect cells) must be between 0 and 1")
         n_defect = np.maximum(allowed[:, 1:].sum(axis=1), 1)
         # log of (prior of perfect / prior of one defect class); balanced training had ratio 1
-        shift = np.log(perfect_prior) - np.log((1.0 - perfect_prior) / n_defect)
+        shift = np.log(perfect_share) - np.log((1.0 - perfect_share) / n_defect)
     if mode == "two-stage":
         if z.shape[1] != n_classes + 1:
             raise ValueError("this model has no two-stage output; use mode='single'")
-        if perfect_prior is not None:
+        if perfect_share is not None:
             # balanced batches held one perfect crop per (classes - 1) defective ones
-            shift = np.log(perfect_prior / (1.0 - perfect_prior)) + np.log(n_classes - 1.0)
+            shift = np.log(perfect_share / (1.0 - perfect_share)) + np.log(n_classes - 1.0)
         p_def = 1.0 / (1.0 + np.exp(-(z[:, n_classes] - shift)))
         sub = cls[:, 1:] - cls[:, 1:].max(axis=1, keepdims=True)
         e = np.exp(sub)
         e /= e.sum(axis=1, keepdims=True)
-        return np.concatenate([(1 - p_def)[:, None], p_def[:, None] * e], axis=1).astype(np.float32)
-    cls[:, 0] += shift
-    cls -= cls.max(axis=1, keepdims=True)
-    e = np.exp(cls)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        out = np.concatenate([(1 - p_def)[:, None], p_def[:, None] * e], axis=1)
+    else:
+        cls[:, 0] += shift
+        cls -= cls.max(axis=1, keepdims=True)
+        e = np.exp(cls)
+        out = e / e.sum(axis=1, keepdims=True)
+    if prior == "image":
+        out, _ = image_prior(out, allowed)
+    return out.astype(np.float32)
+
+
+def image_prior(balanced: np.ndarray, allowed: np.ndarray | None = None,
+                pseudo_count: float = PRIOR_PSEUDO_COUNT, n_iter: int = 200,
+                tol: float = 1e-7) -> tuple[np.ndarray, np.ndarray]:
+    """Posteriors under the class shares of the image itself, estimated by EM.
+
+    The network's class-balanced probabilities are re-weighted by the ratio of
+    the image's class shares to the balanced ones, and the shares are
+    re-estimated as the mean re-weighted probability, until they settle (the
+    EM of Saerens, Latinne & Decaestecker, Neural Computation 14, 2002). A
+    Dirichlet pseudo-count per allowed class keeps every allowed class
+    possible: a dozen cells stay close to the balanced answer, a whole image
+    speaks for itself.
+
+    Parameters
+    ----------
+    balanced : ndarray, shape (N, C)
+        Class probabilities under a uniform prior over the allowed classes.
+    allowed : ndarray of bool, shape (C,) or (N, C), optional
+        Allowed classes; defaults to those with any probability.
+    pseudo_count : float
+        Dirichlet pseudo-count added to every allowed class.
+    n_iter : int
+        Most EM iterations.
+    tol : float
+        Stop when no share changes by more than this.
+
+    Returns
+    -------
+    posteriors : ndarray of float64, shape (N, C)
+    shares : ndarray of float64, shape (C,)
+        Estimated share of each class in the image.
+
+    Examples
+    --------
+    Ninety cells that look perfect and ten that could be either: the image
+    says perfect is common, so the ten lean to perfect.
+
+    >>> p = np.array([[0.9, 0.1]] * 90 + [[0.5, 0.5]] * 10)
+    >>> post, shares = image_prior(p)
+    >>> shares.round(2), post[-1].round(2)
+    (array([0.98, 0.02]), array([0.98, 0.02]))
+    """
+    p = np.asarray(balanced, dtype=np.float64)
+    if len(p) == 0:
+        return p.copy(), np.zeros(p.shape[1])
+    ok = (p > 0).any(axis=0) if allowed is None else np.asarray(allowed, bool).reshape(-1, p.shape[1]).any(axis=0)
+    uniform = np.where(ok, 1.0 / ok.sum(), 0.0)
+    shares = uniform.copy()
+    safe_uniform = np.where(ok, uniform, 1.0)
+    post = p
+    for _ in range(int(n_iter)):
+        post = p * (shares / safe_uniform)
+        post /= np.maximum(post.sum(axis=1, keepdims=True), 1e-300)
+        new = np.where(ok, post.sum(axis=0) + pseudo_count, 0.0)
+        new /= new.sum()
+        done = np.abs(new - shares).max() < tol
+        shares = new
+        if done:
+            break
+    post = p * (shares / safe_uniform)
+    post /= np.maximum(post.sum(axis=1, keepdims=True), 1e-300)
+    return post, shares
 
 
 def classify_cells(
@@ -285,7 +362,7 @@ def classify_cells(
     batch: int = 4096,
     *,
     mode: str = "single",
-    perfect_prior: float | None = None,
+    prior: str | float = "image",
     model: Any = None,
 ) -> np.ndarray:
     """Class probabilities of unit cells from their metal and X2 positions.
@@ -311,9 +388,10 @@ def classify_cells(
         Cells per forward pass.
     mode : {'single', 'two-stage'}
         See :func:`probabilities`.
-    perfect_prior : float or None
-        Expected share of perfect cells, e.g. :data:`DEFAULT_PERFECT_PRIOR` for a layer with
-        few defects; None (default) keeps the class-balanced output. See :func:`probabilities`.
+    prior : {'image', 'balanced'} or float
+        Class prior (see :func:`probabilities`): 'image' (default) estimates
+        each class's share from the cells given, 'balanced' keeps the
+        network's class-balanced output, a number is the share of perfect cells.
     model : torch.nn.Module, optional
         Classifier to use; defaults to :func:`load_cell_model`.
 
@@ -345,4 +423,4 @@ def classify_cells(
     for s in range(0, len(m), step):
         crops = cell_crops(prepared, m[s : s + step], x[s : s + step], nn_px, prepared=True)
         parts.append(predict_logits(model, crops, ctx, batch=step))
-    return probabilities(np.concatenate(parts), class_mask(mat), mode, perfect_prior)
+    return probabilities(np.concatenate(parts), class_mask(mat), mode, prior)

@@ -356,10 +356,12 @@ def heldout_metrics(
     seed_base: int = TEST_SEED_BASE,
     mode: str = "single",
     imaging: str = "random",
+    prior: str | float = "image",
 ) -> dict[str, dict[float, dict[str, Any]]]:
     """Per-class metrics per material and dose on held-out twins (:func:`heldout_twin`), from
     ground-truth positions with a detector-like error (uniform within 0.1 nn), through
-    :func:`~napari_stem_defects.cells.cnn.classify_cells` exactly as users call it.
+    :func:`~napari_stem_defects.cells.cnn.classify_cells` exactly as users call it
+    (one call per twin, with its class ``prior``).
     """
     out: dict[str, dict[float, dict[str, Any]]] = {}
     k_cls = len(CELL_CLASSES)
@@ -373,7 +375,7 @@ def heldout_metrics(
                 m, x, labels = twin_cells(twin)
                 rng = np.random.default_rng([s, 1])
                 p = classify_cells(twin.image, jitter(m, nn, rng), jitter(x, nn, rng), nn, twin.material,
-                                   model=model, mode=mode)
+                                   model=model, mode=mode, prior=prior)
                 cm += np.bincount(labels * k_cls + p.argmax(1), minlength=k_cls * k_cls).reshape(k_cls, k_cls)
             out[mat][float(dose)] = {**class_metrics(cm), "confusion": cm.tolist()}
     return out

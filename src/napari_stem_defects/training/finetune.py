@@ -14,7 +14,7 @@ and :func:`finetune_cell_cnn` makes a new model version from them.
   the images, seeded) measures the shipped and the fine-tuned model on the same
   cells; both numbers go into the model card.
 - Batches are class-balanced (a class drawn uniformly, then one of its cells),
-  as for the shipped model, so the ``perfect_prior`` of
+  as for the shipped model, so the ``prior`` of
   :func:`~napari_stem_defects.cells.cnn.probabilities` keeps its meaning. Crops are
   mirrored about the M-X axis and given a random gain and offset (the strength
   part of the context too), as in :func:`napari_stem_defects.training.cell_cnn.train`.
