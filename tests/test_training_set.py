@@ -82,8 +82,9 @@ def test_export_then_import_gives_back_identical_images_and_annotations(twins, t
 
 
 def test_cells_are_the_classifier_inputs_with_the_verified_labels(twins, tmp_path):
-    from napari_stem_defects.cells.cnn import load_cell_model, predict_logits, probabilities
+    from napari_stem_defects.annotations.training_set import cell_table_positions, nn_of_cells
     from napari_stem_defects.cells.classes import class_mask
+    from napari_stem_defects.cells.cnn import classify_cells, load_cell_model, predict_logits, probabilities
 
     sources, rows = _sources(twins)
     ts = read_training_set(export_training_set(sources, tmp_path / "set"))
@@ -98,9 +99,11 @@ def test_cells_are_the_classifier_inputs_with_the_verified_labels(twins, tmp_pat
         cls = ann.cells.features["class"].to_numpy()[r]
         assert [CELL_CLASSES[i] for i in ts.labels[mine]] == list(cls)
         assert len(set(cls)) >= 3  # defects and perfect cells
-        # the exported crops and context are exactly what the classifier saw: same probabilities
+        # the exported crops and context are exactly what the classifier saw: the same class-balanced
+        # probabilities (the layer's own are under the prior of all the image's cells, not only these)
         p = probabilities(predict_logits(model, ts.crops[mine], ts.context[mine]), class_mask(ann.material))
-        expected = ann.cells.features[[f"p_{c}" for c in CELL_CLASSES]].to_numpy()[r]
+        m, x, complete = cell_table_positions(ann.cells.features)
+        expected = classify_cells(image, m, x, nn_of_cells(m, x, complete), ann.material, prior="balanced")[r]
         np.testing.assert_allclose(p, expected, atol=2e-5)
         assert ts.manifest["images"][k]["n_verified"] == len(r)
         assert sum(ts.manifest["images"][k]["class_counts"].values()) == len(r)
