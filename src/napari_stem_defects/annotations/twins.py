@@ -7,7 +7,6 @@ class of every cell is returned beside them.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -107,7 +106,7 @@ def twin_annotations(
     image = np.asarray(twin.image)
     sites = twin_site_table(twin)
     ps = float(twin.pixel_size)
-    nn = twin.material.a / math.sqrt(3) / ps
+    nn = twin.nn_px
     cells = classify_site_table(image, sites, twin.material, classifier, nn_px=nn, model=model)
     a1, a2 = estimate_lattice_vectors(sites)
     polygons = cell_polygons(cells, a1, a2)

@@ -66,7 +66,7 @@ def ideal_vx1_evidence(twin: DigitalTwin, radius_nn: float = 1.2) -> pd.DataFram
     im = twin.imaging
     if im.dose is None:
         raise ValueError("the ideal observer needs a twin recorded with a finite dose")
-    nn = twin.material.a / np.sqrt(3.0) / twin.pixel_size
+    nn = twin.nn_px
     perfect, single = x_column_hypotheses(twin.material)
     zsum = {k: sum(ATOMIC_NUMBER[e] ** im.gamma for e in k) for k in {**perfect, **single}}
     counts = (twin.image.astype(np.float64) - im.offset) / im.gain

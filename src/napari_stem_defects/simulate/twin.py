@@ -71,6 +71,11 @@ class DigitalTwin:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def nn_px(self) -> float:
+        """Metal to chalcogen (in-plane) distance, in pixels: ``a / sqrt(3) / pixel_size``."""
+        return float(self.material.a / np.sqrt(3.0) / self.pixel_size)
+
+    @property
     def metadata(self) -> dict[str, Any]:
         """JSON-friendly description of how the twin was made (also a layer's metadata)."""
         return {**simulation_metadata(self.pixel_size, self.material, self.lattice, self.imaging, self.seed),

@@ -137,7 +137,7 @@ def twin_cells(twin: DigitalTwin) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def twin_nn_px(twin: DigitalTwin) -> float:
     """Metal to chalcogen distance of a twin, in pixels."""
-    return twin.material.a / math.sqrt(3) / twin.pixel_size
+    return twin.nn_px
 
 
 def jitter(points: np.ndarray, nn_px: float, rng: np.random.Generator, amount: float = JITTER_NN) -> np.ndarray:

@@ -458,7 +458,7 @@ def finetune_cell_cnn(
         "arch": base_meta.get("arch", {}),
         **base_provenance("cells", name, target, base_meta, base_path, command),
         "settings": settings,
-        "datasets": [_dataset_summary(m) for m in data["manifests"]],
+        "datasets": [dataset_summary(m) for m in data["manifests"]],
         "class_counts": {"train": counts, "heldout": val_counts},
         "n_train": int(len(train_rows)),
         "n_val": int(len(val_rows)),
@@ -538,15 +538,23 @@ def _train(train_set: dict[str, np.ndarray], val_set: dict[str, np.ndarray], twi
     return model, history, before, after, base_meta, base_path
 
 
-def _dataset_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    return {
+#: Per-image manifest entries a cell model's card records of each training set.
+CELL_IMAGE_KEYS = ("name", "source_file", "sha256", "material", "pixel_size_A", "n_exported", "n_verified")
+
+
+def dataset_summary(manifest: dict[str, Any], image_keys: Sequence[str] = CELL_IMAGE_KEYS,
+                    totals: bool = True) -> dict[str, Any]:
+    """What a fine-tuned model's card records of one training set: where and when it was made, by
+    whom, the ``image_keys`` entries of each image and (with ``totals``) the set's totals."""
+    out = {
         "path": manifest.get("path"),
         "created": manifest.get("created"),
         "created_by": manifest.get("created_by"),
-        "images": [{k: e.get(k) for k in ("name", "source_file", "sha256", "material", "pixel_size_A",
-                                           "n_exported", "n_verified")} for e in manifest.get("images", [])],
-        "totals": manifest.get("totals"),
+        "images": [{k: e.get(k) for k in image_keys} for e in manifest.get("images", [])],
     }
+    if totals:
+        out["totals"] = manifest.get("totals")
+    return out
 
 
 # --------------------------------------------------------------------------- model card

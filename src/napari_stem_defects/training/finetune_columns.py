@@ -47,9 +47,12 @@ from typing import Any
 import numpy as np
 
 from .finetune import (
-    FINETUNE_SEED_BASE, FinetuneResult, _check_out, _plain, base_provenance, heldout_split,
+    FINETUNE_SEED_BASE, FinetuneResult, _check_out, _plain, base_provenance, dataset_summary, heldout_split,
     torch_session, write_model,
 )
+
+#: Per-image manifest entries a column model's card records of each training set.
+COLUMN_IMAGE_KEYS = ("name", "source_file", "sha256", "material", "pixel_size_A", "nn_px", "n_sites")
 
 #: First seed of the twins mixed into column fine-tuning batches (``+ 10_000 * seed``); inside the
 #: fine-tuning range (60_000_000-60_999_999) that no shipped network's training uses, apart from
@@ -500,7 +503,7 @@ def finetune_column_unet(
         "arch": base_meta.get("arch", {}),
         **base_provenance("columns", name, target, base_meta, base_path, command),
         "settings": settings,
-        "datasets": [_dataset_summary(m) for m in manifests],
+        "datasets": [dataset_summary(m, COLUMN_IMAGE_KEYS, totals=False) for m in manifests],
         "images": [{"name": ex["name"], "dataset": ex["dataset"], "canonical_shape": list(ex["image"].shape),
                     "n_occupied": int(len(ex["occupied"])), "n_empty": int(len(ex["empty"])),
                     "heldout_tiles": [list(t) for t in ts]} for ex, ts in zip(examples, tiles)],
@@ -587,16 +590,6 @@ def _train(examples: list[dict[str, Any]], tiles: list, windows: list[np.ndarray
     after = evaluate(steps)
     twins_after = _twin_metrics(model, val_twins)
     return model, history, before, after, twins_before, twins_after, base_meta, base_path
-
-
-def _dataset_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "path": manifest.get("path"),
-        "created": manifest.get("created"),
-        "created_by": manifest.get("created_by"),
-        "images": [{k: e.get(k) for k in ("name", "source_file", "sha256", "material", "pixel_size_A", "nn_px",
-                                           "n_sites")} for e in manifest.get("images", [])],
-    }
 
 
 # --------------------------------------------------------------------------- model card
