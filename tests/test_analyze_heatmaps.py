@@ -17,7 +17,7 @@ from napari_stem_defects.cli import build_parser, main
 from napari_stem_defects.columns import SITES_CSV_COLUMNS
 from napari_stem_defects.heatmaps.classes import HEATMAP_CLASSES
 from napari_stem_defects.heatmaps.engines import ENGINES, binary_entropy
-from napari_stem_defects.heatmaps.regions import REGION_COLUMNS, find_regions
+from napari_stem_defects.heatmaps.regions import MIN_AREA_NN2, REGION_COLUMNS, find_regions
 from napari_stem_defects.io.stem_image import StemImage
 from napari_stem_defects.simulate import ImagingParams, simulate_twin
 
@@ -42,7 +42,7 @@ def test_parser_offers_every_engine():
     option = {a.dest: a for a in ana._actions}
     assert tuple(option["heatmaps"].choices) == HEATMAP_CHOICES == ("none", *ENGINES)
     assert option["heatmaps"].default == "none" and option["heatmap_threshold"].default == 0.5
-    assert option["heatmap_window"].default is None
+    assert option["heatmap_window"].default is None and option["heatmap_min_area"].default == MIN_AREA_NN2
 
 
 @pytest.mark.parametrize("engine", ["sliding-window", "attention-unet"])
@@ -72,8 +72,12 @@ def test_cli_analyze_writes_heatmaps_regions_and_summary(engine, twin_file, tmp_
 
     regions = pd.read_csv(out / "regions.csv", keep_default_na=False)
     assert list(regions.columns) == list(REGION_COLUMNS)
-    # the table is that of the saved maps at the threshold, areas in nm^2 at 0.12 Å per pixel
-    expected = find_regions(maps, 0.4, pixel_size=info["pixel_size"]).table
+    # the table is that of the saved maps at the threshold without the specks under 0.5 nn^2,
+    # areas in nm^2 at 0.12 Å per pixel
+    nn_px = json.loads((out / "analysis.json").read_text())["frames"][0]["nn_px"]
+    assert info["min_area_nn2"] == MIN_AREA_NN2 and info["min_area_px"] == [int(np.ceil(0.5 * nn_px**2))]
+    expected = find_regions(maps, 0.4, pixel_size=info["pixel_size"], min_area_px=info["min_area_px"][0]).table
+    assert (expected["area_px"] >= info["min_area_px"][0]).all()
     assert regions["region_id"].tolist() == expected["region_id"].tolist()
     assert regions["class"].tolist() == expected["class"].tolist()
     np.testing.assert_array_equal(regions["area_px"], expected["area_px"])
@@ -84,7 +88,7 @@ def test_cli_analyze_writes_heatmaps_regions_and_summary(engine, twin_file, tmp_
     summary = json.loads((out / "summary.json").read_text())
     assert {"pixel_size_A", "material", "total", "frames"} <= set(summary)
     entry = summary["heatmaps"]
-    assert entry["engine"] == engine and entry["threshold"] == 0.4
+    assert entry["engine"] == engine and entry["threshold"] == 0.4 and entry["min_area_nn2"] == MIN_AREA_NN2
     assert entry["window_px"] == info["window_px"] and entry["stride_px"] == info["stride_px"]
     counts = regions["class"].value_counts()
     assert entry["region_counts"] == {c: int(counts.get(c, 0)) for c in HEATMAP_CLASSES}
@@ -114,6 +118,7 @@ def test_without_heatmaps_no_heatmap_files(twin_file, tmp_path):
     (["--heatmaps", "sliding-window"], "material"),
     (["--material", "MoS2", "--heatmaps", "attention-unet", "--heatmap-threshold", "0"], "threshold"),
     (["--material", "MoS2", "--heatmaps", "sliding-window", "--heatmap-window", "0"], "window"),
+    (["--material", "MoS2", "--heatmaps", "sliding-window", "--heatmap-min-area", "-1"], "smallest"),
 ])
 def test_bad_heatmap_settings_give_a_message_and_status_2(args, message, twin_file, tmp_path, capsys):
     out = tmp_path / "ana"

@@ -13,7 +13,7 @@ import pytest
 from scipy import ndimage
 from skimage.draw import polygon as draw_polygon
 
-from napari_stem_defects.heatmaps.classes import HEATMAP_CLASSES, site_families, target_maps
+from napari_stem_defects.heatmaps.classes import HEATMAP_CLASSES, defect_sites, site_families, target_maps
 from napari_stem_defects.heatmaps.engines import (
     MAX_SIDE,
     PATCH_NN_RANGE,
@@ -25,7 +25,9 @@ from napari_stem_defects.heatmaps.engines import (
 )
 from napari_stem_defects.heatmaps.evaluate import PIXEL_TARGET_NN, localisation_counts, scores
 from napari_stem_defects.heatmaps.layers import REGION_COLOURS, heatmap_layers, region_shapes
-from napari_stem_defects.heatmaps.regions import REGION_COLUMNS, find_regions, region_boxes
+from napari_stem_defects.heatmaps.regions import (
+    MIN_AREA_NN2, REGION_COLUMNS, find_regions, min_region_px, region_boxes,
+)
 from napari_stem_defects.simulate import ImagingParams, simulate_twin
 from napari_stem_defects.tiling import predict_dense, predict_windows
 
@@ -332,13 +334,36 @@ def test_a_blob_in_the_wrong_place_scores_zero_precision(twin, nn_px):
     assert far.max() > 1.5 * nn_px
     yy, xx = np.mgrid[:h, :w]
     maps = np.zeros((5, h, w), np.float32)
-    maps[0] = np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * (0.3 * nn_px) ** 2))
+    maps[0] = np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * (0.45 * nn_px) ** 2))  # a defect-sized blob
     counts = localisation_counts(maps, sites, nn_px)
     table = scores(counts)
     assert counts["defect"]["regions"] == 1 and counts["defect"]["regions_correct"] == 0
     assert table.loc["defect", "region_precision"] == 0.0 and table.loc["defect", "region_recall"] == 0.0
     assert table.loc["defect", "pixel_iou"] == 0.0
     assert np.isnan(table.loc["vacancy", "region_precision"])  # no regions at all
+
+
+def test_smallest_region_drops_specks_and_keeps_every_defect(twin, nn_px):
+    """Specks of a few pixels away from the defects are false regions; the default smallest
+    region (0.5 nn^2) drops them and keeps every point defect's disc."""
+    truth = target_maps(twin.sites, twin.image.shape, PIXEL_TARGET_NN * nn_px).astype(np.float32)
+    yx, _ = defect_sites(twin.sites)
+    h, w = twin.image.shape
+    rng = np.random.default_rng(3)
+    maps, specks = truth.copy(), 0
+    for y, x in rng.uniform([2, 2], [h - 4, w - 4], (200, 2)).astype(int):
+        if np.hypot(*(yx - (y, x)).T).min() > 1.5 * nn_px and specks < 20:
+            maps[:, y : y + 2, x : x + 2] = 0.9  # 4 px, far below 0.5 nn^2
+            specks += 1
+    assert specks == 20 and min_region_px(nn_px) > 4
+    everything = scores(localisation_counts(maps, twin.sites, nn_px, min_area_nn2=0.0))
+    default = scores(localisation_counts(maps, twin.sites, nn_px))
+    assert everything.loc["defect", "region_precision"] < 0.9
+    assert default.loc["defect", "region_precision"] == 1.0 and default.loc["defect", "region_recall"] == 1.0
+    assert (default["region_f1"].dropna() == 1.0).all()
+    assert min_region_px(nn_px) == int(np.ceil(MIN_AREA_NN2 * nn_px**2))
+    with pytest.raises(ValueError, match="non-negative"):
+        min_region_px(nn_px, -1.0)
 
 
 # --------------------------------------------------------------------------- engines
@@ -490,8 +515,6 @@ def _at(m: np.ndarray, yx: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("engine", ["sliding-window", "attention-unet"])
 def test_maps_are_high_on_defects_and_low_on_perfect_lattice(vacancy_twin, engine):
-    from napari_stem_defects.heatmaps.classes import defect_sites
-
     twin, nn = vacancy_twin
     result = compute_heatmaps(twin.image, "MoS2", engine, nn_px=nn)
     yx, fam = defect_sites(twin.sites)

@@ -14,7 +14,7 @@ from napari_stem_defects._widgets import heatmaps_widget
 from napari_stem_defects._widgets.heatmaps_widget import HeatmapsWidget
 from napari_stem_defects.heatmaps import engines
 from napari_stem_defects.heatmaps.classes import HEATMAP_CLASSES
-from napari_stem_defects.heatmaps.regions import REGION_COLUMNS
+from napari_stem_defects.heatmaps.regions import MIN_AREA_NN2, REGION_COLUMNS, min_region_px
 from napari_stem_defects.simulate import ImagingParams, simulate_twin
 
 PIXEL = 0.2
@@ -100,6 +100,21 @@ def test_threshold_and_outline_redraw_regions_from_the_cached_maps(setup, calls,
         pixels.append(_region_pixels(shapes))
     assert pixels[0] > 0 and all(a >= b for a, b in zip(pixels, pixels[1:])), pixels
     assert len(calls) == 1  # no new inference
+
+    widget.threshold.value = 0.35
+    qtbot.waitUntil(lambda: shapes.metadata["threshold"] == pytest.approx(0.35), timeout=5000)
+    nn_px = widget.last_run.result.nn_px
+    counts = []
+    for area in (0.0, MIN_AREA_NN2, 2.0):  # the smallest region (nn^2) also redraws live
+        widget.min_area.value = area
+        smallest = min_region_px(nn_px, area)
+        qtbot.waitUntil(lambda m=smallest: shapes.metadata["min_area_px"] == m, timeout=5000)
+        table = widget.last_run.regions.table
+        assert shapes.nshapes == len(table) and (table["area_px"] >= smallest).all()
+        assert f"at least {smallest} px" in widget.result.value
+        counts.append(len(table))
+    assert counts[0] >= counts[1] >= counts[2] and counts[0] > counts[2], counts
+    assert len(calls) == 1
 
     widget.threshold.value = 0.05
     qtbot.waitUntil(lambda: shapes.metadata["threshold"] == pytest.approx(0.05), timeout=5000)

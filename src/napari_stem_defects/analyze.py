@@ -20,7 +20,8 @@ in the README):
     Per-family defect probability maps (C, H, W) in the order of
     :data:`~napari_stem_defects.heatmaps.classes.HEATMAP_CLASSES` ((T, C, H, W)
     for a stack), the binary entropy of the ``defect`` map (H, W), their
-    settings, and one row per region above the threshold
+    settings, and one row per region above the threshold and at least the
+    smallest region's area
     (:data:`~napari_stem_defects.heatmaps.regions.REGION_COLUMNS`).
 """
 
@@ -41,6 +42,7 @@ from .io.atomic import atomic_save_npy, atomic_write, atomic_write_text, json_de
 from .cells.classify import classify_site_table
 from .cells.site_labels import site_defects
 from .cells.statistics import defect_statistics
+from .heatmaps.regions import MIN_AREA_NN2
 from .io.stem_image import StemImage
 
 #: Version of the files ``analyze`` writes; bumped when a column changes meaning.
@@ -143,13 +145,14 @@ class Analysis:
         return {c: int(counts.get(c, 0)) for c in self.heatmaps[0].classes}
 
     def heatmaps_summary(self) -> dict:
-        """The ``heatmaps`` entry of ``summary.json``: engine, window, stride, threshold and
-        region counts per family (all frames, and per frame)."""
+        """The ``heatmaps`` entry of ``summary.json``: engine, window, stride, threshold, smallest
+        region and region counts per family (all frames, and per frame)."""
         first = self.heatmaps[0]
         frames = [self._region_counts(r) for r in self.regions]
         total = {c: sum(f[c] for f in frames) for c in first.classes}
         return {"engine": first.engine, "window_px": first.window_px, "stride_px": first.stride_px,
-                "threshold": self.regions[0].threshold, "region_counts": total, "frames": frames}
+                "threshold": self.regions[0].threshold, "min_area_nn2": self.settings["heatmaps"]["min_area_nn2"],
+                "min_area_px": [r.min_area_px for r in self.regions], "region_counts": total, "frames": frames}
 
     def heatmaps_info(self) -> dict:
         """The ``heatmaps.json`` sidecar of ``heatmaps.npy`` and ``uncertainty.npy``."""
@@ -169,6 +172,8 @@ class Analysis:
             "pixel_size": list(self.image.pixel_size) if calibrated else None,
             "units": "angstrom" if calibrated else "pixel",
             "threshold": self.regions[0].threshold,
+            "min_area_nn2": self.settings["heatmaps"]["min_area_nn2"],
+            "min_area_px": [r.min_area_px for r in self.regions],
             "regions_file": "regions.csv",
             "uncertainty_file": "uncertainty.npy",
             "uncertainty_axes": "tyx" if unc.ndim == 3 else "yx",
@@ -187,6 +192,7 @@ def analyze_image(
     heatmaps: str | None = None,
     heatmap_threshold: float = 0.5,
     heatmap_window: float | None = None,
+    heatmap_min_area: float = MIN_AREA_NN2,
     cell_model: str | Path | None = None,
     column_model: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -213,6 +219,10 @@ def analyze_image(
     heatmap_window : float, optional
         Sliding-window side in image pixels (default automatic: 64 px when the
         lattice suits it). The frames of a stack share the first frame's window.
+    heatmap_min_area : float
+        Smallest region kept, in squared metal-to-chalcogen distances (nn^2) of
+        the frame's lattice (default 0.5: a point defect lights up about 0.8
+        nn^2; smaller specks are noise); 0 keeps every region.
     cell_model : str or Path, optional
         Weights of the CNN cell classifier: a model version name
         (:func:`napari_stem_defects.model_registry.list_models`) or a ``.pt`` file;
@@ -239,7 +249,7 @@ def analyze_image(
     unet = _model("columns", column_model) if method == "deep" else None
     engine = None if heatmaps in (None, "none") else heatmaps
     if engine is not None:
-        _check_heatmap_settings(engine, material, heatmap_threshold, heatmap_window)
+        _check_heatmap_settings(engine, material, heatmap_threshold, heatmap_window, heatmap_min_area)
     frames = image.data[None] if image.data.ndim == 2 else image.data
     results, maps, regions = [], [], []
     window = heatmap_window
@@ -250,7 +260,7 @@ def analyze_image(
         results.append(result)
         if engine is not None:
             hm, found = _heatmaps_of(frame, material, engine, result.nn_px, image.pixel_size, window,
-                                     heatmap_threshold, f" of frame {t}" if len(frames) > 1 else "")
+                                     heatmap_threshold, heatmap_min_area, f" of frame {t}" if len(frames) > 1 else "")
             window = hm.window_px if hm.window_px is not None else window
             maps.append(hm)
             regions.append(found)
@@ -263,7 +273,8 @@ def analyze_image(
     if model is not None:
         settings["cell_model"] = str(cell_model) if cell_model is not None else "shipped"
     if engine is not None:
-        settings["heatmaps"] = {"engine": engine, "threshold": float(heatmap_threshold), "window_px": heatmap_window}
+        settings["heatmaps"] = {"engine": engine, "threshold": float(heatmap_threshold), "window_px": heatmap_window,
+                                "min_area_nn2": float(heatmap_min_area)}
     cells = [classify_site_table(frame, r.sites, material, classifier, posteriors=r.posteriors, nn_px=r.nn_px,
                                  model=model)
              for frame, r in zip(frames, results)] if material else []
@@ -293,7 +304,8 @@ def _model(kind: str, name_or_path: str | Path | None) -> Any:
     return load_column_model(path)
 
 
-def _check_heatmap_settings(engine: str, material: str | None, threshold: float, window: float | None) -> None:
+def _check_heatmap_settings(engine: str, material: str | None, threshold: float, window: float | None,
+                            min_area: float) -> None:
     """Reject bad heatmap settings before the long work starts."""
     if engine not in HEATMAP_CHOICES:
         raise ValueError(f"heatmaps must be one of {', '.join(HEATMAP_CHOICES)}, not {engine!r}")
@@ -303,20 +315,23 @@ def _check_heatmap_settings(engine: str, material: str | None, threshold: float,
         raise ValueError(f"the heatmap threshold must be in (0, 1], got {threshold}")
     if window is not None and not (np.isfinite(window) and float(window) > 0):
         raise ValueError(f"the heatmap window must be a positive number of pixels, got {window}")
+    if not (np.isfinite(min_area) and float(min_area) >= 0):
+        raise ValueError(f"the smallest heatmap region must be a non-negative area in nn^2, got {min_area}")
 
 
 def _heatmaps_of(frame: np.ndarray, material: str, engine: str, nn_px: float,
                  pixel_size: tuple[float, float] | None, window: float | None, threshold: float,
-                 where: str) -> tuple[Any, Any]:
+                 min_area: float, where: str) -> tuple[Any, Any]:
     """Heatmaps and their regions of one frame; a ValueError says which heatmaps failed and why."""
     from .heatmaps.engines import compute_heatmaps
-    from .heatmaps.regions import find_regions
+    from .heatmaps.regions import find_regions, min_region_px
 
     try:
         result = compute_heatmaps(frame, material, engine, nn_px=nn_px, pixel_size=pixel_size, window_px=window)
     except ValueError as err:
         raise ValueError(f"cannot compute {engine} heatmaps{where}: {err}") from err
-    return result, find_regions(result.maps, threshold, pixel_size=pixel_size, classes=result.classes)
+    return result, find_regions(result.maps, threshold, pixel_size=pixel_size, classes=result.classes,
+                                min_area_px=min_region_px(result.nn_px, min_area))
 
 
 def write_analysis(analysis: Analysis, out_dir: str | Path, source: str | None = None) -> dict[str, Path]:

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="probability at which a pixel belongs to a region of regions.csv (default 0.5)")
     ana.add_argument("--heatmap-window", type=float, default=None, metavar="PX",
                      help="sliding-window side in image pixels (default automatic: 64 px when the lattice suits it)")
+    ana.add_argument("--heatmap-min-area", type=float, default=0.5, metavar="NN2",
+                     help="smallest region of regions.csv, in squared metal-to-chalcogen distances "
+                          "(a point defect lights up about 0.8; default 0.5; 0 keeps every speck)")
     dyn = sub.add_parser(
         "dynamics",
         help="image series: drift, column tracks, events and an instability map; "
@@ -398,6 +401,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     analysis = analyze_image(image, material=args.material, method=args.method, threshold=args.threshold,
                              refine=args.refine, classifier=args.classifier, heatmaps=args.heatmaps,
                              heatmap_threshold=args.heatmap_threshold, heatmap_window=args.heatmap_window,
+                             heatmap_min_area=args.heatmap_min_area,
                              cell_model=args.cell_model, column_model=args.column_model, progress=progress)
     paths = write_analysis(analysis, args.out, source=str(args.image))
     table = analysis.sites_table()
@@ -413,7 +417,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if analysis.heatmaps:
         hm = analysis.heatmaps_summary()
         how = f", window {hm['window_px']:g} px, stride {hm['stride_px']:g} px" if hm["window_px"] else ""
-        print(f"heatmaps ({hm['engine']}{how}): regions with p >= {hm['threshold']:g}: "
+        print(f"heatmaps ({hm['engine']}{how}): regions with p >= {hm['threshold']:g} "
+              f"and >= {hm['min_area_nn2']:g} nn^2: "
               + ", ".join(f"{c} {n}" for c, n in hm["region_counts"].items()))
     for result in analysis.columns:
         for message in result.messages:

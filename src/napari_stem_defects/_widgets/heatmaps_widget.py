@@ -6,7 +6,8 @@ current frame only) in a napari ``thread_worker``, and shows one probability
 layer per defect family plus the uncertainty, in the image's physical scale,
 with the regions above the threshold as the Shapes layer ``<image> defect regions``.
 The last maps are cached: moving the threshold or changing the outline only
-redraws the regions (no network call). The region table exports to CSV.
+redraws the regions (no network call). Regions smaller than the "min region"
+area (in squared atom spacings, nn^2) are dropped as specks. The region table exports to CSV.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ..columns import ColumnDetectionError
 from ..heatmaps import engines
 from ..heatmaps.engines import ENGINES, HeatmapResult
 from ..heatmaps.layers import heatmap_layers, legend_html, region_shapes
-from ..heatmaps.regions import REGION_COLUMNS, Regions, find_regions
+from ..heatmaps.regions import MIN_AREA_NN2, REGION_COLUMNS, Regions, find_regions, min_region_px
 from ..io.atomic import atomic_write
 from ..materials import KNOWN_MATERIALS
 from .columns_widget import _pixel_size, adopt_material
@@ -127,13 +128,17 @@ class HeatmapsWidget(Container):
         self.output = ComboBox(label="output", choices=list(OUTPUTS), value=OUTPUTS[0])
         self.outline = ComboBox(label="outline", choices=list(OUTLINES), value=OUTLINES[0])
         self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.01, value=0.5)
+        self.min_area = FloatSpinBox(label="min region (nn²)", min=0.0, max=50.0, step=0.1, value=MIN_AREA_NN2,
+                                     tooltip="regions smaller than this, in squared metal-to-chalcogen distances, "
+                                             "are dropped as specks (a point defect lights up about 0.8 nn²); "
+                                             "0 keeps every region")
         self.run_button = PushButton(text="Compute heatmaps")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
         self.result, self.legend = Label(value=""), Label(value="")
         self.export_button = PushButton(text="Export regions CSV", enabled=False)
         self.extend([self.layer, self.material, self.engine, self.window, self.stride, self.unit, self.output,
-                     self.outline, self.threshold, self.run_button, self.cancel_button, self.progress, self.result,
+                     self.outline, self.threshold, self.min_area, self.run_button, self.cancel_button, self.progress, self.result,
                      self.legend, self.export_button])
         for label in (self.result, self.legend):
             label.native.setWordWrap(True)
@@ -149,6 +154,7 @@ class HeatmapsWidget(Container):
         self.engine.changed.connect(self._on_engine)
         self.unit.changed.connect(self._on_unit)
         self.threshold.changed.connect(lambda *_: self._debounce.start())
+        self.min_area.changed.connect(lambda *_: self._debounce.start())
         self.outline.changed.connect(lambda *_: self.update_regions())
         self.output.changed.connect(lambda *_: self._on_output())
         viewer.layers.events.inserted.connect(self.layer.reset_choices)
@@ -254,7 +260,8 @@ class HeatmapsWidget(Container):
                 "material": self.material.value, "engine": self.engine.value, "nn_px": nn_px, "nn_source": nn_source,
                 "window_px": self._to_px(self.window.value, pixel_size) if windowed else None,
                 "stride_px": self._to_px(self.stride.value, pixel_size) if windowed else None,
-                "threshold": float(self.threshold.value), "cancel": threading.Event()}
+                "threshold": float(self.threshold.value), "min_area_nn2": float(self.min_area.value),
+                "cancel": threading.Event()}
 
     # ------------------------------------------------------------------ running
     def run(self, blocking: bool = False) -> HeatmapsRun | Any | None:
@@ -319,7 +326,8 @@ class HeatmapsWidget(Container):
             if job["cancel"].is_set():
                 raise InterruptedError("cancelled")
             run.regions = find_regions(run.result.maps, job["threshold"], pixel_size=job["pixel_size"],
-                                       classes=run.result.classes)
+                                       classes=run.result.classes,
+                                       min_area_px=min_region_px(run.result.nn_px, job["min_area_nn2"]))
         except InterruptedError:
             run.cancelled, run.result = True, None
         except EXPECTED_ERRORS as err:
@@ -374,7 +382,7 @@ class HeatmapsWidget(Container):
             run.layers = self._show_maps(run)
 
     def update_regions(self, *_) -> Regions | None:
-        """Regions of the cached maps at the current threshold and outline; no network call.
+        """Regions of the cached maps at the current threshold, smallest area and outline; no network call.
 
         Returns
         -------
@@ -386,9 +394,10 @@ class HeatmapsWidget(Container):
         if run is None or run.result is None:
             return None
         threshold = float(self.threshold.value)
-        if run.regions is None or run.regions.threshold != threshold:
+        smallest = min_region_px(run.result.nn_px, float(self.min_area.value))
+        if run.regions is None or run.regions.threshold != threshold or run.regions.min_area_px != smallest:
             run.regions = find_regions(run.result.maps, threshold, pixel_size=run.pixel_size,
-                                       classes=run.result.classes)
+                                       classes=run.result.classes, min_area_px=smallest)
         if run.image is not None and run.image in self._viewer.layers:
             run.shapes = self._show_regions(run)
         counts = region_counts(run.regions, run.result.classes)
@@ -480,7 +489,7 @@ def summary(run: HeatmapsRun, counts: dict[str, int]) -> str:
           else f"lattice {params.get('nn_source', 'measured from the image')}")
     regions = ", ".join(f"{c} {n}" for c, n in counts.items())
     return (f"{result.engine} heatmaps of {where}, {params.get('material', '')}: {how}; {nn}.\n"
-            f"Regions at threshold {run.regions.threshold:.2f}: {regions}.")
+            f"Regions at threshold {run.regions.threshold:.2f}, at least {run.regions.min_area_px} px: {regions}.")
 
 
 __all__ = ["HeatmapsRun", "HeatmapsWidget", "ask_save_path", "region_counts", "summary"]

@@ -3,8 +3,9 @@
 Used by the tests and ``benchmarks/bench_heatmaps.py`` on digital twins,
 whose site tables say where every defect is.
 
-- **Region level**: the regions of each family's map at the threshold
-  (:func:`~napari_stem_defects.heatmaps.regions.find_regions`) against the
+- **Region level**: the regions of each family's map at the threshold, specks
+  under 0.5 nn^2 dropped as in the viewer and ``analyze``
+  (:func:`~napari_stem_defects.heatmaps.regions.find_regions`), against the
   defective sites of that family. A site is found when a region of its family
   comes within ``tolerance_nn`` nn of it; a region is correct when it finds at
   least one site. Precision = correct regions / regions, recall = found sites
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .classes import HEATMAP_CLASSES, defect_sites, target_maps
-from .regions import find_regions
+from .regions import MIN_AREA_NN2, find_regions, min_region_px
 
 #: Radius of the pixel-level target discs, in nn.
 PIXEL_TARGET_NN = 0.5
@@ -31,7 +32,7 @@ TOLERANCE_NN = 0.5
 
 def localisation_counts(
     maps: np.ndarray, sites: pd.DataFrame, nn_px: float, threshold: float = 0.5,
-    tolerance_nn: float = TOLERANCE_NN,
+    tolerance_nn: float = TOLERANCE_NN, min_area_nn2: float = MIN_AREA_NN2,
 ) -> dict[str, dict[str, int]]:
     """Counts behind the region- and pixel-level scores of one image, per family.
 
@@ -47,6 +48,8 @@ def localisation_counts(
         Map threshold.
     tolerance_nn : float
         Matching distance in nn.
+    min_area_nn2 : float
+        Smaller regions are dropped (nn^2; 0 keeps every region).
 
     Returns
     -------
@@ -54,7 +57,7 @@ def localisation_counts(
         Per family: ``regions``, ``regions_correct``, ``sites``, ``sites_found``,
         ``tp_px``, ``fp_px``, ``fn_px``.
     """
-    regions = find_regions(maps, threshold)
+    regions = find_regions(maps, threshold, min_area_px=min_region_px(nn_px, min_area_nn2))
     yx, fam = defect_sites(sites)
     truth = target_maps(sites, maps.shape[1:], PIXEL_TARGET_NN * nn_px)
     h, w = maps.shape[1:]
@@ -122,7 +125,7 @@ def scores(counts: dict[str, dict[str, int]]) -> pd.DataFrame:
 def heldout_scores(
     engine: str, model: Any = None, doses: tuple[float, ...] = (1e4, 1e5, 1e6),
     materials: tuple[str, ...] = ("MoS2", "WSe2", "MoTe2", "MoWSSe"), n_per: int = 4, *, size: int = 256,
-    threshold: float = 0.5, imaging: str = "clean",
+    threshold: float = 0.5, imaging: str = "clean", min_area_nn2: float = MIN_AREA_NN2,
 ) -> dict[float, pd.DataFrame]:
     """Scores per dose over held-out twins (seeds the heatmap networks never saw).
 
@@ -141,6 +144,6 @@ def heldout_scores(
                 twin, _ = heldout_twin(mat, dose, i, size=size, seed_base=TEST_SEED_BASE, imaging=imaging)
                 nn = twin_nn_px(twin)
                 res = compute_heatmaps(twin.image, twin.material, engine, nn_px=nn, model=model)
-                add_counts(total, localisation_counts(res.maps, twin.sites, nn, threshold))
+                add_counts(total, localisation_counts(res.maps, twin.sites, nn, threshold, min_area_nn2=min_area_nn2))
         out[float(dose)] = scores(total)
     return out

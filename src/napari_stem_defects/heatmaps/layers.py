@@ -107,7 +107,7 @@ def region_shapes(
         "edge_width": 1.5,
         "text": {"string": "{class} {max_probability:.2f}", "size": 8, "color": "white",
                  "anchor": "upper_left"} if len(table) else None,
-        "metadata": {"threshold": regions.threshold, "image_layer": image_name,
+        "metadata": {"threshold": regions.threshold, "min_area_px": regions.min_area_px, "image_layer": image_name,
                      "outline": "boxes" if boxes else "contours"},
         **_placement(scale, units, translate),
     }
