@@ -10,7 +10,7 @@ Sections:
    MoS2, WSe2, MoTe2, MoWSSe; clean imaging as in the cell benchmark) at doses
    1e4, 1e5, 1e6: region-level precision / recall / F1 against the true
    defective sites (a site is found when a region of its family comes within
-   0.5 nn; regions under 0.5 nn^2 are dropped, the default of the viewer and
+   0.5 nn; regions under 0.6 nn^2 are dropped, the default of the viewer and
    ``analyze``) and pixel-level IoU / F1 against discs of 0.5 nn, per family
    (:mod:`napari_stem_defects.heatmaps.evaluate`), for both engines and, as the
    peer, **maps painted from the cell classifier** (columns detected, cells

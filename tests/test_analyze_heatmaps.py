@@ -72,10 +72,10 @@ def test_cli_analyze_writes_heatmaps_regions_and_summary(engine, twin_file, tmp_
 
     regions = pd.read_csv(out / "regions.csv", keep_default_na=False)
     assert list(regions.columns) == list(REGION_COLUMNS)
-    # the table is that of the saved maps at the threshold without the specks under 0.5 nn^2,
+    # the table is that of the saved maps at the threshold without the specks under MIN_AREA_NN2 nn^2,
     # areas in nm^2 at 0.12 Å per pixel
     nn_px = json.loads((out / "analysis.json").read_text())["frames"][0]["nn_px"]
-    assert info["min_area_nn2"] == MIN_AREA_NN2 and info["min_area_px"] == [int(np.ceil(0.5 * nn_px**2))]
+    assert info["min_area_nn2"] == MIN_AREA_NN2 and info["min_area_px"] == [int(np.ceil(MIN_AREA_NN2 * nn_px**2))]
     expected = find_regions(maps, 0.4, pixel_size=info["pixel_size"], min_area_px=info["min_area_px"][0]).table
     assert (expected["area_px"] >= info["min_area_px"][0]).all()
     assert regions["region_id"].tolist() == expected["region_id"].tolist()

@@ -345,7 +345,7 @@ def test_a_blob_in_the_wrong_place_scores_zero_precision(twin, nn_px):
 
 def test_smallest_region_drops_specks_and_keeps_every_defect(twin, nn_px):
     """Specks of a few pixels away from the defects are false regions; the default smallest
-    region (0.5 nn^2) drops them and keeps every point defect's disc."""
+    region (0.6 nn^2) drops them and keeps every point defect's disc."""
     truth = target_maps(twin.sites, twin.image.shape, PIXEL_TARGET_NN * nn_px).astype(np.float32)
     yx, _ = defect_sites(twin.sites)
     h, w = twin.image.shape
@@ -353,7 +353,7 @@ def test_smallest_region_drops_specks_and_keeps_every_defect(twin, nn_px):
     maps, specks = truth.copy(), 0
     for y, x in rng.uniform([2, 2], [h - 4, w - 4], (200, 2)).astype(int):
         if np.hypot(*(yx - (y, x)).T).min() > 1.5 * nn_px and specks < 20:
-            maps[:, y : y + 2, x : x + 2] = 0.9  # 4 px, far below 0.5 nn^2
+            maps[:, y : y + 2, x : x + 2] = 0.9  # 4 px, far below 0.6 nn^2
             specks += 1
     assert specks == 20 and min_region_px(nn_px) > 4
     everything = scores(localisation_counts(maps, twin.sites, nn_px, min_area_nn2=0.0))

@@ -221,7 +221,7 @@ def analyze_image(
         lattice suits it). The frames of a stack share the first frame's window.
     heatmap_min_area : float
         Smallest region kept, in squared metal-to-chalcogen distances (nn^2) of
-        the frame's lattice (default 0.5: a point defect lights up about 0.8
+        the frame's lattice (default 0.6: a point defect lights up about 0.8
         nn^2; smaller specks are noise); 0 keeps every region.
     cell_model : str or Path, optional
         Weights of the CNN cell classifier: a model version name

@@ -117,8 +117,8 @@ class HeatmapsWidget(Container):
         self.layer = ComboBox(label="image", choices=self._image_layers)
         self.material = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value="MoS2")
         self.engine = ComboBox(label="engine", choices=list(ENGINES), value=ENGINES[0],
-                               tooltip="sliding-window: the patch classifier on every window; "
-                                       "attention-unet: per-pixel segmentation")
+                               tooltip="sliding-window: the patch classifier on every window (fast); "
+                                       "attention-unet: per-pixel segmentation (more accurate, about 8x slower)")
         self.window = FloatSpinBox(label="window", min=0.0, max=100000.0, step=1.0, value=0.0,
                                    tooltip="side of the sliding window; 0 = automatic "
                                            "(64 px when the lattice suits it)")

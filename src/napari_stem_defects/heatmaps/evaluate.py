@@ -4,7 +4,7 @@ Used by the tests and ``benchmarks/bench_heatmaps.py`` on digital twins,
 whose site tables say where every defect is.
 
 - **Region level**: the regions of each family's map at the threshold, specks
-  under 0.5 nn^2 dropped as in the viewer and ``analyze``
+  under 0.6 nn^2 dropped as in the viewer and ``analyze``
   (:func:`~napari_stem_defects.heatmaps.regions.find_regions`), against the
   defective sites of that family. A site is found when a region of its family
   comes within ``tolerance_nn`` nn of it; a region is correct when it finds at
