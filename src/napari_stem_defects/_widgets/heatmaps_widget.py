@@ -138,8 +138,8 @@ class HeatmapsWidget(Container):
         self.result, self.legend = Label(value=""), Label(value="")
         self.export_button = PushButton(text="Export regions CSV", enabled=False)
         self.extend([self.layer, self.material, self.engine, self.window, self.stride, self.unit, self.output,
-                     self.outline, self.threshold, self.min_area, self.run_button, self.cancel_button, self.progress, self.result,
-                     self.legend, self.export_button])
+                     self.outline, self.threshold, self.min_area, self.run_button, self.cancel_button,
+                     self.progress, self.result, self.legend, self.export_button])
         for label in (self.result, self.legend):
             label.native.setWordWrap(True)
         self._unit = self.unit.value
