@@ -49,6 +49,7 @@ def _parse_defects(items: Sequence[str]) -> dict[str, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
+    from .heatmaps.regions import MIN_AREA_NN2
     from .simulate.defects import DEFECT_TYPES
     from .simulate.presets import PRESETS
 
@@ -121,9 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="probability at which a pixel belongs to a region of regions.csv (default 0.5)")
     ana.add_argument("--heatmap-window", type=float, default=None, metavar="PX",
                      help="sliding-window side in image pixels (default automatic: 64 px when the lattice suits it)")
-    ana.add_argument("--heatmap-min-area", type=float, default=0.6, metavar="NN2",
+    ana.add_argument("--heatmap-min-area", type=float, default=MIN_AREA_NN2, metavar="NN2",
                      help="smallest region of regions.csv, in squared metal-to-chalcogen distances "
-                          "(a point defect lights up about 0.8; default 0.6; 0 keeps every speck)")
+                          f"(a point defect lights up about 0.8; default {MIN_AREA_NN2:g}; 0 keeps every speck)")
     dyn = sub.add_parser(
         "dynamics",
         help="image series: drift, column tracks, events and an instability map; "
