@@ -5,8 +5,12 @@ Example
 -------
     python scripts/train_heatmap_nets.py --engine sliding-window --steps 6000 --batch 128 --twins 2500
     python scripts/train_heatmap_nets.py --engine attention-unet --steps 2500 --batch 12 --twins 1500
+    python scripts/train_heatmap_nets.py --engine attention-unet --init src/napari_stem_defects/models/heatmap_unet.pt \
+        --seed 1 --steps 4000 --batch 8 --twins 3000 --lr 1e-3
 
-Prints validation F1 per family while training, then region- and pixel-level
+``--init`` continues from an earlier weights file of the same engine (with
+``--seed`` choosing new training twins); its training record is kept in the
+new file's metadata under ``init_from``. Prints validation F1 per family while training, then region- and pixel-level
 scores on held-out twins (``--test-per``), and writes
 ``src/napari_stem_defects/models/heatmap_patch.pt`` or ``heatmap_unet.pt``.
 """
@@ -39,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="processes that simulate the twins")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--test-per", type=int, default=3, help="held-out twins per material and dose (0: skip)")
+    parser.add_argument("--init", type=Path, default=None, help="weights file to continue training from")
     parser.add_argument("--out", type=Path, default=None, help="weights file (default: the packaged one)")
     parser.add_argument("--metrics-json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -49,15 +54,22 @@ def main(argv: list[str] | None = None) -> int:
     from napari_stem_defects.heatmaps.engines import WEIGHTS
     from napari_stem_defects.heatmaps.evaluate import heldout_scores
     from napari_stem_defects.heatmaps.networks import PATCH_ARCH, UNET_ARCH
-    from napari_stem_defects.network_io import save_weights
+    from napari_stem_defects.network_io import read_weights, save_weights
     from napari_stem_defects.training.heatmap_nets import train
 
     torch.set_num_threads(args.threads)
     out = args.out or MODELS / WEIGHTS[args.engine]
     command = "python scripts/train_heatmap_nets.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    init_state, init_meta = None, None
+    if args.init is not None:
+        init_state, init_meta = read_weights(args.init, f"{args.engine} heatmap network",
+                                             "scripts/train_heatmap_nets.py")
+        if init_meta.get("engine") != args.engine:
+            parser.error(f"--init {args.init} holds a {init_meta.get('engine')!r} network, not {args.engine!r}")
     model, history = train(args.engine, args.steps, args.batch, args.seed, n_twins=args.twins, n_val=args.val,
                            lr=args.lr, eval_every=args.eval_every, max_minutes=args.max_minutes,
-                           workers=args.workers, threads=args.threads, log=lambda s: print(s, flush=True))
+                           workers=args.workers, threads=args.threads, init_state=init_state,
+                           log=lambda s: print(s, flush=True))
     arch = PATCH_ARCH if args.engine == "sliding-window" else UNET_ARCH
     metadata = {
         "engine": args.engine,
@@ -70,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         "torch_version": str(torch.__version__),
         "validation": history["best"],
     }
+    if init_meta is not None:
+        metadata["init_from"] = {k: init_meta.get(k) for k in
+                                 ("training_command", "date", "train_seconds", "validation", "init_from")}
     save_weights(model, out, metadata)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB); best validation {history['best']}", flush=True)
     report = {"history": history}

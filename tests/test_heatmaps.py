@@ -529,3 +529,22 @@ def test_maps_are_high_on_defects_and_low_on_perfect_lattice(vacancy_twin, engin
     assert _at(result.maps[0], far).mean() < 0.15
     counts = localisation_counts(result.maps, twin.sites, nn)
     assert counts["vacancy"]["sites_found"] >= 0.9 * counts["vacancy"]["sites"]
+
+
+@pytest.mark.parametrize("engine", ["sliding-window", "attention-unet"])
+@pytest.mark.parametrize("material", ["MoS2", "WSe2"])
+def test_image_edges_of_a_perfect_lattice_are_not_defects(engine, material):
+    """The tiler mirrors the image beyond its edges; a mirror line must not light up as a defect."""
+    pixel_size = 0.15
+    twin = simulate_twin(material, (224, 240), pixel_size, rotation_deg=17.0, defects={},
+                         imaging=ImagingParams(dose=1e5), seed=11)
+    nn = twin.material.a / np.sqrt(3.0) / pixel_size
+    assert (twin.sites["defect"] == "none").all()
+    result = compute_heatmaps(twin.image, material, engine, nn_px=nn)
+    band = np.zeros(twin.image.shape, bool)
+    b = int(np.ceil(nn))
+    band[:b] = band[-b:] = True
+    band[:, :b] = band[:, -b:] = True
+    assert (result.maps[0][band] >= 0.5).mean() < 0.01
+    assert (result.maps[0][~band] >= 0.5).mean() < 0.01
+    assert len(find_regions(result.maps, 0.5, min_area_px=min_region_px(nn)).table) == 0

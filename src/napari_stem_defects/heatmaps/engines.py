@@ -240,11 +240,12 @@ def compute_heatmaps(
         maps = np.stack([_grid_to_pixels(g, shape, step, (zy, zx)) for g in grid])
         result = HeatmapResult(maps, binary_entropy(maps[0]), engine, window, step / z)
     elif engine == "attention-unet":
-        from .networks import CANONICAL_NN_PX
+        from .networks import CANONICAL_NN_PX, UNET_TILE_MARGIN
 
         canon = canonical_shape(shape, nn_px)
         x = flatten_and_normalize(resample(img, canon), CANONICAL_NN_PX)
-        out = predict_dense(model, x, tile=tile, margin=64, align=8, context=heatmap_context(mat, CANONICAL_NN_PX),
+        out = predict_dense(model, x, tile=tile, margin=UNET_TILE_MARGIN, align=8,
+                            context=heatmap_context(mat, CANONICAL_NN_PX),
                             progress=progress, cancel=cancel)
         maps = np.stack([resample(o, shape) if o.shape != shape else o for o in out])
         result = HeatmapResult(np.clip(maps, 0, 1), binary_entropy(np.clip(maps[0], 0, 1)), engine)

@@ -32,6 +32,9 @@ NATIVE_STRIDE: int = 8
 CENTRE_RADIUS_NN: float = 0.9
 #: nn distance, in pixels, of the attention U-Net's input (as the column U-Net and the cell CNN).
 CANONICAL_NN_PX: float = 11.0
+#: Context pixels around each U-Net tile; beyond the image's edges they are its mirror image
+#: (:func:`napari_stem_defects.tiling.predict_dense`), and training crops show such edges too.
+UNET_TILE_MARGIN: int = 64
 #: Material context numbers (composition and scale).
 N_CONTEXT: int = 6
 #: Architecture of the shipped patch classifier.

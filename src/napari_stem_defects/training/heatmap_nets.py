@@ -14,8 +14,10 @@ type the material allows at 0.5-4.5 % of the cells.
   up to 0.5 nn) and on as many random points; a window is positive for a
   family when one of its defects lies within 0.9 nn of the centre.
 - **Attention U-Net**: each twin is resampled to the canonical scale (nn 11 px
-  +- 5 %); two 128 px crops per twin; targets are discs of 0.5 nn around the
-  defective sites (:func:`~napari_stem_defects.heatmaps.classes.target_maps`).
+  +- 5 %) and mirrored beyond its edges as at inference; three 128 px crops
+  per twin (one on a defect of a family drawn evenly, one inside, one that may
+  cross an edge); targets are discs of 0.5 nn around the defective sites
+  (:func:`~napari_stem_defects.heatmaps.classes.target_maps`).
 
 Seeds never overlap with the cell classifier's or each other's: training from
 :data:`TRAIN_SEED_BASE`, validation from :data:`VAL_SEED_BASE`, held-out tests
@@ -35,7 +37,7 @@ from ..columns.unet import resample, resample_coordinates
 from ..heatmaps.classes import HEATMAP_CLASSES, defect_sites, target_maps
 from ..cells.crops import flatten_and_normalize
 from ..heatmaps.engines import PATCH_NN_RANGE, heatmap_context
-from ..heatmaps.networks import CANONICAL_NN_PX, CENTRE_RADIUS_NN, WINDOW
+from ..heatmaps.networks import CANONICAL_NN_PX, CENTRE_RADIUS_NN, UNET_TILE_MARGIN, WINDOW
 from .cell_cnn import random_cell_twin, twin_nn_px
 from .schedule import warmup_cosine
 
@@ -84,25 +86,36 @@ def patch_examples(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return win.astype(np.float16), ctx.astype(np.float32), labels
 
 
-def unet_examples(seed: int, crops: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Crops (float16, (n, 128, 128)), contexts (n, 6) and target maps (bool, (n, 5, 128, 128)) of one twin."""
+def unet_examples(seed: int, crops: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crops (float16, (n, 128, 128)), contexts (n, 6) and target maps (bool, (n, 5, 128, 128)) of one twin.
+
+    The twin is mirrored :data:`~napari_stem_defects.heatmaps.networks.UNET_TILE_MARGIN`
+    px beyond its edges, as the tiler does at inference, targets included. The
+    first crop holds a defect (of a family drawn evenly among those the twin
+    has, so that rare families are seen as often as vacancies), the second lies
+    inside the image and the others may reach into the mirrored margin, so that
+    the network sees image edges and learns that a mirror line is not a defect.
+    """
     rng = np.random.default_rng([seed, 4])
     nn_net = CANONICAL_NN_PX * float(rng.uniform(0.95, 1.05))
     x, yx, fam, shape, twin = _scaled_twin(seed, nn_net)
     sites = twin.sites.copy()
     sites[["y_px", "x_px"]] = resample_coordinates(sites[["y_px", "x_px"]].to_numpy(float), twin.image.shape, shape)
     target = target_maps(sites, shape, TARGET_RADIUS_NN * nn_net)
-    c = UNET_CROP
-    if min(shape) < c:
-        pad = [(0, max(0, c - shape[0])), (0, max(0, c - shape[1]))]
-        x = np.pad(x, pad, mode="symmetric")
-        target = np.pad(target, [(0, 0)] + pad)
+    c, m = UNET_CROP, UNET_TILE_MARGIN
+    pad = [(m, m + max(0, c - s - 2 * m)) for s in shape]
+    x = np.pad(x, pad, mode="symmetric")
+    target = np.pad(target, [(0, 0)] + pad, mode="symmetric")
+    inner = [(m, max(m, m + s - c)) for s in shape]  # crop origins inside the image (as far as it allows)
     imgs, tgts = [], []
     for k in range(crops):
-        if k == 0 and len(yx):  # one crop holds a defect
-            cy, cx = yx[rng.integers(len(yx))]
+        if k == 0 and len(yx):  # one crop holds a defect of a family drawn evenly among the twin's
+            family = rng.choice(np.flatnonzero(fam[:, 1:].any(axis=0))) + 1
+            cy, cx = yx[rng.choice(np.flatnonzero(fam[:, family]))] + m
             y0 = int(np.clip(cy - rng.uniform(16, c - 16), 0, x.shape[0] - c))
             x0 = int(np.clip(cx - rng.uniform(16, c - 16), 0, x.shape[1] - c))
+        elif k <= 1:
+            y0, x0 = (int(rng.integers(lo, hi + 1)) for lo, hi in inner)
         else:
             y0, x0 = int(rng.integers(0, x.shape[0] - c + 1)), int(rng.integers(0, x.shape[1] - c + 1))
         imgs.append(x[y0 : y0 + c, x0 : x0 + c])
@@ -172,6 +185,7 @@ def train(
     max_minutes: float = 1e9,
     workers: int = 1,
     threads: int = 1,
+    init_state: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[Any, dict[str, Any]]:
     """Train one engine's network; keep the weights with the best validation mean F1.
@@ -179,7 +193,9 @@ def train(
     The loss is the binary cross-entropy of each family (positives weighted
     x3 for the U-Net, whose positives are a few % of the pixels) plus, for the
     U-Net, a soft Dice term per channel. Adam with warm-up and cosine decay;
-    random flips, 90-degree turns, gain and offset.
+    random flips, 90-degree turns, gain and offset. ``init_state`` (a state
+    dict of the same architecture) continues an earlier training run; it is
+    scored on the validation set first and kept if no later step beats it.
 
     Returns
     -------
@@ -202,11 +218,19 @@ def train(
         f"{np.asarray(data['y']).reshape(len(data['y']), len(HEATMAP_CLASSES), -1).mean(axis=(0, 2)).round(4).tolist()}")
     xs, cs, ys = (torch.from_numpy(np.ascontiguousarray(data[k])) for k in ("x", "context", "y"))
     model = build_attention_unet() if dense else build_patch_net()
+    if init_state is not None:
+        model.load_state_dict(init_state)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
     sched = warmup_cosine(opt, steps)
     history: dict[str, Any] = {"engine": engine, "steps": steps, "batch": batch, "n_twins": n_twins, "val": []}
     best, best_state, losses, t_train = -1.0, None, [], time.time()
     pos_weight = torch.full((len(HEATMAP_CLASSES), 1, 1), 3.0) if dense else None
+    if init_state is not None:
+        f1 = validate(model, val, dense)
+        best, best_state = float(np.nanmean(f1)), _snapshot(model)
+        history["best"] = {"step": 0, "f1": f1.tolist(), "mean_f1": best, "elapsed_s": time.time() - t0}
+        history["val"].append(history["best"])
+        log(f"step 0 (initial weights): val F1 {np.round(f1, 3).tolist()} mean {best:.4f}")
     for step in range(1, steps + 1):
         idx = torch.from_numpy(rng.integers(len(xs), size=batch))
         x = xs[idx].float()[:, None]
@@ -238,7 +262,7 @@ def train(
                 f"mean {rec['mean_f1']:.4f} ({rec['elapsed_s']:.0f} s)")
             if rec["mean_f1"] > best:
                 best, history["best"] = rec["mean_f1"], rec
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = _snapshot(model)
         if out_of_time:
             log(f"stopping at step {step}: time budget of {max_minutes} min spent")
             break
@@ -246,6 +270,11 @@ def train(
     model.eval()
     history["train_seconds"] = time.time() - t0
     return model, history
+
+
+def _snapshot(model: Any) -> dict[str, Any]:
+    """A detached copy of a model's state dict."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def validate(model: Any, val: dict[str, np.ndarray], dense: bool) -> np.ndarray:

@@ -1,0 +1,79 @@
+"""Training examples of the heatmap U-Net (image edges included) and continuing a training run."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_stem_defects.heatmaps.classes import HEATMAP_CLASSES  # noqa: E402
+from napari_stem_defects.heatmaps.networks import UNET_TILE_MARGIN, build_attention_unet  # noqa: E402
+from napari_stem_defects.training import heatmap_nets  # noqa: E402
+from napari_stem_defects.training.heatmap_nets import UNET_CROP, unet_examples  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_unet_examples_hold_a_defect_and_reach_across_image_edges(monkeypatch):
+    """Crop origins are recorded by wrapping the slicing; the first holds a defect, the second lies
+    inside the image and later ones may start in the mirrored margin (origin < margin)."""
+    shapes = []
+    real = heatmap_nets._scaled_twin
+
+    def scaled(seed, nn_target):
+        out = real(seed, nn_target)
+        shapes.append(out[3])
+        return out
+
+    monkeypatch.setattr(heatmap_nets, "_scaled_twin", scaled)
+    edge_crops = 0
+    for seed in range(41_900_000, 41_900_012):
+        x, ctx, y = unet_examples(seed)
+        assert x.shape == (3, UNET_CROP, UNET_CROP) and x.dtype == np.float16
+        assert y.shape == (3, len(HEATMAP_CLASSES), UNET_CROP, UNET_CROP) and y.dtype == bool
+        assert ctx.shape == (3, 6)
+        assert y[0, 0].any()  # the defect crop
+        assert (y[:, 0] == y[:, 1:].any(axis=1)).all()  # "defect" is the union of the families
+        # a crop touching the mirrored margin repeats image rows or columns in mirror order
+        for k in (1, 2):
+            img = x[k].astype(np.float32)
+            rows = any(np.array_equal(img[i], img[i + 1]) for i in range(UNET_CROP - 1))
+            cols = any(np.array_equal(img[:, i], img[:, i + 1]) for i in range(UNET_CROP - 1))
+            if k == 1 and min(shapes[-1]) >= UNET_CROP:
+                assert not (rows or cols), "the inside crop reached the mirrored margin"
+            edge_crops += k == 2 and (rows or cols)
+    assert edge_crops >= 3  # some edge crops over 12 twins (about half are expected)
+    assert UNET_TILE_MARGIN == 64
+
+
+def test_training_can_continue_from_earlier_weights():
+    threads = torch.get_num_threads()
+    torch.manual_seed(0)
+    start = build_attention_unet()
+    state = {k: v.clone() for k, v in start.state_dict().items()}
+    model, history = heatmap_nets.train("attention-unet", steps=1, batch=2, n_twins=2, n_val=2, lr=1e-9,
+                                        eval_every=1, init_state=state, log=lambda s: None)
+    torch.set_num_threads(threads)
+    first = history["val"][0]
+    assert first["step"] == 0 and len(history["val"]) == 2
+    assert history["best"]["mean_f1"] >= first["mean_f1"]
+    # the initial weights were loaded: one step at lr 1e-9 leaves them (nearly) where they were
+    for k, v in model.state_dict().items():
+        if v.dtype.is_floating_point and "running" not in k:
+            assert torch.allclose(v, state[k], atol=1e-5), k
+
+
+def test_train_script_refuses_weights_of_the_other_engine(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("train_heatmap_nets", ROOT / "scripts" / "train_heatmap_nets.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    patch = ROOT / "src" / "napari_stem_defects" / "models" / "heatmap_patch.pt"
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--engine", "attention-unet", "--init", str(patch), "--out", str(tmp_path / "x.pt")])
+    assert exit_info.value.code == 2
+    assert "sliding-window" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
