@@ -5,12 +5,12 @@ Example
 -------
     python scripts/train_heatmap_nets.py --engine sliding-window --steps 6000 --batch 128 --twins 2500
     python scripts/train_heatmap_nets.py --engine attention-unet --steps 2500 --batch 12 --twins 1500
-    python scripts/train_heatmap_nets.py --engine attention-unet --init src/napari_stem_defects/models/heatmap_unet.pt \
-        --seed 1 --steps 4000 --batch 8 --twins 3000 --lr 1e-3
+    python scripts/train_heatmap_nets.py --engine attention-unet --init old.pt --seed 1 --lr 1e-3
 
 ``--init`` continues from an earlier weights file of the same engine (with
 ``--seed`` choosing new training twins); its training record is kept in the
-new file's metadata under ``init_from``. Prints validation F1 per family while training, then region- and pixel-level
+new file's metadata under ``init_from``. Prints validation F1 per family
+while training, then region- and pixel-level
 scores on held-out twins (``--test-per``), and writes
 ``src/napari_stem_defects/models/heatmap_patch.pt`` or ``heatmap_unet.pt``.
 """
