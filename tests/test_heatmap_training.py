@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_unet_examples_hold_a_defect_and_reach_across_image_edges(monkeypatch):
-    """Crop origins are recorded by wrapping the slicing; the first holds a defect, the second lies
-    inside the image and later ones may start in the mirrored margin (origin < margin)."""
+    """The first crop holds a defect, the second lies inside the image, the third may reach into the
+    mirrored margin: there two neighbouring rows or columns are equal (the mirror line). The twins'
+    resampled shapes are recorded by wrapping ``_scaled_twin``."""
     shapes = []
     real = heatmap_nets._scaled_twin
 
@@ -47,7 +48,7 @@ def test_unet_examples_hold_a_defect_and_reach_across_image_edges(monkeypatch):
                 assert not (rows or cols), "the inside crop reached the mirrored margin"
             edge_crops += k == 2 and (rows or cols)
     assert edge_crops >= 3  # some edge crops over 12 twins (about half are expected)
-    assert UNET_TILE_MARGIN == 64
+    assert UNET_TILE_MARGIN == 64  # the shipped U-Net was trained with this margin
 
 
 def test_training_can_continue_from_earlier_weights():

@@ -87,14 +87,18 @@ def _load_cached(path: str, build: Callable[[dict[str, Any]], Any], what: str, s
     return model
 
 
+def state_snapshot(model: Any) -> dict[str, Any]:
+    """A detached CPU copy of a model's state dict (e.g. the best weights seen while training)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
 def save_weights(model: Any, path: str | Path, metadata: dict[str, Any]) -> Path:
     """Write the state dict and plain-python metadata (loadable with ``weights_only=True``)."""
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "metadata": metadata}, path)
+    torch.save({"state_dict": state_snapshot(model), "metadata": metadata}, path)
     return path
 
 

@@ -36,7 +36,7 @@ from ..cells.classes import CLEAR_CONTRAST, allowed_classes, class_mask, dopant_
 from ..cells.cnn import build_cell_cnn, classify_cells, context_vector, predict_logits, probabilities
 from ..cells.crops import CANONICAL_NN_PX, cell_crops, prepare_image, strength_context
 from ..materials import KNOWN_MATERIALS, Material, parse_material
-from ..network_io import save_weights  # noqa: F401  (re-exported for the training scripts)
+from ..network_io import save_weights, state_snapshot  # noqa: F401  (save_weights re-exported for the scripts)
 from ..simulate import CELL_CLASSES, DigitalTwin, random_imaging, simulate_twin
 from .schedule import warmup_cosine
 
@@ -318,7 +318,7 @@ def train(
                 f"(two-stage {v2['macro_f1']:.4f}) acc {rec['accuracy']:.4f} ({rec['elapsed_s']:.0f} s)")
             if v["macro_f1"] > best:
                 best = v["macro_f1"]
-                best_state = {k: p.detach().clone() for k, p in model.state_dict().items()}
+                best_state = state_snapshot(model)
                 history["best"] = rec
         if out_of_time:
             log(f"stopping at step {step}: time budget of {max_minutes} min spent")

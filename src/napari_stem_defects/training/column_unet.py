@@ -22,7 +22,7 @@ from ..columns.unet import (
     resample, resample_coordinates,
 )
 from ..materials import KNOWN_MATERIALS, parse_material
-from ..network_io import save_weights  # noqa: F401  (re-exported for the training scripts)
+from ..network_io import save_weights, state_snapshot  # noqa: F401  (save_weights re-exported for the scripts)
 from ..simulate import DigitalTwin, random_imaging, simulate_twin
 from .schedule import warmup_cosine
 
@@ -339,7 +339,7 @@ def train(
                 f"R {v['recall']:.4f} F1 {v['f1']:.4f} empty {v['empty_with_peak']:.4f} ({v['elapsed_s']:.0f} s)")
             if v["loss"] < best:
                 best = v["loss"]
-                best_state = {k: p.detach().clone() for k, p in model.state_dict().items()}
+                best_state = state_snapshot(model)
                 history["best"] = v
     model.load_state_dict(best_state)
     model.eval()

@@ -38,6 +38,7 @@ from ..heatmaps.classes import HEATMAP_CLASSES, defect_sites, target_maps
 from ..cells.crops import flatten_and_normalize
 from ..heatmaps.engines import PATCH_NN_RANGE, heatmap_context
 from ..heatmaps.networks import CANONICAL_NN_PX, CENTRE_RADIUS_NN, UNET_TILE_MARGIN, WINDOW
+from ..network_io import state_snapshot
 from .cell_cnn import random_cell_twin, twin_nn_px
 from .schedule import warmup_cosine
 
@@ -227,7 +228,7 @@ def train(
     pos_weight = torch.full((len(HEATMAP_CLASSES), 1, 1), 3.0) if dense else None
     if init_state is not None:
         f1 = validate(model, val, dense)
-        best, best_state = float(np.nanmean(f1)), _snapshot(model)
+        best, best_state = float(np.nanmean(f1)), state_snapshot(model)
         history["best"] = {"step": 0, "f1": f1.tolist(), "mean_f1": best, "elapsed_s": time.time() - t0}
         history["val"].append(history["best"])
         log(f"step 0 (initial weights): val F1 {np.round(f1, 3).tolist()} mean {best:.4f}")
@@ -262,7 +263,7 @@ def train(
                 f"mean {rec['mean_f1']:.4f} ({rec['elapsed_s']:.0f} s)")
             if rec["mean_f1"] > best:
                 best, history["best"] = rec["mean_f1"], rec
-                best_state = _snapshot(model)
+                best_state = state_snapshot(model)
         if out_of_time:
             log(f"stopping at step {step}: time budget of {max_minutes} min spent")
             break
@@ -270,11 +271,6 @@ def train(
     model.eval()
     history["train_seconds"] = time.time() - t0
     return model, history
-
-
-def _snapshot(model: Any) -> dict[str, Any]:
-    """A detached copy of a model's state dict."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def validate(model: Any, val: dict[str, np.ndarray], dense: bool) -> np.ndarray:
