@@ -8,6 +8,8 @@ Example
 Prints validation metrics while training, then held-out per-class precision /
 recall / F1 per material and dose, and writes
 ``src/napari_stem_defects/models/cell_cnn.pt`` (state dict + metadata).
+``--init FILE`` continues from an earlier weights file; the chain of earlier
+runs is kept in the new file's metadata under ``init_from``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="processes that simulate the training twins")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training loop")
     parser.add_argument("--metrics-json", type=Path, default=None, help="also write the metrics here")
+    parser.add_argument("--init", type=Path, default=None, help="weights file to continue training from")
     parser.add_argument("--eval-only", action="store_true",
                         help="do not train: evaluate the weights in --out on the held-out twins")
     args = parser.parse_args(argv)
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from napari_stem_defects.cells.cnn import DEFAULT_ARCH, load_cell_model
     from napari_stem_defects.cells.crops import CANONICAL_NN_PX, CROP_SIZE
+    from napari_stem_defects.network_io import read_weights
     from napari_stem_defects.simulate import CELL_CLASSES
     from napari_stem_defects.training.cell_cnn import heldout_metrics, save_weights, train
 
@@ -59,15 +63,21 @@ def main(argv: list[str] | None = None) -> int:
         model = load_cell_model(args.out)
     else:
         command = "python scripts/train_cell_cnn.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        arch = {k: (list(v) if isinstance(v, tuple) else v) for k, v in DEFAULT_ARCH.items()}
+        init_state, init_meta = None, None
+        if args.init is not None:
+            init_state, init_meta = read_weights(args.init, "cell classifier", "scripts/train_cell_cnn.py")
+            if init_meta.get("arch") != arch:
+                parser.error(f"--init {args.init} holds a cell classifier of another architecture "
+                             f"({init_meta.get('arch')})")
         model, history = train(
             args.steps, args.batch, args.seed, n_twins=args.twins, n_val=args.val, lr=args.lr,
             eval_every=args.eval_every, max_minutes=args.max_minutes, workers=args.workers,
-            threads=args.threads, log=lambda s: print(s, flush=True),
+            threads=args.threads, log=lambda s: print(s, flush=True), init_state=init_state,
         )
         best = history["best"]
         print(f"best validation (step {best['step']}): macro-F1 {best['macro_f1']:.4f}; "
               f"training took {history['train_seconds'] / 60:.1f} min", flush=True)
-        arch = {k: (list(v) if isinstance(v, tuple) else v) for k, v in DEFAULT_ARCH.items()}
         metadata = {
             "arch": arch,
             "classes": list(CELL_CLASSES),
@@ -82,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             "torch_version": str(torch.__version__),
             "validation": {k: float(v) for k, v in best.items()},
         }
+        if init_meta is not None:
+            metadata["init_from"] = {k: init_meta.get(k) for k in
+                                     ("training_command", "date", "train_seconds", "validation", "init_from")}
         save_weights(model, args.out, metadata)
         print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)", flush=True)
         report["history"] = history

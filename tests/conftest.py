@@ -6,6 +6,15 @@ from pathlib import Path
 
 import pytest
 
+try:  # pragma: no cover - depends on the install
+    # The first torch optimiser imports torch._dynamo and with it triton, whose LLVM
+    # crashes the process once a napari viewer has made a GL context under Xvfb (the
+    # docks train in a child process for this reason). Tests that build optimisers
+    # in-process run in any order with the viewer tests, so import it before any viewer.
+    import torch._dynamo  # noqa: F401
+except ImportError:
+    pass
+
 #: Test data shared by the project, next to the repository (see ``shared/data/SOURCES.md``).
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

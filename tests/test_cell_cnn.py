@@ -146,3 +146,41 @@ def test_image_prior_cuts_false_defects_on_a_noisy_mostly_perfect_twin():
     assert f1(pred["image"]) > f1(pred["balanced"]) + 0.1
     with pytest.raises(ValueError, match="prior"):
         classify_cells(twin.image, m, x, _nn(twin), "MoS2", prior="flat")
+
+
+def test_training_can_continue_from_earlier_weights():
+    """train(init_state=...) scores the given weights first (step 0) and starts from them."""
+    from napari_stem_defects.cells.cnn import default_weights_path
+    from napari_stem_defects.network_io import read_weights
+    from napari_stem_defects.training.cell_cnn import train
+
+    threads = torch.get_num_threads()
+    state, _ = read_weights(default_weights_path(), "cell classifier", "scripts/train_cell_cnn.py")
+    model, history = train(1, 8, n_twins=2, n_val=2, lr=1e-9, eval_every=1, init_state=state, log=lambda s: None)
+    torch.set_num_threads(threads)
+    first = history["val"][0]
+    assert first["step"] == 0 and len(history["val"]) == 2
+    assert history["best"]["macro_f1"] >= first["macro_f1"] > 0.5  # the shipped weights, not random ones
+    for k, v in model.state_dict().items():
+        if v.dtype.is_floating_point and "running" not in k:
+            assert torch.allclose(v, state[k], atol=1e-5), k
+
+
+def test_train_script_refuses_weights_of_another_architecture(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from napari_stem_defects.cells.cnn import build_cell_cnn
+    from napari_stem_defects.network_io import save_weights
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("train_cell_cnn", root / "scripts" / "train_cell_cnn.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    other = tmp_path / "other.pt"
+    save_weights(build_cell_cnn(hidden=64), other, {"arch": {"hidden": 64}})
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--init", str(other), "--out", str(tmp_path / "x.pt")])
+    assert exit_info.value.code == 2
+    assert "another architecture" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()

@@ -239,6 +239,7 @@ def train(
     workers: int = 1,
     threads: int = 1,
     log: Callable[[str], None] = print,
+    init_state: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train the classifier on cells of ``n_twins`` training twins.
 
@@ -249,6 +250,10 @@ def train(
     classes the material allows, plus half the binary cross-entropy of the
     "defective" output. Adam with warm-up and cosine decay; the weights with
     the best validation macro-F1 (single mode) are kept.
+
+    ``init_state`` (a state dict, e.g. of the shipped weights) starts the
+    network from earlier weights instead of at random; they are scored before
+    the first step and kept if no later step beats them.
 
     Returns
     -------
@@ -275,11 +280,20 @@ def train(
     labels_t = torch.from_numpy(data["labels"])
     n_cls = len(CELL_CLASSES)
     model = build_cell_cnn()
+    if init_state is not None:
+        model.load_state_dict(init_state)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
     sched = warmup_cosine(opt, steps)
     history: dict[str, Any] = {"steps": steps, "batch": batch, "seed": seed, "lr": lr, "n_twins": n_twins,
                                "n_train_crops": int(len(data["labels"])), "val": []}
     best, best_state, run_loss, t_train = -1.0, None, [], time.time()
+    if init_state is not None:
+        v = class_metrics(confusion(model, val))
+        best, best_state = v["macro_f1"], state_snapshot(model)
+        history["best"] = rec = {"step": 0, "macro_f1": v["macro_f1"], "accuracy": v["accuracy"],
+                                 "elapsed_s": time.time() - t0}
+        history["val"].append(rec)
+        log(f"step 0 (initial weights): val macro-F1 {v['macro_f1']:.4f} acc {v['accuracy']:.4f}")
     for step in range(1, steps + 1):
         cls = rng.integers(len(by_class), size=batch)
         idx = torch.from_numpy(np.array([by_class[c][rng.integers(len(by_class[c]))] for c in cls]))
