@@ -12,7 +12,7 @@ Sections:
    were never training or validation seeds, from ground-truth positions with a
    detector-like error of up to 0.1 nn, each twin classified with its own
    class prior (``--prior image``, the default of ``classify_cells``).
-1b. **Ideal observer** for single chalcogen vacancies on the same twins
+1b. **Ideal observers** for single chalcogen vacancies and for M_X against sub_X on the same twins
    (:mod:`napari_stem_defects.cells.evaluate`): the best V_X1 F1 any
    classifier of those images could reach on average, beside the CNN's.
 2. **End to end, CNN against the physics baseline (the peer) on the same
@@ -44,7 +44,8 @@ import pandas as pd
 from napari_stem_defects.cells.classes import allowed_classes
 from napari_stem_defects.cells.classify import classify_site_table
 from napari_stem_defects.cells.cnn import PRIORS, classify_cells, load_cell_model
-from napari_stem_defects.cells.evaluate import ideal_vx1_evidence, ideal_vx1_f1
+from napari_stem_defects.cells.evaluate import (ideal_antisite_evidence, ideal_pair_f1, ideal_vx1_evidence,
+                                                ideal_vx1_f1)
 from napari_stem_defects.cells.physics import classify_cells_physics, reference_classes
 from napari_stem_defects.cells.statistics import defect_statistics
 from napari_stem_defects.columns import ColumnDetectionError, detect_columns
@@ -138,6 +139,23 @@ def section_bound(args, table: dict | None) -> None:
                             for i in range(args.per)])
             cnn = "-" if table is None else f"{table[mat][float(dose)]['per_class']['V_X1']['f1']:.3f}"
             print(f"| {mat} | {dose:.0e} | {len(ev)} | {cnn} | {ideal_vx1_f1(ev):.3f} |")
+    print("\nMetal antisite (M_X) against a substituted chalcogen (sub_X): both brighten the X2 column, "
+          "and only the Z exponent tells them apart. The ideal observer decides between the contents the "
+          "twin's own M_X and sub_X columns hold.\n")
+    print("| material | dose (e/Å²) | M_X + sub_X cells | M_X F1, CNN | M_X F1, ideal | sub_X F1, CNN | "
+          "sub_X F1, ideal |")
+    print("|---|---|---|---|---|---|---|")
+    for mat in args.materials:
+        for dose in args.doses:
+            ev = pd.concat([ideal_antisite_evidence(heldout_twin(mat, dose, i, size=args.size,
+                                                                  imaging=args.imaging)[0])
+                            for i in range(args.per)])
+            if ev.empty:
+                continue
+            cnn = ["-", "-"] if table is None else [
+                f"{table[mat][float(dose)]['per_class'][c]['f1']:.3f}" for c in ("M_X", "sub_X")]
+            print(f"| {mat} | {dose:.0e} | {len(ev)} | {cnn[0]} | {ideal_pair_f1(ev.assign(llr=-ev['llr']), 'M_X'):.3f}"
+                  f" | {cnn[1]} | {ideal_pair_f1(ev, 'sub_X'):.3f} |")
     print(f"\n({time.time() - t0:.0f} s)")
 
 
