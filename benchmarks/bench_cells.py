@@ -12,9 +12,9 @@ Sections:
    were never training or validation seeds, from ground-truth positions with a
    detector-like error of up to 0.1 nn, each twin classified with its own
    class prior (``--prior image``, the default of ``classify_cells``).
-1b. **Ideal observers** for single chalcogen vacancies and for M_X against sub_X on the same twins
-   (:mod:`napari_stem_defects.cells.evaluate`): the best V_X1 F1 any
-   classifier of those images could reach on average, beside the CNN's.
+1b. **Ideal observers** on the same twins (:mod:`napari_stem_defects.cells.evaluate`):
+   the best V_X1 F1, and the best M_X and sub_X F1 between those two classes,
+   any classifier of those images could reach on average, beside the CNN's.
 2. **End to end, CNN against the physics baseline (the peer) on the same
    twins**: columns detected by ``detect_columns``, cells classified by both,
    each cell scored against the true contents of the sites it holds
@@ -125,8 +125,8 @@ def section_heldout(model, args) -> dict:
 
 
 def section_bound(args, table: dict | None) -> None:
-    """V_X1 F1 of the CNN against the ideal observer (cells.evaluate) on the same held-out twins."""
-    print("\n## 1b. Single chalcogen vacancies: CNN against an ideal observer\n")
+    """V_X1, M_X and sub_X F1 of the CNN against the ideal observers (cells.evaluate) on the same held-out twins."""
+    print("\n## 1b. The faintest distinctions: CNN against ideal observers\n")
     print("The ideal observer knows each twin's noise-free image and decides perfect vs V_X1 from the "
           "counts around the X2 column by the Poisson likelihood ratio, with the true class shares: "
           "an upper bound for any classifier of that image (`cells/evaluate.py`).\n")
