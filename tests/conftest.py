@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -15,8 +17,10 @@ try:  # pragma: no cover - depends on the install
 except ImportError:
     pass
 
+#: The repository's root.
+ROOT = Path(__file__).resolve().parents[1]
 #: Test data shared by the project, next to the repository (see ``shared/data/SOURCES.md``).
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +29,16 @@ def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared test data not found at {SHARED}")
     return SHARED
+
+
+@pytest.fixture
+def load_script():
+    """Import one of the repository's ``scripts/NAME.py`` as a module (they are not a package)."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

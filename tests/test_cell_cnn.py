@@ -166,17 +166,11 @@ def test_training_can_continue_from_earlier_weights():
             assert torch.allclose(v, state[k], atol=1e-5), k
 
 
-def test_train_script_refuses_weights_of_another_architecture(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
+def test_train_script_refuses_weights_of_another_architecture(tmp_path, capsys, load_script):
     from napari_stem_defects.cells.cnn import build_cell_cnn
     from napari_stem_defects.network_io import save_weights
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("train_cell_cnn", root / "scripts" / "train_cell_cnn.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("train_cell_cnn")
     other = tmp_path / "other.pt"
     save_weights(build_cell_cnn(hidden=64), other, {"arch": {"hidden": 64}})
     with pytest.raises(SystemExit) as exit_info:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,10 +9,9 @@ torch = pytest.importorskip("torch")
 
 from napari_stem_defects.heatmaps.classes import HEATMAP_CLASSES  # noqa: E402
 from napari_stem_defects.heatmaps.networks import UNET_TILE_MARGIN, build_attention_unet  # noqa: E402
+from napari_stem_defects.network_io import packaged_weights_path, state_snapshot  # noqa: E402
 from napari_stem_defects.training import heatmap_nets  # noqa: E402
 from napari_stem_defects.training.heatmap_nets import UNET_CROP, unet_examples  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_unet_examples_hold_a_defect_and_reach_across_image_edges(monkeypatch):
@@ -55,7 +51,7 @@ def test_training_can_continue_from_earlier_weights():
     threads = torch.get_num_threads()
     torch.manual_seed(0)
     start = build_attention_unet()
-    state = {k: v.clone() for k, v in start.state_dict().items()}
+    state = state_snapshot(start)
     model, history = heatmap_nets.train("attention-unet", steps=1, batch=2, n_twins=2, n_val=2, lr=1e-9,
                                         eval_every=1, init_state=state, log=lambda s: None)
     torch.set_num_threads(threads)
@@ -68,11 +64,9 @@ def test_training_can_continue_from_earlier_weights():
             assert torch.allclose(v, state[k], atol=1e-5), k
 
 
-def test_train_script_refuses_weights_of_the_other_engine(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("train_heatmap_nets", ROOT / "scripts" / "train_heatmap_nets.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    patch = ROOT / "src" / "napari_stem_defects" / "models" / "heatmap_patch.pt"
+def test_train_script_refuses_weights_of_the_other_engine(tmp_path, capsys, load_script):
+    script = load_script("train_heatmap_nets")
+    patch = packaged_weights_path("heatmap_patch.pt")
     with pytest.raises(SystemExit) as exit_info:
         script.main(["--engine", "attention-unet", "--init", str(patch), "--out", str(tmp_path / "x.pt")])
     assert exit_info.value.code == 2
