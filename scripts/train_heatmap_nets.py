@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="processes that simulate the twins")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--test-per", type=int, default=3, help="held-out twins per material and dose (0: skip)")
+    parser.add_argument("--family-weight", action="append", default=[], metavar="FAMILY=W",
+                        help="scale one family's share of the loss (repeatable), e.g. substitution=2")
     parser.add_argument("--init", type=Path, default=None, help="weights file to continue training from")
     parser.add_argument("--out", type=Path, default=None, help="weights file (default: the packaged one)")
     parser.add_argument("--metrics-json", type=Path, default=None)
@@ -57,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     from napari_stem_defects.network_io import read_weights, save_weights
     from napari_stem_defects.training.heatmap_nets import train
 
+    family_weights = {}
+    for item in args.family_weight:
+        name, _, value = item.partition("=")
+        try:
+            family_weights[name] = float(value)
+        except ValueError:
+            parser.error(f"--family-weight {item!r}: expected FAMILY=NUMBER")
+        if name not in HEATMAP_CLASSES:
+            parser.error(f"--family-weight {item!r}: the families are {', '.join(HEATMAP_CLASSES)}")
     torch.set_num_threads(args.threads)
     out = args.out or MODELS / WEIGHTS[args.engine]
     command = "python scripts/train_heatmap_nets.py " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -69,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     model, history = train(args.engine, args.steps, args.batch, args.seed, n_twins=args.twins, n_val=args.val,
                            lr=args.lr, eval_every=args.eval_every, max_minutes=args.max_minutes,
                            workers=args.workers, threads=args.threads, init_state=init_state,
+                           family_weights=family_weights,
                            log=lambda s: print(s, flush=True))
     arch = PATCH_ARCH if args.engine == "sliding-window" else UNET_ARCH
     metadata = {

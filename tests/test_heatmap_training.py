@@ -72,3 +72,27 @@ def test_train_script_refuses_weights_of_the_other_engine(tmp_path, capsys, load
     assert exit_info.value.code == 2
     assert "sliding-window" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_family_weights_scale_each_familys_share_of_the_loss():
+    """Even weights give the plain loss (mean BCE with positives x3 plus mean soft Dice); a family
+    weighted 0 has no say in the loss, and an unknown family name is refused."""
+    from torch.nn import functional as F
+
+    g = torch.Generator().manual_seed(0)
+    k = len(HEATMAP_CLASSES)
+    out = torch.randn(3, k, 16, 16, generator=g, requires_grad=True)
+    y = (torch.rand(3, k, 16, 16, generator=g) < 0.1).float()
+    even = heatmap_nets.training_loss(out, y, torch.ones(k), dense=True)
+    p = torch.sigmoid(out)
+    dice = 1 - (2 * (p * y).sum((2, 3)) + 1) / (p.sum((2, 3)) + y.sum((2, 3)) + 1)
+    plain = F.binary_cross_entropy_with_logits(out, y, pos_weight=torch.full((k, 1, 1), 3.0)) + dice.mean()
+    assert torch.allclose(even, plain)
+    weight = torch.ones(k)
+    weight[HEATMAP_CLASSES.index("substitution")] = 0.0
+    heatmap_nets.training_loss(out, y, weight, dense=True).backward()
+    grad = out.grad.abs().sum((0, 2, 3))
+    sub = HEATMAP_CLASSES.index("substitution")
+    assert grad[sub] == 0 and all(grad[c] > 0 for c in range(k) if c != sub)
+    with pytest.raises(ValueError, match="substitution"):
+        heatmap_nets.train("attention-unet", steps=1, batch=2, n_twins=1, n_val=1, family_weights={"subst": 2.0})

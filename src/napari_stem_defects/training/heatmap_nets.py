@@ -187,6 +187,7 @@ def train(
     workers: int = 1,
     threads: int = 1,
     init_state: dict[str, Any] | None = None,
+    family_weights: dict[str, float] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[Any, dict[str, Any]]:
     """Train one engine's network; keep the weights with the best validation mean F1.
@@ -197,17 +198,25 @@ def train(
     random flips, 90-degree turns, gain and offset. ``init_state`` (a state
     dict of the same architecture) continues an earlier training run; it is
     scored on the validation set first and kept if no later step beats it.
+    ``family_weights`` (family name -> factor, default 1) scales each family's
+    share of the loss, to spend more of the network on a weak family.
 
     Returns
     -------
     model, history
     """
     import torch
-    from torch.nn import functional as F
 
     from ..heatmaps.networks import build_attention_unet, build_patch_net
 
     dense = engine == "attention-unet"
+    unknown = set(family_weights or {}) - set(HEATMAP_CLASSES)
+    if unknown:
+        raise ValueError(f"unknown families {sorted(unknown)}; the families are {list(HEATMAP_CLASSES)}")
+    weight = torch.tensor([float((family_weights or {}).get(c, 1.0)) for c in HEATMAP_CLASSES])
+    if not (torch.isfinite(weight).all() and (weight >= 0).all() and weight.sum() > 0):
+        raise ValueError(f"family weights must be finite, >= 0 and not all 0, not {family_weights}")
+    weight = weight / weight.mean()
     torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 9])
@@ -223,9 +232,9 @@ def train(
         model.load_state_dict(init_state)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
     sched = warmup_cosine(opt, steps)
-    history: dict[str, Any] = {"engine": engine, "steps": steps, "batch": batch, "n_twins": n_twins, "val": []}
+    history: dict[str, Any] = {"engine": engine, "steps": steps, "batch": batch, "n_twins": n_twins, "val": [],
+                               "family_weights": dict(family_weights or {})}
     best, best_state, losses, t_train = -1.0, None, [], time.time()
-    pos_weight = torch.full((len(HEATMAP_CLASSES), 1, 1), 3.0) if dense else None
     if init_state is not None:
         f1 = validate(model, val, dense)
         best, best_state = float(np.nanmean(f1)), state_snapshot(model)
@@ -239,14 +248,7 @@ def train(
         x, y = _augment(x, y, rng, dense)
         model.train()
         out = model(x, cs[idx])
-        if dense:
-            loss = F.binary_cross_entropy_with_logits(out, y, pos_weight=pos_weight)
-            p = torch.sigmoid(out)
-            inter = (p * y).sum((2, 3))
-            dice = 1 - (2 * inter + 1) / (p.sum((2, 3)) + y.sum((2, 3)) + 1)
-            loss = loss + dice.mean()
-        else:
-            loss = F.binary_cross_entropy_with_logits(out[:, :, 0, 0], y)
+        loss = training_loss(out, y, weight, dense)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -271,6 +273,36 @@ def train(
     model.eval()
     history["train_seconds"] = time.time() - t0
     return model, history
+
+
+def training_loss(out: Any, y: Any, weight: Any, dense: bool) -> Any:
+    """The training loss of a batch: per-family binary cross-entropy (positives x3 for
+    the U-Net) plus, for the U-Net, a soft Dice term per family, each family's terms
+    scaled by ``weight`` (a tensor of one factor per family, mean 1).
+
+    Parameters
+    ----------
+    out : torch.Tensor
+        Logits, (B, C, H, W) for the U-Net or (B, C, 1, 1) for the patch net.
+    y : torch.Tensor
+        Targets in [0, 1], (B, C, H, W) or (B, C).
+    weight : torch.Tensor
+        (C,) factors.
+    dense : bool
+        True for the U-Net.
+    """
+    import torch
+    from torch.nn import functional as F
+
+    if not dense:
+        bce = F.binary_cross_entropy_with_logits(out[:, :, 0, 0], y, reduction="none")
+        return (bce.mean(0) * weight).mean()
+    pos_weight = torch.full((out.shape[1], 1, 1), 3.0)
+    bce = F.binary_cross_entropy_with_logits(out, y, pos_weight=pos_weight, reduction="none")
+    p = torch.sigmoid(out)
+    inter = (p * y).sum((2, 3))
+    dice = 1 - (2 * inter + 1) / (p.sum((2, 3)) + y.sum((2, 3)) + 1)
+    return (bce.mean((0, 2, 3)) * weight).mean() + (dice.mean(0) * weight).mean()
 
 
 def validate(model: Any, val: dict[str, np.ndarray], dense: bool) -> np.ndarray:
