@@ -225,6 +225,48 @@ def test_autosave_and_removing_layers_keep_every_correction(make_napari_viewer, 
     assert widget.cells.value is None and widget.set_class("V_M") is False and "cells" in widget.result.value
 
 
+def test_background_autosave_keeps_later_corrections_and_never_overwrites_a_newer_save(opened, qtbot, monkeypatch):
+    """The timer's autosave writes in a worker. A correction made while it writes stays unsaved and is
+    written by the next autosave; an explicit Save of newer corrections, made while an older snapshot is
+    still being written, is not overwritten when that slow write ends."""
+    import threading
+
+    viewer, image, widget, path = opened
+    target = sidecar_path(path)
+    gate = threading.Event()
+    real_store = widget.writer.store
+
+    def held_store(ann, file, number):  # a background write starts only when the test lets it go
+        if threading.current_thread() is not threading.main_thread():
+            assert gate.wait(10)
+        return real_store(ann, file, number)
+
+    monkeypatch.setattr(widget.writer, "store", held_store)
+    assert widget.set_class("V_X1", [3])
+    worker = widget.autosave(blocking=False)
+    assert worker is not None and widget.writer.busy and widget.unsaved
+    assert widget.set_class("V_M", [4])  # while the snapshot of the first correction is being written
+    assert widget.autosave(blocking=False) is worker  # one background write at a time
+    gate.set()
+    qtbot.waitUntil(lambda: not widget.writer.busy, timeout=10_000)
+    assert widget.unsaved and load_annotations(target).cells.features.loc[4, "class"] != "V_M"
+    qtbot.waitUntil(lambda: not widget.unsaved, timeout=3 * correct_widget.AUTOSAVE_MS + 5000)
+    qtbot.waitUntil(lambda: not widget.writer.busy, timeout=10_000)
+    saved = load_annotations(target).cells.features
+    assert saved.loc[3, "class"] == "V_X1" and saved.loc[4, "class"] == "V_M"
+
+    gate.clear()
+    assert widget.set_class("V_X2", [5])
+    worker = widget.autosave(blocking=False)  # an older snapshot, held back ...
+    assert widget.set_class("V_X2+V_M", [6])
+    assert widget.save() == target  # ... while Save writes the newer one on the GUI thread
+    gate.set()
+    qtbot.waitUntil(lambda: not widget.writer.busy, timeout=10_000)
+    saved = load_annotations(target).cells.features
+    assert saved.loc[5, "class"] == "V_X2" and saved.loc[6, "class"] == "V_X2+V_M"
+    assert not widget.unsaved
+
+
 def test_save_asks_for_a_file_for_an_image_without_one(make_napari_viewer, sample_image, tmp_path, monkeypatch):
     viewer = make_napari_viewer()
     viewer.add_image(sample_image, name="twin", scale=(0.12, 0.12), units=("angstrom", "angstrom"),

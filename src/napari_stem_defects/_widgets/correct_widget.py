@@ -35,7 +35,7 @@ from ..annotations.edits import (
     CLASS_KEYS, EditHistory, apply_edit, mark_human, next_uncertain, set_cell_class,
     set_site_species, site_species_choices, species_keys, sync_positions,
 )
-from ..annotations.store import AnnotationFileError, load_annotations, save_annotations, sidecar_path
+from ..annotations.store import AnnotationFileError, load_annotations, sidecar_path
 from ..annotations.training_set import safe_name
 from ..cells.shapes_layer import cell_styles, class_legend, low_confidence_mask
 from ..cells.statistics import defect_statistics
@@ -44,6 +44,7 @@ from ..columns.result import EMPTY
 from ..materials import KNOWN_MATERIALS
 from ..simulate.defects import CELL_CLASSES
 from ._jobs import JobRunner
+from ._snapshot_writer import SnapshotWriter
 from .cells_widget import statistics_html
 from .columns_widget import _pixel_size, adopt_material
 
@@ -124,6 +125,8 @@ class CorrectWidget(Container):
         self.history = EditHistory()
         self.unsaved = False
         self.saved_to: Path | None = None
+        self.writer = SnapshotWriter()
+        self._edits = 0  # corrections made so far: a snapshot is "saved" only if none came after it
         self._files: dict[str, Path] = {}  # image layer id -> the .npy written for an image without a file
         self._applying = 0
         self._before_points: tuple[np.ndarray, pd.DataFrame] | None = None
@@ -160,7 +163,7 @@ class CorrectWidget(Container):
             label.native.setWordWrap(True)
         self.exporter = JobRunner(self.native, self.export_button, None, self.progress, self._say)
         self._timer = QTimer(self.native, singleShot=True, interval=AUTOSAVE_MS)
-        self._timer.timeout.connect(self.autosave)
+        self._timer.timeout.connect(lambda: self.autosave(blocking=False))
 
         self.set_species_button.changed.connect(lambda *_: self.set_species())
         self.set_class_button.changed.connect(lambda *_: self.set_class())
@@ -527,6 +530,7 @@ class CorrectWidget(Container):
         self._changed()
 
     def _changed(self) -> None:
+        self._edits += 1
         self.unsaved = True
         self._timer.start()
         self._show_status()
@@ -784,30 +788,62 @@ class CorrectWidget(Container):
             self._say(f"Annotations saved to {target}.")
         return target
 
-    def _write(self, target: Path, image_file: Path | None) -> Path | None:
+    def _write(self, target: Path, image_file: Path | None, blocking: bool = True) -> Path | Any | None:
+        """Snapshot the layers here and write them to ``target``: now, or in the background.
+
+        Returns
+        -------
+        Path, worker or None
+            ``target`` once written (blocking), the started worker, or None on failure (shown).
+        """
         try:
             ann = self._annotations(image_file)
-            save_annotations(ann, target)
         except EXPECTED_ERRORS as err:
             self._say(f"Cannot save the annotations to {target} ({err}).")
             return None
-        self.unsaved = False
+        number, edits = self.writer.take(), self._edits
+        if not blocking:
+            return self.writer.start(ann, target, number, lambda _: self._written(target, edits),
+                                     lambda err: self._say(f"Cannot save the annotations to {target} ({err})."))
+        try:
+            self.writer.store(ann, target, number)
+        except EXPECTED_ERRORS as err:
+            self._say(f"Cannot save the annotations to {target} ({err}).")
+            return None
+        return self._written(target, edits)
+
+    def _written(self, target: Path, edits: int) -> Path:
+        """A snapshot taken after ``edits`` corrections is on disk: saved, unless more came since."""
         self.saved_to = target
-        self.history.mark_saved()
-        self._timer.stop()
+        if edits == self._edits:
+            self.unsaved = False
+            self.history.mark_saved()
+            self._timer.stop()
         self._show_status()
         return target
 
-    def autosave(self) -> Path | None:
+    def autosave(self, blocking: bool = True) -> Path | Any | None:
         """Write the corrections now, to the image's annotation file or the autosave folder.
 
         An image without a file is written once as ``<name>.npy`` in the autosave
         folder, so opening that file with the plugin restores the corrections.
+
+        Parameters
+        ----------
+        blocking : bool
+            Write on the calling thread and return the file (closing, scripts,
+            tests). Otherwise (the autosave timer) only the snapshot of the
+            layers is taken here and the writing runs in a background worker,
+            which is returned; corrections made meanwhile stay "unsaved" and go
+            with the next autosave.
         """
         self._timer.stop()
         image = self.image.value
         if not self.unsaved or image is None or (self.sites.value is None and self.cells.value is None):
             return None
+        if not blocking and self.writer.busy:  # one background write at a time: try again after the pause
+            self._timer.start()
+            return self.writer.worker
         try:
             file = self._image_file(image)
         except (ImportError, AttributeError):
@@ -822,8 +858,8 @@ class CorrectWidget(Container):
                 self._say(f"Cannot autosave to {file.parent} ({err}).")
                 return None
             self._files[image.unique_id] = file
-        target = self._write(sidecar_path(file), file)
-        if target is not None:
+        target = self._write(sidecar_path(file), file, blocking)
+        if isinstance(target, Path):
             self._viewer.status = f"Corrections autosaved to {target}."
         return target
 
