@@ -155,3 +155,26 @@ def test_run_in_a_worker_thread_updates_the_dock(setup, qtbot):
         pass
     qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=5000)
     assert "twin cells" in viewer.layers and widget.progress.value == 100 and "cells" in widget.result.value
+
+
+def test_cancel_during_classification_shows_nothing(setup, qtbot, monkeypatch):
+    """Cancel pressed while the classifier runs (held here until the cancel arrives): no Shapes layer,
+    'Cancelled.', and the dock is ready for the next run."""
+    viewer, _, widget, _ = setup
+    real = cells_widget.classify_site_table
+
+    def held(*args, **kwargs):
+        assert widget.runner.cancel_event.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cells_widget, "classify_site_table", held)
+    worker = widget.run()
+    assert widget.cancel_button.enabled
+    widget.cancel()
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        pass
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=5000)
+    assert "twin cells" not in viewer.layers and widget.result.value == "Cancelled."
+    assert widget.last_run.cancelled and widget.last_run.cells is None
+    monkeypatch.setattr(cells_widget, "classify_site_table", real)
+    assert widget.run(blocking=True).cells is not None and "twin cells" in viewer.layers

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import html
 import logging
-import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from ..cells.statistics import DefectStatistics, defect_statistics
 from ..io.atomic import atomic_write
 from ..materials import KNOWN_MATERIALS
 from ..model_registry import SHIPPED
+from ._jobs import JobRunner
 from ._model_choice import ModelChoice
 from .columns_widget import _pixel_size, adopt_material, plot_style
 
@@ -98,7 +98,7 @@ class CellsWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self._viewer = viewer
-        self._worker, self._cancel, self.last_run = None, threading.Event(), None
+        self.last_run = None
         self.layer = ComboBox(label="image", choices=self._image_layers)
         self.points = ComboBox(label="sites", choices=self._points_layers, nullable=True)
         self.material = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value="MoS2")
@@ -120,6 +120,7 @@ class CellsWidget(Container):
                      self.progress, self.result, self.legend, self.statistics, self.export_button])
         for label in (self.result, self.legend, self.statistics):
             label.native.setWordWrap(True)
+        self.runner = JobRunner(self.native, self.run_button, self.cancel_button, self.progress, self._say)
         self.figure = Figure(figsize=(3.2, 2.6), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(200)
@@ -219,8 +220,8 @@ class CellsWidget(Container):
             Work on the calling thread and return the :class:`CellsRun`;
             otherwise start a ``thread_worker`` and return it.
         """
-        if self._worker is not None:
-            return self._worker
+        if self.runner.busy:
+            return self.runner.worker
         image, points = self.layer.value, self.points.value
         if image is None:
             self._say("Open or select an image first.")
@@ -237,38 +238,16 @@ class CellsWidget(Container):
         job = {"sites": sites, "frame": frame, "params": params, "material": self.material.value,
                "classifier": self.classifier.value, "model": self.model.value or SHIPPED, "pixels": pixels,
                "pixel_size": _pixel_size(image), "image": image, "points": points}
-        self._cancel = threading.Event()
-        self.progress.value = 0
-        if blocking:
-            work = self._work(job)
-            try:
-                while True:
-                    self.progress.value = int(100 * next(work))
-            except StopIteration as stop:
-                return self._apply(job, stop.value)
-        from napari.qt.threading import thread_worker
-
-        worker = thread_worker(self._work, start_thread=False, ignore_errors=True)(job)
-        worker.yielded.connect(lambda f: setattr(self.progress, "value", int(100 * f)))
-        worker.returned.connect(lambda run: self._apply(job, run))
-        worker.errored.connect(lambda err: self._say(f"Classification failed unexpectedly ({err})."))
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self.run_button.enabled, self.cancel_button.enabled = False, True
-        self._say("Classifying cells...")
-        worker.start()
-        return worker
+        if not blocking:
+            self._say("Classifying cells...")
+        return self.runner.start(self._work, job, self._apply, blocking=blocking, what="Classification")
 
     def cancel(self, *_) -> None:
         """Stop the running classification at its next checkpoint."""
-        self._cancel.set()
+        self.runner.cancel()
 
-    def _on_finished(self, *_) -> None:
-        self._worker = None
-        self.run_button.enabled, self.cancel_button.enabled = True, False
-
-    def _work(self, job: dict[str, Any]) -> Generator[float, None, CellsRun]:
-        """Lattice vectors, classes and statistics; yields the fraction done."""
+    def _work(self, job: dict[str, Any], report: Callable[[float], None]) -> Generator[float, None, CellsRun]:
+        """Lattice vectors, classes and statistics; yields the fraction done (``job['cancel']`` stops it)."""
         run = CellsRun(frame=job["frame"], params={"material": job["material"], "classifier": job["classifier"],
                                                    "model": job["model"]})
         try:
@@ -279,7 +258,7 @@ class CellsWidget(Container):
             run.a1, run.a2 = ((np.asarray(a1, float), np.asarray(a2, float)) if a1 is not None and a2 is not None
                               else estimate_lattice_vectors(sites))
             yield 0.2
-            run.cancelled = self._cancel.is_set()
+            run.cancelled = job["cancel"].is_set()
             if run.cancelled:
                 return run
             model = None
@@ -291,6 +270,10 @@ class CellsWidget(Container):
             run.cells = classify_site_table(job["pixels"], sites, job["material"], job["classifier"],
                                             nn_px=params.get("nn_px"), model=model)
             yield 0.8
+            run.cancelled = job["cancel"].is_set()  # cancelled while classifying: show nothing
+            if run.cancelled:
+                run.cells = None
+                return run
             run.stats = defect_statistics(run.cells, job["material"], job["pixel_size"])
         except EXPECTED_ERRORS as err:
             run.error = str(err) or type(err).__name__
