@@ -13,7 +13,6 @@ area (in squared atom spacings, nn^2) are dropped as specks. The region table ex
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSlider, FloatSpinBox, Label, ProgressBar, PushButton
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QTimer
 
 from ..calibration import LatticeNotFoundError
 from ..columns import ColumnDetectionError
@@ -31,6 +30,7 @@ from ..heatmaps.layers import heatmap_layers, legend_html, region_shapes
 from ..heatmaps.regions import MIN_AREA_NN2, REGION_COLUMNS, Regions, find_regions, min_region_px
 from ..io.atomic import atomic_write
 from ..materials import KNOWN_MATERIALS
+from ._jobs import JobRunner
 from .columns_widget import _pixel_size, adopt_material
 
 if TYPE_CHECKING:
@@ -43,11 +43,6 @@ EXPECTED_ERRORS = (ColumnDetectionError, LatticeNotFoundError, ValueError, Impor
 OUTPUTS: tuple[str, ...] = ("separate layers", "channel stack")
 OUTLINES: tuple[str, ...] = ("contours", "boxes")
 UNITS: tuple[str, ...] = ("px", "Å")
-
-
-class _Relay(QObject):
-    """Carries progress from the worker thread to the GUI thread (a queued Qt connection)."""
-    progress = Signal(float)
 
 
 @dataclass
@@ -113,7 +108,7 @@ class HeatmapsWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self._viewer = viewer
-        self._worker, self._cancel, self.last_run = None, threading.Event(), None
+        self.last_run = None
         self.layer = ComboBox(label="image", choices=self._image_layers)
         self.material = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value="MoS2")
         self.engine = ComboBox(label="engine", choices=list(ENGINES), value=ENGINES[0],
@@ -143,8 +138,7 @@ class HeatmapsWidget(Container):
         for label in (self.result, self.legend):
             label.native.setWordWrap(True)
         self._unit = self.unit.value
-        self._relay = _Relay(self.native)
-        self._relay.progress.connect(self._set_progress)
+        self.runner = JobRunner(self.native, self.run_button, self.cancel_button, self.progress, self._say)
         self._debounce = QTimer(self.native, singleShot=True, interval=120)
         self._debounce.timeout.connect(self.update_regions)
         self.run_button.changed.connect(lambda *_: self.run())
@@ -192,9 +186,6 @@ class HeatmapsWidget(Container):
         factor = float(np.mean(size)) if unit == "Å" else 1.0 / float(np.mean(size))
         for widget in (self.window, self.stride):
             widget.value = round(widget.value * factor, 2)
-
-    def _set_progress(self, fraction: float) -> None:
-        self.progress.value = int(round(100 * min(max(fraction, 0.0), 1.0)))
 
     def _say(self, message: str) -> None:
         self.result.value = message
@@ -260,8 +251,7 @@ class HeatmapsWidget(Container):
                 "material": self.material.value, "engine": self.engine.value, "nn_px": nn_px, "nn_source": nn_source,
                 "window_px": self._to_px(self.window.value, pixel_size) if windowed else None,
                 "stride_px": self._to_px(self.stride.value, pixel_size) if windowed else None,
-                "threshold": float(self.threshold.value), "min_area_nn2": float(self.min_area.value),
-                "cancel": threading.Event()}
+                "threshold": float(self.threshold.value), "min_area_nn2": float(self.min_area.value)}
 
     # ------------------------------------------------------------------ running
     def run(self, blocking: bool = False) -> HeatmapsRun | Any | None:
@@ -273,42 +263,18 @@ class HeatmapsWidget(Container):
             Work on the calling thread and return the :class:`HeatmapsRun`
             (tests, scripts); otherwise start a ``thread_worker`` and return it.
         """
-        if self._worker is not None:
-            return self._worker
+        if self.runner.busy:
+            return self.runner.worker
         job = self._make_job()
         if job is None:
             return None
-        self._cancel = job["cancel"]
-        self._set_progress(0.0)
-        if blocking:
-            work = self._work(job, self._set_progress)
-            try:
-                while True:
-                    self._set_progress(next(work))
-            except StopIteration as stop:
-                return self._apply(job, stop.value)
-        from napari.qt.threading import thread_worker
-
-        worker = thread_worker(self._work, start_thread=False, ignore_errors=True)(job, self._relay.progress.emit)
-        worker.yielded.connect(self._set_progress)
-        worker.returned.connect(lambda run: self._apply(job, run))
-        worker.errored.connect(lambda err: self._say(f"Heatmaps failed unexpectedly ({err})."))
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self.run_button.enabled, self.cancel_button.enabled = False, True
-        self._say(f"Computing {job['engine']} heatmaps of '{job['image'].name}'...")
-        worker.start()
-        return worker
+        if not blocking:
+            self._say(f"Computing {job['engine']} heatmaps of '{job['image'].name}'...")
+        return self.runner.start(self._work, job, self._apply, blocking=blocking, what="Heatmaps")
 
     def cancel(self, *_) -> None:
         """Stop the running computation at its next checkpoint."""
-        self._cancel.set()
-        if self._worker is not None:
-            self._say("Cancelling...")
-
-    def _on_finished(self, *_) -> None:
-        self._worker = None
-        self.run_button.enabled, self.cancel_button.enabled = True, False
+        self.runner.cancel()
 
     def _work(self, job: dict[str, Any], report: Callable[[float], None]) -> Generator[float, None, HeatmapsRun]:
         """Maps, then regions; yields the fraction done (``report`` carries the fraction during inference)."""
