@@ -168,12 +168,10 @@ def test_cancel_during_classification_shows_nothing(setup, qtbot, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(cells_widget, "classify_site_table", held)
-    worker = widget.run()
-    assert widget.cancel_button.enabled
+    assert widget.run() is not None and widget.runner.busy and widget.cancel_button.enabled
     widget.cancel()
-    with qtbot.waitSignal(worker.finished, timeout=30000):
-        pass
-    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=5000)
+    # waiting on the dock's state, not on worker.finished: the worker may finish before a wait starts
+    qtbot.waitUntil(lambda: not widget.runner.busy and widget.run_button.enabled, timeout=30000)
     assert "twin cells" not in viewer.layers and widget.result.value == "Cancelled."
     assert widget.last_run.cancelled and widget.last_run.cells is None
     monkeypatch.setattr(cells_widget, "classify_site_table", real)
