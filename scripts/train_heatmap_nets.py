@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_stem_defects.heatmaps.evaluate import heldout_scores
     from napari_stem_defects.heatmaps.networks import PATCH_ARCH, UNET_ARCH
     from napari_stem_defects.network_io import read_weights, save_weights
-    from napari_stem_defects.training.heatmap_nets import train
+    from napari_stem_defects.training.heatmap_nets import family_weight_vector, train
 
     family_weights = {}
     for item in args.family_weight:
@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             family_weights[name] = float(value)
         except ValueError:
             parser.error(f"--family-weight {item!r}: expected FAMILY=NUMBER")
-        if name not in HEATMAP_CLASSES:
-            parser.error(f"--family-weight {item!r}: the families are {', '.join(HEATMAP_CLASSES)}")
+    try:
+        family_weight_vector(family_weights)  # refused now, not after the twins are simulated
+    except ValueError as err:
+        parser.error(f"--family-weight: {err}")
     torch.set_num_threads(args.threads)
     out = args.out or MODELS / WEIGHTS[args.engine]
     command = "python scripts/train_heatmap_nets.py " + shlex.join(sys.argv[1:] if argv is None else argv)

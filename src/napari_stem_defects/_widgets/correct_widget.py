@@ -796,20 +796,20 @@ class CorrectWidget(Container):
         Path, worker or None
             ``target`` once written (blocking), the started worker, or None on failure (shown).
         """
+        def failed(err: Exception) -> None:
+            self._say(f"Cannot save the annotations to {target} ({err}).")
+
         try:
             ann = self._annotations(image_file)
         except EXPECTED_ERRORS as err:
-            self._say(f"Cannot save the annotations to {target} ({err}).")
-            return None
+            return failed(err)
         number, edits = self.writer.take(), self._edits
         if not blocking:
-            return self.writer.start(ann, target, number, lambda _: self._written(target, edits),
-                                     lambda err: self._say(f"Cannot save the annotations to {target} ({err})."))
+            return self.writer.start(ann, target, number, lambda _: self._written(target, edits), failed)
         try:
             self.writer.store(ann, target, number)
         except EXPECTED_ERRORS as err:
-            self._say(f"Cannot save the annotations to {target} ({err}).")
-            return None
+            return failed(err)
         return self._written(target, edits)
 
     def _written(self, target: Path, edits: int) -> Path:

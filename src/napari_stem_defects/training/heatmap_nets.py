@@ -210,13 +210,7 @@ def train(
     from ..heatmaps.networks import build_attention_unet, build_patch_net
 
     dense = engine == "attention-unet"
-    unknown = set(family_weights or {}) - set(HEATMAP_CLASSES)
-    if unknown:
-        raise ValueError(f"unknown families {sorted(unknown)}; the families are {list(HEATMAP_CLASSES)}")
-    weight = torch.tensor([float((family_weights or {}).get(c, 1.0)) for c in HEATMAP_CLASSES])
-    if not (torch.isfinite(weight).all() and (weight >= 0).all() and weight.sum() > 0):
-        raise ValueError(f"family weights must be finite, >= 0 and not all 0, not {family_weights}")
-    weight = weight / weight.mean()
+    weight = family_weight_vector(family_weights)
     torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 9])
@@ -273,6 +267,30 @@ def train(
     model.eval()
     history["train_seconds"] = time.time() - t0
     return model, history
+
+
+def family_weight_vector(family_weights: dict[str, float] | None) -> Any:
+    """One loss factor per family of :data:`HEATMAP_CLASSES` (default 1), scaled to mean 1.
+
+    Raises
+    ------
+    ValueError
+        An unknown family name, or factors that are not finite, negative, or all 0.
+
+    Examples
+    --------
+    >>> family_weight_vector({"substitution": 4.0}).tolist()
+    [0.625, 0.625, 0.625, 0.625, 2.5]
+    """
+    import torch
+
+    unknown = set(family_weights or {}) - set(HEATMAP_CLASSES)
+    if unknown:
+        raise ValueError(f"unknown families {sorted(unknown)}; the families are {list(HEATMAP_CLASSES)}")
+    weight = torch.tensor([float((family_weights or {}).get(c, 1.0)) for c in HEATMAP_CLASSES])
+    if not (torch.isfinite(weight).all() and (weight >= 0).all() and weight.sum() > 0):
+        raise ValueError(f"family weights must be finite, >= 0 and not all 0, not {family_weights}")
+    return weight / weight.mean()
 
 
 def training_loss(out: Any, y: Any, weight: Any, dense: bool) -> Any:
