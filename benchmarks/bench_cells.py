@@ -215,6 +215,9 @@ def section_speed(model, args) -> None:
         classify_cells(twin.image, m[:500], x[:500], nn, "MoS2", model=model)  # warm-up
         best = min(_timed(lambda: classify_cells(twin.image, m, x, nn, "MoS2", model=model)) for _ in range(3))
         rows.append((f"CNN, {threads} thread(s)", len(m), best))
+    best = min(_timed(lambda: classify_cells(twin.image, m, x, nn, "MoS2", model=model, z_contrast=False))
+               for _ in range(3))
+    rows.append((f"CNN without the Z-contrast check, {torch.get_num_threads()} thread(s)", len(m), best))
     best = min(_timed(lambda: classify_cells_physics(sites, result.posteriors, "MoS2")) for _ in range(2))
     rows.append(("physics baseline (from the site table)", int((sites.sublattice == "M").sum()), best))
     print("| classifier | cells | seconds | cells/s |")

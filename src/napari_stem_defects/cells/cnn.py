@@ -34,6 +34,7 @@ from ..network_io import load_model, packaged_weights_path
 from ..simulate.defects import CELL_CLASSES
 from .classes import class_mask
 from .crops import CANONICAL_NN_PX, CROP_SIZE, cell_crops, prepare_image, strength_context
+from .z_contrast import refine_antisites
 
 #: Length of :func:`context_vector`'s output; its last 6 entries are image strengths.
 N_CONTEXT = 12
@@ -364,6 +365,7 @@ def classify_cells(
     mode: str = "single",
     prior: str | float = "image",
     model: Any = None,
+    z_contrast: bool = True,
 ) -> np.ndarray:
     """Class probabilities of unit cells from their metal and X2 positions.
 
@@ -394,6 +396,10 @@ def classify_cells(
         network's class-balanced output, a number is the share of perfect cells.
     model : torch.nn.Module, optional
         Classifier to use; defaults to :func:`load_cell_model`.
+    z_contrast : bool
+        Check the CNN's metal antisites against chalcogen substitutions by
+        the image's own Z contrast (:func:`~napari_stem_defects.cells.z_contrast.refine_antisites`;
+        hosts with one metal and one chalcogen only).
 
     Returns
     -------
@@ -423,4 +429,7 @@ def classify_cells(
     for s in range(0, len(m), step):
         crops = cell_crops(prepared, m[s : s + step], x[s : s + step], nn_px, prepared=True)
         parts.append(predict_logits(model, crops, ctx, batch=step))
-    return probabilities(np.concatenate(parts), class_mask(mat), mode, prior)
+    probs = probabilities(np.concatenate(parts), class_mask(mat), mode, prior)
+    if z_contrast:
+        probs, _ = refine_antisites(probs, prepared, m, x, nn_px, mat)
+    return probs
