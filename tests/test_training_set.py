@@ -99,11 +99,13 @@ def test_cells_are_the_classifier_inputs_with_the_verified_labels(twins, tmp_pat
         cls = ann.cells.features["class"].to_numpy()[r]
         assert [CELL_CLASSES[i] for i in ts.labels[mine]] == list(cls)
         assert len(set(cls)) >= 3  # defects and perfect cells
-        # the exported crops and context are exactly what the classifier saw: the same class-balanced
-        # probabilities (the layer's own are under the prior of all the image's cells, not only these)
+        # the exported crops and context are exactly what the network saw: the same class-balanced
+        # probabilities (the layer's own are under the prior of all the image's cells, not only these,
+        # and after the Z-contrast check, which is not the network's)
         p = probabilities(predict_logits(model, ts.crops[mine], ts.context[mine]), class_mask(ann.material))
         m, x, complete = cell_table_positions(ann.cells.features)
-        expected = classify_cells(image, m, x, nn_of_cells(m, x, complete), ann.material, prior="balanced")[r]
+        expected = classify_cells(image, m, x, nn_of_cells(m, x, complete), ann.material, prior="balanced",
+                                  z_contrast=False)[r]
         np.testing.assert_allclose(p, expected, atol=2e-5)
         assert ts.manifest["images"][k]["n_verified"] == len(r)
         assert sum(ts.manifest["images"][k]["class_counts"].values()) == len(r)
