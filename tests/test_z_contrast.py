@@ -17,13 +17,13 @@ from napari_stem_defects.cells.z_contrast import (
     refine_antisites,
 )
 from napari_stem_defects.simulate import CELL_CLASSES, ImagingParams, simulate_twin
+from napari_stem_defects.training.cell_cnn import twin_cells
 
 
 def _cells(twin):
-    cells = twin.cells[(twin.cells["m_site_id"] >= 0) & (twin.cells["x_site_id"] >= 0)]
-    yx = twin.sites.set_index("site_id")[["y_px", "x_px"]]
-    return (yx.loc[cells["m_site_id"]].to_numpy(float), yx.loc[cells["x_site_id"]].to_numpy(float),
-            cells["class"].to_numpy())
+    """Ground-truth metal and X2 positions and class names of the twin's complete cells."""
+    m, x, labels = twin_cells(twin)
+    return m, x, np.asarray(CELL_CLASSES)[labels]
 
 
 def _inner(points, shape, margin):
