@@ -37,17 +37,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val", type=int, default=120, help="validation twins")
     parser.add_argument("--eval-every", type=int, default=2000, help="steps between validations")
     parser.add_argument("--max-minutes", type=float, default=1e9, help="stop the loop after this long")
+    parser.add_argument("--deadline-minutes", type=float, default=None,
+                        help="stop the loop this long after the start, simulation included")
     parser.add_argument("--test-per", type=int, default=10, help="held-out twins per material and dose (0: skip)")
     parser.add_argument("--mode", default="single", choices=("single", "two-stage"), help="held-out decision rule")
     parser.add_argument("--imaging", default="clean", choices=("clean", "random"),
                         help="held-out imaging: texture capped at 10^-3.5 (clean) or the full training range")
     parser.add_argument("--workers", type=int, default=1, help="processes that simulate the training twins")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training loop")
+    parser.add_argument("--device", default="cpu", help="where the network trains: cpu, cuda, cuda:1, ...")
     parser.add_argument("--metrics-json", type=Path, default=None, help="also write the metrics here")
     parser.add_argument("--init", type=Path, default=None, help="weights file to continue training from")
     parser.add_argument("--eval-only", action="store_true",
                         help="do not train: evaluate the weights in --out on the held-out twins")
     args = parser.parse_args(argv)
+
+    import time
 
     import torch
 
@@ -58,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_stem_defects.training.cell_cnn import heldout_metrics, save_weights, train
 
     torch.set_num_threads(args.threads)
+    deadline = None if args.deadline_minutes is None else time.time() + 60 * args.deadline_minutes
     report: dict = {}
     if args.eval_only:
         model = load_cell_model(args.out)
@@ -70,14 +76,6 @@ def main(argv: list[str] | None = None) -> int:
             if init_meta.get("arch") != arch:
                 parser.error(f"--init {args.init} holds a cell classifier of another architecture "
                              f"({init_meta.get('arch')})")
-        model, history = train(
-            args.steps, args.batch, args.seed, n_twins=args.twins, n_val=args.val, lr=args.lr,
-            eval_every=args.eval_every, max_minutes=args.max_minutes, workers=args.workers,
-            threads=args.threads, log=lambda s: print(s, flush=True), init_state=init_state,
-        )
-        best = history["best"]
-        print(f"best validation (step {best['step']}): macro-F1 {best['macro_f1']:.4f}; "
-              f"training took {history['train_seconds'] / 60:.1f} min", flush=True)
         metadata = {
             "arch": arch,
             "classes": list(CELL_CLASSES),
@@ -87,14 +85,31 @@ def main(argv: list[str] | None = None) -> int:
                        "quartiles of metal then X2 column strengths (cells.crops.strength_context)",
             "output": "logits over classes, then one 'defective' logit (cells.cnn.probabilities)",
             "training_command": command,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "train_seconds": float(history["train_seconds"]),
             "torch_version": str(torch.__version__),
-            "validation": {k: float(v) for k, v in best.items()},
         }
         if init_meta is not None:
             metadata["init_from"] = {k: init_meta.get(k) for k in
                                      ("training_command", "date", "train_seconds", "validation", "init_from")}
+
+        def checkpoint(net: object, hist: dict) -> None:  # the best weights so far survive an interrupted run
+            save_weights(net, args.out, {
+                **metadata, "validation": {k: float(v) for k, v in hist["best"].items()}, "checkpoint": True,
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+
+        model, history = train(
+            args.steps, args.batch, args.seed, n_twins=args.twins, n_val=args.val, lr=args.lr,
+            eval_every=args.eval_every, max_minutes=args.max_minutes, workers=args.workers,
+            threads=args.threads, log=lambda s: print(s, flush=True), init_state=init_state,
+            device=args.device, on_best=checkpoint, deadline=deadline,
+        )
+        best = history["best"]
+        print(f"best validation (step {best['step']}): macro-F1 {best['macro_f1']:.4f}; "
+              f"training took {history['train_seconds'] / 60:.1f} min", flush=True)
+        metadata.update({
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "train_seconds": float(history["train_seconds"]),
+            "validation": {k: float(v) for k, v in best.items()},
+        })
         save_weights(model, args.out, metadata)
         print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)", flush=True)
         report["history"] = history

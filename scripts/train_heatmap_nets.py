@@ -40,8 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--max-minutes", type=float, default=1e9, help="stop the loop after this long")
+    parser.add_argument("--deadline-minutes", type=float, default=None,
+                        help="stop the loop this long after the start, simulation included")
     parser.add_argument("--workers", type=int, default=1, help="processes that simulate the twins")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--device", default="cpu", help="where the network trains: cpu, cuda, cuda:1, ...")
+    parser.add_argument("--crops", type=int, default=3, help="U-Net crops per training twin")
+    parser.add_argument("--channels", type=int, nargs="+", default=None,
+                        help="channels per level of a new network (default: the engine's architecture)")
     parser.add_argument("--test-per", type=int, default=3, help="held-out twins per material and dose (0: skip)")
     parser.add_argument("--family-weight", action="append", default=[], metavar="FAMILY=W",
                         help="scale one family's share of the loss (repeatable), e.g. substitution=2")
@@ -49,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="weights file (default: the packaged one)")
     parser.add_argument("--metrics-json", type=Path, default=None)
     args = parser.parse_args(argv)
+
+    import time
 
     import torch
 
@@ -71,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(f"--family-weight: {err}")
     torch.set_num_threads(args.threads)
+    deadline = None if args.deadline_minutes is None else time.time() + 60 * args.deadline_minutes
     out = args.out or MODELS / WEIGHTS[args.engine]
     command = "python scripts/train_heatmap_nets.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     init_state, init_meta = None, None
@@ -79,26 +88,42 @@ def main(argv: list[str] | None = None) -> int:
                                              "scripts/train_heatmap_nets.py")
         if init_meta.get("engine") != args.engine:
             parser.error(f"--init {args.init} holds a {init_meta.get('engine')!r} network, not {args.engine!r}")
-    model, history = train(args.engine, args.steps, args.batch, args.seed, n_twins=args.twins, n_val=args.val,
-                           lr=args.lr, eval_every=args.eval_every, max_minutes=args.max_minutes,
-                           workers=args.workers, threads=args.threads, init_state=init_state,
-                           family_weights=family_weights,
-                           log=lambda s: print(s, flush=True))
-    arch = PATCH_ARCH if args.engine == "sliding-window" else UNET_ARCH
+    arch = dict(PATCH_ARCH if args.engine == "sliding-window" else UNET_ARCH)
+    if init_meta is not None:
+        arch.update(init_meta.get("arch", {}))
+    if args.channels:
+        if init_meta is not None and list(args.channels) != list(arch["channels"]):
+            parser.error(f"--channels {args.channels}: --init {args.init} has {arch['channels']}")
+        arch["channels"] = tuple(args.channels)
+    arch = {k: (list(v) if isinstance(v, tuple) else v) for k, v in arch.items()}
     metadata = {
         "engine": args.engine,
-        "arch": {k: (list(v) if isinstance(v, tuple) else v) for k, v in arch.items()},
+        "arch": arch,
         "classes": list(HEATMAP_CLASSES),
         "context": "mean Z M / 74, std Z M / 20, mean Z X / 52, std Z X / 20, janus, log(nn_px / 11)",
         "training_command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "train_seconds": history["train_seconds"],
         "torch_version": str(torch.__version__),
-        "validation": history["best"],
     }
     if init_meta is not None:
         metadata["init_from"] = {k: init_meta.get(k) for k in
                                  ("training_command", "date", "train_seconds", "validation", "init_from")}
+
+    def checkpoint(net: object, hist: dict) -> None:  # the best weights so far survive an interrupted run
+        save_weights(net, out, {**metadata, "validation": hist["best"], "checkpoint": True,
+                                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+
+    model, history = train(args.engine, args.steps, args.batch, args.seed, n_twins=args.twins, n_val=args.val,
+                           lr=args.lr, eval_every=args.eval_every, max_minutes=args.max_minutes,
+                           workers=args.workers, threads=args.threads, init_state=init_state,
+                           family_weights=family_weights, crops=args.crops,
+                           arch={k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()},
+                           device=args.device, on_best=checkpoint, deadline=deadline,
+                           log=lambda s: print(s, flush=True))
+    metadata.update({
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "train_seconds": history["train_seconds"],
+        "validation": history["best"],
+    })
     save_weights(model, out, metadata)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB); best validation {history['best']}", flush=True)
     report = {"history": history}

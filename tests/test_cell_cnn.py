@@ -178,3 +178,41 @@ def test_train_script_refuses_weights_of_another_architecture(tmp_path, capsys, 
     assert exit_info.value.code == 2
     assert "another architecture" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_time_limited_training_checkpoints_its_best_weights():
+    """A deadline already passed ends the loop after its first step, which is validated and handed to
+    ``on_best`` (as a script's checkpoint); the model comes back on the CPU in eval mode."""
+    import time
+
+    from napari_stem_defects.training.cell_cnn import train
+
+    threads = torch.get_num_threads()
+    saved = []
+    model, history = train(10_000, 8, n_twins=2, n_val=1, eval_every=1000, deadline=time.time(),
+                           log=lambda s: None, on_best=lambda net, hist: saved.append(hist["best"]["step"]))
+    torch.set_num_threads(threads)
+    assert history["steps_run"] == 1 and saved == [1]
+    assert next(model.parameters()).device.type == "cpu" and not model.training
+
+
+def test_save_weights_is_atomic(tmp_path, monkeypatch):
+    """A save that fails half-way leaves the earlier file as it was and no temporary file behind."""
+    from napari_stem_defects.cells.cnn import build_cell_cnn
+    from napari_stem_defects.network_io import read_weights, save_weights
+
+    path = tmp_path / "w.pt"
+    save_weights(build_cell_cnn(), path, {"arch": {}, "note": "first"})
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_weights(build_cell_cnn(), path, {"arch": {}, "note": "second"})
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["w.pt"]
+    monkeypatch.undo()
+    assert read_weights(path, "cell classifier", "scripts/train_cell_cnn.py")[1]["note"] == "first"

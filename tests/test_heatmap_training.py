@@ -96,3 +96,47 @@ def test_family_weights_scale_each_familys_share_of_the_loss():
     assert grad[sub] == 0 and all(grad[c] > 0 for c in range(k) if c != sub)
     with pytest.raises(ValueError, match="substitution"):
         heatmap_nets.train("attention-unet", steps=1, batch=2, n_twins=1, n_val=1, family_weights={"subst": 2.0})
+
+
+def test_time_limited_run_checkpoints_its_best_weights_and_stops_at_the_deadline():
+    """A deadline already passed ends the loop after its first step, which is validated and,
+    as the first score, handed to ``on_best``; ``crops`` and ``arch`` shape the data and network."""
+    import time
+
+    threads = torch.get_num_threads()
+    saved, lines = [], []
+    model, history = heatmap_nets.train(
+        "attention-unet", steps=10_000, batch=2, n_twins=2, n_val=1, eval_every=1000, crops=2,
+        arch={"channels": (8, 12, 16, 24)}, deadline=time.time(), log=lines.append,
+        on_best=lambda net, hist: saved.append((hist["best"]["step"], net.training)))
+    torch.set_num_threads(threads)
+    assert history["steps_run"] == 1 and [r["step"] for r in history["val"]] == [1]
+    assert saved == [(1, False)]  # called once, with the validated weights
+    assert any(line.startswith("data: 4 train / 3 val examples") for line in lines)  # 2 twins x 2 crops
+    widths = sorted({m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)})
+    assert {8, 12, 16, 24} <= set(widths) and 96 not in widths
+    assert next(model.parameters()).device.type == "cpu" and not model.training
+
+
+def test_train_script_writes_the_network_it_was_asked_for(tmp_path, capsys, load_script):
+    """``--channels`` gives a new network of that width; the file records it and loads with
+    ``weights_only=True``; ``--channels`` that contradict ``--init`` are refused."""
+    from napari_stem_defects.heatmaps.engines import load_heatmap_model
+
+    script = load_script("train_heatmap_nets")
+    threads = torch.get_num_threads()
+    out = tmp_path / "u.pt"
+    assert script.main(["--engine", "attention-unet", "--channels", "8", "12", "16", "24", "--steps", "2",
+                        "--batch", "2", "--twins", "1", "--val", "1", "--crops", "2", "--eval-every", "1",
+                        "--test-per", "0", "--out", str(out)]) == 0
+    torch.set_num_threads(threads)
+    meta = torch.load(out, weights_only=True)["metadata"]
+    assert meta["arch"]["channels"] == [8, 12, 16, 24] and "checkpoint" not in meta
+    assert meta["validation"]["step"] in (1, 2) and "--channels 8 12 16 24" in meta["training_command"]
+    model = load_heatmap_model("attention-unet", out)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in build_attention_unet().parameters())
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--engine", "attention-unet", "--init", str(out), "--channels", "16", "32", "64", "96",
+                     "--out", str(tmp_path / "y.pt")])
+    assert exit_info.value.code == 2 and "--channels" in capsys.readouterr().err
+    assert not (tmp_path / "y.pt").exists()

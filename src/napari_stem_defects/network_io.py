@@ -93,12 +93,21 @@ def state_snapshot(model: Any) -> dict[str, Any]:
 
 
 def save_weights(model: Any, path: str | Path, metadata: dict[str, Any]) -> Path:
-    """Write the state dict and plain-python metadata (loadable with ``weights_only=True``)."""
+    """Write the state dict (as CPU tensors) and plain-python metadata, loadable with
+    ``weights_only=True``; atomically (a temporary file beside it, then renamed), so that
+    an interrupted run never leaves a half-written file."""
+    import os
+
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state_snapshot(model), "metadata": metadata}, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save({"state_dict": state_snapshot(model), "metadata": metadata}, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -206,11 +206,12 @@ def predict_logits(model: Any, crops: np.ndarray, context: np.ndarray, batch: in
         ctx = np.broadcast_to(ctx, (len(crops), ctx.shape[0]))
     out = []
     model.eval()
+    device = next(model.parameters()).device  # the CPU, unless a training loop runs on a GPU
     with torch.inference_mode():
         for s in range(0, len(crops), max(1, int(batch))):
-            x = torch.from_numpy(crops[s : s + batch])
-            c = torch.from_numpy(np.ascontiguousarray(ctx[s : s + batch]))
-            out.append(model(x, c).float().numpy())
+            x = torch.from_numpy(crops[s : s + batch]).to(device)
+            c = torch.from_numpy(np.ascontiguousarray(ctx[s : s + batch])).to(device)
+            out.append(model(x, c).float().cpu().numpy())
     arch = {**DEFAULT_ARCH, **getattr(model, "metadata", {}).get("arch", {})}
     width = int(arch["n_classes"]) + (1 if arch.get("two_stage") else 0)
     return np.concatenate(out) if out else np.zeros((0, width), dtype=np.float32)

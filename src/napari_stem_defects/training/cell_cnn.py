@@ -38,7 +38,7 @@ from ..cells.crops import CANONICAL_NN_PX, cell_crops, prepare_image, strength_c
 from ..materials import KNOWN_MATERIALS, Material, parse_material
 from ..network_io import save_weights, state_snapshot  # noqa: F401  (save_weights re-exported for the scripts)
 from ..simulate import CELL_CLASSES, DigitalTwin, random_imaging, simulate_twin
-from .schedule import warmup_cosine
+from .schedule import fit_to_budget, warmup_cosine
 
 TRAIN_SEED_BASE = 20_000_000
 VAL_SEED_BASE = 2_500_000
@@ -240,6 +240,9 @@ def train(
     threads: int = 1,
     log: Callable[[str], None] = print,
     init_state: dict[str, Any] | None = None,
+    device: str = "cpu",
+    on_best: Callable[[Any, dict[str, Any]], None] | None = None,
+    deadline: float | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train the classifier on cells of ``n_twins`` training twins.
 
@@ -254,6 +257,15 @@ def train(
     ``init_state`` (a state dict, e.g. of the shipped weights) starts the
     network from earlier weights instead of at random; they are scored before
     the first step and kept if no later step beats them.
+
+    ``device`` is where the network trains ("cpu", "cuda"; the crops stay in
+    memory on the CPU and go to the device a batch at a time). When a time
+    budget is given, the learning-rate schedule is fitted to end within it
+    (:func:`~napari_stem_defects.training.schedule.fit_to_budget`).
+    ``on_best(model, history)`` is called whenever the validation macro-F1
+    improves, e.g. to save a checkpoint that survives an interrupted run.
+    ``deadline`` (a ``time.time()`` value) ends the loop by then, whatever the
+    simulation of the twins took before it.
 
     Returns
     -------
@@ -282,6 +294,7 @@ def train(
     model = build_cell_cnn()
     if init_state is not None:
         model.load_state_dict(init_state)
+    model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
     sched = warmup_cosine(opt, steps)
     history: dict[str, Any] = {"steps": steps, "batch": batch, "seed": seed, "lr": lr, "n_twins": n_twins,
@@ -294,7 +307,10 @@ def train(
                                  "elapsed_s": time.time() - t0}
         history["val"].append(rec)
         log(f"step 0 (initial weights): val macro-F1 {v['macro_f1']:.4f} acc {v['accuracy']:.4f}")
-    for step in range(1, steps + 1):
+    budget_s, step = min(60.0 * max_minutes, (deadline or math.inf) - t_train), 0
+    mark = (0, 0.0)  # step and time of the last fit of the schedule to the budget
+    while step < sched.plan["steps"]:
+        step += 1
         cls = rng.integers(len(by_class), size=batch)
         idx = torch.from_numpy(np.array([by_class[c][rng.integers(len(by_class[c]))] for c in cls]))
         x = crops_t[idx].float()
@@ -305,10 +321,9 @@ def train(
         x = x * gain[:, :, None, None] + offset[:, :, None, None]
         ctx = ctx_t[idx].clone()
         ctx[:, 6:] = ctx[:, 6:] * gain + offset
-        y = labels_t[idx]
+        x, ctx, y, allowed = (t.to(device) for t in (x, ctx, labels_t[idx], mask_t[idx]))
         model.train()
         out = model(x, ctx)
-        allowed = mask_t[idx]
         logp = F.log_softmax(out[:, :n_cls].masked_fill(~allowed, -1e4), dim=1).masked_fill(~allowed, 0.0)
         # label smoothing (0.02) spread over the allowed classes only
         target = 0.98 * F.one_hot(y, n_cls).float() + 0.02 * allowed.float() / allowed.sum(1, keepdim=True)
@@ -320,8 +335,12 @@ def train(
         opt.step()
         sched.step()
         run_loss.append(loss.item())
-        out_of_time = (time.time() - t_train) / 60 > max_minutes
-        if step % eval_every == 0 or step == steps or out_of_time:
+        elapsed = time.time() - t_train
+        out_of_time = elapsed > budget_s
+        if step == 200 or step % eval_every == 0:  # the rate since the last fit leaves out the warm-up
+            fit_to_budget(sched, step, elapsed, budget_s, (step - mark[0]) / max(elapsed - mark[1], 1e-9))
+            mark = (step, elapsed)
+        if step % eval_every == 0 or step == sched.plan["steps"] or out_of_time:
             v = class_metrics(confusion(model, val))
             v2 = class_metrics(confusion(model, val, "two-stage"))
             rec = {"step": step, "train_loss": float(np.mean(run_loss)), "macro_f1": v["macro_f1"],
@@ -334,11 +353,14 @@ def train(
                 best = v["macro_f1"]
                 best_state = state_snapshot(model)
                 history["best"] = rec
+                if on_best is not None:
+                    on_best(model, history)
         if out_of_time:
-            log(f"stopping at step {step}: time budget of {max_minutes} min spent")
+            log(f"stopping at step {step}: time budget of {budget_s / 60:.1f} min spent")
             break
     model.load_state_dict(best_state)
-    model.eval()
+    model.to("cpu").eval()
+    history["steps_run"] = step
     history["train_seconds"] = time.time() - t0
     return model, history
 

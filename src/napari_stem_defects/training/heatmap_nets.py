@@ -26,6 +26,7 @@ from :data:`TEST_SEED_BASE`.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -40,7 +41,7 @@ from ..heatmaps.engines import PATCH_NN_RANGE, heatmap_context
 from ..heatmaps.networks import CANONICAL_NN_PX, CENTRE_RADIUS_NN, UNET_TILE_MARGIN, WINDOW
 from ..network_io import state_snapshot
 from .cell_cnn import random_cell_twin, twin_nn_px
-from .schedule import warmup_cosine
+from .schedule import fit_to_budget, warmup_cosine
 
 TRAIN_SEED_BASE = 40_000_000
 VAL_SEED_BASE = 4_500_000
@@ -125,18 +126,21 @@ def unet_examples(seed: int, crops: int = 3) -> tuple[np.ndarray, np.ndarray, np
     return np.stack(imgs).astype(np.float16), ctx.astype(np.float32), np.stack(tgts)
 
 
-def _examples_of(args: tuple[str, Sequence[int]]) -> tuple[np.ndarray, ...]:
-    engine, seeds = args
-    make = patch_examples if engine == "sliding-window" else unet_examples
-    parts = [make(int(s)) for s in seeds]
+def _examples_of(args: tuple[str, Sequence[int], int]) -> tuple[np.ndarray, ...]:
+    engine, seeds, crops = args
+    if engine == "sliding-window":
+        parts = [patch_examples(int(s)) for s in seeds]
+    else:
+        parts = [unet_examples(int(s), crops) for s in seeds]
     return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
 
 
 def build_dataset(engine: str, seeds: Sequence[int], workers: int = 1,
-                  log: Callable[[str], None] = print) -> dict[str, np.ndarray]:
-    """Examples of many twins for one engine, simulated in ``workers`` processes."""
+                  log: Callable[[str], None] = print, crops: int = 3) -> dict[str, np.ndarray]:
+    """Examples of many twins for one engine, simulated in ``workers`` processes
+    (``crops`` U-Net crops per twin)."""
     seeds = list(seeds)
-    chunks = [(engine, seeds[k : k + 50]) for k in range(0, len(seeds), 50)]
+    chunks = [(engine, seeds[k : k + 50], crops) for k in range(0, len(seeds), 50)]
     t0 = time.time()
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -159,8 +163,8 @@ def _augment(x: Any, y: Any, rng: np.random.Generator, dense: bool) -> tuple[Any
         x = x.flip(-1)
         y = y.flip(-1) if dense else y
     b = x.shape[0]
-    gain = torch.from_numpy(rng.uniform(0.8, 1.25, (b, 1, 1, 1)).astype(np.float32))
-    offset = torch.from_numpy(rng.normal(0, 0.05, (b, 1, 1, 1)).astype(np.float32))
+    gain = torch.from_numpy(rng.uniform(0.8, 1.25, (b, 1, 1, 1)).astype(np.float32)).to(x.device)
+    offset = torch.from_numpy(rng.normal(0, 0.05, (b, 1, 1, 1)).astype(np.float32)).to(x.device)
     return x * gain + offset, y
 
 
@@ -188,6 +192,11 @@ def train(
     threads: int = 1,
     init_state: dict[str, Any] | None = None,
     family_weights: dict[str, float] | None = None,
+    crops: int = 3,
+    arch: dict[str, Any] | None = None,
+    device: str = "cpu",
+    on_best: Callable[[Any, dict[str, Any]], None] | None = None,
+    deadline: float | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[Any, dict[str, Any]]:
     """Train one engine's network; keep the weights with the best validation mean F1.
@@ -201,6 +210,18 @@ def train(
     ``family_weights`` (family name -> factor, default 1) scales each family's
     share of the loss, to spend more of the network on a weak family.
 
+    ``crops`` is the number of U-Net crops cut from each twin, ``arch``
+    overrides entries of the engine's architecture (e.g. ``channels``) and
+    ``device`` is where the network trains ("cpu", "cuda"). On a GPU all the
+    examples are moved to its memory and the network runs in bfloat16
+    autocast (the loss in float32). When a time budget is given, the
+    learning-rate schedule is fitted to end within it
+    (:func:`~napari_stem_defects.training.schedule.fit_to_budget`).
+    ``on_best(model, history)`` is called whenever the validation score
+    improves, e.g. to save a checkpoint that survives an interrupted run.
+    ``deadline`` (a ``time.time()`` value) ends the loop by then, whatever the
+    simulation of the twins took before it.
+
     Returns
     -------
     model, history
@@ -210,20 +231,24 @@ def train(
     from ..heatmaps.networks import build_attention_unet, build_patch_net
 
     dense = engine == "attention-unet"
-    weight = family_weight_vector(family_weights)
+    weight = family_weight_vector(family_weights).to(device)
     torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 9])
     t0 = time.time()
     base = TRAIN_SEED_BASE + (1_000_000 if dense else 0) + seed * 100_000
-    data = build_dataset(engine, range(base, base + n_twins), workers, log)
+    data = build_dataset(engine, range(base, base + n_twins), workers, log, crops=crops)
     val = build_dataset(engine, range(VAL_SEED_BASE, VAL_SEED_BASE + n_val), workers, log)
     log(f"data: {len(data['x'])} train / {len(val['x'])} val examples; positives per family "
         f"{np.asarray(data['y']).reshape(len(data['y']), len(HEATMAP_CLASSES), -1).mean(axis=(0, 2)).round(4).tolist()}")
     xs, cs, ys = (torch.from_numpy(np.ascontiguousarray(data[k])) for k in ("x", "context", "y"))
-    model = build_attention_unet() if dense else build_patch_net()
+    if str(device).startswith("cuda"):  # batches are gathered on the GPU, which holds all the examples
+        xs, cs, ys = xs.to(device), cs.to(device), ys.to(device)
+        torch.backends.cudnn.benchmark = True
+    model = build_attention_unet(**(arch or {})) if dense else build_patch_net(**(arch or {}))
     if init_state is not None:
         model.load_state_dict(init_state)
+    model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
     sched = warmup_cosine(opt, steps)
     history: dict[str, Any] = {"engine": engine, "steps": steps, "batch": batch, "n_twins": n_twins, "val": [],
@@ -235,21 +260,29 @@ def train(
         history["best"] = {"step": 0, "f1": f1.tolist(), "mean_f1": best, "elapsed_s": time.time() - t0}
         history["val"].append(history["best"])
         log(f"step 0 (initial weights): val F1 {np.round(f1, 3).tolist()} mean {best:.4f}")
-    for step in range(1, steps + 1):
-        idx = torch.from_numpy(rng.integers(len(xs), size=batch))
-        x = xs[idx].float()[:, None]
-        y = ys[idx].float()
+    budget_s, step = min(60.0 * max_minutes, (deadline or math.inf) - t_train), 0
+    mark = (0, 0.0)  # step and time of the last fit of the schedule to the budget
+    while step < sched.plan["steps"]:
+        step += 1
+        idx = torch.from_numpy(rng.integers(len(xs), size=batch)).to(xs.device)
+        x = xs[idx].to(device).float()[:, None]
+        y = ys[idx].to(device).float()
         x, y = _augment(x, y, rng, dense)
         model.train()
-        out = model(x, cs[idx])
-        loss = training_loss(out, y, weight, dense)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda")):
+            out = model(x, cs[idx].to(device))
+        loss = training_loss(out.float(), y, weight, dense)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         losses.append(loss.item())
-        out_of_time = (time.time() - t_train) / 60 > max_minutes
-        if step % eval_every == 0 or step == steps or out_of_time:
+        elapsed = time.time() - t_train
+        out_of_time = elapsed > budget_s
+        if step == 200 or step % eval_every == 0:  # the rate since the last fit leaves out the warm-up
+            fit_to_budget(sched, step, elapsed, budget_s, (step - mark[0]) / max(elapsed - mark[1], 1e-9))
+            mark = (step, elapsed)
+        if step % eval_every == 0 or step == sched.plan["steps"] or out_of_time:
             f1 = validate(model, val, dense)
             rec = {"step": step, "train_loss": float(np.mean(losses)), "f1": f1.tolist(),
                    "mean_f1": float(np.nanmean(f1)), "elapsed_s": time.time() - t0}
@@ -260,11 +293,14 @@ def train(
             if rec["mean_f1"] > best:
                 best, history["best"] = rec["mean_f1"], rec
                 best_state = state_snapshot(model)
+                if on_best is not None:
+                    on_best(model, history)
         if out_of_time:
-            log(f"stopping at step {step}: time budget of {max_minutes} min spent")
+            log(f"stopping at step {step}: time budget of {budget_s / 60:.1f} min spent")
             break
     model.load_state_dict(best_state)
-    model.eval()
+    model.to("cpu").eval()
+    history["steps_run"] = step
     history["train_seconds"] = time.time() - t0
     return model, history
 
@@ -315,7 +351,7 @@ def training_loss(out: Any, y: Any, weight: Any, dense: bool) -> Any:
     if not dense:
         bce = F.binary_cross_entropy_with_logits(out[:, :, 0, 0], y, reduction="none")
         return (bce.mean(0) * weight).mean()
-    pos_weight = torch.full((out.shape[1], 1, 1), 3.0)
+    pos_weight = torch.full((out.shape[1], 1, 1), 3.0, device=out.device)
     bce = F.binary_cross_entropy_with_logits(out, y, pos_weight=pos_weight, reduction="none")
     p = torch.sigmoid(out)
     inter = (p * y).sum((2, 3))
@@ -328,11 +364,13 @@ def validate(model: Any, val: dict[str, np.ndarray], dense: bool) -> np.ndarray:
     import torch
 
     model.eval()
+    device = next(model.parameters()).device
     preds = []
     with torch.no_grad():
         for k in range(0, len(val["x"]), 256):
-            x = torch.from_numpy(val["x"][k : k + 256].astype(np.float32))[:, None]
-            out = torch.sigmoid(model(x, torch.from_numpy(val["context"][k : k + 256]))).numpy()
+            x = torch.from_numpy(val["x"][k : k + 256].astype(np.float32))[:, None].to(device)
+            c = torch.from_numpy(val["context"][k : k + 256]).to(device)
+            out = torch.sigmoid(model(x, c)).cpu().numpy()
             preds.append(out if dense else out[:, :, 0, 0])
     pred = np.concatenate(preds) >= 0.5
     truth = np.asarray(val["y"]) > 0.5
