@@ -38,7 +38,7 @@ from ..cells.crops import CANONICAL_NN_PX, cell_crops, prepare_image, strength_c
 from ..materials import KNOWN_MATERIALS, Material, parse_material
 from ..network_io import save_weights, state_snapshot  # noqa: F401  (save_weights re-exported for the scripts)
 from ..simulate import CELL_CLASSES, DigitalTwin, random_imaging, simulate_twin
-from .schedule import fit_to_budget, warmup_cosine
+from .schedule import TimeBudget, warmup_cosine
 
 TRAIN_SEED_BASE = 20_000_000
 VAL_SEED_BASE = 2_500_000
@@ -299,7 +299,8 @@ def train(
     sched = warmup_cosine(opt, steps)
     history: dict[str, Any] = {"steps": steps, "batch": batch, "seed": seed, "lr": lr, "n_twins": n_twins,
                                "n_train_crops": int(len(data["labels"])), "val": []}
-    best, best_state, run_loss, t_train = -1.0, None, [], time.time()
+    best, best_state, run_loss = -1.0, None, []
+    budget = TimeBudget(sched, max_minutes, deadline)
     if init_state is not None:
         v = class_metrics(confusion(model, val))
         best, best_state = v["macro_f1"], state_snapshot(model)
@@ -307,8 +308,7 @@ def train(
                                  "elapsed_s": time.time() - t0}
         history["val"].append(rec)
         log(f"step 0 (initial weights): val macro-F1 {v['macro_f1']:.4f} acc {v['accuracy']:.4f}")
-    budget_s, step = min(60.0 * max_minutes, (deadline or math.inf) - t_train), 0
-    mark = (0, 0.0)  # step and time of the last fit of the schedule to the budget
+    step = 0
     while step < sched.plan["steps"]:
         step += 1
         cls = rng.integers(len(by_class), size=batch)
@@ -335,11 +335,7 @@ def train(
         opt.step()
         sched.step()
         run_loss.append(loss.item())
-        elapsed = time.time() - t_train
-        out_of_time = elapsed > budget_s
-        if step == 200 or step % eval_every == 0:  # the rate since the last fit leaves out the warm-up
-            fit_to_budget(sched, step, elapsed, budget_s, (step - mark[0]) / max(elapsed - mark[1], 1e-9))
-            mark = (step, elapsed)
+        out_of_time = budget.spent(step, refit=step == 200 or step % eval_every == 0)
         if step % eval_every == 0 or step == sched.plan["steps"] or out_of_time:
             v = class_metrics(confusion(model, val))
             v2 = class_metrics(confusion(model, val, "two-stage"))
@@ -356,7 +352,7 @@ def train(
                 if on_best is not None:
                     on_best(model, history)
         if out_of_time:
-            log(f"stopping at step {step}: time budget of {budget_s / 60:.1f} min spent")
+            log(f"stopping at step {step}: time budget of {budget.seconds / 60:.1f} min spent")
             break
     model.load_state_dict(best_state)
     model.to("cpu").eval()

@@ -26,7 +26,6 @@ from :data:`TEST_SEED_BASE`.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -41,7 +40,7 @@ from ..heatmaps.engines import PATCH_NN_RANGE, heatmap_context
 from ..heatmaps.networks import CANONICAL_NN_PX, CENTRE_RADIUS_NN, UNET_TILE_MARGIN, WINDOW
 from ..network_io import state_snapshot
 from .cell_cnn import random_cell_twin, twin_nn_px
-from .schedule import fit_to_budget, warmup_cosine
+from .schedule import TimeBudget, warmup_cosine
 
 TRAIN_SEED_BASE = 40_000_000
 VAL_SEED_BASE = 4_500_000
@@ -253,15 +252,15 @@ def train(
     sched = warmup_cosine(opt, steps)
     history: dict[str, Any] = {"engine": engine, "steps": steps, "batch": batch, "n_twins": n_twins, "val": [],
                                "family_weights": dict(family_weights or {})}
-    best, best_state, losses, t_train = -1.0, None, [], time.time()
+    best, best_state, losses = -1.0, None, []
+    budget = TimeBudget(sched, max_minutes, deadline)
     if init_state is not None:
         f1 = validate(model, val, dense)
         best, best_state = float(np.nanmean(f1)), state_snapshot(model)
         history["best"] = {"step": 0, "f1": f1.tolist(), "mean_f1": best, "elapsed_s": time.time() - t0}
         history["val"].append(history["best"])
         log(f"step 0 (initial weights): val F1 {np.round(f1, 3).tolist()} mean {best:.4f}")
-    budget_s, step = min(60.0 * max_minutes, (deadline or math.inf) - t_train), 0
-    mark = (0, 0.0)  # step and time of the last fit of the schedule to the budget
+    step = 0
     while step < sched.plan["steps"]:
         step += 1
         idx = torch.from_numpy(rng.integers(len(xs), size=batch)).to(xs.device)
@@ -277,11 +276,7 @@ def train(
         opt.step()
         sched.step()
         losses.append(loss.item())
-        elapsed = time.time() - t_train
-        out_of_time = elapsed > budget_s
-        if step == 200 or step % eval_every == 0:  # the rate since the last fit leaves out the warm-up
-            fit_to_budget(sched, step, elapsed, budget_s, (step - mark[0]) / max(elapsed - mark[1], 1e-9))
-            mark = (step, elapsed)
+        out_of_time = budget.spent(step, refit=step == 200 or step % eval_every == 0)
         if step % eval_every == 0 or step == sched.plan["steps"] or out_of_time:
             f1 = validate(model, val, dense)
             rec = {"step": step, "train_loss": float(np.mean(losses)), "f1": f1.tolist(),
@@ -296,7 +291,7 @@ def train(
                 if on_best is not None:
                     on_best(model, history)
         if out_of_time:
-            log(f"stopping at step {step}: time budget of {budget_s / 60:.1f} min spent")
+            log(f"stopping at step {step}: time budget of {budget.seconds / 60:.1f} min spent")
             break
     model.load_state_dict(best_state)
     model.to("cpu").eval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 
@@ -68,3 +69,43 @@ def fit_to_budget(scheduler: Any, step: int, elapsed_s: float, budget_s: float, 
         fits = step + int(rate * max(0.0, budget_s - elapsed_s))
         scheduler.plan["steps"] = min(scheduler.plan["requested"], max(step + 1, fits))
     return int(scheduler.plan["steps"])
+
+
+class TimeBudget:
+    """The time a training loop may run, and the fitting of its schedule to it.
+
+    Parameters
+    ----------
+    scheduler : LambdaLR
+        Made by :func:`warmup_cosine`.
+    max_minutes : float
+        The loop's own budget, counted from now.
+    deadline : float, optional
+        A ``time.time()`` value the loop must end by (e.g. set before the
+        training data were simulated), whichever comes first.
+
+    Examples
+    --------
+    >>> import time, torch
+    >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    >>> budget = TimeBudget(warmup_cosine(opt, 100), 1e9, deadline=time.time() - 1)
+    >>> budget.spent(1, refit=True), budget.scheduler.plan["steps"]
+    (True, 2)
+    """
+
+    def __init__(self, scheduler: Any, max_minutes: float, deadline: float | None = None) -> None:
+        self.scheduler = scheduler
+        self.start = time.time()
+        self.seconds = min(60.0 * max_minutes, (math.inf if deadline is None else deadline) - self.start)
+        self._mark = (0, 0.0)  # step and elapsed time of the last refit
+
+    def spent(self, step: int, refit: bool = False) -> bool:
+        """Whether the budget is spent after ``step`` steps; with ``refit``, first fit the
+        schedule to the time left at the rate since the previous refit (which leaves a slow
+        start out of later estimates)."""
+        elapsed = time.time() - self.start
+        if refit:
+            rate = (step - self._mark[0]) / max(elapsed - self._mark[1], 1e-9)
+            fit_to_budget(self.scheduler, step, elapsed, self.seconds, rate)
+            self._mark = (step, elapsed)
+        return elapsed > self.seconds
