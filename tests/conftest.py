@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,6 +18,36 @@ try:  # pragma: no cover - depends on the install
     import torch._dynamo  # noqa: F401
 except ImportError:
     pass
+
+#: Exit status of the test session, kept for :func:`pytest_unconfigure`.
+_SESSION: dict[str, int] = {}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remember the session's exit status."""
+    _SESSION["exitstatus"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the process with the session's exit status once pytest has reported everything.
+
+    The interpreter's own teardown (static destructors of the Qt, GL and LLVM
+    libraries loaded by the viewer and torch tests under Xvfb) has segfaulted
+    after a fully passed and reported run, without a Python traceback, in two
+    of about twenty CI runs; skipping it keeps a green run green. Runs last, so
+    every plugin has finished, and runs the ``atexit`` handlers first
+    (pytest-xvfb stops its display in one). Set ``NSD_TESTS_FULL_EXIT=1`` to
+    let the interpreter tear down as usual.
+    """
+    if "exitstatus" in _SESSION and not os.environ.get("NSD_TESTS_FULL_EXIT"):
+        import atexit
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_SESSION["exitstatus"])
+
 
 #: The repository's root.
 ROOT = Path(__file__).resolve().parents[1]
