@@ -241,7 +241,8 @@ def train(
     log(f"data: {len(data['x'])} train / {len(val['x'])} val examples; positives per family "
         f"{np.asarray(data['y']).reshape(len(data['y']), len(HEATMAP_CLASSES), -1).mean(axis=(0, 2)).round(4).tolist()}")
     xs, cs, ys = (torch.from_numpy(np.ascontiguousarray(data[k])) for k in ("x", "context", "y"))
-    if str(device).startswith("cuda"):  # batches are gathered on the GPU, which holds all the examples
+    on_gpu = str(device).startswith("cuda")
+    if on_gpu:  # batches are gathered on the GPU, which holds all the examples
         xs, cs, ys = xs.to(device), cs.to(device), ys.to(device)
         torch.backends.cudnn.benchmark = True
     model = build_attention_unet(**(arch or {})) if dense else build_patch_net(**(arch or {}))
@@ -268,7 +269,7 @@ def train(
         y = ys[idx].to(device).float()
         x, y = _augment(x, y, rng, dense)
         model.train()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda")):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
             out = model(x, cs[idx].to(device))
         loss = training_loss(out.float(), y, weight, dense)
         opt.zero_grad()
