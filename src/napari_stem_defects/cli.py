@@ -72,8 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--pixel-size", type=float, default=0.12, help="Å per pixel (default 0.12)")
     sim.add_argument("--rotation", type=float, default=None, help="lattice rotation in degrees (default random)")
     sim.add_argument("--dose", type=float, default=1e5, help="e/Å^2 (default 1e5); 0 for noise-free")
-    sim.add_argument("--gamma", type=float, default=1.7, help="Z-contrast exponent (default 1.7)")
-    sim.add_argument("--probe-fwhm", type=float, default=1.0, help="probe FWHM in Å (default 1.0)")
+    sim.add_argument("--engine", choices=("fast", "multislice"), default="fast",
+                     help="fast: the calibrated fast simulator (default); multislice: abTEM PRISM "
+                          "(needs the [multislice] extra; minutes per image)")
+    sim.add_argument("--kv", type=float, default=80.0, help="beam energy in kV, 60-300 (default 80)")
+    sim.add_argument("--convergence", type=float, default=30.0,
+                     help="probe convergence semi-angle in mrad (default 30)")
+    sim.add_argument("--detector", type=float, nargs=2, default=(70.0, 200.0), metavar=("INNER", "OUTER"),
+                     help="annular detector collection angles in mrad (default 70 200)")
+    sim.add_argument("--source-size", type=float, default=0.0,
+                     help="source size (FWHM, Å) at the specimen: partial spatial coherence (default 0)")
+    sim.add_argument("--frozen-phonons", type=int, default=0,
+                     help="frozen-phonon configurations (0: static lattice, default); the fast engine "
+                          "then takes the table's thermal cross-sections")
+    sim.add_argument("--threads", type=int, default=1, help="FFT threads of the multislice engine (default 1)")
+    sim.add_argument("--gamma", type=float, default=None,
+                     help="fast engine: columns follow sum Z**gamma instead of the multislice-calibrated "
+                          "table (default: the table at --kv/--convergence/--detector)")
+    sim.add_argument("--probe-fwhm", type=float, default=None,
+                     help="fast engine: probe FWHM in Å (default: the table's probe at the settings, "
+                          "source size included)")
     sim.add_argument(
         "--defect", action="append", default=[], metavar="NAME=FRACTION",
         help=f"fraction of cells with a defect, repeatable; NAME in {', '.join(DEFECT_TYPES)}",
@@ -430,17 +448,39 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import ImagingParams, simulate_twin
     from .simulate.export import write_twin
+    from .simulate.imaging import calibrated_imaging
+    from .simulate.microscope import MicroscopeSettings
     from .simulate.presets import PRESETS
 
     if args.preset:
+        if args.engine != "fast":
+            raise ValueError("--preset makes the bundled fast twins; leave out --engine multislice")
         twin = PRESETS[args.preset]() if args.seed is None else PRESETS[args.preset](seed=args.seed)
     else:
-        imaging = ImagingParams(dose=args.dose if args.dose > 0 else None, gamma=args.gamma,
-                                probe_fwhm=args.probe_fwhm)
-        twin = simulate_twin(
-            args.material, tuple(args.shape), args.pixel_size, rotation_deg=args.rotation,
-            defects=_parse_defects(args.defect), imaging=imaging, seed=args.seed or 0,
+        microscope = MicroscopeSettings(
+            energy_kV=args.kv, convergence_mrad=args.convergence, detector_inner_mrad=args.detector[0],
+            detector_outer_mrad=args.detector[1], source_size_A=args.source_size, frozen_phonons=args.frozen_phonons,
         )
+        dose = args.dose if args.dose > 0 else None
+        common = dict(rotation_deg=args.rotation, defects=_parse_defects(args.defect), seed=args.seed or 0)
+        if args.engine == "multislice":
+            from .simulate.multislice import simulate_multislice_twin
+            from .simulate.twin import with_dose
+
+            twin = simulate_multislice_twin(
+                args.material, tuple(args.shape), args.pixel_size, microscope=microscope,
+                imaging=ImagingParams(dose=None), threads=args.threads,
+                progress=lambda msg: print(msg, flush=True), **common,
+            )
+            if dose is not None:
+                twin = with_dose(twin, dose, seed=args.seed or 0)
+        else:
+            imaging = calibrated_imaging(microscope, dose=dose)
+            if args.gamma is not None:
+                imaging = ImagingParams(**{**imaging.as_dict(), "gamma": args.gamma})
+            if args.probe_fwhm is not None:
+                imaging = ImagingParams(**{**imaging.as_dict(), "probe_fwhm": args.probe_fwhm})
+            twin = simulate_twin(args.material, tuple(args.shape), args.pixel_size, imaging=imaging, **common)
     paths = write_twin(twin, args.out)
     counts = twin.cells["class"].value_counts().to_dict()
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
@@ -495,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             return _cmd_train(args)
         return _cmd_calibrate(args)
-    except (ValueError, OSError, argparse.ArgumentTypeError) as err:
+    except (ValueError, OSError, ImportError, argparse.ArgumentTypeError) as err:
         print(f"napari-stem-defects {args.command}: error: {err}", file=sys.stderr)
         return 2
 

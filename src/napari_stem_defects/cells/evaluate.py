@@ -25,7 +25,8 @@ from scipy.special import logsumexp
 
 from ..columns.species import candidates
 from ..materials import ATOMIC_NUMBER
-from ..simulate.imaging import render
+from ..simulate.defects import species_string
+from ..simulate.imaging import content_cross_section, render
 from ..simulate.twin import DigitalTwin
 
 
@@ -70,7 +71,9 @@ def _x_column_evidence(twin: DigitalTwin, hypotheses: dict[str, dict[tuple[str, 
         raise ValueError("the ideal observer needs a twin recorded with a finite dose")
     (first, h_first), (second, h_second) = hypotheses.items()
     nn = twin.nn_px
-    zsum = {k: sum(ATOMIC_NUMBER[e] ** im.gamma for e in k) for h in hypotheses.values() for k in h}
+    # each hypothesis's cross-section under the twin's own column model (table or Z**gamma)
+    sigma = {k: content_cross_section(species_string(np.array([ATOMIC_NUMBER[e] for e in k])), im)
+             for h in hypotheses.values() for k in h}
     counts = (twin.image.astype(np.float64) - im.offset) / im.gain
     expected = twin.expected.astype(np.float64)
     quiet = dataclasses.replace(im, background=0.0, background_variation=0.0, texture=0.0, line_jitter=0.0,
@@ -88,14 +91,14 @@ def _x_column_evidence(twin: DigitalTwin, hypotheses: dict[str, dict[tuple[str, 
         if y0 - r < 0 or x0 - r < 0 or y0 + r >= h or x0 + r >= w:
             continue
         window = (slice(y0 - r, y0 + r + 1), slice(x0 - r, x0 + r + 1))
-        unit, _ = render(np.array([[y - (y0 - r), x - (x0 - r)]]), np.array([im.cross_section]),
+        unit, _ = render(np.array([[y - (y0 - r), x - (x0 - r)]]), np.array([1.0]),
                          (2 * r + 1, 2 * r + 1), twin.pixel_size, quiet, rng)
-        unit = unit.astype(np.float64) * im.dose * twin.pixel_size**2  # counts per unit of sum Z**gamma
-        base = expected[window] - float(sites.at[sid, "cross_section_A2"]) / im.cross_section * unit
+        unit = unit.astype(np.float64) * im.dose * twin.pixel_size**2  # counts per Å^2 of cross-section
+        base = expected[window] - float(sites.at[sid, "cross_section_A2"]) * unit
         c = counts[window]
 
         def loglik(key: tuple[str, ...]) -> float:
-            e = np.maximum(base + zsum[key] * unit, 1e-9)
+            e = np.maximum(base + sigma[key] * unit, 1e-9)
             return float(np.sum(c * np.log(e) - e))
 
         lp = logsumexp([loglik(k) + np.log(v) for k, v in h_first.items()])

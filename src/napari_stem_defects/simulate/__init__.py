@@ -1,13 +1,17 @@
 """Digital twins: fast, seeded HAADF-STEM simulations of 2H-MX2 monolayers with exact labels.
 
-Pure numpy/scipy. The main entry point is :func:`simulate_twin`.
+Pure numpy/scipy. The main entry point is :func:`simulate_twin`; its column cross-sections come
+from a table calibrated to multislice (:mod:`.cross_sections`). :func:`simulate_multislice_twin`
+computes the same twin's image with abTEM (the ``multislice`` extra; imported only when called).
 """
 
 from .defects import CELL_CLASSES, DEFECT_TYPES, SITE_DEFECTS, species_string
-from .imaging import ImagingParams, random_imaging
+from .imaging import ImagingParams, calibrated_imaging, random_imaging
 from .lattice import HoneycombLattice
+from .microscope import MicroscopeSettings
+from .multislice import simulate_multislice_twin
 from .stack import StackTwin, simulate_stack
-from .twin import CELL_COLUMNS, SITE_COLUMNS, DigitalTwin, simulate_twin
+from .twin import CELL_COLUMNS, SITE_COLUMNS, DigitalTwin, simulate_twin, with_dose
 
 __all__ = [
     "CELL_CLASSES",
@@ -18,9 +22,13 @@ __all__ = [
     "DigitalTwin",
     "HoneycombLattice",
     "ImagingParams",
+    "MicroscopeSettings",
     "StackTwin",
+    "calibrated_imaging",
     "random_imaging",
+    "simulate_multislice_twin",
     "simulate_stack",
     "simulate_twin",
     "species_string",
+    "with_dose",
 ]

@@ -3,9 +3,13 @@
 Model
 -----
 Each column j scatters onto the HAADF detector a fraction
-``sigma_j * P(r - r_j)`` of the electrons of a probe at r, where
-``sigma_j = cross_section * sum(Z_atom ** gamma)`` (in Å^2) and P is the probe
-intensity (normalised to 1 over the plane, in Å^-2). The detected fraction
+``sigma_j * P(r - r_j)`` of the electrons of a probe at r, where sigma_j (in Å^2)
+is the column's integrated cross-section and P is the probe intensity
+(normalised to 1 over the plane, in Å^-2). By default sigma_j comes from the
+table calibrated to abTEM multislice (:mod:`.cross_sections`) at the imaging's
+microscope settings (beam energy, convergence, detector angles), times
+``cross_section_scale`` and an optional per-content factor; with ``gamma`` given
+it is the older ``cross_section * sum(Z_atom ** gamma)``. The detected fraction
 per pixel is the sum over columns plus a background (amorphous support,
 contamination). A pixel receives ``dose * pixel_area`` electrons, so the
 expected count is ``lambda = dose * pixel_area * fraction``; the recorded
@@ -22,9 +26,12 @@ narrow in pixels, so positions are exact to the centroid.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import fft as sfft
+
+from .microscope import MicroscopeSettings
 
 _FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
@@ -36,10 +43,12 @@ class ImagingParams:
 
     Parameters
     ----------
-    gamma : float
-        Z-contrast exponent: column cross-section grows as sum Z**gamma.
+    gamma : float or None
+        None (default): column cross-sections from the multislice-calibrated table at
+        ``microscope``. A number: the Z-contrast model, cross-section
+        ``cross_section * sum(Z ** gamma)`` (kept for comparison and old scripts).
     cross_section : float
-        HAADF cross-section (Å^2) per unit of Z**gamma.
+        HAADF cross-section (Å^2) per unit of Z**gamma (the Z-contrast model only).
     probe_fwhm : float
         Full width at half maximum of the probe core.
     probe_ellipticity : float
@@ -72,9 +81,19 @@ class ImagingParams:
         (stretch of y per pixel, horizontal shift in pixels per row): a linear
         drift during the slow scan. Column positions in the ground truth
         include it.
+    microscope : MicroscopeSettings
+        Beam energy, convergence, detector angles, source size: the setting the
+        table's cross-sections are taken at (and the multislice engine simulates).
+        The probe fields above stay as given; :func:`calibrated_imaging` sets them
+        from the table too.
+    cross_section_scale : float
+        Factor on every table cross-section (detector efficiency); table model only.
+    content_factors : tuple of (str, float)
+        Extra factor per column content ('Mo', 'S2', ...), for training twins
+        randomised around the table; contents not listed get 1.
     """
 
-    gamma: float = 1.7
+    gamma: float | None = None
     cross_section: float = 3.5e-5
     probe_fwhm: float = 1.0
     probe_ellipticity: float = 0.0
@@ -92,20 +111,51 @@ class ImagingParams:
     offset: float = 0.0
     line_jitter: float = 0.0
     drift: tuple[float, float] = field(default=(0.0, 0.0))
+    microscope: MicroscopeSettings = field(default_factory=MicroscopeSettings)
+    cross_section_scale: float = 1.0
+    content_factors: tuple[tuple[str, float], ...] = ()
 
-    def as_dict(self) -> dict:
-        """Plain dict (for JSON metadata)."""
+    def __post_init__(self) -> None:
+        # accept the plain forms of as_dict() (JSON round trips)
+        if isinstance(self.microscope, dict):
+            object.__setattr__(self, "microscope", MicroscopeSettings.from_dict(self.microscope))
+        if not isinstance(self.microscope, MicroscopeSettings):
+            raise TypeError("microscope must be a MicroscopeSettings")
+        object.__setattr__(self, "drift", tuple(float(v) for v in self.drift))
+        factors = self.content_factors.items() if isinstance(self.content_factors, dict) else self.content_factors
+        object.__setattr__(self, "content_factors", tuple((str(c), float(f)) for c, f in factors))
+
+    @property
+    def column_model(self) -> str:
+        """'table' (calibrated cross-sections) or 'zpower' (``cross_section * sum Z**gamma``)."""
+        return "table" if self.gamma is None else "zpower"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (for JSON metadata); ``ImagingParams(**d)`` reads it back."""
         d = asdict(self)
         d["drift"] = list(self.drift)
+        d["content_factors"] = [list(pair) for pair in self.content_factors]
         return d
 
 
-def random_imaging(rng: np.random.Generator, dose_range: tuple[float, float] = (1e3, 1e7)) -> ImagingParams:
+def random_imaging(
+    rng: np.random.Generator,
+    dose_range: tuple[float, float] = (1e3, 1e7),
+    column_model: str = "table",
+) -> ImagingParams:
     """Draw imaging conditions widely, for training models that must meet real data.
 
-    Randomises the Z exponent, probe size, shape and tail, background level,
-    gradient and texture, dose (log-uniform), detector noise, gain, line
-    jitter and drift.
+    With ``column_model="table"`` (default) draws a microscope setting (60-300 kV,
+    convergence 15-35 mrad, detector inner 1.3-3.5 times the convergence within
+    30-110 mrad, outer 140-300 mrad, source size 0.2-0.8 Å, thermal vibration in three
+    draws out of four), takes the column cross-sections and the probe from the
+    multislice-calibrated table at that setting and randomises around them: each
+    content's cross-section by a few % (sd 3 %, within +-10 %), all of them together
+    by 0.5-2 (detector efficiency), the probe core by 0.9-1.15 and its tail by +-30 %.
+    With ``"zpower"`` the columns follow ``sum Z**gamma`` with gamma 1.4-2.0 and the
+    probe is drawn freely (the model before the table; same draws as then).
+    Both randomise the probe shape, background level, gradient and texture, dose
+    (log-uniform), detector noise, gain, line jitter and drift.
 
     Parameters
     ----------
@@ -113,20 +163,30 @@ def random_imaging(rng: np.random.Generator, dose_range: tuple[float, float] = (
         Source of randomness.
     dose_range : tuple of float
         Range of the log-uniform dose in e/Å^2.
+    column_model : {'table', 'zpower'}
+        Where column cross-sections come from.
 
     Returns
     -------
     ImagingParams
     """
+    if column_model not in ("table", "zpower"):
+        raise ValueError(f"column_model must be 'table' or 'zpower', not {column_model!r}")
     lo, hi = np.log10(dose_range[0]), np.log10(dose_range[1])
+    if column_model == "zpower":
+        probe = dict(
+            gamma=float(rng.uniform(1.4, 2.0)),
+            cross_section=float(3.5e-5 * rng.uniform(0.5, 2.0)),
+            probe_fwhm=float(rng.uniform(0.7, 1.5)),
+            probe_ellipticity=float(rng.uniform(0.0, 0.25)),
+            probe_angle_deg=float(rng.uniform(0, 180)),
+            tail_fraction=float(rng.uniform(0.0, 0.35)),
+            tail_width=float(rng.uniform(0.8, 4.0)),
+        )
+    else:
+        probe = _random_calibrated_probe(rng)
     return ImagingParams(
-        gamma=float(rng.uniform(1.4, 2.0)),
-        cross_section=float(3.5e-5 * rng.uniform(0.5, 2.0)),
-        probe_fwhm=float(rng.uniform(0.7, 1.5)),
-        probe_ellipticity=float(rng.uniform(0.0, 0.25)),
-        probe_angle_deg=float(rng.uniform(0, 180)),
-        tail_fraction=float(rng.uniform(0.0, 0.35)),
-        tail_width=float(rng.uniform(0.8, 4.0)),
+        **probe,
         background=float(10 ** rng.uniform(-3.5, -1.8)),
         background_variation=float(rng.uniform(0.0, 0.5)),
         background_length=float(rng.uniform(8.0, 60.0)),
@@ -139,6 +199,113 @@ def random_imaging(rng: np.random.Generator, dose_range: tuple[float, float] = (
         line_jitter=float(rng.uniform(0.0, 0.4)),
         drift=(float(rng.normal(0, 0.01)), float(rng.normal(0, 0.01))),
     )
+
+
+def random_microscope(rng: np.random.Generator) -> MicroscopeSettings:
+    """A microscope setting drawn widely: 60-300 kV (half of the draws at the common 60, 80, 120, 200,
+    300 kV), convergence 15-35 mrad, ADF detector inner 1.3-3.5 times the convergence (30-110
+    mrad), outer 140-300 mrad, source size 0.2-0.8 Å, thermal vibration in three draws out of four."""
+    if rng.uniform() < 0.5:
+        kv = float(rng.choice([60.0, 80.0, 120.0, 200.0, 300.0]))
+    else:
+        kv = float(rng.uniform(60.0, 300.0))
+    alpha = float(rng.uniform(15.0, 35.0))
+    inner = float(np.clip(alpha * rng.uniform(1.3, 3.5), 30.0, 110.0))
+    outer = float(rng.uniform(max(140.0, inner + 60.0), 300.0))
+    thermal = rng.uniform() < 0.75
+    return MicroscopeSettings(
+        energy_kV=kv, convergence_mrad=alpha, detector_inner_mrad=inner, detector_outer_mrad=outer,
+        source_size_A=float(rng.uniform(0.2, 0.8)), frozen_phonons=8 if thermal else 0,
+    )
+
+
+def _random_calibrated_probe(rng: np.random.Generator) -> dict[str, Any]:
+    from .cross_sections import load_table, probe_shape
+
+    microscope = random_microscope(rng)
+    shape = probe_shape(microscope)
+    contents = load_table().contents
+    factors = np.clip(rng.normal(1.0, 0.03, size=len(contents)), 0.9, 1.1)
+    return dict(
+        gamma=None,
+        microscope=microscope,
+        cross_section_scale=float(rng.uniform(0.5, 2.0)),
+        content_factors=tuple((c, float(f)) for c, f in zip(contents, factors)),
+        probe_fwhm=float(shape.fwhm_A * rng.uniform(0.9, 1.15)),
+        probe_ellipticity=float(rng.uniform(0.0, 0.25)),
+        probe_angle_deg=float(rng.uniform(0, 180)),
+        tail_fraction=float(np.clip(shape.tail_fraction * rng.uniform(0.7, 1.3), 0.0, 0.6)),
+        tail_width=float(shape.tail_width_A * rng.uniform(0.8, 1.25)),
+    )
+
+
+def calibrated_imaging(microscope: MicroscopeSettings | None = None, **overrides: Any) -> ImagingParams:
+    """Imaging whose columns and probe both come from the multislice-calibrated table.
+
+    Parameters
+    ----------
+    microscope : MicroscopeSettings, optional
+        The setting (default :class:`MicroscopeSettings`).
+    **overrides
+        Other :class:`ImagingParams` fields (dose, background, ...); probe fields given
+        here win over the table's.
+
+    Returns
+    -------
+    ImagingParams
+        ``gamma=None`` (table cross-sections), probe core FWHM (source size included),
+        tail fraction and width from :func:`~.cross_sections.probe_shape`.
+
+    Examples
+    --------
+    >>> im = calibrated_imaging(MicroscopeSettings(energy_kV=60, detector_inner_mrad=50), dose=1e5)
+    >>> im.column_model, 0.5 < im.probe_fwhm < 1.2
+    ('table', True)
+    """
+    from .cross_sections import probe_shape
+
+    microscope = microscope or MicroscopeSettings()
+    shape = probe_shape(microscope)
+    fields = dict(gamma=None, microscope=microscope, probe_fwhm=shape.fwhm_A,
+                  tail_fraction=shape.tail_fraction, tail_width=shape.tail_width_A)
+    fields.update(overrides)
+    return ImagingParams(**fields)
+
+
+def content_cross_section(content: str, params: ImagingParams) -> float:
+    """Cross-section (Å^2) of one column content ('Mo', 'S2', '' ...) under ``params``.
+
+    The table model: ``cross_section_scale * factor(content) * column_cross_section``;
+    the Z-contrast model: ``cross_section * sum(Z ** gamma)``.
+    """
+    from ..materials import ATOMIC_NUMBER
+    from .cross_sections import column_cross_section
+    from .structure import column_elements
+
+    if params.gamma is not None:
+        return float(params.cross_section * sum(ATOMIC_NUMBER[e] ** params.gamma for e in column_elements(content)))
+    if not content:
+        return 0.0
+    factor = dict(params.content_factors).get(content, 1.0)
+    return float(params.cross_section_scale * factor * column_cross_section(content, params.microscope))
+
+
+def column_strengths(slots: np.ndarray, params: ImagingParams) -> np.ndarray:
+    """Cross-section (Å^2) of every column from its atoms (an (n, 2) array of atomic numbers).
+
+    Each distinct content is looked up once (:func:`content_cross_section`), so this costs
+    a few milliseconds for a million columns.
+    """
+    slots = np.asarray(slots)
+    if params.gamma is not None:
+        return params.cross_section * (slots.astype(float) ** params.gamma).sum(axis=1)
+    from .cross_sections import contents_of_slots
+
+    if len(slots) == 0:
+        return np.zeros(0)
+    inverse, contents = contents_of_slots(slots)
+    values = np.array([content_cross_section(c, params) for c in contents])
+    return values[inverse]
 
 
 def apply_drift(positions: np.ndarray, drift: tuple[float, float]) -> np.ndarray:
@@ -202,8 +369,34 @@ def render(
     fraction = fraction.reshape(h + 2 * pad, sub, w + 2 * pad, sub).mean(axis=(1, 3))
     fraction = fraction[pad : pad + h, pad : pad + w]
     fraction += _background((h, w), pixel_size, params, rng)
-    np.maximum(fraction, 0.0, out=fraction)
+    return record(fraction, pixel_size, params, rng)
 
+
+def record(
+    fraction: np.ndarray, pixel_size: float, params: ImagingParams, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Record a detected-fraction image at the dose: Poisson counts, read noise, gain and offset.
+
+    ``counts ~ Poisson(dose * pixel_area * fraction)``; the recorded value is
+    ``gain * (counts + read noise) + offset``. Shared by the fast and the multislice twins.
+
+    Parameters
+    ----------
+    fraction : ndarray
+        Detected fraction of the incident beam per pixel (background included).
+    pixel_size : float
+        Å per pixel.
+    params : ImagingParams
+        ``dose`` (None: return the noise-free fraction), ``read_noise``, ``gain``, ``offset``.
+    rng : numpy.random.Generator
+        Source of the noise.
+
+    Returns
+    -------
+    image, expected : ndarray of float32
+        The recorded image and the expected counts (both the fraction when ``dose`` is None).
+    """
+    fraction = np.maximum(np.asarray(fraction, dtype=np.float64), 0.0)
     if params.dose is None:
         clean = fraction.astype(np.float32)
         return clean, clean.copy()
@@ -213,6 +406,38 @@ def render(
         counts += rng.normal(0.0, params.read_noise, size=counts.shape)
     image = params.gain * counts + params.offset
     return image.astype(np.float32), expected.astype(np.float32)
+
+
+def periodic_fraction(
+    positions_A: np.ndarray,
+    cross_sections: np.ndarray,
+    extent_A: tuple[float, float],
+    shape: tuple[int, int],
+    params: ImagingParams,
+) -> np.ndarray:
+    """The fast model's detected fraction for a periodic arrangement of columns (one period).
+
+    The same probe as :func:`render` (elliptical Gaussian core plus Poisson-kernel tail),
+    summed exactly over all periodic images in Fourier space; sample (k, l) lies at
+    ``(k * extent_y / rows, l * extent_x / cols)`` Å. Used to compare with periodic
+    multislice images.
+    """
+    ny, nx = shape
+    ky = np.fft.fftfreq(ny, d=extent_A[0] / ny)[:, None]
+    kx = np.fft.fftfreq(nx, d=extent_A[1] / nx)[None, :]
+    sigma = params.probe_fwhm * _FWHM_TO_SIGMA
+    e = params.probe_ellipticity
+    t = np.deg2rad(params.probe_angle_deg)
+    k_long = kx * np.cos(t) - ky * np.sin(t)
+    k_short = kx * np.sin(t) + ky * np.cos(t)
+    core = np.exp(-2 * np.pi**2 * ((sigma * (1 + e / 2) * k_long) ** 2 + (sigma * (1 - e / 2) * k_short) ** 2))
+    tail = np.exp(-2 * np.pi * params.tail_width * np.hypot(kx, ky))
+    transfer = (1 - params.tail_fraction) * core + params.tail_fraction * tail
+    pos = np.asarray(positions_A, dtype=float)
+    phase = np.exp(-2j * np.pi * (ky[..., None] * pos[:, 0] + kx[..., None] * pos[:, 1]))
+    structure = phase @ np.asarray(cross_sections, dtype=float)
+    area = extent_A[0] * extent_A[1]
+    return np.fft.ifft2(structure * transfer).real * (ny * nx) / area
 
 
 def _splat(positions: np.ndarray, weights: np.ndarray, pad: int, sub: int, shape: tuple[int, int]) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,7 @@ import pandas as pd
 
 from ..materials import Material, parse_material
 from .defects import Occupancy, populate, species_string
-from .imaging import ImagingParams, apply_drift, render
+from .imaging import ImagingParams, apply_drift, column_strengths, record, render
 from .lattice import HoneycombLattice, inside
 
 #: Columns of :attr:`DigitalTwin.sites`.
@@ -146,14 +147,83 @@ def simulate_twin(
     >>> sorted(twin.sites["sublattice"].unique())
     ['M', 'X']
     """
+    mat = parse_material(material)
+    imaging = imaging or ImagingParams()
+    rng = np.random.default_rng(seed)
+    layout = twin_layout(mat, shape, pixel_size, rotation_deg, defects, imaging, rng,
+                         dopant=dopant, substituent=substituent, adatom=adatom)
+    weights = {key: column_strengths(getattr(layout.occupancy, key), imaging) for key in ("m", "x", "h")}
+    positions = np.concatenate(layout.positions)
+    cross = np.concatenate([weights["m"], weights["x"], weights["h"]])
+    image, expected = render(positions, cross, layout.shape, pixel_size, imaging, rng)
+
+    sites, cells = _tables(layout.ij, layout.positions, layout.inside, layout.occupancy, weights)
+    return DigitalTwin(
+        image=image,
+        expected=expected,
+        sites=sites,
+        cells=cells,
+        pixel_size=float(pixel_size),
+        material=mat,
+        lattice=layout.lattice,
+        imaging=imaging,
+        seed=seed,
+        extra={"rotation_deg": layout.rotation_deg, "engine": "fast"},
+    )
+
+
+@dataclass
+class TwinLayout:
+    """Lattice, cells and atoms of a twin before any image is formed (shared by both engines).
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Image shape (H, W).
+    lattice : HoneycombLattice
+        Lattice before drift, in pixels.
+    rotation_deg : float
+        Lattice rotation.
+    ij : ndarray of shape (n, 2)
+        Cells with a site within the field of view plus the probe margin.
+    positions : tuple of three ndarray
+        Metal, X2 and hollow site positions (y, x) in pixels, drift applied.
+    inside : tuple of three ndarray of bool
+        Which of those sites lie in the field of view.
+    occupancy : Occupancy
+        Atoms and labels of every cell.
+    """
+
+    shape: tuple[int, int]
+    lattice: HoneycombLattice
+    rotation_deg: float
+    ij: np.ndarray
+    positions: tuple[np.ndarray, np.ndarray, np.ndarray]
+    inside: tuple[np.ndarray, np.ndarray, np.ndarray]
+    occupancy: Occupancy
+
+
+def twin_layout(
+    mat: Material,
+    shape: tuple[int, int],
+    pixel_size: float,
+    rotation_deg: float | None,
+    defects: Mapping[str, float] | None,
+    imaging: ImagingParams,
+    rng: np.random.Generator,
+    **elements: str | None,
+) -> TwinLayout:
+    """Draw a twin's lattice (rotation, origin), cells and atoms from ``rng``.
+
+    The fast and the multislice engines both call this first with a fresh
+    ``default_rng(seed)``, so twins of the same seed and arguments hold the same atoms.
+    ``elements`` are the ``dopant``, ``substituent`` and ``adatom`` of :func:`populate`.
+    """
     h, w = (int(s) for s in shape)
     if h < 8 or w < 8:
         raise ValueError(f"image shape {shape} is too small; use at least 8 x 8 pixels")
     if pixel_size <= 0:
         raise ValueError("pixel_size must be positive")
-    mat = parse_material(material)
-    imaging = imaging or ImagingParams()
-    rng = np.random.default_rng(seed)
     if rotation_deg is None:
         rotation_deg = float(rng.uniform(0.0, 60.0))
     lattice = HoneycombLattice.from_constant(
@@ -165,35 +235,8 @@ def simulate_twin(
     chalc = apply_drift(lattice.metal_positions(ij) + lattice.x_offset, imaging.drift)
     hollow = apply_drift(lattice.metal_positions(ij) + lattice.hollow_offset, imaging.drift)
     in_m, in_x, in_h = (inside(p, (h, w)) for p in (metal, chalc, hollow))
-
-    occ = populate(
-        mat, len(ij), in_m & in_x & in_h, defects, rng,
-        dopant=dopant, substituent=substituent, adatom=adatom,
-    )
-    weights = {
-        key: imaging.cross_section * _z_power(getattr(occ, key), imaging.gamma) for key in ("m", "x", "h")
-    }
-    positions = np.concatenate([metal, chalc, hollow])
-    cross = np.concatenate([weights["m"], weights["x"], weights["h"]])
-    image, expected = render(positions, cross, (h, w), pixel_size, imaging, rng)
-
-    sites, cells = _tables(ij, (metal, chalc, hollow), (in_m, in_x, in_h), occ, weights)
-    return DigitalTwin(
-        image=image,
-        expected=expected,
-        sites=sites,
-        cells=cells,
-        pixel_size=float(pixel_size),
-        material=mat,
-        lattice=lattice,
-        imaging=imaging,
-        seed=seed,
-        extra={"rotation_deg": float(rotation_deg)},
-    )
-
-
-def _z_power(slots: np.ndarray, gamma: float) -> np.ndarray:
-    return (slots.astype(float) ** gamma).sum(axis=1)
+    occ = populate(mat, len(ij), in_m & in_x & in_h, defects, rng, **elements)
+    return TwinLayout((h, w), lattice, float(rotation_deg), ij, (metal, chalc, hollow), (in_m, in_x, in_h), occ)
 
 
 def _tables(
@@ -254,3 +297,45 @@ def _tables(
     sites["cell_id"] = remap[sites["cell_id"].to_numpy()]
     return sites, cells
 
+
+
+def with_dose(twin: DigitalTwin, dose: float, seed: int | None = None, **noise: float) -> DigitalTwin:
+    """Record a noise-free twin at a dose: one clean simulation gives any number of doses.
+
+    Parameters
+    ----------
+    twin : DigitalTwin
+        A twin simulated with ``imaging.dose=None`` (its image is the detected fraction,
+        background included), from either engine.
+    dose : float
+        Electron dose in e/Å^2.
+    seed : int, optional
+        Seed of the noise.
+    **noise : float
+        Replacements for the noise fields of the twin's imaging (``read_noise``,
+        ``gain``, ``offset``).
+
+    Returns
+    -------
+    DigitalTwin
+        The same ground truth with a Poisson image at ``dose``
+        (``counts = dose * pixel_area * detected_fraction``).
+
+    Examples
+    --------
+    >>> clean = simulate_twin("MoS2", (64, 64), imaging=ImagingParams(dose=None), seed=0)
+    >>> noisy = with_dose(clean, 1e4, seed=1)
+    >>> noisy.imaging.dose, bool((noisy.sites == clean.sites).all().all())
+    (10000.0, True)
+    """
+    if twin.imaging.dose is not None:
+        raise ValueError("with_dose needs a noise-free twin (simulated with imaging.dose=None)")
+    if not dose > 0:
+        raise ValueError(f"dose must be positive, got {dose}")
+    unknown = set(noise) - {"read_noise", "gain", "offset"}
+    if unknown:
+        raise ValueError(f"with_dose can only change read_noise, gain and offset, not {sorted(unknown)}")
+    imaging = dataclasses.replace(twin.imaging, dose=float(dose), **noise)
+    image, expected = record(twin.image.astype(np.float64), twin.pixel_size, imaging, np.random.default_rng(seed))
+    return dataclasses.replace(twin, image=image, expected=expected, imaging=imaging,
+                               extra={**twin.extra, "noise_seed": seed})

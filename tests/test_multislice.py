@@ -1,0 +1,122 @@
+"""Multislice twins (abTEM) and the shipped table against fresh multislice runs on tiny cells."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("abtem")
+
+from napari_stem_defects.cli import main  # noqa: E402
+from napari_stem_defects.simulate import ImagingParams, simulate_twin  # noqa: E402
+from napari_stem_defects.simulate.column_calibration import column_cross_section_multislice  # noqa: E402
+from napari_stem_defects.simulate.cross_sections import column_cross_section, probe_shape  # noqa: E402
+from napari_stem_defects.simulate.imaging import periodic_fraction  # noqa: E402
+from napari_stem_defects.simulate.microscope import MicroscopeSettings  # noqa: E402
+from napari_stem_defects.simulate.multislice import (  # noqa: E402
+    fourier_upsample,
+    periodic_image,
+    simulate_multislice_twin,
+)
+from napari_stem_defects.simulate.structure import Supercell, unit_positions  # noqa: E402
+from napari_stem_defects.simulate.twin import with_dose  # noqa: E402
+
+#: 60 kV, a coarse detector range keeps the grids small (a few seconds per run).
+TINY = MicroscopeSettings(energy_kV=60, convergence_mrad=25, detector_inner_mrad=60, detector_outer_mrad=160)
+#: An even coarser one for whole twins (small convergence and outer angle: few plane waves, coarse grid).
+COARSE = MicroscopeSettings(energy_kV=60, convergence_mrad=20, detector_inner_mrad=45, detector_outer_mrad=120)
+
+
+@pytest.mark.parametrize("content", ["Mo", "S2"])
+def test_fresh_isolated_column_matches_the_shipped_table(content):
+    # the table's own protocol, fewer configurations: within 4 % (sub-pixel sampling spread ~2 %)
+    fresh = column_cross_section_multislice(content, TINY, configurations=3, seed=11)
+    assert fresh == pytest.approx(column_cross_section(content, TINY), rel=0.04)
+
+
+def _voronoi_sums(image: np.ndarray, extent: tuple[float, float], columns: np.ndarray) -> np.ndarray:
+    """Integrated intensity (Å^2) of each column's periodic Voronoi cell; image over one period."""
+    ny, nx = image.shape
+    y = (np.arange(ny) + 0.0) * extent[0] / ny
+    x = (np.arange(nx) + 0.0) * extent[1] / nx
+    yy, xx = np.meshgrid(y, x, indexing="ij")
+    d = []
+    for cy, cx in columns:
+        dy = (yy - cy + extent[0] / 2) % extent[0] - extent[0] / 2
+        dx = (xx - cx + extent[1] / 2) % extent[1] - extent[1] / 2
+        d.append(dy**2 + dx**2)
+    owner = np.argmin(np.stack(d), axis=0)
+    area = extent[0] * extent[1] / (ny * nx)
+    return np.array([image[owner == k].sum() * area for k in range(len(columns))])
+
+
+def test_tiny_periodic_mos2_lattice_matches_the_table_and_its_probe():
+    cell = Supercell(a=3.16, n1=2, n2=1)  # 6.3 x 5.5 Å, four unit cells: 4 Mo and 4 S2 columns
+    ij = cell.cells()
+    sites = unit_positions(cell.a, ij)
+    metal, chalc = cell.wrap(sites["m"]), cell.wrap(sites["x"])
+    symbols, xyz = [], []
+    for (dy, dx) in metal:
+        symbols.append("Mo")
+        xyz.append((dx, dy, 0.0))
+    for (dy, dx) in chalc:
+        symbols += ["S", "S"]
+        xyz += [(dx, dy, 1.57), (dx, dy, -1.57)]
+    periodic, info = periodic_image(symbols, np.array(xyz), cell, TINY)
+    extent = cell.extent
+    fine = fourier_upsample(periodic, (121, 135), (extent[0] / periodic.shape[0], extent[1] / periodic.shape[1]))
+    columns = np.concatenate([metal, chalc])
+    ms = _voronoi_sums(fine, extent, columns)
+    mo_table, s2_table = column_cross_section("Mo", TINY), column_cross_section("S2", TINY)
+    # the period's total is the sum of the columns' cross-sections (no probe model involved): within 6 %
+    assert ms.sum() == pytest.approx(4 * (mo_table + s2_table), rel=0.06)
+    # the split between Mo and S2 Voronoi cells also depends on the probe's tails (cross-talk): the fast
+    # model with the table's cross-sections and probe, rendered periodically, splits it the same way
+    shape = probe_shape(TINY)
+    imaging = ImagingParams(microscope=TINY, probe_fwhm=shape.fwhm_A, tail_fraction=shape.tail_fraction,
+                            tail_width=shape.tail_width_A)
+    sigmas = np.r_[np.full(4, mo_table), np.full(4, s2_table)]
+    fast = _voronoi_sums(periodic_fraction(columns, sigmas, extent, fine.shape, imaging), extent, columns)
+    ratio_ms = ms[:4].sum() / ms[4:].sum()
+    ratio_fast = fast[:4].sum() / fast[4:].sum()
+    assert ratio_ms == pytest.approx(ratio_fast, rel=0.06)
+    assert info["prism_interpolation"] == [1, 1]
+
+
+def test_multislice_twin_holds_the_fast_twins_atoms_and_tables():
+    kwargs = dict(material="MoS2", shape=(56, 56), pixel_size=0.16, rotation_deg=None, seed=5,
+                  defects={"V_X1": 0.3, "V_M": 0.15, "M_X": 0.15})
+    imaging = ImagingParams(dose=None, microscope=COARSE, background=0.0, texture=0.0)
+    ms = simulate_multislice_twin(**kwargs, imaging=imaging)
+    fast = simulate_twin(**kwargs, imaging=imaging)
+    assert ms.sites.equals(fast.sites) and ms.cells.equals(fast.cells)
+    assert ms.extra["engine"] == "multislice" and ms.extra["rotation_deg"] == fast.extra["rotation_deg"]
+    assert set(ms.cells["class"]) >= {"perfect", "V_X1", "V_M"}
+    # the image is the multislice one: bright where the truth puts Mo (1.4 x S2 at these low angles), dark
+    # on empty sites
+    s = ms.sites
+    inner = s[s.y_px.between(3, 52) & s.x_px.between(3, 52)]
+    at = lambda g: np.array([ms.image[int(round(y)), int(round(x))] for y, x in g[["y_px", "x_px"]].to_numpy()])  # noqa: E731
+    mo = at(inner[(inner.species == "Mo") & (inner.sublattice == "M")])
+    s2, empty = at(inner[inner.species == "S2"]), at(inner[inner.species == ""])
+    assert np.median(mo) > 1.15 * np.median(s2) > 3 * empty.max() > 0
+    # one clean image, several doses, same truth
+    noisy = with_dose(ms, 1e5, seed=2)
+    assert noisy.sites.equals(ms.sites) and noisy.image.mean() == pytest.approx(ms.image.mean() * 1e5 * 0.16**2,
+                                                                              rel=0.02)
+
+
+def test_cli_writes_a_multislice_twin(tmp_path):
+    rc = main(["simulate", "--engine", "multislice", "--material", "Janus-MoSSe", "--shape", "40", "40",
+               "--pixel-size", "0.16", "--kv", "60", "--convergence", "20", "--detector", "45", "120",
+               "--source-size", "0.4", "--dose", "1e5", "--seed", "3", "--out", str(tmp_path)])
+    assert rc == 0
+    meta = json.loads((tmp_path / "twin.json").read_text())
+    assert meta["engine"] == "multislice"
+    assert meta["imaging"]["microscope"]["energy_kV"] == 60 and meta["imaging"]["microscope"]["source_size_A"] == 0.4
+    assert meta["imaging"]["dose"] == 1e5 and meta["multislice"]["abtem_version"]
+    for name in ("image.tif", "sites.csv", "cells.csv"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert main(["simulate", "--engine", "multislice", "--preset", "mos2_vacancies", "--out", str(tmp_path)]) == 2
