@@ -14,15 +14,22 @@ Run: PYTHONPATH=src python benchmarks/bench_multislice.py [--quick]
    twin, median and 90th percentile of the relative error per species, next to the old
    Z^1.7 fast twin (its scale fitted to the multislice image, probe 1 Å FWHM).
 
-Needs abTEM. About 10 minutes on the 2-core development machine (``--quick``: 3).
+``--library DIR`` also renders the truth of every image of a multislice library
+(``scripts/build_multislice_library.py``) with the fast model and compares per column with
+the library's clean multislice image (no multislice run needed; ``--skip-fresh`` for only that).
+
+Needs abTEM. About 10-30 minutes on the 2-core development machine (``--quick``: a few).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +37,7 @@ from napari_stem_defects.materials import ATOMIC_NUMBER
 from napari_stem_defects.simulate import ImagingParams, simulate_twin
 from napari_stem_defects.simulate.column_calibration import column_cross_section_multislice, configure_abtem
 from napari_stem_defects.simulate.cross_sections import column_cross_section
-from napari_stem_defects.simulate.imaging import calibrated_imaging
+from napari_stem_defects.simulate.imaging import calibrated_imaging, content_cross_section, render
 from napari_stem_defects.simulate.microscope import MicroscopeSettings
 from napari_stem_defects.simulate.multislice import simulate_multislice_twin
 from napari_stem_defects.simulate.structure import column_elements
@@ -128,14 +135,75 @@ def image_similarity(quick: bool) -> None:
         print(f"| (multislice {t_ms:.0f} s) | | | | | |")
 
 
+def library_similarity(root: Path) -> None:
+    """Fast-model images of a multislice library's own truth against its clean multislice images."""
+    import pandas as pd
+    from scipy.ndimage import gaussian_filter
+
+    print(f"\n## 2b. Fast model vs the multislice library {root} (its truth rendered by the fast model)\n")
+    print("| setting | material | species | columns | calibrated fast: median / p90 abs error | "
+          "Z^1.7 fast (fitted scale): median / p90 |")
+    print("|---|---|---|---|---|---|")
+    totals: dict[str, list] = {"table": [], "zpower": []}
+    for clean_path in sorted(root.glob("*/*/clean.npy")):
+        folder = sorted(clean_path.parent.glob("dose_*"))[0]
+        meta = json.loads((folder / "twin.json").read_text())
+        sites = pd.read_csv(folder / "sites.csv", keep_default_na=False)
+        imaging = ImagingParams(**meta["imaging"])
+        px = float(meta["pixel_size_A"][0])
+        clean = np.load(clean_path).astype(float) - imaging.background
+        h, w = clean.shape
+        quiet = dict(dose=None, background=0.0, texture=0.0, line_jitter=0.0, drift=(0.0, 0.0))
+        cal = calibrated_imaging(imaging.microscope, **quiet)
+        pos = sites[["y_px", "x_px"]].to_numpy()
+        rng = np.random.default_rng(0)
+        sigma = np.array([content_cross_section(sp, cal) for sp in sites["species"]])  # the current table
+        fast, _ = render(pos, sigma, (h, w), px, cal, rng)
+        old_params = dataclasses.replace(cal, gamma=1.7, cross_section=1.0, probe_fwhm=1.0, tail_fraction=0.1,
+                                         tail_width=1.5)
+        z = np.array([zpower(sp) if sp else 0.0 for sp in sites["species"]])
+        old, _ = render(pos, z, (h, w), px, old_params, rng)
+        nn = meta["lattice_constant_A"] / np.sqrt(3) / px
+        edge = 3.0 / px + nn
+        inner = sites[sites.y_px.between(edge, h - 1 - edge) & sites.x_px.between(edge, w - 1 - edge)
+                      & (sites.species != "")]
+        # the library's support background is unknown here: each model gets its own smooth estimate of
+        # it (the 2.5 Å Gaussian-smoothed difference image); the fine amorphous texture stays in
+        c2 = column_sums(old.astype(float), inner, 0.45 * nn)
+        scale = np.median(column_sums(clean, inner, 0.45 * nn) / c2)
+        ref1 = column_sums(clean - gaussian_filter(clean - fast, 2.5 / px), inner, 0.45 * nn)
+        ref2 = column_sums(clean - gaussian_filter(clean - scale * old, 2.5 / px), inner, 0.45 * nn)
+        c1 = column_sums(fast.astype(float), inner, 0.45 * nn)
+        c2 = c2 * np.median(ref2 / c2)
+        ref = ref1
+        setting, material = clean_path.parent.parent.name, clean_path.parent.name
+        for sp in sorted(inner.species.unique()):
+            m = (inner.species == sp).to_numpy()
+            e1, e2 = np.abs(c1[m] / ref1[m] - 1), np.abs(c2[m] / ref2[m] - 1)
+            totals["table"] += list(e1)
+            totals["zpower"] += list(e2)
+            print(f"| {setting} | {material} | {sp} | {m.sum()} | {np.median(e1):.1%} / {np.percentile(e1, 90):.1%} "
+                  f"| {np.median(e2):.1%} / {np.percentile(e2, 90):.1%} |")
+    if totals["table"]:
+        t, zz = np.array(totals["table"]), np.array(totals["zpower"])
+        print(f"| all | | | {len(t)} | {np.median(t):.1%} / {np.percentile(t, 90):.1%} | "
+              f"{np.median(zz):.1%} / {np.percentile(zz, 90):.1%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one setting each")
+    parser.add_argument("--library", default=None, help="also compare with a multislice library "
+                        "(scripts/build_multislice_library.py output)")
+    parser.add_argument("--skip-fresh", action="store_true", help="only the library comparison")
     args = parser.parse_args()
     configure_abtem(1)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
-    table_accuracy(args.quick)
-    image_similarity(args.quick)
+    if not args.skip_fresh:
+        table_accuracy(args.quick)
+        image_similarity(args.quick)
+    if args.library:
+        library_similarity(Path(args.library))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from napari_stem_defects.simulate.cross_sections import (
     load_table,
     probe_shape,
 )
-from napari_stem_defects.simulate.imaging import calibrated_imaging, column_strengths, content_cross_section
+from napari_stem_defects.simulate.imaging import calibrated_imaging, content_cross_section
+from napari_stem_defects.simulate.imaging import column_cross_section as slot_cross_sections
 from napari_stem_defects.simulate.microscope import MicroscopeSettings
 from napari_stem_defects.simulate.twin import with_dose
 
@@ -96,7 +97,7 @@ def _peak(img, y, x):
     return img[iy - 3 : iy + 4, ix - 3 : ix + 4].sum()
 
 
-def test_fast_twin_column_strengths_follow_the_table():
+def test_fast_twin_column_cross_section_follow_the_table():
     imaging = ImagingParams(microscope=HAADF80, **SHARP)
     twin = simulate_twin("MoWSSe", (256, 256), 0.08, rotation_deg=0.0, seed=7, imaging=imaging,
                          defects={"V_X1": 0.05, "X_M": 0.03})
@@ -114,13 +115,13 @@ def test_fast_twin_column_strengths_follow_the_table():
 def test_scale_and_per_content_factors_and_the_z_power_fallback():
     base = ImagingParams(microscope=HAADF80)
     slots = np.array([[42, 0], [16, 16], [16, 34], [0, 0]])
-    plain = column_strengths(slots, base)
-    scaled = column_strengths(slots, dataclasses.replace(base, cross_section_scale=2.0,
+    plain = slot_cross_sections(slots, base)
+    scaled = slot_cross_sections(slots, dataclasses.replace(base, cross_section_scale=2.0,
                                                          content_factors=(("S2", 1.1),)))
     assert np.allclose(scaled[:3] / plain[:3], [2.0, 2.2, 2.0]) and scaled[3] == 0.0
     assert plain[3] == 0.0 and plain[0] == pytest.approx(column_cross_section("Mo", HAADF80))
     zpower = ImagingParams(gamma=1.7, cross_section=1e-4)
-    assert column_strengths(slots, zpower)[1] == pytest.approx(1e-4 * 2 * 16**1.7)
+    assert slot_cross_sections(slots, zpower)[1] == pytest.approx(1e-4 * 2 * 16**1.7)
     assert content_cross_section("SSe", zpower) == pytest.approx(1e-4 * (16**1.7 + 34**1.7))
     assert ImagingParams().column_model == "table" and zpower.column_model == "zpower"
 

@@ -275,11 +275,12 @@ def calibrated_imaging(microscope: MicroscopeSettings | None = None, **overrides
 def content_cross_section(content: str, params: ImagingParams) -> float:
     """Cross-section (Å^2) of one column content ('Mo', 'S2', '' ...) under ``params``.
 
-    The table model: ``cross_section_scale * factor(content) * column_cross_section``;
+    The table model: ``cross_section_scale * factor(content) *``
+    :func:`.cross_sections.column_cross_section`;
     the Z-contrast model: ``cross_section * sum(Z ** gamma)``.
     """
     from ..materials import ATOMIC_NUMBER
-    from .cross_sections import column_cross_section
+    from .cross_sections import column_cross_section as table_cross_section
     from .structure import column_elements
 
     if params.gamma is not None:
@@ -287,16 +288,29 @@ def content_cross_section(content: str, params: ImagingParams) -> float:
     if not content:
         return 0.0
     factor = dict(params.content_factors).get(content, 1.0)
-    return float(params.cross_section_scale * factor * column_cross_section(content, params.microscope))
+    return float(params.cross_section_scale * factor * table_cross_section(content, params.microscope))
 
 
-def column_strengths(slots: np.ndarray, params: ImagingParams) -> np.ndarray:
-    """Cross-section (Å^2) of every column from its atoms (an (n, 2) array of atomic numbers).
+def column_cross_section(slots: np.ndarray, params: ImagingParams) -> np.ndarray:
+    """HAADF cross-section (Å^2) of atom columns from their atoms (an (n, k) array of atomic numbers, 0 = none).
+
+    The one place a twin's column weights are computed (twins, multislice twins' truth, image
+    series), so a change of the scattering model is a change here: the calibrated table
+    (:func:`content_cross_section`) or, with ``gamma``, ``cross_section * sum(Z ** gamma)``.
 
     Each distinct content is looked up once (:func:`content_cross_section`), so this costs
     a few milliseconds for a million columns.
+
+    Examples
+    --------
+    >>> p = ImagingParams(gamma=2.0, cross_section=1.0)
+    >>> column_cross_section(np.array([[16, 16], [42, 0], [0, 0]]), p).tolist()
+    [512.0, 1764.0, 0.0]
+    >>> table = column_cross_section(np.array([[16, 16], [42, 0], [0, 0]]), ImagingParams())
+    >>> bool(table[1] > table[0] > table[2] == 0.0)
+    True
     """
-    slots = np.asarray(slots)
+    slots = np.asarray(slots).reshape(len(slots), -1)
     if params.gamma is not None:
         return params.cross_section * (slots.astype(float) ** params.gamma).sum(axis=1)
     from .cross_sections import contents_of_slots

@@ -43,7 +43,7 @@ import numpy as np
 from ..materials import Material, parse_material
 from .column_calibration import PROTOCOL, configure_abtem, nice_size, plane_slices
 from .defects import populate
-from .imaging import ImagingParams, _background, calibrated_imaging, column_strengths, record
+from .imaging import ImagingParams, _background, calibrated_imaging, column_cross_section, record
 from .microscope import MicroscopeSettings
 from .structure import Supercell, site_atoms, unit_positions
 from .twin import DigitalTwin, TwinLayout, _tables, twin_layout
@@ -130,7 +130,7 @@ def simulate_multislice_twin(
     info["seconds"] = round(time.perf_counter() - t0, 1)
     say(f"multislice image in {info['seconds']:.0f} s")
 
-    weights = {key: column_strengths(getattr(layout.occupancy, key), recorded) for key in ("m", "x", "h")}
+    weights = {key: column_cross_section(getattr(layout.occupancy, key), recorded) for key in ("m", "x", "h")}
     sites, cells = _tables(layout.ij, layout.positions, layout.inside, layout.occupancy, weights)
     return DigitalTwin(
         image=image, expected=expected, sites=sites, cells=cells, pixel_size=float(pixel_size), material=mat,

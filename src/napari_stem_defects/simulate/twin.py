@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..materials import Material, parse_material
 from .defects import Occupancy, populate, species_string
-from .imaging import ImagingParams, apply_drift, column_strengths, record, render
+from .imaging import ImagingParams, apply_drift, column_cross_section, record, render
 from .lattice import HoneycombLattice, inside
 
 #: Columns of :attr:`DigitalTwin.sites`.
@@ -152,7 +152,7 @@ def simulate_twin(
     rng = np.random.default_rng(seed)
     layout = twin_layout(mat, shape, pixel_size, rotation_deg, defects, imaging, rng,
                          dopant=dopant, substituent=substituent, adatom=adatom)
-    weights = {key: column_strengths(getattr(layout.occupancy, key), imaging) for key in ("m", "x", "h")}
+    weights = {key: column_cross_section(getattr(layout.occupancy, key), imaging) for key in ("m", "x", "h")}
     positions = np.concatenate(layout.positions)
     cross = np.concatenate([weights["m"], weights["x"], weights["h"]])
     image, expected = render(positions, cross, layout.shape, pixel_size, imaging, rng)
