@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,9 @@ import pandas as pd
 
 from . import __version__
 from .columns import SITES_CSV_COLUMNS, ColumnResult, compute_detection_map, columns_from_map
+from .columns.pipeline import lattice_spacing, validate_image
+from .columns.result import ColumnDetectionError
+from .image_check import Finding, ImageCheck, ImageCheckError, check_image, check_lattice
 from .io.atomic import atomic_save_npy, atomic_write, atomic_write_text, json_default
 from .cells.classify import classify_site_table
 from .cells.site_labels import site_defects
@@ -70,6 +73,9 @@ class Analysis:
         Defect probability maps per frame (empty unless heatmaps were asked for).
     regions : list of Regions
         Regions of those maps above the heatmap threshold, per frame.
+    check : ImageCheck, optional
+        What the image check found (lattice, spacing, honeycomb, composition)
+        and which pixel size was used; :attr:`image` carries that pixel size.
     """
 
     image: StemImage
@@ -78,6 +84,17 @@ class Analysis:
     cells: list[pd.DataFrame] = field(default_factory=list)
     heatmaps: list[Any] = field(default_factory=list)
     regions: list[Any] = field(default_factory=list)
+    check: ImageCheck | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """What every output file repeats: an adopted calibration, or a failed check analysed anyway."""
+        if self.check is None:
+            return []
+        out = list(self.check.warnings)
+        if self.check.forced and not self.check.ok:
+            out.insert(0, "analysed although the image check failed (--force): " + self.check.message)
+        return out
 
     def sites_table(self) -> pd.DataFrame:
         """The ``sites.csv`` table: all frames, with positions in pm when calibrated."""
@@ -116,6 +133,9 @@ class Analysis:
         frames = [defect_statistics(c, material, pixel).as_dict() for c in self.cells]
         total = defect_statistics(pd.concat(self.cells, ignore_index=True), material, pixel).as_dict()
         out = {"pixel_size_A": self.image.pixel_size, "material": material, "total": total, "frames": frames}
+        if self.check is not None:
+            out["warnings"] = self.warnings
+            out["image_check"] = self.check.as_dict()
         if self.heatmaps:
             out["heatmaps"] = self.heatmaps_summary()
         return out
@@ -178,6 +198,7 @@ class Analysis:
             "uncertainty_file": "uncertainty.npy",
             "uncertainty_axes": "tyx" if unc.ndim == 3 else "yx",
             "uncertainty": "binary entropy in bits (0 sure, 1 undecided) of the defect map",
+            "warnings": self.warnings,
         }
 
 
@@ -196,6 +217,8 @@ def analyze_image(
     cell_model: str | Path | None = None,
     column_model: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    force: bool = False,
+    pixel_size_source: str = "file",
 ) -> Analysis:
     """Detect the atom columns of every frame of an image, and classify its cells when the material is known.
 
@@ -233,30 +256,62 @@ def analyze_image(
         Recorded in the settings (``column_model``). Ignored by the classical method.
     progress : callable, optional
         ``progress(frames_done, n_frames)``.
+    force : bool
+        Analyse even when the image check fails (its findings go into every output's warnings).
+    pixel_size_source : {'file', 'typed'}
+        Where ``image.pixel_size`` came from; a typed pixel size is never replaced by the lattice's.
 
     Returns
     -------
     Analysis
+        Its ``image`` carries the pixel size the check chose (the lattice's when the file's is
+        wrong and no other material fits; see :mod:`napari_stem_defects.image_check`).
 
     Raises
     ------
+    ImageCheckError
+        The image is not a 2H-MX2 monolayer of the stated material (no hexagonal lattice, no
+        honeycomb, intensities or spacing of another material), unless ``force``; raised before
+        any cell is classified.
     ValueError
         Bad heatmap settings (checked before any work), an unknown cell or column model, or heatmaps
         that cannot be computed (e.g. a window outside the patch classifier's trained range).
     """
     material = material or image.metadata.get("material")
+    if material:
+        from .materials import parse_material
+
+        parse_material(material)  # an unknown formula stops here, with a message, before any work
     model = _model("cells", cell_model) if (material and classifier != "physics") else None
     unet = _model("columns", column_model) if method == "deep" else None
     engine = None if heatmaps in (None, "none") else heatmaps
     if engine is not None:
         _check_heatmap_settings(engine, material, heatmap_threshold, heatmap_window, heatmap_min_area)
     frames = image.data[None] if image.data.ndim == 2 else image.data
+    lattice, lattice_finding = _lattice_of(frames[0], material, image.pixel_size)
+    if not lattice_finding.ok and not force:
+        raise ImageCheckError(ImageCheck(material=material, findings=[lattice_finding],
+                                         file_pixel_size=image.pixel_size))
     results, maps, regions = [], [], []
     window = heatmap_window
+    check = None
     for t, frame in enumerate(frames):
-        dmap = compute_detection_map(frame, method, material=material, pixel_size=image.pixel_size, model=unet)
+        dmap = compute_detection_map(frame, method, material=material, pixel_size=image.pixel_size, model=unet,
+                                     lattice=lattice if t == 0 else None)
         result = columns_from_map(frame, dmap, threshold=threshold, refine=refine, material=material,
                                   pixel_size=image.pixel_size)
+        if t == 0:
+            check = check_image(frame, dmap.lattice, result.sites, result.nn_px, material, image.pixel_size,
+                                pixel_size_source=pixel_size_source, lattice_finding=lattice_finding)
+            check.forced = force and not check.ok
+            if not check.ok and not force:
+                raise ImageCheckError(check)
+            if check.pixel_size != image.pixel_size and check.pixel_size_source == "lattice" \
+                    and image.pixel_size is not None:
+                image = replace(image, pixel_size=check.pixel_size,
+                                metadata={**image.metadata, "pixel_size_A": check.pixel_size,
+                                          "file_pixel_size_A": image.pixel_size})
+        result.pixel_size = image.pixel_size
         results.append(result)
         if engine is not None:
             hm, found = _heatmaps_of(frame, material, engine, result.nn_px, image.pixel_size, window,
@@ -278,7 +333,24 @@ def analyze_image(
     cells = [classify_site_table(frame, r.sites, material, classifier, posteriors=r.posteriors, nn_px=r.nn_px,
                                  model=model)
              for frame, r in zip(frames, results)] if material else []
-    return Analysis(image, results, settings, cells, maps, regions)
+    return Analysis(image, results, settings, cells, maps, regions, check)
+
+
+def _lattice_of(frame: np.ndarray, material: str | None,
+                pixel_size: tuple[float, float] | None) -> tuple[tuple[Any, float] | None, Finding]:
+    """The frame's lattice and nn distance (as column detection finds them) and the lattice check's finding.
+
+    Raises
+    ------
+    ColumnDetectionError
+        The frame cannot be analysed at all (not 2D, constant, all NaN, ...).
+    """
+    img = validate_image(frame)
+    try:
+        lattice = lattice_spacing(img, material, pixel_size)
+    except ColumnDetectionError:
+        lattice = None
+    return lattice, check_lattice(img, None if lattice is None else lattice[0], pixel_size)
 
 
 def _model(kind: str, name_or_path: str | Path | None) -> Any:
@@ -362,6 +434,8 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, source: str | None =
         "shape": list(analysis.image.data.shape),
         "pixel_size_A": None if analysis.image.pixel_size is None else list(analysis.image.pixel_size),
         "settings": analysis.settings,
+        "warnings": analysis.warnings,
+        "image_check": None if analysis.check is None else analysis.check.as_dict(),
         "sites_columns": list(table.columns),
         "frames": [_frame_info(r) for r in analysis.columns],
     }

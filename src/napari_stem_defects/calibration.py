@@ -236,6 +236,54 @@ def measure_lattice_near(image: np.ndarray, d100_px: float, tolerance: float = 0
                               score=float(hexes[i, j]))
 
 
+def strong_spots(image: np.ndarray, n_spots: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """The strongest spots of an image's power spectrum, whatever lattice they belong to.
+
+    Parameters
+    ----------
+    image : ndarray
+        2D image or (t, y, x) stack (its central 2048 x 2048 at most).
+    n_spots : int
+        At most this many spots, strongest first.
+
+    Returns
+    -------
+    vectors : ndarray, shape (K, 2)
+        Spot positions (ky, kx) in cycles per pixel (both members of each +-k pair).
+    power : ndarray, shape (K,)
+        Their power, in the units of the spectrum.
+    """
+    from skimage.feature import peak_local_max
+
+    power = _power_spectrum(image)
+    n_y, n_x = power.shape
+    ky = (np.arange(n_y) - n_y // 2) / n_y
+    kx = (np.arange(n_x) - n_x // 2) / n_x
+    k_y, k_x = np.meshgrid(ky, kx, indexing="ij")
+    radius = np.hypot(k_y, k_x)
+    log_power = np.log(power + 1e-30)
+    score = _whiten(log_power, radius, min(n_y, n_x))
+    valid = (radius > 4.0 / min(n_y, n_x)) & (radius < 0.45)
+    peaks = peak_local_max(np.where(valid, score, -np.inf), min_distance=2, threshold_abs=MIN_SPOT_SCORE,
+                           exclude_border=False)
+    if len(peaks) == 0:
+        return np.zeros((0, 2)), np.zeros(0)
+    # the whitened score's maxima can sit a bin off the power's: take each spot's power maximum nearby
+    for n, (py, px) in enumerate(peaks):
+        y0, x0 = max(py - 1, 0), max(px - 1, 0)
+        win = power[y0:py + 2, x0:px + 2]
+        dy, dx = np.unravel_index(np.argmax(win), win.shape)
+        peaks[n] = (y0 + dy, x0 + dx)
+    peaks = np.unique(peaks, axis=0)
+    strength = power[peaks[:, 0], peaks[:, 1]]
+    order = np.argsort(-strength)[:n_spots]
+    vectors = []
+    for py, px in peaks[order]:
+        sy, sx = _centroid_offset(log_power, int(py), int(px), half=1)
+        vectors.append(((py + sy - n_y // 2) / n_y, (px + sx - n_x // 2) / n_x))
+    return np.array(vectors), strength[order]
+
+
 def pixel_size_from_lattice(lattice: LatticeMeasurement, material: str | Material) -> tuple[float, float]:
     """Pixel size (y, x) in Å that makes the measured lattice the material's perfect hexagon.
 

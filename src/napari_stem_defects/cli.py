@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="probability at which a pixel belongs to a region of regions.csv (default 0.5)")
     ana.add_argument("--heatmap-window", type=float, default=None, metavar="PX",
                      help="sliding-window side in image pixels (default automatic: 64 px when the lattice suits it)")
+    ana.add_argument("--force", action="store_true",
+                     help="analyse even when the image check fails (not a 2H monolayer of the stated material); "
+                          "the findings are written into every output as warnings")
     ana.add_argument("--heatmap-min-area", type=float, default=MIN_AREA_NN2, metavar="NN2",
                      help="smallest region of regions.csv, in squared metal-to-chalcogen distances "
                           f"(a point defect lights up about 0.8; default {MIN_AREA_NN2:g}; 0 keeps every speck)")
@@ -403,8 +406,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                              refine=args.refine, classifier=args.classifier, heatmaps=args.heatmaps,
                              heatmap_threshold=args.heatmap_threshold, heatmap_window=args.heatmap_window,
                              heatmap_min_area=args.heatmap_min_area,
-                             cell_model=args.cell_model, column_model=args.column_model, progress=progress)
+                             cell_model=args.cell_model, column_model=args.column_model, progress=progress,
+                             force=args.force, pixel_size_source="typed" if args.pixel_size else "file")
     paths = write_analysis(analysis, args.out, source=str(args.image))
+    for warning in analysis.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     table = analysis.sites_table()
     counts = table.groupby(["sublattice", "species"]).size().to_dict()
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -479,8 +485,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status.
 
     Exit status 0 on success, 2 for bad arguments or unreadable input, 3 when
-    ``calibrate`` finds the stored calibration off by more than the tolerance.
+    ``calibrate`` finds the stored calibration off by more than the tolerance,
+    4 when ``analyze`` finds the image is not a 2H monolayer of the stated
+    material (nothing is written; ``--force`` analyses it anyway).
     """
+    from .image_check import ImageCheckError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -495,6 +505,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             return _cmd_train(args)
         return _cmd_calibrate(args)
+    except ImageCheckError as err:
+        print(f"napari-stem-defects {args.command}: {args.image}: {err} Nothing was written; --force analyses it "
+              "anyway.", file=sys.stderr)
+        return 4
     except (ValueError, OSError, argparse.ArgumentTypeError) as err:
         print(f"napari-stem-defects {args.command}: error: {err}", file=sys.stderr)
         return 2

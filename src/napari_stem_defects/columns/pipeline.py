@@ -113,6 +113,7 @@ def compute_detection_map(
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     model: Any = None,
+    lattice: tuple[LatticeMeasurement, float] | None = None,
 ) -> DetectionMap:
     """Measure the lattice and compute the detection map of one 2D image.
 
@@ -133,6 +134,9 @@ def compute_detection_map(
         Deep method: the column U-Net, loaded or as a weights file (e.g. a
         fine-tuned version, see :func:`napari_stem_defects.model_registry.resolve_model`);
         default the shipped one. Ignored by the classical method.
+    lattice : (LatticeMeasurement, float), optional
+        The image's lattice and nn distance from :func:`lattice_spacing`, when
+        already measured (e.g. by the image check); measured here otherwise.
 
     Returns
     -------
@@ -146,7 +150,7 @@ def compute_detection_map(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     img = validate_image(image)
-    lattice, nn = lattice_spacing(img, material, pixel_size)
+    lattice, nn = lattice if lattice is not None else lattice_spacing(img, material, pixel_size)
     if method == "deep":
         from .unet import deep_detection_map
 

@@ -1,0 +1,508 @@
+"""Is the image what the user says it is? Cheap checks before any cell is classified.
+
+A user who picks the wrong file, the wrong material or a file with a wrong
+pixel size must get a clear message, not thousands of "defects". Four
+checks, each a :class:`Finding`:
+
+``lattice`` (before column detection)
+    The strongest spots of the power spectrum must belong to one hexagonal
+    lattice: the share of their power that the measured hexagon's reciprocal
+    lattice explains (:data:`MIN_EXPLAINED_POWER`). A square lattice
+    (SrTiO3 along [001]) explains a few per cent.
+``spacing`` (calibrated images with a material)
+    The lattice constant at the file's pixel size must be the material's
+    (within the calibration tolerance).
+``honeycomb`` (after column detection)
+    Two occupied sublattices and a dark third position (the hollow of 2H):
+    the dimmer sublattice must stand above the hollow level.
+``composition`` (with a material)
+    The ratio of the bright to the dim sublattice's neighbour-corrected
+    column amplitudes must be one the stated composition gives for some
+    Z-contrast exponent in :data:`GAMMA_RANGE` (alloys: for compositions
+    within :data:`ALLOY_SPREAD` of the stated one).
+
+:func:`check_image` combines them. A spacing that disagrees while the
+intensities agree is a wrong calibration when no other material fits both
+spacing and intensities: the lattice's pixel size is adopted, with a warning
+(up to :data:`MAX_ADOPTED_ERROR` off). When another material fits both, or
+the intensities disagree, the check fails and names what the image looks
+like instead.
+
+Pure numpy/scipy.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .calibration import LatticeMeasurement, pixel_size_from_lattice, strong_spots
+from .materials import ATOMIC_NUMBER, KNOWN_MATERIALS, LATTICE_CONSTANT, Material, parse_material
+
+#: Z-contrast exponents a real HAADF image may show (detector angles, voltage, channelling).
+GAMMA_RANGE: tuple[float, float] = (1.25, 2.35)
+#: Relative uncertainty of a measured bright/dim amplitude ratio.
+RATIO_TOLERANCE: float = 0.10
+#: Composition uncertainty (absolute fraction) allowed for a stated alloy.
+ALLOY_SPREAD: float = 0.25
+#: Smallest share of the strongest FFT spots' power the hexagonal lattice must explain.
+MIN_EXPLAINED_POWER: float = 0.5
+#: Smallest (dim - hollow) / (bright - hollow) amplitude contrast of a 2H honeycomb.
+MIN_HOLLOW_CONTRAST: float = 0.06
+#: Largest calibration error adopted from the lattice instead of failing.
+MAX_ADOPTED_ERROR: float = 0.25
+#: Side of the central window (pixels) on which column amplitudes are measured.
+LEVEL_WINDOW: int = 1024
+
+
+@dataclass
+class Finding:
+    """The outcome of one check.
+
+    Attributes
+    ----------
+    name : str
+        'lattice', 'spacing', 'honeycomb' or 'composition'.
+    ok : bool
+        Whether the image passed.
+    message : str
+        One sentence for the user (what was measured, what was expected).
+    metrics : dict
+        The numbers behind it.
+    """
+
+    name: str
+    ok: bool
+    message: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ImageCheck:
+    """All findings about one image, and the pixel size the analysis should use.
+
+    Attributes
+    ----------
+    material : str or None
+        The stated material.
+    findings : list of Finding
+    warnings : list of str
+        Things the user must know even though the image passed (an adopted calibration).
+    suggestions : list of str
+        Materials the image is consistent with, best first (when the stated one fails).
+    file_pixel_size, lattice_pixel_size, pixel_size : tuple of float or None
+        (y, x) Å per pixel: stored in the file (or typed), implied by the lattice
+        for the material, and the one to use.
+    pixel_size_source : str
+        'file', 'typed', 'lattice' (adopted instead of a wrong stored value) or 'none'
+        (uncalibrated: ``lattice_pixel_size`` says what the material's lattice implies).
+    forced : bool
+        The analysis went on although the check failed.
+    """
+
+    material: str | None
+    findings: list[Finding] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    suggestions: list[str] = field(default_factory=list)
+    file_pixel_size: tuple[float, float] | None = None
+    lattice_pixel_size: tuple[float, float] | None = None
+    pixel_size: tuple[float, float] | None = None
+    pixel_size_source: str = "none"
+    forced: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when every check passed."""
+        return all(f.ok for f in self.findings)
+
+    @property
+    def message(self) -> str:
+        """The failed checks' messages, then the suggestion (empty when all passed)."""
+        lines = [f.message for f in self.findings if not f.ok]
+        if lines and self.suggestions:
+            lines.append("The image is consistent with: " + ", ".join(self.suggestions[:4]) + ".")
+        return " ".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON (``image_check`` in ``analysis.json`` and ``summary.json``)."""
+        out = asdict(self)
+        out["ok"] = self.ok
+        return out
+
+
+class ImageCheckError(ValueError):
+    """The image is not the stated material (or not a 2H-MX2 monolayer); holds the :class:`ImageCheck`."""
+
+    def __init__(self, check: ImageCheck) -> None:
+        super().__init__(check.message)
+        self.check = check
+
+
+# --- the lattice --------------------------------------------------------------------------------
+
+
+def check_lattice(image: np.ndarray, lattice: LatticeMeasurement | None,
+                  pixel_size: tuple[float, float] | None = None) -> Finding:
+    """Whether the strongest spots of the image's spectrum belong to the measured hexagonal lattice.
+
+    Parameters
+    ----------
+    image : ndarray
+        2D image or (t, y, x) stack.
+    lattice : LatticeMeasurement or None
+        The hexagon the calibration found (None: none was found).
+    pixel_size : (float, float), optional
+        Å per pixel, to give spacings in Å in the message.
+
+    Returns
+    -------
+    Finding
+        'lattice', with metrics ``explained_power``, ``anisotropy`` and ``symmetry``.
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        h, w = arr.shape
+        y0, x0 = max(0, (h - LEVEL_WINDOW) // 2), max(0, (w - LEVEL_WINDOW) // 2)
+        arr = arr[y0:y0 + LEVEL_WINDOW, x0:x0 + LEVEL_WINDOW]
+    vectors, power = strong_spots(arr)
+    symmetry, spacing = describe_spots(vectors, power)
+    where = _spacing_text(spacing, pixel_size)
+    if lattice is None or len(vectors) == 0:
+        return Finding("lattice", False, "No lattice of atom columns found: the power spectrum shows no hexagon "
+                       f"of spots (its strongest spots: {symmetry}{where}). Not a 2H-MX2 monolayer, or too noisy.",
+                       {"symmetry": symmetry, "explained_power": 0.0})
+    basis = np.stack([lattice.g1, lattice.g2], axis=1)
+    indices = np.linalg.solve(basis, vectors.T).T
+    residual = np.linalg.norm(vectors - np.rint(indices) @ basis.T, axis=1) / np.linalg.norm(lattice.g1)
+    explained = float(power[residual < 0.08].sum() / power.sum())
+    metrics = {"explained_power": explained, "anisotropy": lattice.anisotropy, "symmetry": symmetry,
+               "spacing_px": spacing}
+    if explained < MIN_EXPLAINED_POWER:
+        return Finding("lattice", False, f"The strongest spots of the power spectrum form a {symmetry}{where}; "
+                       f"a hexagonal lattice explains only {100 * explained:.0f} % of their power: "
+                       "not a 2H-MX2 monolayer.", metrics)
+    return Finding("lattice", True, f"hexagonal lattice ({100 * explained:.0f} % of the spectrum's spot power)",
+                   metrics)
+
+
+def describe_spots(vectors: np.ndarray, power: np.ndarray) -> tuple[str, float | None]:
+    """The kind of 2D lattice the strongest spots suggest, and its first-order spacing in pixels.
+
+    The shortest strong spot and its strongest non-collinear partner of similar
+    length give the angle: about 60 or 120 degrees is hexagonal, 90 square,
+    otherwise oblique or rectangular.
+
+    Examples
+    --------
+    >>> g = np.array([[0.1, 0.0], [0.0, 0.1], [-0.1, 0.0], [0.0, -0.1], [0.1, 0.1], [0.1, -0.1]])
+    >>> describe_spots(g, np.ones(6))
+    ('square lattice', 10.0)
+    """
+    if len(vectors) < 2:
+        return "pattern without a lattice", None
+    strong = power >= 0.05 * power.max()
+    vec = vectors[strong]
+    norms = np.linalg.norm(vec, axis=1)
+    first = int(np.argmin(norms))
+    g = vec[first]
+    cosines = vec @ g / (norms * norms[first])
+    partner = (np.abs(cosines) < 0.95) & (np.abs(norms / norms[first] - 1) < 0.15)
+    spacing = float(1.0 / norms[first])
+    if not partner.any():
+        return "set of parallel fringes", spacing
+    angle = float(np.degrees(np.arccos(np.clip(np.abs(cosines[partner]).min(), 0, 1))))
+    if abs(angle - 60) < 6:
+        return "hexagonal lattice", spacing
+    if abs(angle - 90) < 6:
+        return "square lattice", spacing
+    return f"oblique lattice ({angle:.0f} degrees)", spacing
+
+
+def _spacing_text(spacing_px: float | None, pixel_size: tuple[float, float] | None) -> str:
+    if spacing_px is None:
+        return ""
+    if pixel_size is None:
+        return f", spacing {spacing_px:.1f} px"
+    return f", spacing {spacing_px * float(np.mean(pixel_size)):.2f} Å"
+
+
+# --- the spacing ---------------------------------------------------------------------------------
+
+
+def apparent_lattice_constant(lattice: LatticeMeasurement, material: Material,
+                              pixel_size: tuple[float, float]) -> float:
+    """The lattice constant (Å) the image shows at the given pixel size."""
+    implied = np.mean(pixel_size_from_lattice(lattice, material))
+    return float(material.a * np.mean(pixel_size) / implied)
+
+
+def _binary_materials() -> list[str]:
+    names = list(KNOWN_MATERIALS)
+    names += [f"{m}{x}2" for m, x in LATTICE_CONSTANT if f"{m}{x}2" not in names and m != "Re"]
+    return names
+
+
+# --- the sublattices -----------------------------------------------------------------------------
+
+
+@dataclass
+class SublatticeLevels:
+    """Median neighbour-corrected amplitudes of the two occupied sublattices and the hollow position.
+
+    Attributes
+    ----------
+    metal, chalcogen, hollow : float
+        Medians over the sites the column step assigned (metal and X2) and the
+        hollow positions, in prepared-image units.
+    n_sites : int
+        Sites measured.
+    """
+
+    metal: float
+    chalcogen: float
+    hollow: float
+    n_sites: int
+
+    @property
+    def bright_over_dim(self) -> float:
+        """Ratio of the brighter to the dimmer sublattice, above the hollow level (inf if the dim one is at it)."""
+        hi = max(self.metal, self.chalcogen) - self.hollow
+        lo = min(self.metal, self.chalcogen) - self.hollow
+        return float(hi / lo) if lo > 0 else float("inf")
+
+    @property
+    def hollow_contrast(self) -> float:
+        """(dim - hollow) / (bright - hollow): about 0 when the third position is as bright as the dim one."""
+        hi = max(self.metal, self.chalcogen) - self.hollow
+        lo = min(self.metal, self.chalcogen) - self.hollow
+        return float(lo / hi) if hi > 0 else 0.0
+
+
+def sublattice_levels(image: np.ndarray, sites: Any, nn_px: float) -> SublatticeLevels | None:
+    """Measure the metal, X2 and hollow levels on the central part of an image.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+    sites : DataFrame
+        Site table (``y_px``, ``x_px``, ``sublattice``), as column detection gives it.
+    nn_px : float
+        Metal to chalcogen distance in pixels.
+
+    Returns
+    -------
+    SublatticeLevels or None
+        None when fewer than 20 metal or X2 sites lie in the window.
+    """
+    from .cells.column_amplitudes import column_amplitudes
+    from .cells.crops import prepare_image
+
+    img = np.asarray(image, dtype=np.float64)
+    h, w = img.shape
+    y0, x0 = max(0, (h - LEVEL_WINDOW) // 2), max(0, (w - LEVEL_WINDOW) // 2)
+    win = img[y0:y0 + LEVEL_WINDOW, x0:x0 + LEVEL_WINDOW]
+    pos = sites[["y_px", "x_px"]].to_numpy(float) - (y0, x0)
+    sub = sites["sublattice"].to_numpy()
+    inside = np.all((pos >= nn_px) & (pos <= np.array(win.shape) - 1 - nn_px), axis=1)
+    metal, chalc = pos[inside & (sub == "M")], pos[inside & (sub == "X")]
+    if min(len(metal), len(chalc)) < 20:
+        return None
+    # The hollow position beside each metal lies opposite its nearest X2 column.
+    dist, idx = cKDTree(chalc).query(metal)
+    near = dist < 1.3 * nn_px
+    hollow = 2 * metal[near] - chalc[idx[near]]
+    hollow = hollow[np.all((hollow >= 0) & (hollow <= np.array(win.shape) - 1), axis=1)]
+    if len(hollow) < 20:
+        return None
+    prepared = prepare_image(win, nn_px)
+    amps, _ = column_amplitudes(prepared, np.concatenate([metal, chalc, hollow]), nn_px)
+    n_m, n_x = len(metal), len(chalc)
+    return SublatticeLevels(float(np.nanmedian(amps[:n_m])), float(np.nanmedian(amps[n_m:n_m + n_x])),
+                            float(np.nanmedian(amps[n_m + n_x:])), int(n_m + n_x))
+
+
+def check_honeycomb(levels: SublatticeLevels | None) -> Finding:
+    """Two occupied sublattices and a dark hollow position (2H)."""
+    if levels is None:
+        return Finding("honeycomb", True, "too few columns to measure the sublattice levels", {})
+    contrast = levels.hollow_contrast
+    metrics = {"hollow_contrast": contrast, "bright_over_dim": levels.bright_over_dim}
+    if contrast < MIN_HOLLOW_CONTRAST:
+        return Finding("honeycomb", False, "The third position of the honeycomb is about as bright as the dimmer "
+                       f"columns (contrast {contrast:.2f}, a 2H monolayer gives at least {MIN_HOLLOW_CONTRAST}): "
+                       "three columns per cell (1T/1T' phase, a bilayer or another structure), not a 2H-MX2 "
+                       "monolayer.", metrics)
+    return Finding("honeycomb", True, f"2H honeycomb (hollow contrast {contrast:.2f})", metrics)
+
+
+def ratio_range(material: str | Material) -> tuple[float, float]:
+    """Smallest and largest bright/dim column ratio a material can show (exponents in GAMMA_RANGE).
+
+    Alloys are allowed compositions within :data:`ALLOY_SPREAD` of the stated one.
+
+    Examples
+    --------
+    >>> lo, hi = ratio_range("MoS2")
+    >>> round(lo, 2), round(hi, 2)
+    (1.67, 4.85)
+    """
+    mat = parse_material(material)
+    lo, hi = np.inf, 0.0
+    for gamma in np.linspace(*GAMMA_RANGE, 23):
+        for metals, chalcs in itertools.product(_compositions(mat.metals), _compositions(mat.chalcogens)):
+            metal = sum(f * ATOMIC_NUMBER[e] ** gamma for e, f in metals.items())
+            x2 = 2 * sum(f * ATOMIC_NUMBER[e] ** gamma for e, f in chalcs.items())
+            r = max(metal / x2, x2 / metal)
+            lo, hi = min(lo, r), max(hi, r)
+    return float(lo), float(hi)
+
+
+def _compositions(part: dict[str, float]) -> list[dict[str, float]]:
+    """The stated composition, and for two elements the ones ALLOY_SPREAD either side of it."""
+    if len(part) != 2:
+        return [part]
+    (a, fa), (b, _) = part.items()
+    out = []
+    for f in (fa - ALLOY_SPREAD, fa, fa + ALLOY_SPREAD):
+        f = float(np.clip(f, 0.0, 1.0))
+        out.append({a: f, b: 1.0 - f})
+    return out
+
+
+def ratio_fits(ratio: float, material: str | Material) -> bool:
+    """Whether a measured bright/dim ratio is one the material can show (with RATIO_TOLERANCE)."""
+    lo, hi = ratio_range(material)
+    return lo / (1 + RATIO_TOLERANCE) <= ratio <= hi * (1 + RATIO_TOLERANCE)
+
+
+def check_composition(levels: SublatticeLevels | None, material: Material) -> Finding:
+    """The bright/dim ratio against what the stated composition allows."""
+    if levels is None:
+        return Finding("composition", True, "too few columns to compare intensities", {})
+    ratio = levels.bright_over_dim
+    lo, hi = ratio_range(material)
+    metrics = {"bright_over_dim": ratio, "expected_min": lo, "expected_max": hi}
+    if not ratio_fits(ratio, material):
+        how = "more different in brightness" if ratio > hi else "closer in brightness"
+        return Finding("composition", False, f"The bright columns are {ratio:.2f} times as bright as the dim ones; "
+                       f"{material.name} gives {lo:.2f}-{hi:.2f} (Z-contrast exponent {GAMMA_RANGE[0]}-"
+                       f"{GAMMA_RANGE[1]}): the two sublattices are {how} than {material.name} allows.", metrics)
+    return Finding("composition", True, f"column ratio {ratio:.2f} fits {material.name} ({lo:.2f}-{hi:.2f})",
+                   metrics)
+
+
+# --- everything together -------------------------------------------------------------------------
+
+
+def check_image(
+    image: np.ndarray,
+    lattice: LatticeMeasurement | None,
+    sites: Any | None,
+    nn_px: float | None,
+    material: str | Material | None,
+    pixel_size: tuple[float, float] | None,
+    *,
+    pixel_size_source: str = "file",
+    tolerance: float = 0.03,
+    lattice_finding: Finding | None = None,
+) -> ImageCheck:
+    """Run every check that the inputs allow and decide which pixel size to use.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        The image (first frame of a stack).
+    lattice : LatticeMeasurement or None
+        Its hexagonal lattice from the FFT (None when none was found).
+    sites : DataFrame or None
+        The site table of column detection (None: the sublattice checks are skipped).
+    nn_px : float or None
+        Metal to chalcogen distance in pixels.
+    material : str or Material or None
+        The stated material (None: only the lattice and honeycomb checks).
+    pixel_size : (float, float) or None
+        Å per pixel of the file, or typed by the user.
+    pixel_size_source : {'file', 'typed'}
+        Where ``pixel_size`` came from; a typed value is never replaced by the lattice's.
+    tolerance : float
+        Relative calibration tolerance.
+    lattice_finding : Finding, optional
+        The result of :func:`check_lattice` when it was run already.
+
+    Returns
+    -------
+    ImageCheck
+    """
+    mat = parse_material(material) if material is not None else None
+    px = None if pixel_size is None else (float(pixel_size[0]), float(pixel_size[1]))
+    check = ImageCheck(material=None if mat is None else mat.name, file_pixel_size=px, pixel_size=px,
+                       pixel_size_source="none" if px is None else pixel_size_source)
+    check.findings.append(lattice_finding or check_lattice(image, lattice, px))
+    if not check.findings[0].ok or lattice is None:
+        return check
+    levels = sublattice_levels(image, sites, nn_px) if sites is not None and nn_px else None
+    check.findings.append(check_honeycomb(levels))
+    if mat is None:
+        return check
+    check.lattice_pixel_size = tuple(float(v) for v in pixel_size_from_lattice(lattice, mat))
+    composition = check_composition(levels, mat)
+    check.findings.append(composition)
+    apparent = apparent_lattice_constant(lattice, mat, px) if px is not None else None
+    if not composition.ok:
+        check.suggestions = _consistent_materials(levels, apparent, tolerance)
+    if px is None:  # nothing to compare: the lattice's value is reported, the image stays uncalibrated
+        return check
+    error = max(abs(m / f - 1.0) for m, f in zip(check.lattice_pixel_size, px))
+    metrics = {"apparent_a_A": apparent, "material_a_A": mat.a, "relative_difference": error,
+               "lattice_pixel_size_A": check.lattice_pixel_size}
+    if error <= tolerance:
+        check.findings.append(Finding("spacing", True, f"lattice constant {apparent:.3f} Å at the file's pixel size "
+                                      f"fits {mat.name} ({mat.a:.3f} Å)", metrics))
+        return check
+    where = "you gave" if pixel_size_source == "typed" else "of the file"
+    spacing_text = (f"At the pixel size {where} ({100 * np.mean(px):.2f} pm) the lattice constant is {apparent:.3f} Å, but {mat.name} has "
+                    f"{mat.a:.3f} Å ({100 * error:.1f} % off); the {mat.name} lattice implies "
+                    f"{100 * np.mean(check.lattice_pixel_size):.2f} pm/px.")
+    others = [m for m in _consistent_materials(levels, apparent, tolerance) if m != mat.name]
+    if composition.ok and not others and error <= MAX_ADOPTED_ERROR and pixel_size_source != "typed":
+        check.findings.append(Finding("spacing", True, spacing_text + " No other material fits: the file's "
+                                      "calibration is taken to be wrong and the lattice's is used.", metrics))
+        check.warnings.append(spacing_text + " Used the lattice's pixel size instead of the file's "
+                              "(pass --pixel-size to set it yourself).")
+        check.pixel_size, check.pixel_size_source = check.lattice_pixel_size, "lattice"
+        return check
+    if others and composition.ok:
+        check.suggestions = others
+        spacing_text += f" Is this {others[0]}? If the pixel size is wrong instead, pass --pixel-size."
+    elif pixel_size_source == "typed":
+        spacing_text += " Check the pixel size you gave and the material."
+    else:
+        spacing_text += " Check the pixel size (pass --pixel-size) and the material."
+    check.findings.append(Finding("spacing", False, spacing_text, metrics))
+    return check
+
+
+def _consistent_materials(levels: SublatticeLevels | None, apparent_a: float | None, tolerance: float) -> list[str]:
+    """Known materials whose lattice constant (when calibrated) and column ratio fit the image, best first."""
+    scored = []
+    for name in _binary_materials():
+        mat = parse_material(name)
+        spacing = 0.0 if apparent_a is None else abs(apparent_a / mat.a - 1.0)
+        if spacing > tolerance:
+            continue
+        if levels is not None:
+            if not ratio_fits(levels.bright_over_dim, mat):
+                continue
+            lo, hi = ratio_range(mat)
+            spacing += abs(np.log(levels.bright_over_dim / np.sqrt(lo * hi))) / 10
+        scored.append((spacing, name))
+    return [name for _, name in sorted(scored)]
+
+
+__all__ = ["ALLOY_SPREAD", "GAMMA_RANGE", "Finding", "ImageCheck", "ImageCheckError", "SublatticeLevels",
+           "check_composition", "check_honeycomb", "check_image", "check_lattice", "describe_spots",
+           "ratio_fits", "ratio_range", "sublattice_levels"]
