@@ -55,8 +55,10 @@ MIN_EXPLAINED_POWER: float = 0.5
 MIN_HOLLOW_CONTRAST: float = 0.06
 #: Largest calibration error adopted from the lattice instead of failing.
 MAX_ADOPTED_ERROR: float = 0.25
-#: Side of the central window (pixels) on which column amplitudes are measured.
-LEVEL_WINDOW: int = 1024
+#: Side of the central window (pixels) whose power spectrum the lattice check reads.
+SPECTRUM_WINDOW: int = 1024
+#: Side of the central window (pixels) on which column amplitudes are measured (grown to hold 400 sites).
+LEVEL_WINDOW: int = 512
 
 
 @dataclass
@@ -166,8 +168,8 @@ def check_lattice(image: np.ndarray, lattice: LatticeMeasurement | None,
     arr = np.asarray(image)
     if arr.ndim == 2:
         h, w = arr.shape
-        y0, x0 = max(0, (h - LEVEL_WINDOW) // 2), max(0, (w - LEVEL_WINDOW) // 2)
-        arr = arr[y0:y0 + LEVEL_WINDOW, x0:x0 + LEVEL_WINDOW]
+        y0, x0 = max(0, (h - SPECTRUM_WINDOW) // 2), max(0, (w - SPECTRUM_WINDOW) // 2)
+        arr = arr[y0:y0 + SPECTRUM_WINDOW, x0:x0 + SPECTRUM_WINDOW]
     vectors, power = strong_spots(arr)
     symmetry, spacing = describe_spots(vectors, power)
     where = _spacing_text(spacing, pixel_size)
@@ -303,8 +305,9 @@ def sublattice_levels(image: np.ndarray, sites: Any, nn_px: float) -> Sublattice
 
     img = np.asarray(image, dtype=np.float64)
     h, w = img.shape
-    y0, x0 = max(0, (h - LEVEL_WINDOW) // 2), max(0, (w - LEVEL_WINDOW) // 2)
-    win = img[y0:y0 + LEVEL_WINDOW, x0:x0 + LEVEL_WINDOW]
+    side = int(max(LEVEL_WINDOW, 20 * 1.7 * nn_px))  # at least ~400 sites
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    win = img[y0:y0 + side, x0:x0 + side]
     pos = sites[["y_px", "x_px"]].to_numpy(float) - (y0, x0)
     sub = sites["sublattice"].to_numpy()
     inside = np.all((pos >= nn_px) & (pos <= np.array(win.shape) - 1 - nn_px), axis=1)
