@@ -31,7 +31,7 @@ import itertools
 import numpy as np
 
 from ..materials import ATOMIC_NUMBER, Material, parse_material
-from ..simulate.defects import CELL_CLASSES
+from ..vocabulary import CELL_CLASSES
 
 #: Z-contrast exponents the distinction must hold for.
 GAMMAS: tuple[float, ...] = (1.7,)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..materials import CHALCOGENS, METALS, Material, parse_material
-from ..simulate.defects import CELL_CLASSES
+from ..vocabulary import CELL_CLASSES
 from .geometry import cells_from_sites
 
 #: Per-class probability columns added to a cell table.

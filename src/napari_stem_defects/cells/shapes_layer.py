@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..columns.points_layer import LayerDataTuple, hex_to_rgba, last_axes
-from ..simulate.defects import CELL_CLASSES
+from ..vocabulary import CELL_CLASSES
 from .geometry import cell_polygons
 
 #: Edge colour (hex) of each cell class: 'perfect' a subdued grey, vacancies in blues

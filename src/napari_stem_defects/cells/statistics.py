@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..materials import Material, parse_material
-from ..simulate.defects import CELL_CLASSES
+from ..vocabulary import CELL_CLASSES
 from .geometry import cell_area_A2
 
 #: 1 Å^2 in cm^2.

@@ -16,27 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..materials import ATOMIC_NUMBER, Material
+from ..vocabulary import CELL_CLASSES, DEFECT_TYPES, SITE_DEFECTS
 
-#: Cell classes, in the order models and tables use them.
-CELL_CLASSES: tuple[str, ...] = (
-    "perfect",
-    "V_X1",
-    "V_X2",
-    "V_M",
-    "V_X1+V_M",
-    "V_X2+V_M",
-    "M_X",
-    "X_M",
-    "dopant_M",
-    "sub_X",
-    "adatom",
-)
-#: Defect types a twin can be asked for (all cell classes but 'perfect').
-DEFECT_TYPES: tuple[str, ...] = CELL_CLASSES[1:]
-#: Per-site defect labels (the `defect` column of site tables).
-SITE_DEFECTS: tuple[str, ...] = (
-    "none", "V_X1", "V_X2", "V_M", "M_X", "X_M", "dopant_M", "sub_X", "adatom",
-)
+__all__ = ["CELL_CLASSES", "DEFECT_TYPES", "SITE_DEFECTS", "Occupancy", "default_dopant",
+           "default_substituent", "populate", "species_string"]
 
 _SYMBOL = {z: el for el, z in ATOMIC_NUMBER.items()}
 
