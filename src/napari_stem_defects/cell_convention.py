@@ -6,11 +6,13 @@ convention, and the simulator's ground truth and the analysis must use the same
 one, or a twin's ``V_X1+V_M`` cell comes back as a ``V_M`` cell beside a
 ``V_X1`` cell. The convention: **the partner of a metal site is its X2
 neighbour whose direction, as displayed (x to the right, y up on screen), lies
-in [-60, 60) degrees of the +x axis** (the neighbour "to the right"). It
-depends only on the lattice as imaged, not on which basis vectors a fit
-happens to return, and across a mirror twin boundary each domain applies it to
-its own X2 sublattice. A 1T cell holds its metal, that X column and the one
-opposite it.
+in [-60, 60) degrees of the +x axis** (the neighbour "to the right"): of the
+metal's X2 neighbours, the one whose direction is closest to +x. It depends
+only on the lattice as imaged, not on which basis vectors a fit happens to
+return, and across a mirror twin boundary each domain applies it to its own X2
+sublattice. In a 1T domain every metal has six single-chalcogen neighbours,
+60 degrees apart; the same rule (closest to +x, so within [-30, 30)) picks the
+partner, and the cell also holds the column opposite it (at minus that step).
 
 Pure numpy.
 """
@@ -37,18 +39,20 @@ def screen_angle(vectors: np.ndarray) -> np.ndarray:
 
 
 def partner_index(steps: np.ndarray) -> int:
-    """Which of a metal site's three X2-neighbour steps (dy, dx) is its cell's partner.
+    """Which of a metal site's X-neighbour steps (dy, dx) is its cell's partner: the one closest to +x.
 
     Parameters
     ----------
-    steps : ndarray, shape (3, 2)
-        The three M -> X2 nearest-neighbour vectors (120 degrees apart).
+    steps : ndarray, shape (3, 2) or (6, 2)
+        The three M -> X2 nearest-neighbour vectors of a 2H domain (120 degrees
+        apart; the partner's screen angle lies in :data:`PARTNER_WINDOW_DEG`),
+        or the six M -> X vectors of a 1T domain (the partner's within [-30, 30)).
 
     Returns
     -------
     int
-        Index of the step whose screen angle lies in :data:`PARTNER_WINDOW_DEG`
-        (the one closest to +x if noise puts none or two inside).
+        Index of the step with the smallest absolute screen angle (a tie at the
+        window's edge goes to the negative angle).
 
     Examples
     --------
@@ -57,11 +61,7 @@ def partner_index(steps: np.ndarray) -> int:
     2
     """
     angles = screen_angle(steps)
-    lo, hi = PARTNER_WINDOW_DEG
-    inside = np.flatnonzero((angles >= lo) & (angles < hi))
-    if len(inside) == 1:
-        return int(inside[0])
-    return int(np.argmin(np.abs(angles)))
+    return int(np.lexsort((angles, np.round(np.abs(angles), 6)))[0])
 
 
 def normalise_rotation(rotation_deg: float) -> float:
