@@ -43,6 +43,11 @@ from .columns.result import ColumnDetectionError
 from .image_check import Finding, ImageCheck, ImageCheckError, check_image, check_lattice
 from .io.atomic import atomic_save_npy, atomic_write, atomic_write_text, json_default
 from .cells.classify import classify_site_table
+from .cells.geometry import CELL_STRUCTURE_COLUMNS, with_structure
+from .cells.joint import one_answer
+from .columns.phase_map import phase_areas, phase_maps
+from .columns.result import SITE_STRUCTURE_COLUMNS
+from .vocabulary import PHASE_CODES
 from .cells.site_labels import site_defects
 from .cells.statistics import defect_statistics
 from .heatmaps.regions import MIN_AREA_NN2
@@ -110,6 +115,8 @@ class Analysis:
                 table["x_pm"] = np.nan
             if self.cells:
                 table["defect"] = site_defects(result.sites, self.cells[frame])
+            for column in SITE_STRUCTURE_COLUMNS:  # added later than the others: after them
+                table[column] = with_structure(result.sites)[column].to_numpy()
             if stack:
                 table.insert(0, "frame", frame)
             parts.append(table)
@@ -121,6 +128,8 @@ class Analysis:
         parts = []
         for frame, cells in enumerate(self.cells):
             table = cells.drop(columns=["verified", "source"])
+            later = [c for c in CELL_STRUCTURE_COLUMNS if c in table]  # added later than the others: after them
+            table = table[[c for c in table.columns if c not in later] + later]
             if stack:
                 table.insert(0, "frame", frame)
             parts.append(table)
@@ -130,15 +139,27 @@ class Analysis:
         """Counts, concentrations and composition per frame and over all frames."""
         material = self.settings["material"]
         pixel = None if self.image.pixel_size is None else float(np.mean(self.image.pixel_size))
-        frames = [defect_statistics(c, material, pixel).as_dict() for c in self.cells]
-        total = defect_statistics(pd.concat(self.cells, ignore_index=True), material, pixel).as_dict()
-        out = {"pixel_size_A": self.image.pixel_size, "material": material, "total": total, "frames": frames}
+        edges = bool(self.settings.get("include_boundary", False))
+        frames = [defect_statistics(c, material, pixel, edges).as_dict() for c in self.cells]
+        total = defect_statistics(pd.concat(self.cells, ignore_index=True), material, pixel, edges).as_dict()
+        out = {"pixel_size_A": self.image.pixel_size, "material": material, "total": total, "frames": frames,
+               "phases": [phase_areas(p, self.image.pixel_size) for p in self.phase_maps()[0]],
+               "excluded_cells": [_excluded(c, edges) for c in self.cells]}
         if self.check is not None:
             out["warnings"] = self.warnings
             out["image_check"] = self.check.as_dict()
         if self.heatmaps:
             out["heatmaps"] = self.heatmaps_summary()
         return out
+
+    def phase_maps(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Phase map (uint8 codes) and domain map (int32) of every frame (see :mod:`~.columns.phase_map`)."""
+        phases, domains = [], []
+        for result in self.columns:
+            p, d = phase_maps(result.sites, result.detection_map.shape, result.regions)
+            phases.append(p)
+            domains.append(d)
+        return phases, domains
 
     def heatmap_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """``heatmaps.npy`` (float32, (C, H, W); (T, C, H, W) for a stack) and ``uncertainty.npy``
@@ -219,6 +240,8 @@ def analyze_image(
     progress: Callable[[int, int], None] | None = None,
     force: bool = False,
     pixel_size_source: str = "file",
+    mask: np.ndarray | None = None,
+    include_boundary: bool = False,
 ) -> Analysis:
     """Detect the atom columns of every frame of an image, and classify its cells when the material is known.
 
@@ -260,6 +283,11 @@ def analyze_image(
         Analyse even when the image check fails (its findings go into every output's warnings).
     pixel_size_source : {'file', 'typed'}
         Where ``image.pixel_size`` came from; a typed pixel size is never replaced by the lattice's.
+    mask : ndarray of bool, shape (H, W), optional
+        Pixels not to analyse (every frame); NaN pixels are always left out.
+    include_boundary : bool
+        Count boundary cells (domain and grain boundaries, edges of holes, amorphous and masked
+        areas) in the statistics; by default they are left out.
 
     Returns
     -------
@@ -299,7 +327,7 @@ def analyze_image(
         dmap = compute_detection_map(frame, method, material=material, pixel_size=image.pixel_size, model=unet,
                                      lattice=lattice if t == 0 else None)
         result = columns_from_map(frame, dmap, threshold=threshold, refine=refine, material=material,
-                                  pixel_size=image.pixel_size)
+                                  pixel_size=image.pixel_size, mask=mask)
         if t == 0:
             check = check_image(frame, dmap.lattice, result.sites, result.nn_px, material, image.pixel_size,
                                 pixel_size_source=pixel_size_source, lattice_finding=lattice_finding)
@@ -322,7 +350,8 @@ def analyze_image(
         if progress is not None:
             progress(t + 1, len(frames))
     settings = {"material": material, "method": method, "threshold": threshold, "refine": refine,
-                "classifier": classifier if material else None}
+                "classifier": classifier if material else None, "include_boundary": bool(include_boundary),
+                "mask": None if mask is None else int(np.count_nonzero(mask))}
     if unet is not None:
         settings["column_model"] = str(column_model) if column_model is not None else "shipped"
     if model is not None:
@@ -333,6 +362,8 @@ def analyze_image(
     cells = [classify_site_table(frame, r.sites, material, classifier, posteriors=r.posteriors, nn_px=r.nn_px,
                                  model=model)
              for frame, r in zip(frames, results)] if material else []
+    for result, table in zip(results, cells):  # one answer per column: species follow their cell's class
+        result.sites = one_answer(result.sites, table, material, result.posteriors)
     return Analysis(image, results, settings, cells, maps, regions, check)
 
 
@@ -416,9 +447,14 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, source: str | None =
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"sites": out / "sites.csv", "analysis": out / "analysis.json"}
+    paths = {"sites": out / "sites.csv", "analysis": out / "analysis.json", "phase_map": out / "phase_map.npy",
+             "domain_map": out / "domain_map.npy"}
     table = analysis.sites_table()
     atomic_write(paths["sites"], lambda p: table.to_csv(p, index=False, float_format="%.4f"))
+    phases, domains = analysis.phase_maps()
+    stack = analysis.image.data.ndim == 3
+    atomic_save_npy(paths["phase_map"], np.stack(phases) if stack else phases[0])
+    atomic_save_npy(paths["domain_map"], np.stack(domains) if stack else domains[0])
     if analysis.cells:
         paths["cells"], paths["summary"] = out / "cells.csv", out / "summary.json"
         cells = analysis.cells_table()
@@ -437,6 +473,9 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, source: str | None =
         "warnings": analysis.warnings,
         "image_check": None if analysis.check is None else analysis.check.as_dict(),
         "sites_columns": list(table.columns),
+        "phase_codes": PHASE_CODES,
+        "phase_map_file": "phase_map.npy",
+        "domain_map_file": "domain_map.npy",
         "frames": [_frame_info(r) for r in analysis.columns],
     }
     atomic_write_text(paths["analysis"], json.dumps(info, indent=2, default=json_default))
@@ -472,7 +511,19 @@ def _frame_info(result: ColumnResult) -> dict:
             for sub, fit in result.species_fits.items()
         },
         "messages": result.messages,
+        "n_peaks": int(len(result.peaks)),
+        "n_unexplained_peaks": int(len(result.unexplained)),
+        "domains": [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
+                    for d in result.domains],
     }
+
+
+def _excluded(cells: pd.DataFrame, include_boundary: bool) -> dict[str, int]:
+    """Cells left out of a frame's statistics: incomplete ones, and boundary ones unless included."""
+    complete = cells["complete"].to_numpy(bool) if "complete" in cells else np.ones(len(cells), bool)
+    boundary = cells["boundary"].to_numpy(bool) if "boundary" in cells else np.zeros(len(cells), bool)
+    return {"incomplete": int((~complete).sum()),
+            "boundary": 0 if include_boundary else int((complete & boundary).sum())}
 
 
 

@@ -308,6 +308,8 @@ def sublattice_levels(image: np.ndarray, sites: Any, nn_px: float) -> Sublattice
     side = int(max(LEVEL_WINDOW, 20 * 1.7 * nn_px))  # at least ~400 sites
     y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
     win = img[y0:y0 + side, x0:x0 + side]
+    if "phase" in sites and (sites["phase"] == "2H").any():
+        sites = sites[sites["phase"] == "2H"]  # the 2H domains: other phases have their own levels
     pos = sites[["y_px", "x_px"]].to_numpy(float) - (y0, x0)
     sub = sites["sublattice"].to_numpy()
     inside = np.all((pos >= nn_px) & (pos <= np.array(win.shape) - 1 - nn_px), axis=1)
@@ -351,7 +353,7 @@ def ratio_range(material: str | Material) -> tuple[float, float]:
     --------
     >>> lo, hi = ratio_range("MoS2")
     >>> round(lo, 2), round(hi, 2)
-    (1.67, 4.85)
+    (1.67, 4.83)
     """
     mat = parse_material(material)
     lo, hi = np.inf, 0.0

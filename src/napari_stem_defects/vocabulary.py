@@ -40,10 +40,12 @@ SITE_DEFECTS: tuple[str, ...] = (
 EMPTY: str = "empty"
 #: Sublattices: metal site, chalcogen column, column on a hollow site (adatom).
 SUBLATTICES: tuple[str, ...] = ("M", "X", "H")
-#: Crystalline phases whose columns become sites: 2H (honeycomb, one X2 column per cell) and
-#: 1T (1T or 1T': three columns per cell, the two X atoms no longer overlap).
-PHASES: tuple[str, ...] = ("2H", "1T")
-#: Codes of the phase map (a napari Labels layer and ``phases.npy``): every pixel is one of these.
-PHASE_CODES: dict[str, int] = {"none": 0, "2H": 1, "1T": 2, "hole": 3, "amorphous": 4, "masked": 5}
+#: Crystalline phases whose columns become sites: 2H (honeycomb, one X2 column per cell), 1T (1T or
+#: 1T': three columns per cell, the two X atoms no longer overlap), and 'boundary': a band between
+#: domains too thin to be a phase of its own, with columns on all three positions (the core of a
+#: mirror twin boundary); all its cells are boundary cells.
+PHASES: tuple[str, ...] = ("2H", "1T", "boundary")
+#: Codes of the phase map (a napari Labels layer and ``phase_map.npy``): every pixel is one of these.
+PHASE_CODES: dict[str, int] = {"none": 0, "2H": 1, "1T": 2, "hole": 3, "amorphous": 4, "masked": 5, "boundary": 6}
 #: Name of each phase-map code.
 PHASE_OF_CODE: dict[int, str] = {code: name for name, code in PHASE_CODES.items()}

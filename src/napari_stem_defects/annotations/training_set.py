@@ -418,7 +418,8 @@ def export_training_set(
             raise ValueError(f"{where}: the annotations name no material (needed for the classifier's context)")
         cells = ann.cells.features
         verified = cells["verified"].to_numpy(bool) if "verified" in cells else np.zeros(len(cells), bool)
-        rows = np.flatnonzero(verified) if verified_only else np.arange(len(cells))
+        classed = cells["class"].astype(str).isin(CELL_CLASSES).to_numpy()  # not 'incomplete' border cells
+        rows = np.flatnonzero((verified if verified_only else True) & classed)
         prepared.append((image, ann, verified, rows))
     if sum(len(rows) for *_, rows in prepared) == 0:
         what = "verified cells" if verified_only else "cells"

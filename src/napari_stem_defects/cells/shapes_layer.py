@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..columns.points_layer import LayerDataTuple, hex_to_rgba, last_axes
-from ..vocabulary import CELL_CLASSES
+from ..vocabulary import CELL_CLASSES, INCOMPLETE
 from .geometry import cell_polygons
 
 #: Edge colour (hex) of each cell class: 'perfect' a subdued grey, vacancies in blues
@@ -43,8 +43,9 @@ CLASS_COLOURS: dict[str, str] = {
     "dopant_M": "#DDAA33",
     "sub_X": "#117733",
     "adatom": "#FFFFFF",
+    INCOMPLETE: "#555555",  # a cell cut by the image or analysed area's edge: no class
 }
-assert set(CLASS_COLOURS) == set(CELL_CLASSES), "every cell class needs a colour"
+assert set(CLASS_COLOURS) == {*CELL_CLASSES, INCOMPLETE}, "every cell class needs a colour"
 #: Colour of a class missing from :data:`CLASS_COLOURS`.
 FALLBACK_COLOUR = "#BBBBBB"
 #: Edge opacity of perfect cells (they are the background, defects the figure).

@@ -57,7 +57,8 @@ class DefectStatistics:
         })
 
 
-def defect_statistics(cells: pd.DataFrame, material: str | Material, pixel_size_A: float | None) -> DefectStatistics:
+def defect_statistics(cells: pd.DataFrame, material: str | Material, pixel_size_A: float | None,
+                      include_boundary: bool = False) -> DefectStatistics:
     """Count classes over the complete cells and turn counts into concentrations.
 
     The analysed area is the number of complete cells times the unit-cell
@@ -74,6 +75,10 @@ def defect_statistics(cells: pd.DataFrame, material: str | Material, pixel_size_
     pixel_size_A : float or None
         Only whether the image is calibrated matters (the cell area comes from
         the material); without one, concentrations are nan.
+    include_boundary : bool
+        Also count the cells on a domain or grain boundary or at the edge of a
+        hole, amorphous patch or masked area (``boundary`` True); by default
+        they are left out, with their area, so boundaries do not pass for defects.
 
     Examples
     --------
@@ -84,7 +89,10 @@ def defect_statistics(cells: pd.DataFrame, material: str | Material, pixel_size_
     (1, 8.648, '1.16e+13')
     """
     mat = parse_material(material)
-    use = cells[cells["complete"]] if "complete" in cells else cells
+    keep = cells["complete"].to_numpy(bool).copy() if "complete" in cells else np.ones(len(cells), bool)
+    if "boundary" in cells and not include_boundary:
+        keep &= ~cells["boundary"].to_numpy(bool)
+    use = cells[keep]
     n = int(len(use))
     area_A2 = n * cell_area_A2(mat.a)
     counts = {c: int((use["class"] == c).sum()) for c in CELL_CLASSES}

@@ -227,6 +227,7 @@ def columns_from_map(
     refine: str = "gaussian",
     material: str | Material | None = None,
     pixel_size: tuple[float, float] | float | None = None,
+    mask: np.ndarray | None = None,
 ) -> ColumnResult:
     """Peaks, refinement, lattice sites and species from a (cached) detection map.
 
@@ -246,6 +247,9 @@ def columns_from_map(
         is taken as the metal.
     pixel_size : float or (float, float), optional
         Å per pixel (y, x), stored on the result.
+    mask : ndarray of bool, shape (H, W), optional
+        Pixels not to analyse (e.g. drawn by the user); NaN or infinite pixels
+        of the image are always masked. No site is placed there.
 
     Returns
     -------
@@ -256,10 +260,12 @@ def columns_from_map(
     img = validate_image(image)
     if dmap.map.shape != img.shape:
         raise ValueError(f"detection map shape {dmap.map.shape} does not match image shape {img.shape}")
+    masked = _analysis_mask(np.asarray(image), mask)
     mat = parse_material(material) if material is not None else None
     thr = DEFAULT_THRESHOLD[dmap.method] if threshold is None else float(threshold)
     nn = dmap.nn_px
-    peaks = find_peaks(dmap.map, min_distance=max(1, int(0.5 * nn)), threshold=thr)
+    peaks = find_peaks(np.where(masked, 0.0, dmap.map) if masked is not None else dmap.map,
+                       min_distance=max(1, int(0.5 * nn)), threshold=thr)
     if len(peaks) < 6:
         raise ColumnDetectionError(f"only {len(peaks)} peaks above threshold {thr:g}; lower the threshold")
     radius = REFINE_RADIUS * nn
@@ -276,7 +282,7 @@ def columns_from_map(
         return integrated_intensity(img, background, positions, nn)
 
     sites, fits, info, messages = build_site_table(peaks, refined_by, dmap.lattice.a1, dmap.lattice.a2, nn,
-                                                   img.shape, measure, mat)
+                                                   img.shape, measure, mat, mask=masked, image=img)
     if pixel_size is not None and np.isscalar(pixel_size):
         pixel_size = (float(pixel_size), float(pixel_size))
     return ColumnResult(
@@ -284,7 +290,27 @@ def columns_from_map(
         m_offset=info["m_offset"], species_fits=fits,
         pixel_size=None if pixel_size is None else tuple(map(float, pixel_size)),
         method=dmap.method, messages=messages, posteriors=info["posteriors"],
+        unexplained=info["unexplained"], regions=info["regions"], domains=info["domains"],
     )
+
+
+def _analysis_mask(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
+    """Pixels not to analyse: the user's mask and the image's non-finite pixels, grown by one pixel (None: none).
+
+    Raises
+    ------
+    ValueError
+        A mask of another shape than the image.
+    """
+    out = ~np.isfinite(image) if np.issubdtype(image.dtype, np.floating) else np.zeros(image.shape, bool)
+    if mask is not None:
+        mask = np.asarray(mask, bool)
+        if mask.shape != image.shape:
+            raise ValueError(f"the mask's shape {mask.shape} does not match the image's {image.shape}")
+        out = out | mask
+    if not out.any():
+        return None
+    return ndimage.binary_dilation(out, iterations=1)
 
 
 def find_peaks(dmap: np.ndarray, min_distance: int, threshold: float) -> np.ndarray:
