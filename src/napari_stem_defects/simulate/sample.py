@@ -49,7 +49,6 @@ from .regions import (
     AMORPHOUS,
     CRYSTAL,
     Grain,
-    Paint,
     Region,
     check_regions,
     masked_pixels,
@@ -175,7 +174,8 @@ def simulate_sample(
     mirror = pnt.mirror & ~t1
     role = np.where(pts.coset == 0, _M, np.where(t1 | (pts.coset == np.where(mirror, 2, 1)), _X, _H))
     key = pts.grain.astype(np.int64) * 4 + pnt.phase * 2 + mirror
-    distort_1t_prime(pts, member & (role == _M) & (pnt.distortion_A > 0), pnt.distortion_A / pixel_size, lattices)
+    distort_1t_prime(pts, member & t1 & (role == _M) & (pnt.distortion_A > 0), pnt.distortion_A / pixel_size,
+                     lattices)
     member &= ~later_too_close(pts, member & (role != _H), MIN_SEPARATION_NN * nn)
     img = apply_drift(pts.spec, drift)
     in_img = inside(img, (h, w))
@@ -185,9 +185,8 @@ def simulate_sample(
     site_ok = member & in_img & ~masked & (role != _H)
 
     # --- the pixels: what the regions put there, and the distance of anything to a non-crystal pixel
-    grid = undrift(np.stack(np.mgrid[:h, :w], axis=-1).reshape(-1, 2).astype(float), drift)
-    pix_paint = paint(layout, grid)
-    excluded = (pix_paint.state != CRYSTAL).reshape(h, w) | mask
+    state, patch = _paint_pixels(layout, (h, w), drift)
+    excluded = (state != CRYSTAL) | mask
     edge = excluded & ~ndimage.binary_erosion(excluded, border_value=1)
     edge_tree = cKDTree(np.argwhere(edge)) if edge.any() else None
     atoms = member & (role != _H)
@@ -249,7 +248,7 @@ def simulate_sample(
     adatoms = member & in_img & ~masked & (role == _H) & (slots > 0).any(axis=1)
 
     # --- amorphous patches, contamination, image
-    extra_pos, extra_slots = _patches(layout, pix_paint, grid, pts.spec[atoms], mat, nn, pixel_size, rng)
+    extra_pos, extra_slots = _patches(layout, state, patch, drift, pts.spec[atoms], mat, nn, pixel_size, rng)
     lit = atoms | (member & (role == _H) & (slots > 0).any(axis=1))
     positions = np.concatenate([img[lit], apply_drift(extra_pos, drift)])
     all_slots = np.concatenate([slots[lit], extra_slots])
@@ -259,7 +258,7 @@ def simulate_sample(
 
     sites, cells = _tables(pts, img, site_ok, adatoms, role, key, domain_of, slots, label, owner, cell_parts,
                            drift, imaging)
-    phase_map, domain_map = _maps(sites, pix_paint.state.reshape(h, w), mask, [d["phase"] for d in domains])
+    phase_map, domain_map = _maps(sites, state, mask, [d["phase"] for d in domains])
     for d in domains:
         d["n_sites"] = int((sites["domain"] == d["domain"]).sum())
         d["area_px"] = int((domain_map == d["domain"] + 1).sum())
@@ -334,18 +333,36 @@ def _fill(pts: GrainPositions, sel: np.ndarray, role: np.ndarray, g: int, p: Ste
             label[target] = np.where(np.isin(occ.x_slot[cell], (-1, slot)), defect[cell], "none")
 
 
-def _patches(layout: Sequence[Region], pix_paint: Paint, grid: np.ndarray, crystal: np.ndarray, mat: Material,
-             nn: float, pixel_size: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _paint_pixels(layout: Sequence[Region], shape: tuple[int, int],
+                  drift: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """State (VACUUM, CRYSTAL, HOLE, AMORPHOUS) and amorphous patch index of every pixel, a band of rows at a time."""
+    h, w = shape
+    state = np.empty(shape, dtype=np.int8)
+    patch = np.empty(shape, dtype=np.int16)
+    band = max(1, 2**18 // w)
+    cols = np.arange(w, dtype=float)
+    for top in range(0, h, band):
+        rows = np.arange(top, min(top + band, h), dtype=float)
+        grid = np.stack(np.broadcast_arrays(rows[:, None], cols[None, :]), axis=-1).reshape(-1, 2)
+        painted = paint(layout, undrift(grid, drift))
+        state[top : top + len(rows)] = painted.state.reshape(len(rows), w)
+        patch[top : top + len(rows)] = painted.patch.reshape(len(rows), w)
+    return state, patch
+
+
+def _patches(layout: Sequence[Region], state: np.ndarray, patch: np.ndarray, drift: tuple[float, float],
+             crystal: np.ndarray, mat: Material, nn: float, pixel_size: float,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Random atoms (and contamination carbon) of the amorphous patches, specimen coordinates."""
     positions, slots = [np.zeros((0, 2))], [np.zeros((0, 2), dtype=np.int16)]
     cell_area = np.sqrt(3.0) / 2.0 * (np.sqrt(3.0) * nn) ** 2  # px^2
     patches = [r for r in layout if r.kind == "amorphous"]
     tree = cKDTree(crystal) if len(crystal) else None
     for q, region in enumerate(patches):
-        inside_q = (pix_paint.state == AMORPHOUS) & (pix_paint.patch == q)
+        inside_q = (state == AMORPHOUS) & (patch == q)
         if not inside_q.any():
             continue
-        where = grid[inside_q]
+        where = undrift(np.argwhere(inside_q).astype(float), drift)
         lo, hi = where.min(axis=0) - 1, where.max(axis=0) + 1
         n_target = rng.poisson(region.density * 3.0 / cell_area * inside_q.sum())
         cand = rng.uniform(lo, hi, size=(int(4 * n_target * np.prod(hi - lo) / inside_q.sum()) + 8, 2))
