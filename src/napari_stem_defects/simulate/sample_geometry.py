@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..cell_convention import partner_index, screen_angle
+from ..cell_convention import partner_index
 from .imaging import apply_drift
 from .lattice import HoneycombLattice, inside
 
@@ -92,17 +92,13 @@ def partner_step(lattice: HoneycombLattice, coset: int, drift: tuple[float, floa
     return steps[partner_index(drift_vectors(np.array([step_vector(lattice, s) for s in steps]), drift))]
 
 
-#: Screen-angle window (degrees) of a 1T cell's partner among a metal's six X neighbours.
-PARTNER_WINDOW_1T_DEG: tuple[float, float] = (-30.0, 30.0)
-
-
 def partner_step_1t(lattice: HoneycombLattice, drift: tuple[float, float]) -> Step:
-    """A 1T cell's partner step: of the metal's six M -> X vectors as displayed, the one in [-30, 30) degrees.
+    """A 1T cell's partner step: of the metal's six M -> X vectors as displayed, the one closest to +x.
 
-    In 1T both non-metal cosets hold a column, so two of the six neighbours lie
-    in the convention's [-60, 60) window (one per coset, 60 degrees apart); the
-    one nearer +x is the partner. It depends on the image alone (a 1T grain at
-    rotation r and at r + 60 looks the same and pairs the same).
+    In 1T both non-metal cosets hold a column, so the metal has six X
+    neighbours 60 degrees apart; :func:`~napari_stem_defects.cell_convention.partner_index`
+    picks the one closest to +x (within [-30, 30) degrees). It depends on the
+    image alone (a 1T grain at rotation r and at r + 60 looks the same and pairs the same).
 
     Examples
     --------
@@ -110,11 +106,8 @@ def partner_step_1t(lattice: HoneycombLattice, drift: tuple[float, float]) -> St
     >>> partner_step_1t(lat, (0.0, 0.0))
     (2, 0, -1)
     """
-    steps = [partner_step(lattice, 1, drift), partner_step(lattice, 2, drift)]
-    angles = screen_angle(drift_vectors(np.array([step_vector(lattice, s) for s in steps]), drift))
-    lo, hi = PARTNER_WINDOW_1T_DEG
-    inside_window = [k for k, a in enumerate(angles) if lo <= a < hi]
-    return steps[inside_window[0] if len(inside_window) == 1 else int(np.argmin(np.abs(angles)))]
+    steps = COSET_STEPS[1] + COSET_STEPS[2]
+    return steps[partner_index(drift_vectors(np.array([step_vector(lattice, s) for s in steps]), drift))]
 
 
 def drift_vectors(vectors: np.ndarray, drift: tuple[float, float]) -> np.ndarray:
