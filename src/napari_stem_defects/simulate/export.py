@@ -23,9 +23,9 @@ def write_twin(twin: DigitalTwin, out_dir: str | Path) -> dict[str, Path]:
     """Write a twin as ``image.tif``, ``sites.csv``, ``cells.csv`` and ``twin.json``.
 
     A composite twin also gets ``phase_map.npy`` (uint8 phase codes) and
-    ``domain_map.npy`` (int32, domain + 1). The TIFF is float32 with its calibration (nm per pixel, ImageJ style), so
-    the plugin's reader (and ImageJ, HyperSpy) opens it at the right scale.
-    Every file is written atomically.
+    ``domain_map.npy`` (int32, domain + 1). The TIFF is float32 with its
+    calibration (nm per pixel, ImageJ style), so the plugin's reader (and
+    ImageJ, HyperSpy) opens it at the right scale. Every file is written atomically.
 
     Parameters
     ----------
