@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser(
         "simulate",
-        help="write a digital twin: image.tif, sites.csv, cells.csv, twin.json",
+        help="write a digital twin: image.tif, sites.csv, cells.csv, twin.json (+ phase_map.npy, domain_map.npy)",
         description="Simulate a HAADF-STEM image of a 2H-MX2 monolayer with exact labels.",
     )
     sim.add_argument("--out", required=True, help="output folder")

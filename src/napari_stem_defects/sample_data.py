@@ -2,7 +2,8 @@
 
 Each sample is an Image layer in Å with the twin's metadata, plus a Points
 layer of every lattice site (empty sites included) whose ``features`` are the
-exact labels, coloured by species.
+exact labels, coloured by species; a composite twin adds its phase and domain
+maps as Labels layers.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .simulate.presets import PRESETS
 from .simulate.twin import DigitalTwin
+from .vocabulary import PHASE_CODES, PHASE_OF_CODE
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 
@@ -30,15 +33,15 @@ def twin_layers(twin: DigitalTwin, name: str) -> list[LayerDataTuple]:
     Returns
     -------
     list of layer data tuples
-        ``[(image, kwargs, "image"), (points, kwargs, "points")]``.
+        ``[(image, kwargs, "image"), (points, kwargs, "points")]``, then for a
+        composite twin ``(phase_map, kwargs, "labels")`` and ``(domain_map, kwargs, "labels")``.
     """
     scale = (twin.pixel_size, twin.pixel_size)
     units = ("angstrom", "angstrom")
-    image = (
-        twin.image,
-        {"name": name, "scale": scale, "units": units, "colormap": "gray", "metadata": twin.metadata},
-        "image",
-    )
+    kwargs = {"name": name, "scale": scale, "units": units, "colormap": "gray", "metadata": twin.metadata}
+    if np.isnan(twin.image).any():  # masked pixels: contrast from the recorded ones
+        kwargs["contrast_limits"] = tuple(float(v) for v in np.nanpercentile(twin.image, [0.1, 99.9]))
+    image = (twin.image, kwargs, "image")
     sites = twin.sites
     features = sites.drop(columns=["y_px", "x_px"]).copy()
     features["occupied"] = features["n_atoms"] > 0
@@ -61,11 +64,44 @@ def twin_layers(twin: DigitalTwin, name: str) -> list[LayerDataTuple]:
         },
         "points",
     )
-    return [image, points]
+    return [image, points, *_map_layers(twin, name, scale, units)]
+
+
+def _map_layers(twin: DigitalTwin, name: str, scale: tuple[float, float],
+                units: tuple[str, str]) -> list[LayerDataTuple]:
+    """Labels layers of a composite twin's exact phase map and domain map (none for a plain twin)."""
+    if not isinstance(twin.extra.get("phase_map"), np.ndarray):
+        return []
+    codes = sorted(PHASE_CODES.values())
+    phases = (
+        twin.extra["phase_map"],
+        {"name": f"{name} phase map (truth)", "scale": scale, "units": units, "opacity": 0.35,
+         "colormap": {None: (0, 0, 0, 0), **{c: _PHASE_COLOURS[c] for c in codes}},
+         "features": pd.DataFrame({"index": codes, "phase": [PHASE_OF_CODE[c] for c in codes]}),
+         "metadata": {"ground_truth": True, "codes": dict(PHASE_CODES)}},
+        "labels",
+    )
+    domains = twin.extra.get("domains", [])
+    table = pd.DataFrame({"index": [0] + [d["domain"] + 1 for d in domains],
+                          "domain": [-1] + [d["domain"] for d in domains],
+                          "grain": [-1] + [d["grain"] for d in domains],
+                          "phase": ["none"] + [d["phase"] for d in domains],
+                          "mirror": [False] + [d["mirror"] for d in domains]})
+    domain = (
+        twin.extra["domain_map"],
+        {"name": f"{name} domains (truth)", "scale": scale, "units": units, "opacity": 0.35, "visible": False,
+         "features": table, "metadata": {"ground_truth": True, "domains": domains}},
+        "labels",
+    )
+    return [phases, domain]
 
 
 _COLOURS = {"M": (1.0, 0.5, 0.05, 1.0), "X": (0.12, 0.47, 0.71, 1.0), "H": (0.84, 0.15, 0.16, 1.0)}
-_LEGEND = {"M": "metal site (orange)", "X": "chalcogen X2 column (blue)", "H": "adatom (red)",
+#: Phase-map colours: none and 2H transparent (the lattice shows through), 1T green, hole dark blue,
+#: amorphous orange, masked grey.
+_PHASE_COLOURS = {0: (0, 0, 0, 0), 1: (0, 0, 0, 0), 2: (0.17, 0.63, 0.17, 1.0), 3: (0.1, 0.1, 0.6, 1.0),
+                  4: (1.0, 0.5, 0.05, 1.0), 5: (0.5, 0.5, 0.5, 1.0)}
+_LEGEND = {"M": "metal site (orange)", "X": "chalcogen column: X2 in 2H, single X in 1T (blue)", "H": "adatom (red)",
            "empty": "vacant site (hollow yellow ring)"}
 
 
@@ -76,6 +112,11 @@ def _sample(key: str) -> list[LayerDataTuple]:
 def mos2_vacancies() -> list[LayerDataTuple]:
     """MoS2 with vacancies at high dose, with ground truth."""
     return _sample("mos2_vacancies")
+
+
+def mos2_real_sample() -> list[LayerDataTuple]:
+    """MoS2 as real samples look (grains, mirror twin, 1T', hole, amorphous patch, NaN mask), with ground truth."""
+    return _sample("mos2_real_sample")
 
 
 def wse2_low_dose() -> list[LayerDataTuple]:

@@ -1,11 +1,15 @@
 """Digital twins: fast, seeded HAADF-STEM simulations of 2H-MX2 monolayers with exact labels.
 
-Pure numpy/scipy. The main entry point is :func:`simulate_twin`.
+Pure numpy/scipy. The main entry points are :func:`simulate_twin` (one 2H
+grain) and :func:`simulate_sample` (a composite specimen: grains, mirror
+twins, 1T/1T' regions, holes, amorphous patches, NaN masks).
 """
 
 from .defects import CELL_CLASSES, DEFECT_TYPES, SITE_DEFECTS, species_string
 from .imaging import ImagingParams, random_imaging
 from .lattice import HoneycombLattice
+from .regions import Amorphous, Disc, Grain, HalfPlane, Hole, Mask, MirrorRegion, PhaseRegion, Polygon, Rect
+from .sample import SAMPLE_CELL_COLUMNS, SAMPLE_SITE_COLUMNS, simulate_sample
 from .stack import StackTwin, simulate_stack
 from .twin import CELL_COLUMNS, SITE_COLUMNS, DigitalTwin, simulate_twin
 
@@ -13,13 +17,26 @@ __all__ = [
     "CELL_CLASSES",
     "CELL_COLUMNS",
     "DEFECT_TYPES",
+    "SAMPLE_CELL_COLUMNS",
+    "SAMPLE_SITE_COLUMNS",
     "SITE_COLUMNS",
     "SITE_DEFECTS",
+    "Amorphous",
     "DigitalTwin",
+    "Disc",
+    "Grain",
+    "HalfPlane",
+    "Hole",
     "HoneycombLattice",
     "ImagingParams",
+    "Mask",
+    "MirrorRegion",
+    "PhaseRegion",
+    "Polygon",
+    "Rect",
     "StackTwin",
     "random_imaging",
+    "simulate_sample",
     "simulate_stack",
     "simulate_twin",
     "species_string",

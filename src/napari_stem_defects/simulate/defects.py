@@ -36,6 +36,10 @@ class Occupancy:
         Per-site defect label (see :data:`SITE_DEFECTS`).
     cell_class : ndarray of shape (n_cells,), object
         Cell class (see :data:`CELL_CLASSES`).
+    x_slot : ndarray of shape (n_cells,), int, optional
+        Which slot of ``x`` a one-atom chalcogen defect (V_X1, V_X1+V_M,
+        sub_X) changed; -1 elsewhere. In a 1T cell the two slots are two
+        columns, so this says which column holds the defect.
     """
 
     m: np.ndarray
@@ -45,6 +49,7 @@ class Occupancy:
     x_defect: np.ndarray
     h_defect: np.ndarray
     cell_class: np.ndarray
+    x_slot: np.ndarray | None = None
 
 
 def species_string(slots: np.ndarray) -> str:
@@ -143,6 +148,7 @@ def populate(
     x_defect = np.full(n_cells, "none", dtype=object)
     h_defect = np.full(n_cells, "none", dtype=object)
     cell_class = np.full(n_cells, "perfect", dtype=object)
+    x_slot = np.full(n_cells, -1, dtype=np.int8)
 
     z_metal = ATOMIC_NUMBER[material.main_metal]
     z_chalc = ATOMIC_NUMBER[material.main_chalcogen]
@@ -167,6 +173,7 @@ def populate(
         if kind.startswith("V_X1"):
             x[cells, slot] = 0
             x_defect[cells] = "V_X1"
+            x_slot[cells] = slot
         elif kind.startswith("V_X2"):
             x[cells] = 0
             x_defect[cells] = "V_X2"
@@ -182,10 +189,11 @@ def populate(
         elif kind == "sub_X":
             x[cells, slot] = z_sub
             x_defect[cells] = "sub_X"
+            x_slot[cells] = slot
         elif kind == "adatom":
             h[cells, 0] = z_adatom
             h_defect[cells] = "adatom"
-    return Occupancy(m, x, h, m_defect, x_defect, h_defect, cell_class)
+    return Occupancy(m, x, h, m_defect, x_defect, h_defect, cell_class, x_slot)
 
 
 def _draw(fractions: Mapping[str, float], n: int, rng: np.random.Generator) -> np.ndarray:

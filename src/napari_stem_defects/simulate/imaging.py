@@ -141,6 +141,33 @@ def random_imaging(rng: np.random.Generator, dose_range: tuple[float, float] = (
     )
 
 
+def column_cross_section(slots: np.ndarray, params: ImagingParams) -> np.ndarray:
+    """HAADF cross-section (Å^2) of atom columns: ``cross_section * sum(Z ** gamma)`` over each column's atoms.
+
+    The one place a twin's column weights are computed (twins, composite samples,
+    image series), so a change of the scattering model is a change here.
+
+    Parameters
+    ----------
+    slots : ndarray of int, shape (n, k)
+        Atomic numbers of the atoms in each of n columns (0 = no atom).
+    params : ImagingParams
+        Supplies ``cross_section`` and ``gamma``.
+
+    Returns
+    -------
+    ndarray of float, shape (n,)
+
+    Examples
+    --------
+    >>> p = ImagingParams(gamma=2.0, cross_section=1.0)
+    >>> column_cross_section(np.array([[16, 16], [42, 0], [0, 0]]), p).tolist()
+    [512.0, 1764.0, 0.0]
+    """
+    z = np.asarray(slots, dtype=float).reshape(len(slots), -1)
+    return params.cross_section * (z**params.gamma).sum(axis=1)
+
+
 def apply_drift(positions: np.ndarray, drift: tuple[float, float]) -> np.ndarray:
     """Move column positions (y, x) as a linear slow-scan drift does.
 

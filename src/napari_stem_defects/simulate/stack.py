@@ -50,9 +50,9 @@ from scipy.spatial import cKDTree
 
 from ..materials import ATOMIC_NUMBER, Material, parse_material
 from .defects import _draw, populate, species_string
-from .imaging import ImagingParams, apply_drift, render
+from .imaging import ImagingParams, apply_drift, column_cross_section, render
 from .lattice import HoneycombLattice, inside
-from .twin import _z_power, simulation_metadata
+from .twin import simulation_metadata
 
 #: Species label of an empty site (the same as ``napari_stem_defects.columns.result.EMPTY``).
 EMPTY = "empty"
@@ -346,7 +346,7 @@ def simulate_stack(
                     events.append(event)
             dynamics.new_frame()
         history[t] = slots
-        cross = imaging.cross_section * _z_power(slots, imaging.gamma)
+        cross = column_cross_section(slots, imaging)
         lit = cross > 0
         frames[t], _ = render(frame_pos[t][lit], cross[lit], (h, w), pixel_size, imaging, rng)
 

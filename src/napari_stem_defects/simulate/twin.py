@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..materials import Material, parse_material
 from .defects import Occupancy, populate, species_string
-from .imaging import ImagingParams, apply_drift, render
+from .imaging import ImagingParams, apply_drift, column_cross_section, render
 from .lattice import HoneycombLattice, inside
 
 #: Columns of :attr:`DigitalTwin.sites`.
@@ -78,8 +78,9 @@ class DigitalTwin:
     @property
     def metadata(self) -> dict[str, Any]:
         """JSON-friendly description of how the twin was made (also a layer's metadata)."""
+        extra = {k: v for k, v in self.extra.items() if not isinstance(v, np.ndarray)}  # maps stay out
         return {**simulation_metadata(self.pixel_size, self.material, self.lattice, self.imaging, self.seed),
-                **self.extra}
+                **extra}
 
 
 def simulation_metadata(pixel_size: float, material: Material, lattice: HoneycombLattice,
@@ -170,9 +171,7 @@ def simulate_twin(
         mat, len(ij), in_m & in_x & in_h, defects, rng,
         dopant=dopant, substituent=substituent, adatom=adatom,
     )
-    weights = {
-        key: imaging.cross_section * _z_power(getattr(occ, key), imaging.gamma) for key in ("m", "x", "h")
-    }
+    weights = {key: column_cross_section(getattr(occ, key), imaging) for key in ("m", "x", "h")}
     positions = np.concatenate([metal, chalc, hollow])
     cross = np.concatenate([weights["m"], weights["x"], weights["h"]])
     image, expected = render(positions, cross, (h, w), pixel_size, imaging, rng)
@@ -190,10 +189,6 @@ def simulate_twin(
         seed=seed,
         extra={"rotation_deg": float(rotation_deg)},
     )
-
-
-def _z_power(slots: np.ndarray, gamma: float) -> np.ndarray:
-    return (slots.astype(float) ** gamma).sum(axis=1)
 
 
 def _tables(
