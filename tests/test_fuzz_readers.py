@@ -205,6 +205,6 @@ def test_implausible_calibrations_are_warned_about(shared_data, tmp_path):
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # an ordinary calibration: no warning
+        warnings.simplefilter("error", UserWarning)  # an ordinary calibration: no warning
         (plain,) = read_stem_file(shared_data / "formats" / "HAADFscan.mrc")
     assert "calibration_warning" not in plain.metadata

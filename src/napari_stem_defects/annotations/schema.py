@@ -115,8 +115,8 @@ def parse_json(raw: bytes) -> Any:
         raise ValueError(f"not valid JSON (not UTF-8 text: {exc})") from None
     try:
         doc = json.loads(text, object_pairs_hook=_pairs)
-    except _DuplicateKey:
-        raise
+    except _DuplicateKey as exc:
+        raise ValueError(str(exc)) from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON: {exc}") from None
     except RecursionError:
