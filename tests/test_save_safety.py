@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from napari_stem_defects.annotations import (
@@ -269,3 +270,18 @@ def test_invalid_annotations_are_not_written(layers, tmp_path):
         save_annotations(ann, path)
     assert path.read_bytes() == before
     json.loads(before)
+
+
+def test_pasted_copies_of_points_and_cells_are_saved_as_added_by_a_person(layers, tmp_path):
+    """napari's copy and paste repeats a point's features, site_id included: the save must not fail on it."""
+    image, points, shapes = layers
+    pasted = SimpleNamespace(**{**vars(points), "data": np.concatenate([points.data, points.data[:2] + 0.5]),
+                                "features": pd.concat([points.features, points.features.iloc[:2]], ignore_index=True)})
+    cells = SimpleNamespace(**{**vars(shapes), "data": [*shapes.data, shapes.data[0]],
+                               "features": pd.concat([shapes.features, shapes.features.iloc[:1]], ignore_index=True)})
+    path = save_annotations(annotations_from_layers(image, pasted, cells), tmp_path / "a.annotations.json")
+    back = load_annotations(path)
+    n = len(points.data)
+    assert back.sites.features["site_id"].tolist()[n:] == [-1, -1]
+    assert back.sites.features["site_id"].tolist()[:n] == points.features["site_id"].tolist()
+    assert back.cells.features["cell_id"].tolist()[-1] == -1

@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from . import schema
-from .store import FORMAT, KINDS, VERSION, Annotations, ImageReference, LayerAnnotation, max_file_bytes
+from .schema import max_file_bytes
+from .store import FORMAT, KINDS, VERSION, Annotations, ImageReference, LayerAnnotation
 from .tables import decode_array, decode_table
 
 __all__ = ["close_truncated_json", "recover_annotations"]
@@ -153,6 +154,12 @@ def _salvage_layer(entry: Any, kind: str, shape: tuple[int, ...] | None, notes: 
             notes.append(f"{kind}: {int((~keep).sum())} item(s) at invalid positions were dropped")
             layer = LayerAnnotation(kind, name, layer.data[keep], layer.features[keep].reset_index(drop=True),
                                     metadata)
+            continue
+        repeated = re.search(r"repeat a (site_id|cell_id)", message)
+        if repeated:
+            features, n = schema.unique_ids(layer.features, repeated.group(1))
+            notes.append(f"{kind}: {n} repeated {repeated.group(1)}(s) set to -1")
+            layer = LayerAnnotation(kind, name, layer.data, features, metadata)
             continue
         column = re.search(r"column '([^']+)'", message)
         if column and column.group(1) == "class" and "class" in layer.features:

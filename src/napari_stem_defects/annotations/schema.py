@@ -40,7 +40,8 @@ import pandas as pd
 
 from ..simulate.defects import CELL_CLASSES, SITE_DEFECTS
 
-__all__ = ["MAX_DEPTH", "check_annotations", "check_document", "check_layer", "parse_json"]
+__all__ = ["MAX_DEPTH", "check_annotations", "check_document", "check_header", "check_layer", "check_size",
+           "max_file_bytes", "parse_json", "unique_ids"]
 
 #: Deepest nesting of JSON containers accepted (the format needs about 8).
 MAX_DEPTH = 64
@@ -128,6 +129,42 @@ def parse_json(raw: bytes) -> Any:
         raise ValueError(f"not a readable annotation file: containers nested deeper than the {MAX_DEPTH} "
                          "levels the format uses")
     return doc
+
+
+def max_file_bytes() -> int:
+    """The largest annotation file read (bytes): an eighth of the reader's memory budget, at least 64 MiB."""
+    from ..io.limits import memory_budget
+
+    return max(64 << 20, memory_budget() // 8)
+
+
+def check_size(size: int) -> None:
+    """Refuse a file too large to be an annotation file (parsing it could exhaust memory)."""
+    limit = max_file_bytes()
+    if size > limit:
+        raise ValueError(f"{size / 2**20:.0f} MiB is far larger than any annotation file this plugin writes or "
+                         f"can read safely here ({limit / 2**20:.0f} MiB); it is not one")
+
+
+def check_header(doc: Any, fmt: str, version: int) -> None:
+    """The ``format`` and ``version`` entries: this format, a version this plugin reads.
+
+    Examples
+    --------
+    >>> check_header({"format": "x", "version": 2}, "x", 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: written by a newer napari-stem-defects (file version 2; this one reads up to version 1); update the plugin to open it
+    """
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise ValueError(f"not a napari-stem-defects annotation file (format {found!r:.60}, expected {fmt!r})")
+    found = doc.get("version")
+    if not _is_int(found) or found < 1:
+        raise ValueError(f"unknown annotation file version {found!r:.40}")
+    if found > version:
+        raise ValueError(f"written by a newer napari-stem-defects (file version {found}; this one reads up to "
+                         f"version {version}); update the plugin to open it")
 
 
 # --------------------------------------------------------------------------- the document
@@ -286,18 +323,47 @@ def _numeric(column: pd.Series, name: str, where: str) -> np.ndarray:
         raise ValueError(f"{where}: column {name!r} must hold numbers") from None
 
 
+def _repeated(features: pd.DataFrame, name: str) -> np.ndarray:
+    """Rows whose non-negative id (per frame, when there is a ``frame`` column) an earlier row has."""
+    keys = pd.DataFrame({"id": features[name].to_numpy()})
+    if "frame" in features:
+        keys["frame"] = features["frame"].to_numpy()
+    return (keys["id"].to_numpy() >= 0) & keys.duplicated().to_numpy()
+
+
+def unique_ids(features: pd.DataFrame, name: str) -> tuple[pd.DataFrame, int]:
+    """``features`` with ids that repeat an earlier row's set to -1 (items a person added, e.g. pasted).
+
+    Returns
+    -------
+    features : DataFrame
+        A copy when something changed.
+    n : int
+        How many ids were set to -1.
+
+    Examples
+    --------
+    >>> out, n = unique_ids(pd.DataFrame({"site_id": [0, 1, 1, -1, -1]}), "site_id")
+    >>> out["site_id"].tolist(), n
+    ([0, 1, -1, -1, -1], 1)
+    """
+    if name not in features or features[name].dtype.kind not in "iu":
+        return features, 0
+    repeated = _repeated(features, name)
+    if not repeated.any():
+        return features, 0
+    out = features.copy()
+    out.loc[repeated, name] = -1
+    return out, int(repeated.sum())
+
+
 def _check_ids(features: pd.DataFrame, name: str, where: str) -> None:
     ids = features[name]
     _need(ids.dtype.kind in "iu", f"{where}: column {name!r} must hold whole numbers, not {ids.dtype}")
-    keys = pd.DataFrame({"id": ids.to_numpy()})
-    if "frame" in features:
-        keys["frame"] = features["frame"].to_numpy()
-    keys = keys[keys["id"] >= 0]  # -1: a point a person added
-    dup = keys.duplicated()
+    dup = _repeated(features, name)  # -1: an item a person added
     if dup.any():
-        first = keys[dup].iloc[0].to_dict()
-        raise ValueError(f"{where}: {int(dup.sum())} row(s) repeat a {name} ({first}); each site or cell is "
-                         "saved once")
+        raise ValueError(f"{where}: {int(dup.sum())} row(s) repeat a {name} (e.g. {int(ids[dup].iloc[0])}); each "
+                         "site or cell is saved once")
 
 
 def _check_features(features: pd.DataFrame, kind: str, where: str, n_frames: int | None) -> None:
@@ -353,9 +419,9 @@ def _check_metadata(metadata: Mapping[str, Any], where: str) -> None:
     low = metadata.get("low_confidence")
     if low is not None:
         _need(isinstance(low, Mapping), f"{where}.metadata.low_confidence must be an object")
-        t = low.get("threshold")
-        _need(t is None or (_is_number(t) and 0 <= t <= 1), f"{where}.metadata.low_confidence.threshold must be "
-                                                            f"a number in [0, 1], not {t!r:.40}")
+        t = low.get("threshold", 0.8)
+        _need(_is_number(t) and 0 <= t <= 1, f"{where}.metadata.low_confidence.threshold must be a number in "
+                                             f"[0, 1], not {t!r:.40}")
     params = metadata.get("parameters")
     if params is not None:
         _need(isinstance(params, Mapping), f"{where}.metadata.parameters must be an object")
@@ -367,6 +433,10 @@ def _check_metadata(metadata: Mapping[str, Any], where: str) -> None:
                 finite_vector(params[key], f"parameters.{key}")
         frames = params.get("frames")
         _need(frames is None or isinstance(frames, Mapping), f"{where}.metadata.parameters.frames must be an object")
+        for key, frame in (frames or {}).items():
+            nn = frame.get("nn_px") if isinstance(frame, Mapping) else None
+            _need(nn is None or (_is_number(nn) and math.isfinite(nn) and nn > 0),
+                  f"{where}.metadata.parameters.frames.{key}.nn_px must be a positive number, not {nn!r:.40}")
 
 
 def check_layer(layer: Any, image_shape: Sequence[int] | None) -> None:

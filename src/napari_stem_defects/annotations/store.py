@@ -47,7 +47,7 @@ import pandas as pd
 
 from ..io.atomic import atomic_write_text
 from ..provenance import current_user, now_iso, software
-from .schema import check_annotations, check_document, parse_json
+from .schema import check_annotations, check_document, check_header, check_size, parse_json
 from .tables import decode_array, decode_table, encode_array, encode_table
 
 __all__ = [
@@ -404,26 +404,13 @@ def load_annotations(path: str | os.PathLike) -> Annotations:
 
 
 def _read_document(p: Path) -> dict[str, Any]:
-    """The parsed JSON of an annotation file, with its format and version checked."""
-    size = p.stat().st_size
-    limit = max_file_bytes()
-    if size > limit:
-        raise AnnotationFileError(f"{p}: {size / 2**20:.0f} MiB is far larger than any annotation file this plugin "
-                                  f"writes or can read safely here ({limit / 2**20:.0f} MiB); it is not one")
+    """The parsed JSON of an annotation file, with its size, format and version checked."""
     try:
+        check_size(p.stat().st_size)
         doc = parse_json(p.read_bytes())
+        check_header(doc, FORMAT, VERSION)
     except ValueError as exc:
         raise AnnotationFileError(f"{p}: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise AnnotationFileError(f"{p}: not a napari-stem-defects annotation file "
-                                  f"(format {found!r:.60}, expected {FORMAT!r})")
-    version = doc.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise AnnotationFileError(f"{p}: unknown annotation file version {version!r:.40}")
-    if version > VERSION:
-        raise AnnotationFileError(f"{p}: written by a newer napari-stem-defects (file version {version}; "
-                                  f"this one reads up to version {VERSION}); update the plugin to open it")
     return doc
 
 
@@ -435,13 +422,6 @@ def _decode_document(doc: dict[str, Any], p: Path) -> Annotations:
     material = doc["material"]
     return Annotations(image=image, material=material, sites=layers["sites"], cells=layers["cells"],
                        saved_at=doc.get("saved_at"), saved_by=doc.get("saved_by"), software=doc.get("software"))
-
-
-def max_file_bytes() -> int:
-    """The largest annotation file read (bytes): an eighth of the reader's memory budget, at least 64 MiB."""
-    from ..io.limits import memory_budget
-
-    return max(64 << 20, memory_budget() // 8)
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
