@@ -83,15 +83,20 @@ def _number(low: float | None = None, high: float | None = None, *, low_open: bo
     return parse
 
 
-def _count(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
+def _whole(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} must be at least {minimum}")
+        return value
+    return parse
+
+
+_count = _whole(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="peak learning rate (default 3e-4)")
     tr.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     tr.add_argument("--threads", type=_count, default=None, help="torch threads (default torch's)")
-    tr.add_argument("--twins", type=_count, default=None, metavar="N",
+    tr.add_argument("--twins", type=_whole(0), default=None, metavar="N",
                     help="digital twins in the pool mixed into batches (default 24 cells, 16 columns)")
     return parser
 

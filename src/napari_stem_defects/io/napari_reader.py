@@ -165,6 +165,8 @@ def _recovered_layers(image: StemImage, kwargs: dict[str, Any], path: Path, side
             extra = annotation_layer_data(ann)
         except Exception as exc:  # noqa: BLE001 - recovery is best effort
             notes.append(f"the recovered layers could not be drawn ({type(exc).__name__}: {exc})")
+    elif ann is not None:
+        notes.append(f"they were made on an image of shape {tuple(ann.image.shape)}, not {tuple(image.data.shape)}")
     if extra:
         counts = [f"{len(layer.data)} {layer.kind}" for layer in ann.layers()]
         what = f"What could be read is shown ({', '.join(counts)})"
