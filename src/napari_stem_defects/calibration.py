@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from .image_values import finite_intensities
 from .materials import Material, parse_material
 
 #: Default tolerance on the relative difference of file and measured pixel size.
@@ -366,10 +367,7 @@ def _power_spectrum(image: np.ndarray) -> np.ndarray:
     window = np.outer(np.hanning(frames.shape[1]), np.hanning(frames.shape[2]))
     total = np.zeros(frames.shape[1:])
     for frame in frames:
-        finite = np.isfinite(frame)
-        if not finite.any():
-            raise ValueError("the image holds no finite values")
-        frame = np.where(finite, frame, np.nanmean(frame[finite]) if finite.any() else 0.0)
+        frame, _ = finite_intensities(frame, np.float64)  # NaN, 1e300 scales and hot pixels made harmless
         frame = (frame - frame.mean()) * window
         total += np.abs(np.fft.fftshift(np.fft.fft2(frame))) ** 2
     if not np.any(total > 0):

@@ -13,8 +13,10 @@ least confident cells first ("Next uncertain", Alt-N). Every edited item becomes
 image without a file is first written as ``<name>.npy`` where the person says.
 Every edit is autosaved after a short pause (to the same file, or to the
 ``autosave`` folder beside the user models folder), and when the layers are
-removed or the viewer closes, so no correction is lost. "Export training set"
-writes the verified cells as a dataset for "Train a model".
+removed or the viewer closes, so no correction is lost; an earlier annotation
+file that could not be read is kept aside, never overwritten, and the dock says
+where. "Export training set" writes the verified cells as a dataset for "Train
+a model".
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ class CorrectWidget(Container):
         self.history = EditHistory()
         self.unsaved = False
         self.saved_to: Path | None = None
+        self._kept: list[str] = []  # messages of earlier annotation files kept aside by the last save
         self.writer = SnapshotWriter()
         self._edits = 0  # corrections made so far: a snapshot is "saved" only if none came after it
         self._files: dict[str, Path] = {}  # image layer id -> the .npy written for an image without a file
@@ -785,7 +788,7 @@ class CorrectWidget(Container):
             self._files[image.unique_id] = file
         target = self._write(sidecar_path(file), file)
         if target is not None:
-            self._say(f"Annotations saved to {target}.")
+            self._say(" ".join([f"Annotations saved to {target}.", *self._kept]))
         return target
 
     def _write(self, target: Path, image_file: Path | None, blocking: bool = True) -> Path | Any | None:
@@ -814,6 +817,12 @@ class CorrectWidget(Container):
 
     def _written(self, target: Path, edits: int) -> Path:
         """A snapshot taken after ``edits`` corrections is on disk: saved, unless more came since."""
+        self._kept = self.writer.take_notes()
+        if self._kept:  # an earlier file that could not be read was kept aside: say where, where it stays seen
+            from napari.utils.notifications import show_warning
+
+            self._say(" ".join(self._kept))
+            show_warning(" ".join(self._kept))
         self.saved_to = target
         if edits == self._edits:
             self.unsaved = False

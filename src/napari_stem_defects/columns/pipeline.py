@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..calibration import LatticeMeasurement, LatticeNotFoundError, measure_lattice, measure_lattice_near
+from ..image_values import finite_intensities
 from ..materials import Material, parse_material
 from .classical import classical_detection_map
 from .intensity import background_map, integrated_intensity
@@ -66,7 +67,9 @@ def validate_image(image: np.ndarray) -> np.ndarray:
     """Check an image can be analysed and return it as float32.
 
     Isolated NaN or infinite pixels (e.g. a blanked region) are replaced by
-    the median of the rest.
+    the median of the rest; values beyond float32's range are rescaled and
+    extreme outliers (hot pixels) clipped
+    (:func:`~napari_stem_defects.image_values.finite_intensities`).
 
     Raises
     ------
@@ -89,12 +92,10 @@ def validate_image(image: np.ndarray) -> np.ndarray:
     if arr.size > MAX_PIXELS:
         raise ColumnDetectionError(f"image of {arr.shape[0]} x {arr.shape[1]} px is too large "
                                    "(over 8192 x 8192 px); crop or bin it first")
-    img = arr.astype(np.float32)
-    finite = np.isfinite(img)
-    if not finite.any():
-        raise ColumnDetectionError("the image holds no finite values (all NaN or infinite)")
-    if not finite.all():
-        img[~finite] = np.median(img[finite])
+    try:  # NaN/inf replaced, extreme magnitudes rescaled, hot pixels clipped (see image_values)
+        img, _ = finite_intensities(arr, np.float32)
+    except ValueError:
+        raise ColumnDetectionError("the image holds no finite values (all NaN or infinite)") from None
     if float(img.max() - img.min()) <= 1e-12 * max(1.0, float(abs(img).max())):
         raise ColumnDetectionError("the image is constant: there are no atom columns to find")
     return img
