@@ -44,11 +44,13 @@ def verdict(image: np.ndarray, material: str, pixel_size, source: str = "file") 
     except ColumnDetectionError:
         return "refuse: lattice" if not check_lattice(img, None, pixel_size).ok else "error"
     first = check_lattice(img, lattice, pixel_size)
-    sites = None
+    sites, fitted = None, None
     if first.ok:
         dmap = compute_detection_map(img, material=material, pixel_size=pixel_size, lattice=(lattice, nn))
-        sites = columns_from_map(img, dmap, material=material, pixel_size=pixel_size).sites
-    check = check_image(img, lattice, sites, nn, material, pixel_size, pixel_size_source=source, lattice_finding=first)
+        result = columns_from_map(img, dmap, material=material, pixel_size=pixel_size)
+        sites, fitted = result.sites, (result.a1, result.a2)
+    check = check_image(img, lattice, sites, nn, material, pixel_size, pixel_size_source=source, lattice_finding=first,
+                        fitted=fitted)
     if check.ok:
         return "accept (lattice px)" if check.pixel_size_source == "lattice" else "accept"
     return "refuse: " + next(f.name for f in check.findings if not f.ok)

@@ -53,7 +53,8 @@ def _check(image, material, pixel_size, source="file"):
     lattice, nn = lattice_spacing(img, material, pixel_size)
     dmap = compute_detection_map(img, material=material, pixel_size=pixel_size, lattice=(lattice, nn))
     result = columns_from_map(img, dmap, material=material, pixel_size=pixel_size)
-    return check_image(img, lattice, result.sites, nn, material, pixel_size, pixel_size_source=source)
+    return check_image(img, lattice, result.sites, nn, material, pixel_size, pixel_size_source=source,
+                       fitted=(result.a1, result.a2))
 
 
 @pytest.mark.parametrize("name", ["16_STOimage_1.ser", "Acquisition_18.emd"])

@@ -212,21 +212,31 @@ def measure_lattice_near(image: np.ndarray, d100_px: float, tolerance: float = 0
     log_power = np.log(power + 1e-30)
     score = _whiten(log_power, np.hypot(k_y, k_x), min(n_y, n_x))
     k0 = 1.0 / float(d100_px)
-    radii = k0 * np.linspace(1 - tolerance, 1 + tolerance, 41)
+    relative = np.linspace(1 - tolerance, 1 + tolerance, 41)
     angles = np.deg2rad(np.arange(0.0, 60.0, 0.25))
     turns = np.deg2rad(60.0 * np.arange(6))
-    rr, aa, tt = np.meshgrid(radii, angles, turns, indexing="ij")
-    rows = rr * np.sin(aa + tt) * n_y + n_y // 2
-    cols = rr * np.cos(aa + tt) * n_x + n_x // 2
     smooth = ndimage.maximum_filter(score, size=3)
-    values = ndimage.map_coordinates(smooth, [rows.ravel(), cols.ravel()], order=1, mode="nearest").reshape(rr.shape)
-    hexes = values.mean(axis=-1)
-    i, j = np.unravel_index(np.argmax(hexes), hexes.shape)
-    if hexes[i, j] < min_score:
+    best = None
+    # the first-order (100) ring, and the (110) ring sqrt(3) farther out and turned 30 degrees: where
+    # metal and X2 columns scatter alike the (100) spots are faint and the (110) ones carry the lattice
+    for ring, turn in ((1.0, 0.0), (np.sqrt(3.0), np.pi / 6)):
+        rr, aa, tt = np.meshgrid(k0 * ring * relative, angles, turns, indexing="ij")
+        rows = rr * np.sin(aa + tt) * n_y + n_y // 2
+        cols = rr * np.cos(aa + tt) * n_x + n_x // 2
+        values = ndimage.map_coordinates(smooth, [rows.ravel(), cols.ravel()], order=1, mode="nearest")
+        hexes = values.reshape(rr.shape).mean(axis=-1)
+        i, j = np.unravel_index(np.argmax(hexes), hexes.shape)
+        if best is None or hexes[i, j] > best[0]:
+            best = (float(hexes[i, j]), k0 * relative[i], angles[j] - turn)
+    top, radius, angle = best
+    if top < min_score:
         raise LatticeNotFoundError(
             f"no lattice found near the expected spacing of {d100_px:.1f} px (check the material and pixel size)")
-    g1 = radii[i] * np.array([np.sin(angles[j]), np.cos(angles[j])])
-    g2 = radii[i] * np.array([np.sin(angles[j] + np.pi / 3), np.cos(angles[j] + np.pi / 3)])
+    hexes = np.array([[top]])
+    i = j = 0
+    radii = np.array([radius])
+    g1 = radius * np.array([np.sin(angle), np.cos(angle)])
+    g2 = radius * np.array([np.sin(angle + np.pi / 3), np.cos(angle + np.pi / 3)])
     r1, r2, n_spots, _ = _refine(log_power, score, g1, g2, (n_y, n_x), max_order)
     if n_spots >= 6 and abs(np.linalg.norm(r1) / radii[i] - 1) < tolerance:
         g1, g2 = r1, r2
@@ -237,7 +247,8 @@ def measure_lattice_near(image: np.ndarray, d100_px: float, tolerance: float = 0
                               score=float(hexes[i, j]))
 
 
-def strong_spots(image: np.ndarray, n_spots: int = 40) -> tuple[np.ndarray, np.ndarray]:
+def strong_spots(image: np.ndarray, n_spots: int = 40, min_score: float = MIN_SPOT_SCORE
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """The strongest spots of an image's power spectrum, whatever lattice they belong to.
 
     Parameters
@@ -246,6 +257,8 @@ def strong_spots(image: np.ndarray, n_spots: int = 40) -> tuple[np.ndarray, np.n
         2D image or (t, y, x) stack (its central 2048 x 2048 at most).
     n_spots : int
         At most this many spots, strongest first.
+    min_score : float
+        Lowest strength over the radial background (log units) of a spot.
 
     Returns
     -------
@@ -265,7 +278,7 @@ def strong_spots(image: np.ndarray, n_spots: int = 40) -> tuple[np.ndarray, np.n
     log_power = np.log(power + 1e-30)
     score = _whiten(log_power, radius, min(n_y, n_x))
     valid = (radius > 4.0 / min(n_y, n_x)) & (radius < 0.45)
-    peaks = peak_local_max(np.where(valid, score, -np.inf), min_distance=2, threshold_abs=MIN_SPOT_SCORE,
+    peaks = peak_local_max(np.where(valid, score, -np.inf), min_distance=2, threshold_abs=min_score,
                            exclude_border=False)
     if len(peaks) == 0:
         return np.zeros((0, 2)), np.zeros(0)

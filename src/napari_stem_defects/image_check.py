@@ -34,7 +34,7 @@ Pure numpy/scipy.
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,8 @@ GAMMA_RANGE: tuple[float, float] = (1.25, 2.35)
 RATIO_TOLERANCE: float = 0.10
 #: Composition uncertainty (absolute fraction) allowed for a stated alloy.
 ALLOY_SPREAD: float = 0.25
+#: Lowest strength of a spectrum spot (log units over the radial background) the lattice check counts.
+SPOT_SCORE: float = 1.5
 #: Smallest share of the strongest FFT spots' power the hexagonal lattice must explain.
 MIN_EXPLAINED_POWER: float = 0.5
 #: Smallest (dim - hollow) / (bright - hollow) amplitude contrast of a 2H honeycomb.
@@ -170,16 +172,19 @@ def check_lattice(image: np.ndarray, lattice: LatticeMeasurement | None,
         h, w = arr.shape
         y0, x0 = max(0, (h - SPECTRUM_WINDOW) // 2), max(0, (w - SPECTRUM_WINDOW) // 2)
         arr = arr[y0:y0 + SPECTRUM_WINDOW, x0:x0 + SPECTRUM_WINDOW]
-    vectors, power = strong_spots(arr)
+    vectors, power = strong_spots(arr, min_score=SPOT_SCORE)
     symmetry, spacing = describe_spots(vectors, power)
     where = _spacing_text(spacing, pixel_size)
+    if lattice is not None and len(vectors) < 2:  # a small or noisy image: nothing speaks against the lattice
+        return Finding("lattice", True, "hexagonal lattice (too few strong spots to check its symmetry)",
+                       {"explained_power": float("nan"), "symmetry": symmetry})
     if lattice is None or len(vectors) == 0:
         return Finding("lattice", False, "No lattice of atom columns found: the power spectrum shows no hexagon "
                        f"of spots (its strongest spots: {symmetry}{where}). Not a 2H-MX2 monolayer, or too noisy.",
                        {"symmetry": symmetry, "explained_power": 0.0})
-    basis = np.stack([lattice.g1, lattice.g2], axis=1)
+    basis = _similar_basis(np.stack([lattice.g1, lattice.g2], axis=1), vectors, power)
     indices = np.linalg.solve(basis, vectors.T).T
-    residual = np.linalg.norm(vectors - np.rint(indices) @ basis.T, axis=1) / np.linalg.norm(lattice.g1)
+    residual = np.linalg.norm(vectors - np.rint(indices) @ basis.T, axis=1) / np.linalg.norm(basis[:, 0])
     explained = float(power[residual < 0.08].sum() / power.sum())
     metrics = {"explained_power": explained, "anisotropy": lattice.anisotropy, "symmetry": symmetry,
                "spacing_px": spacing}
@@ -189,6 +194,29 @@ def check_lattice(image: np.ndarray, lattice: LatticeMeasurement | None,
                        "not a 2H-MX2 monolayer.", metrics)
     return Finding("lattice", True, f"hexagonal lattice ({100 * explained:.0f} % of the spectrum's spot power)",
                    metrics)
+
+
+def _similar_basis(basis: np.ndarray, vectors: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """The hexagonal basis (columns g1, g2) scaled and turned to fit the spots it roughly indexes.
+
+    The lattice found on a small or noisy image can be a few per cent off in
+    size and a degree or two in angle; a similarity transform (scale and
+    rotation only, so the hexagon stays a hexagon and cannot turn into
+    another lattice) fitted to the spots within 0.25 |g1| of its nodes,
+    weighted by their power, removes that before the spots are counted.
+    """
+    nodes = np.rint(np.linalg.solve(basis, vectors.T).T) @ basis.T
+    near = (np.linalg.norm(vectors - nodes, axis=1) < 0.25 * np.linalg.norm(basis[:, 0])) & \
+        (np.abs(nodes).sum(axis=1) > 0)
+    if near.sum() < 2:
+        return basis
+    a, b, w = nodes[near], vectors[near], power[near]
+    za, zb = a[:, 1] + 1j * a[:, 0], b[:, 1] + 1j * b[:, 0]
+    factor = np.sum(w * zb * np.conj(za)) / np.sum(w * np.abs(za) ** 2)  # b ~ factor * a, complex least squares
+    if not (0.8 < abs(factor) < 1.25):
+        return basis
+    zg = (basis[1] + 1j * basis[0]) * factor
+    return np.stack([zg.imag, zg.real])
 
 
 def describe_spots(vectors: np.ndarray, power: np.ndarray) -> tuple[str, float | None]:
@@ -414,6 +442,7 @@ def check_image(
     pixel_size_source: str = "file",
     tolerance: float = 0.03,
     lattice_finding: Finding | None = None,
+    fitted: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ImageCheck:
     """Run every check that the inputs allow and decide which pixel size to use.
 
@@ -437,6 +466,9 @@ def check_image(
         Relative calibration tolerance.
     lattice_finding : Finding, optional
         The result of :func:`check_lattice` when it was run already.
+    fitted : (a1, a2), optional
+        Lattice vectors (pixels) fitted to the detected columns: far more precise
+        than the FFT's on small images, so the spacing is checked with them.
 
     Returns
     -------
@@ -444,6 +476,8 @@ def check_image(
     """
     mat = parse_material(material) if material is not None else None
     px = None if pixel_size is None else (float(pixel_size[0]), float(pixel_size[1]))
+    if lattice is not None and fitted is not None:
+        lattice = replace(lattice, a1=np.asarray(fitted[0], float), a2=np.asarray(fitted[1], float))
     check = ImageCheck(material=None if mat is None else mat.name, file_pixel_size=px, pixel_size=px,
                        pixel_size_source="none" if px is None else pixel_size_source)
     check.findings.append(lattice_finding or check_lattice(image, lattice, px))

@@ -100,7 +100,7 @@ _COLOURS = {"M": (1.0, 0.5, 0.05, 1.0), "X": (0.12, 0.47, 0.71, 1.0), "H": (0.84
 #: Phase-map colours: none and 2H transparent (the lattice shows through), 1T green, hole dark blue,
 #: amorphous orange, masked grey.
 _PHASE_COLOURS = {0: (0, 0, 0, 0), 1: (0, 0, 0, 0), 2: (0.17, 0.63, 0.17, 1.0), 3: (0.1, 0.1, 0.6, 1.0),
-                  4: (1.0, 0.5, 0.05, 1.0), 5: (0.5, 0.5, 0.5, 1.0)}
+                  4: (1.0, 0.5, 0.05, 1.0), 5: (0.5, 0.5, 0.5, 1.0), 6: (0.8, 0.2, 0.6, 1.0)}
 _LEGEND = {"M": "metal site (orange)", "X": "chalcogen column: X2 in 2H, single X in 1T (blue)", "H": "adatom (red)",
            "empty": "vacant site (hollow yellow ring)"}
 

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ..simulate.defects import CELL_CLASSES, SITE_DEFECTS
+from ..vocabulary import INCOMPLETE, PHASES
 
 __all__ = ["MAX_DEPTH", "check_annotations", "check_document", "check_header", "check_layer", "check_size",
            "max_file_bytes", "parse_json", "unique_ids"]
@@ -378,12 +379,15 @@ def _check_features(features: pd.DataFrame, kind: str, where: str, n_frames: int
     if kind == "cells" and columns:
         _need("class" in cols, f"{where}: a cells table needs a 'class' column (renamed or lost?)")
     if "class" in cols:
-        _check_labels(features["class"], "class", lambda v: v in CELL_CLASSES, where, missing_ok=False)
+        _check_labels(features["class"], "class", lambda v: v in CELL_CLASSES or v == INCOMPLETE, where,
+                      missing_ok=False)
     if "sublattice" in cols:
         _check_labels(features["sublattice"], "sublattice", lambda v: v in SUBLATTICES, where)
     if "defect" in cols:
         _check_labels(features["defect"], "defect", lambda v: v in SITE_DEFECTS or v == "", where)
-    for name in ("species", "m_species", "x_species"):
+    if "phase" in cols:
+        _check_labels(features["phase"], "phase", lambda v: v in PHASES, where)
+    for name in ("species", "m_species", "x_species", "x2_species"):
         if name in cols:
             _check_labels(features[name], name, _valid_species, where)
     for name in [c for c in columns if c in PROBABILITY_COLUMNS or c.startswith("p_")]:
@@ -391,7 +395,7 @@ def _check_features(features: pd.DataFrame, kind: str, where: str, n_frames: int
         bad = ~np.isnan(values) & ~((values >= 0) & (values <= 1))
         if bad.any():
             raise ValueError(f"{where}: column {name!r} holds {values[bad][0]!r}, not a probability in [0, 1]")
-    for name in ("verified", "detected", "complete", "adatom"):
+    for name in ("verified", "detected", "complete", "adatom", "boundary"):
         if name in cols:
             _need(features[name].dtype.kind == "b" or all(isinstance(v, (bool, np.bool_)) for v in features[name]),
                   f"{where}: column {name!r} must hold true/false")

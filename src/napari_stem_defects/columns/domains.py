@@ -300,6 +300,47 @@ def structure_levels(image: np.ndarray, positions: np.ndarray, nn_px: float) -> 
             - ndimage.map_coordinates(floor, coords, order=1, mode="nearest"))
 
 
+def void_regions(grain_map: np.ndarray, distance: np.ndarray, nn_px: float,
+                 image: np.ndarray | None = None) -> np.ndarray:
+    """Where the film has a hole and where its columns follow no lattice: phase codes (0 elsewhere).
+
+    Candidates are pixels far from every column (:func:`hole_mask`) and
+    patches of columns that follow no lattice (:func:`amorphous_mask`). With
+    the image, each candidate patch is a **hole** when it is darker than the
+    crystal's darkest points (its median below the 5th percentile of the
+    smoothed crystal; vacuum has no neighbours' tails, an empty hollow site
+    has) and then grows over the connected pixels darker than halfway to
+    that level; otherwise it is **amorphous** (contamination, disordered
+    matter: as bright as the crystal or brighter).
+    """
+    from ..vocabulary import PHASE_CODES
+
+    holes = hole_mask(distance, nn_px)
+    loose = amorphous_mask(grain_map, distance, nn_px)
+    out = np.zeros(grain_map.shape, np.uint8)
+    out[loose] = PHASE_CODES["amorphous"]
+    out[holes] = PHASE_CODES["hole"]
+    if image is None or not (holes | loose).any():
+        return out
+    smooth = ndimage.gaussian_filter(np.asarray(image, np.float32), 0.3 * nn_px)
+    crystal = out == 0
+    if crystal.sum() < 100:
+        return out
+    low = float(np.percentile(smooth[crystal], 5))
+    labels, n = ndimage.label(holes | loose)
+    medians = ndimage.median(smooth, labels, np.arange(1, n + 1))
+    dark = np.zeros(n + 1, bool)
+    dark[1:] = np.asarray(medians) < low
+    out[(labels > 0) & ~dark[labels]] = PHASE_CODES["amorphous"]
+    cores = dark[labels]
+    if cores.any():
+        level = 0.5 * (low + float(np.median(smooth[cores])))
+        grown, _ = ndimage.label(smooth < level)
+        keep = np.unique(grown[cores])
+        out[np.isin(grown, keep[keep > 0]) | cores] = PHASE_CODES["hole"]
+    return out
+
+
 def local_structure(positions: np.ndarray, coset: np.ndarray, level: np.ndarray, nn_px: float,
                     group: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For every site, its domain's hollow coset (0-2, or -1 for 1T) from the three cosets' local levels.

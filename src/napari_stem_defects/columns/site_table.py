@@ -10,8 +10,8 @@ import pandas as pd
 from ..cell_convention import partner_index, screen_angle
 from ..materials import ATOMIC_NUMBER, Material
 from ..vocabulary import PHASE_CODES
-from .domains import (MIN_GRAIN_PEAKS, amorphous_mask, grain_orientation, hole_mask, local_structure, motif_is_1t,
-                      segment_grains, structure_levels, territories)
+from .domains import (MIN_GRAIN_PEAKS, grain_orientation, local_structure, motif_is_1t, segment_grains,
+                      structure_levels, territories, void_regions)
 from .grain_sites import attach_peaks, grain_steps, place_grain_sites
 from .lattice_sites import neighbour_basis
 from .result import EMPTY, SITE_COLUMNS, SITE_STRUCTURE_COLUMNS, ColumnDetectionError, SpeciesFit
@@ -75,7 +75,8 @@ def build_site_table(
     sites : DataFrame
         Columns :data:`~.result.SITE_COLUMNS` and :data:`~.result.SITE_STRUCTURE_COLUMNS`.
     fits : dict of str to SpeciesFit
-        'M', 'X' (X2 columns of 2H domains) and, with 1T domains, 'X1T'.
+        'M', 'X' (metals and X2 columns of 2H domains and boundary bands) and, with 1T domains,
+        'M1T', 'X1T' (fitted apart: a 1T domain has no empty hollow, so its background differs).
     info : dict
         'a1', 'a2' (the main domain's lattice vectors), 'm_offset' (its metal to
         partner step), 'posteriors' (per fit, species probabilities indexed by
@@ -90,9 +91,7 @@ def build_site_table(
     if (grains >= 0).sum() < 6:
         raise ColumnDetectionError("the detected peaks do not form a honeycomb lattice")
     grain_map, distance = territories(shape, peaks, grains, nn_px)
-    regions = np.zeros(shape, np.uint8)
-    regions[amorphous_mask(grain_map, distance, nn_px)] = PHASE_CODES["amorphous"]
-    regions[hole_mask(distance, nn_px)] = PHASE_CODES["hole"]
+    regions = void_regions(grain_map, distance, nn_px, image)
     if mask is not None:
         regions[np.asarray(mask, bool)] = PHASE_CODES["masked"]
     placed, grains, n_tilted = _register(peaks, grains, orientation, u, v, nn_px, shape, regions)
@@ -136,16 +135,23 @@ def build_site_table(
 
     species = np.full(len(grid), EMPTY, dtype=object)
     prob = np.ones(len(grid))
-    # boundary bands hold X2 columns of the domains meeting there: they are fitted with the 2H ones
-    groups = {"M": sub == "M", "X": (sub == "X") & (phase != "1T"), "X1T": (sub == "X") & (phase == "1T")}
+    # boundary bands hold X2 columns of the domains meeting there: they are fitted with the 2H ones; 1T
+    # domains get a fit of their own (no empty hollow there: their background level differs)
+    one_t = phase == "1T"
+    groups = {"M": (sub == "M") & ~one_t, "X": (sub == "X") & ~one_t,
+              "M1T": (sub == "M") & one_t, "X1T": (sub == "X") & one_t}
     groups = {k: g for k, g in groups.items() if g.any()}
     med = {s: float(np.median(intensity[g])) for s, g in groups.items()}
+    fits: dict[str, SpeciesFit] = {}
     if material is not None:
-        nb = _neighbour_sums(grid, grain, sub, intensity)
-        fits = fit_species_physics({s: intensity[g] for s, g in groups.items()}, material,
-                                   {s: nb[g] for s, g in groups.items()})
+        nb = _neighbour_sums(grid, grain, sub, intensity, phase != "2H")
+        for keys in (("M", "X"), ("M1T", "X1T")):
+            part = {k: groups[k] for k in keys if k in groups}
+            if part:
+                fits.update(fit_species_physics({k: intensity[g] for k, g in part.items()}, material,
+                                                {k: nb[g] for k, g in part.items()}))
     else:
-        fits = {s: fit_species_free(intensity[g], "X" if s == "X1T" else s) for s, g in groups.items() if g.sum() > 1}
+        fits = {s: fit_species_free(intensity[g], s[0]) for s, g in groups.items() if g.sum() > 1}
     posterior = np.full(len(grid), None, dtype=object)
     for s, g in groups.items():
         if s in fits:
@@ -156,7 +162,7 @@ def build_site_table(
             posterior[np.flatnonzero(g)] = list(post)
     h = sub == "H"
     if h.any():
-        floor = _ADATOM_FRACTION * (min(v for k, v in med.items() if k in ("M", "X")) if med else 0.0)
+        floor = _ADATOM_FRACTION * (min([v for k, v in med.items() if k in ("M", "X")] or [0.0]))
         real = h & (intensity > floor)
         species[real] = "adatom"
         if "X" in fits:
@@ -183,9 +189,8 @@ def build_site_table(
     phase_sorted = sites["phase"].to_numpy()
     posteriors = {}
     for s, fit in fits.items():
-        want = "X" if s == "X1T" else s
-        rows = np.flatnonzero((sites["sublattice"].to_numpy() == want)
-                              & ((phase_sorted == "1T") if s == "X1T" else (phase_sorted != "1T") if s == "X" else True))
+        rows = np.flatnonzero((sites["sublattice"].to_numpy() == s[0])
+                              & ((phase_sorted == "1T") if s.endswith("1T") else (phase_sorted != "1T")))
         values = np.stack(posterior[rows]) if len(rows) else np.zeros((0, len(fit.labels)))
         posteriors[s] = pd.DataFrame(values, index=pd.Index(rows, name="site_id"), columns=list(fit.labels))
     main = max(domains, key=lambda d: d["n_sites"])
@@ -402,8 +407,13 @@ def _boundary(positions: np.ndarray, domain: np.ndarray, regions: np.ndarray, nn
     return out
 
 
-def _neighbour_sums(grid: np.ndarray, grain: np.ndarray, sub: np.ndarray, intensity: np.ndarray) -> np.ndarray:
-    """Summed intensity of each site's nearest neighbours on another sublattice (scaled to 3), within its grain."""
+def _neighbour_sums(grid: np.ndarray, grain: np.ndarray, sub: np.ndarray, intensity: np.ndarray,
+                    three_columns: np.ndarray | None = None) -> np.ndarray:
+    """Summed intensity of each site's nearest neighbour columns within its grain (hollow sites aside).
+
+    A 2H site has three (the other sublattice), a site of a 1T domain six (``three_columns``);
+    sites with some neighbours missing (image edge) are scaled up to that number.
+    """
     from .lattice_sites import STEPS
 
     row_of = {(int(k), int(g[0]), int(g[1])): r for r, (k, g) in enumerate(zip(grain, grid))}
@@ -414,10 +424,11 @@ def _neighbour_sums(grid: np.ndarray, grain: np.ndarray, sub: np.ndarray, intens
                          for k, g in zip(grain, grid)])
         ok = rows >= 0
         other = np.zeros(len(grid), bool)
-        other[ok] = (sub[rows[ok]] != sub[ok]) & (sub[rows[ok]] != "H")
+        other[ok] = (sub[rows[ok]] != "H") & (sub[ok] != "H")
         total[other] += intensity[rows[other]]
         count[other] += 1
-    return np.where(count > 0, total * 3.0 / np.maximum(count, 1), 0.0)
+    expected = np.where(three_columns, 6.0, 3.0) if three_columns is not None else 3.0
+    return np.where(count > 0, total * np.minimum(expected / np.maximum(count, 1), 2.0), 0.0)
 
 
 def _metal_coset(a: int, b: int, med: dict[int, float], material: Material | None) -> tuple[int, str]:

@@ -42,7 +42,7 @@ def candidates(material: Material, sublattice: str) -> list[tuple[str, tuple[str
     from ..simulate.defects import default_dopant, default_substituent
 
     out: list[tuple[str, tuple[str, ...], float]] = [(EMPTY, (), 0.0)]
-    if sublattice == "M":
+    if sublattice in ("M", "M1T"):
         metals = dict(material.metals)
         metals.setdefault(default_dopant(material), 0.0)
         out += [(el, (el,), frac) for el, frac in metals.items()]
