@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from ._dock import (
     Section, StemDock, adopt_material, current_frame, is_grey_image, layer_choice, material_choice, pixel_size,
     plot_canvas, plot_style, run_controls, text_label,
 )
+from ._jobs import show_elapsed
 from ._model_choice import ModelChoice
 
 if TYPE_CHECKING:
@@ -140,6 +142,9 @@ class ColumnsWidget(StemDock):
         self._relay.progress.connect(self._set_progress)
         self._debounce = QTimer(self.native, singleShot=True, interval=250)
         self._debounce.timeout.connect(self.run)
+        self._began = 0.0
+        self._ticker = QTimer(self.native, interval=1000)  # seconds in the bar's text while a run works
+        self._ticker.timeout.connect(lambda: show_elapsed(self.progress, time.monotonic() - self._began))
         self.run_button.changed.connect(lambda *_: self.run())
         self.cancel_button.changed.connect(self.cancel)
         self.layer.changed.connect(self._on_layer)
@@ -231,6 +236,8 @@ class ColumnsWidget(StemDock):
         worker.finished.connect(self._on_finished)
         self._worker, self._job = worker, job
         self.run_button.enabled, self.cancel_button.enabled = False, True
+        self._began = time.monotonic()
+        self._ticker.start()
         self._say("Detecting columns...")
         worker.start()
         return worker
@@ -303,6 +310,8 @@ class ColumnsWidget(StemDock):
     def _on_finished(self, *_) -> None:
         self._worker = self._job = None
         self.run_button.enabled, self.cancel_button.enabled = True, False
+        self._ticker.stop()
+        show_elapsed(self.progress, None)
         if self._pending:
             self._pending = False
             self.run()
