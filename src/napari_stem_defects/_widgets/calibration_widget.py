@@ -23,7 +23,7 @@ from ..layer_calibration import (
 )
 from ._dock import (
     Section, StemDock, adopt_material, current_frame, is_grey_image, layer_choice, material_choice, plot_canvas,
-    plot_style, row, text_label,
+    plot_style, text_label,
 )
 
 if TYPE_CHECKING:

@@ -277,7 +277,8 @@ def point_colours(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     species = features["species"].astype(str).to_numpy()
     colours = np.array([hex_to_rgba(species_colour(s)) for s in species], float).reshape(-1, 4)
     face = colours.copy()
-    face[:, 3] = np.where(species == EMPTY, 0.0, FACE_ALPHA)
+    face[:, 3] = FACE_ALPHA
+    face[species == EMPTY] = 0.0
     return face, colours
 
 

@@ -1,0 +1,80 @@
+"""How long "Next uncertain" takes in the Correct labels dock with 15k cells, in a real viewer.
+
+Run under a display (``xvfb-run -a -s "-screen 0 1366x768x24" python benchmarks/bench_navigation.py``).
+Each click selects the next least confident cell, centres and zooms the view on it, and is
+timed until the canvas has redrawn (events processed). The peer is the dock's first release,
+which only re-centred the view (0.9 s per click measured by issue 26 on 15k cells).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+
+
+def cells_table(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """n x n cells of a hexagonal lattice with random classes and confidences."""
+    from napari_stem_defects.simulate.defects import CELL_CLASSES
+
+    a1, a2 = np.array([0.0, 20.0]), np.array([17.32, 10.0])
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    centres = i.reshape(-1, 1) * a1 + j.reshape(-1, 1) * a2 + (10.0, 10.0 + 10.0 * n)
+    rng = np.random.default_rng(seed)
+    cells = pd.DataFrame({"cell_id": np.arange(n * n), "i": i.ravel(), "j": j.ravel(), "y_px": centres[:, 0],
+                          "x_px": centres[:, 1], "class": rng.choice(list(CELL_CLASSES), n * n),
+                          "confidence": rng.uniform(0.3, 1.0, n * n), "verified": False, "source": "model"})
+    return cells, a1, a2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=122, help="cells per side (122: 14,884 cells)")
+    parser.add_argument("--clicks", type=int, default=20)
+    args = parser.parse_args()
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_stem_defects._widgets._review import canvas_size
+    from napari_stem_defects._widgets.correct_widget import CorrectWidget
+    from napari_stem_defects.cells.shapes_layer import cells_to_shapes_data
+
+    cells, a1, a2 = cells_table(args.n)
+    extent = cells[["y_px", "x_px"]].to_numpy().max(axis=0) + 20
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1366, 740)
+    app = QApplication.instance()
+    image = viewer.add_image(np.zeros(tuple(int(v) for v in extent), np.float32), name="scan", scale=(0.1, 0.1),
+                             units=("angstrom", "angstrom"), metadata={"material": "MoS2"})
+    data, kwargs, _ = cells_to_shapes_data(cells, a1, a2, scale=(0.1, 0.1), units="angstrom", name="scan cells")
+    shapes = viewer.add_shapes(data, **kwargs)
+    widget = CorrectWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image.value, widget.cells.value = image, shapes
+    viewer.reset_view()
+    app.processEvents()
+    overview = viewer.camera.zoom
+    times, zooms = [], []
+    for _ in range(args.clicks):
+        t0 = time.perf_counter()
+        row = widget.next_uncertain()
+        app.processEvents()  # the canvas redraws
+        times.append(time.perf_counter() - t0)
+        zooms.append(viewer.camera.zoom)
+        assert shapes.selected_data == {row}
+    times = np.array(times[1:]) * 1000  # the first click builds napari's caches
+    print(f"Next uncertain on {len(cells)} cells, {args.clicks - 1} clicks (this machine):")
+    print("| step | median ms | max ms |")
+    print("|---|---|---|")
+    print(f"| select, centre, zoom and redraw | {np.median(times):.0f} | {times.max():.0f} |")
+    print(f"| issue 26 (first release, centre only) | 900 | |")
+    print(f"view after a click: {min(canvas_size(viewer)) / zooms[-1] / (20 * 0.1):.1f} cells across "
+          f"(the overview showed {min(canvas_size(viewer)) / overview / (20 * 0.1):.0f})")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
