@@ -3,7 +3,7 @@
 Run under a display (``xvfb-run -a -s "-screen 0 1366x768x24" python benchmarks/bench_navigation.py``).
 Each click selects the next least confident cell, centres and zooms the view on it, and is
 timed until the canvas has redrawn (events processed). The peer is the dock's first release,
-which only re-centred the view (0.9 s per click measured by issue 26 on 15k cells).
+which only re-centred the view: run it with PYTHONPATH pointing at that release to compare.
 """
 
 from __future__ import annotations
@@ -33,13 +33,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=122, help="cells per side (122: 14,884 cells)")
     parser.add_argument("--clicks", type=int, default=20)
+    parser.add_argument("--label", default="this branch", help="what is measured (e.g. the first release)")
     args = parser.parse_args()
 
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_stem_defects._widgets._review import canvas_size
     from napari_stem_defects._widgets.correct_widget import CorrectWidget
+
+    def canvas_size(viewer):
+        return tuple(viewer.canvas.size)
     from napari_stem_defects.cells.shapes_layer import cells_to_shapes_data
 
     cells, a1, a2 = cells_table(args.n)
@@ -57,20 +60,31 @@ def main() -> None:
     viewer.reset_view()
     app.processEvents()
     overview = viewer.camera.zoom
-    times, zooms = [], []
-    for _ in range(args.clicks):
+    handler, redraw, pan, zooms = [], [], [], []
+    for k in range(args.clicks):
         t0 = time.perf_counter()
-        row = widget.next_uncertain()
+        back = k % 2 == 1 and hasattr(widget, "previous_uncertain")  # (the first release had no "previous")
+        row = widget.previous_uncertain() if back else widget.next_uncertain()
+        t1 = time.perf_counter()
         app.processEvents()  # the canvas redraws
-        times.append(time.perf_counter() - t0)
+        t2 = time.perf_counter()
+        handler.append(t1 - t0)
+        redraw.append(t2 - t1)
         zooms.append(viewer.camera.zoom)
         assert shapes.selected_data == {row}
-    times = np.array(times[1:]) * 1000  # the first click builds napari's caches
-    print(f"Next uncertain on {len(cells)} cells, {args.clicks - 1} clicks (this machine):")
+        # the same redraw after a plain pan by a person, for comparison
+        viewer.camera.center = tuple(np.asarray(viewer.camera.center) + 0.5)
+        t3 = time.perf_counter()
+        app.processEvents()
+        pan.append(time.perf_counter() - t3)
+    handler, redraw, pan = (np.array(x[1:]) * 1000 for x in (handler, redraw, pan))  # the 1st builds caches
+    print(f"{args.label}: next / previous uncertain on {len(cells)} cells, {args.clicks - 1} clicks "
+          "(this machine: 2 cores, Xvfb with software OpenGL):")
     print("| step | median ms | max ms |")
     print("|---|---|---|")
-    print(f"| select, centre, zoom and redraw | {np.median(times):.0f} | {times.max():.0f} |")
-    print(f"| issue 26 (first release, centre only) | 900 | |")
+    print(f"| dock: pick the cell, select it, centre and zoom | {np.median(handler):.0f} | {handler.max():.0f} |")
+    print(f"| napari: redraw the canvas after it | {np.median(redraw):.0f} | {redraw.max():.0f} |")
+    print(f"| napari: redraw after a plain pan (peer) | {np.median(pan):.0f} | {pan.max():.0f} |")
     print(f"view after a click: {min(canvas_size(viewer)) / zooms[-1] / (20 * 0.1):.1f} cells across "
           f"(the overview showed {min(canvas_size(viewer)) / overview / (20 * 0.1):.0f})")
     viewer.close()
