@@ -31,14 +31,15 @@ def short_training(monkeypatch):
 @pytest.fixture
 def sample(make_napari_viewer):
     viewer = make_napari_viewer()
-    (layer,) = viewer.open_sample("napari-stem-defects", "dynamics_stack")
+    layer, _truth = viewer.open_sample("napari-stem-defects", "dynamics_stack")
     widget = DynamicsWidget(viewer)
     viewer.window.add_dock_widget(widget)
     return viewer, layer, widget
 
 
 def _new_layers(viewer, image) -> list:
-    return [layer for layer in viewer.layers if layer is not image]
+    """The layers the analysis made (not the series, not its ground truth)."""
+    return [layer for layer in viewer.layers if layer is not image and not layer.metadata.get("ground_truth")]
 
 
 def test_sample_series_gives_every_layer_in_the_images_scale(sample, short_training, tmp_path, monkeypatch):

@@ -25,3 +25,12 @@ def test_samples_open_image_and_ground_truth(make_napari_viewer, key, material):
     occ = points.data[(feats["sublattice"] == "M").to_numpy() & (feats["n_atoms"] > 0).to_numpy()]
     yx = np.round(occ).astype(int)
     assert image.data[yx[:, 0], yx[:, 1]].mean() > image.data.mean()
+
+
+def test_a_calibrated_sample_switches_the_scale_bar_on(make_napari_viewer):
+    from napari_stem_defects._widgets._dock import scale_bar_of
+
+    viewer = make_napari_viewer(show=True)  # napari's current viewer is a shown window
+    assert not scale_bar_of(viewer).visible
+    viewer.open_sample("napari-stem-defects", "mos2_vacancies")
+    assert scale_bar_of(viewer).visible

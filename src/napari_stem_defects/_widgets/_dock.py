@@ -324,16 +324,40 @@ def plot_canvas(height: int = 240) -> tuple[Figure, Any]:
     return figure, canvas
 
 
-def show_scale_bar(viewer: Any) -> None:
-    """Switch the viewer's scale bar on once a calibrated image is shown (once per viewer)."""
+def show_scale_bar(viewer: Any, calibrated: bool | None = None) -> None:
+    """Switch the viewer's scale bar on once a calibrated image is shown (once per viewer).
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    calibrated : bool, optional
+        Whether a calibrated image is being opened; by default the viewer's layers are looked at.
+    """
     from napari.layers import Image
 
     viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugins a proxy of the viewer
     if viewer in _SCALE_BAR_SHOWN:
         return
-    if any(isinstance(x, Image) and layer_pixel_size(x, sync=False) is not None for x in viewer.layers):
+    if calibrated is None:
+        calibrated = any(isinstance(x, Image) and layer_pixel_size(x, sync=False) is not None
+                         for x in viewer.layers)
+    if calibrated:
         scale_bar_of(viewer).visible = True
         _SCALE_BAR_SHOWN.add(viewer)
+
+
+def show_scale_bar_in_current_viewer(calibrated: bool) -> None:
+    """For readers and samples: switch the scale bar of napari's current viewer on (once) for a
+    calibrated image. Does nothing without a running napari window."""
+    import sys
+
+    if not calibrated or "napari" not in sys.modules:
+        return
+    import napari
+
+    viewer = napari.current_viewer()
+    if viewer is not None:
+        show_scale_bar(viewer, calibrated=True)
 
 
 def scale_bar_of(viewer: Any) -> Any:
@@ -348,5 +372,5 @@ def scale_bar_of(viewer: Any) -> Any:
 __all__ = [
     "DOCK_MIN_WIDTH", "DOCK_WIDTH", "Section", "StemDock", "adopt_material", "current_frame", "is_grey_image",
     "layer_choice", "material_choice", "pixel_size", "plot_canvas", "plot_style", "row", "run_controls",
-    "scale_bar_of", "show_scale_bar", "text_label",
+    "scale_bar_of", "show_scale_bar", "show_scale_bar_in_current_viewer", "text_label",
 ]

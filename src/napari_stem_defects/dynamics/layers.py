@@ -25,7 +25,8 @@ LayerDataTuple = tuple[Any, dict[str, Any], str]
 def _placement(scale: tuple[float, float], units: tuple[str, str], translate: tuple[float, float],
                stacked: bool) -> dict[str, Any]:
     if stacked:
-        return {"scale": (1.0, *scale), "units": ("", *units), "translate": (0.0, *translate)}
+        return {"scale": (1.0, *scale), "units": ("", *units), "translate": (0.0, *translate),
+                "axis_labels": ("frame", "y", "x")}
     return {"scale": tuple(scale), "units": tuple(units), "translate": tuple(translate)}
 
 
