@@ -18,7 +18,9 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton
 from magicgui.widgets.bases import Widget
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
-from qtpy.QtWidgets import QComboBox, QDockWidget, QFrame, QMainWindow, QScrollArea, QSizePolicy
+from qtpy.QtWidgets import (
+    QAbstractSpinBox, QComboBox, QDockWidget, QFrame, QMainWindow, QScrollArea, QSizePolicy, QWidget,
+)
 
 from ..layer_calibration import layer_pixel_size
 from ..materials import KNOWN_MATERIALS, parse_material
@@ -132,10 +134,19 @@ class StemDock(Container):
         return Container.native.fget(self)
 
     def finish(self) -> None:
-        """Make long layer names and choices shrink with the dock instead of widening it."""
+        """Make long layer names and choices shrink with the dock instead of widening it, and give the
+        parts of composite controls (a slider's number box) the control's tooltip."""
         for combo in self.body.findChildren(QComboBox):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
+        for part in self.body.findChildren(QAbstractSpinBox):
+            parent = part.parentWidget()
+            if part.toolTip() or parent is None:
+                continue
+            tips = [w.toolTip() for w in parent.findChildren(QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly)
+                    if w.toolTip()]
+            if tips:
+                part.setToolTip(tips[0])
 
     def say(self, message: str) -> None:
         """Show a message in the dock's result line and the viewer's status bar."""
