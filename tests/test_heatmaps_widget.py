@@ -265,12 +265,12 @@ def test_regions_carry_no_text_until_asked_and_selection_describes_them(setup, c
     widget.update_regions()
     shapes = viewer.layers["twin defect regions"]
     assert shapes.nshapes > 0
-    assert not widget.labels.value and not shapes.text.visible  # no text over the image by default
-    widget.labels.value = True
+    assert not widget.label_regions.value and not shapes.text.visible  # no text over the image by default
+    widget.label_regions.value = True
     assert shapes.text.visible and shapes.metadata["labels"]
     first = shapes.features.iloc[0]
     assert shapes.text.values[0] == f"{first['class']} {first['max_probability']:.2f}"
-    widget.labels.value = False
+    widget.label_regions.value = False
     assert not shapes.text.visible
     shapes.selected_data = {0}
     shapes.events.highlight()  # as napari does when the selection changes

@@ -206,9 +206,12 @@ class Section(Container):
         self.content.native.layout().addWidget(widget)
 
 
-def row(*widgets: Widget) -> Container:
-    """Controls side by side (buttons of one task), without labels."""
-    box = Container(layout="horizontal", labels=False, widgets=list(widgets))
+def row(*widgets: Widget, label: str = "") -> Container:
+    """Controls side by side (buttons of one task), without labels of their own.
+
+    ``label`` names the row in a labelled container (e.g. 'species' before a dropdown and its button).
+    """
+    box = Container(layout="horizontal", labels=False, widgets=list(widgets), label=label)
     box.margins = (0, 0, 0, 0)
     return box
 
@@ -216,9 +219,8 @@ def row(*widgets: Widget) -> Container:
 def text_label(value: str = "", tooltip: str = "") -> Label:
     """A label for results: wraps with the dock's width, text can be selected and copied."""
     label = Label(value=value, tooltip=tooltip or None)
-    label.native.setWordWrap(True)
+    label.native.setWordWrap(True)  # (keeps the label's height-for-width: wrapped lines get their room)
     label.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     label.native.setMinimumWidth(50)
     return label
 
@@ -331,6 +333,7 @@ def plot_canvas(height: int = 240) -> tuple[Figure, Any]:
     canvas.setMinimumHeight(height)
     canvas.setMaximumHeight(height)
     canvas.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+    canvas.setMinimumWidth(150)
     canvas.setToolTip("the dock's plot; it redraws after every run")
     return figure, canvas
 

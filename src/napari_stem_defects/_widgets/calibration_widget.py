@@ -281,7 +281,7 @@ class CalibrationWidget(StemDock):
                            label=f"order {order}")
             ax.set(xlabel="k$_x$ (1/px)", ylabel="k$_y$ (1/px)",
                    title=f"{report.material}: {report.lattice.n_spots} spots fitted")
-            ax.legend(loc="upper right")
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, borderaxespad=0.0)
         self.canvas.draw_idle()
 
 

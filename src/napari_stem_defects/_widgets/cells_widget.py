@@ -391,7 +391,8 @@ def statistics_html(stats: DefectStatistics, calibration: str | None = None) -> 
         Which calibration the concentrations used (:func:`~napari_stem_defects.layer_calibration.calibration_note`).
     """
     calibrated = any(np.isfinite(v) for v in stats.concentration_cm2.values())
-    head = "<tr><th align=left>class</th><th>n</th><th>%</th>" + ("<th>cm<sup>-2</sup></th>" * calibrated) + "</tr>"
+    head = ("<tr><th align=left>class</th><th align=right>n</th><th align=right>%</th>"
+            + ("<th align=right>cm<sup>-2</sup></th>" * calibrated) + "</tr>")
     rows = []
     for c, n in stats.counts.items():
         if n == 0:
@@ -403,7 +404,7 @@ def statistics_html(stats: DefectStatistics, calibration: str | None = None) -> 
     how = calibration if calibration else ("calibrated" if calibrated else "uncalibrated")
     note = (f"{stats.n_cells} complete cells{area}; {html.escape(how)}"
             + ("" if calibrated else ": no concentrations"))
-    return f"{note}<table>{head}{''.join(rows)}</table>"
+    return f"{note}<table cellspacing=0 cellpadding=3>{head}{''.join(rows)}</table>"
 
 
 def _is_points(layer: Any) -> bool:

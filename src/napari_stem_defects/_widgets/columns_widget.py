@@ -127,7 +127,7 @@ class ColumnsWidget(StemDock):
         self.legend = text_label(tooltip="species colours and counts of the columns layer")
         self.markers = text_label(marker_legend_html(), tooltip="what the marker shapes mean")
         self.details = text_label(tooltip="messages and settings of the last run")
-        self.figure, self.canvas = plot_canvas(300)
+        self.figure, self.canvas = plot_canvas(340)
         self.plot = Section("Intensity histograms", expanded=True,
                             tooltip="the integrated intensity of every column per sublattice, with the fitted "
                                     "species mixture: why a column got its label")
@@ -393,7 +393,8 @@ class ColumnsWidget(StemDock):
                     for label, weight, curve in zip(fit.labels, fit.weights, pdf, strict=False):
                         ax.plot(xs, curve, color=species_colour(label), lw=1.6, label=f"{label} ({weight:.0%})")
                     ax.plot(xs, pdf.sum(axis=0), color=fg, lw=0.8, ls="--", label="_mixture")
-                    ax.legend()
+                    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), handlelength=1.0, borderaxespad=0.3)
+                ax.set_yticks([])  # densities: their scale says nothing
         self.canvas.draw_idle()
 
 

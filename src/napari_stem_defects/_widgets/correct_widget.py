@@ -176,8 +176,9 @@ class CorrectWidget(StemDock):
         self.status = _text(tooltip="whether the corrections are written, and where")
         self.result = _text(tooltip="the last action's outcome")
         layers = Container(labels=True, widgets=[self.image, self.sites, self.cells, self.material])
-        correct = Container(labels=True, widgets=[row(self.species, self.set_species_button),
-                                                  row(self.cell_class, self.set_class_button)])
+        self.species.label = self.cell_class.label = ""  # the rows carry the labels
+        correct = Container(labels=True, widgets=[row(self.species, self.set_species_button, label="species"),
+                                                  row(self.cell_class, self.set_class_button, label="class")])
         self.extend([
             Section("Layers", [layers], expanded=True, labels=False, tooltip="what is being corrected"),
             Section("Correct", [correct, row(self.previous_button, self.next_button),

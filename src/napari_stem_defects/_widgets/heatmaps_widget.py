@@ -138,7 +138,7 @@ class HeatmapsWidget(StemDock):
                                      tooltip="regions smaller than this, in squared metal-to-chalcogen distances, "
                                              "are dropped as specks (a point defect lights up about 0.8 nn²); "
                                              f"0 keeps every region. Default {MIN_AREA_NN2}")
-        self.labels = CheckBox(text="label regions", value=False,
+        self.label_regions = CheckBox(text="label regions", value=False,
                                tooltip="write each region's family and peak probability beside it (off by "
                                        "default: hundreds of labels hide the image; hover over a region or "
                                        "select it to read them)")
@@ -154,7 +154,7 @@ class HeatmapsWidget(StemDock):
         form = Container(labels=True, widgets=[self.layer, self.material, self.engine, self.window, self.stride,
                                                self.unit])
         display = Section("Regions and display", [self.output, self.outline, self.threshold, self.min_area,
-                                                  self.labels], expanded=True,
+                                                  self.label_regions], expanded=True,
                           tooltip="how the maps are laid out and which regions are outlined (no recomputation)")
         self.extend([form, buttons, self.progress, self.result, display,
                      Section("Legend", [self.legend], expanded=True, labels=False,
@@ -175,7 +175,7 @@ class HeatmapsWidget(StemDock):
         self.min_area.changed.connect(lambda *_: self._debounce.start())
         self.outline.changed.connect(lambda *_: self.update_regions())
         self.output.changed.connect(lambda *_: self._on_output())
-        self.labels.changed.connect(self._on_labels)
+        self.label_regions.changed.connect(self._on_labels)
         self._on_layer()
         self._on_engine()
 
@@ -392,7 +392,7 @@ class HeatmapsWidget(StemDock):
         from napari.layers import Shapes
 
         data, kwargs = region_shapes(run.regions, run.image.name, boxes=self.outline.value == "boxes",
-                                     labels=bool(self.labels.value), **run.placement)
+                                     labels=bool(self.label_regions.value), **run.placement)
         kwargs["metadata"] = {**kwargs["metadata"], "frame": run.frame, "engine": run.result.engine}
         name = kwargs["name"]
         existing = self._viewer.layers[name] if name in self._viewer.layers else None
@@ -425,8 +425,8 @@ class HeatmapsWidget(StemDock):
         run = self.last_run
         shapes = None if run is None else run.shapes
         if shapes is not None and shapes in self._viewer.layers:
-            shapes.text.visible = bool(self.labels.value)
-            shapes.metadata["labels"] = bool(self.labels.value)
+            shapes.text.visible = bool(self.label_regions.value)
+            shapes.metadata["labels"] = bool(self.label_regions.value)
             shapes.refresh()
 
     def _watch_selection(self, shapes) -> None:

@@ -111,7 +111,10 @@ class TrainWidget(StemDock):
         plot = Section("Training curves", expanded=True,
                        tooltip="loss and accuracy per step, held-out score at the evaluations")
         plot.add_native(self.canvas)
-        sets = Container(labels=False, widgets=[self.datasets, self.hint, row(self.add_button, self.remove_button)])
+        title = text_label("<b>Training sets</b> (folders from 'Export training set')",
+                           tooltip="the training sets the new version learns from")
+        sets = Container(labels=False, widgets=[title, self.datasets, self.hint,
+                                                row(self.add_button, self.remove_button)])
         sets.margins = (0, 0, 0, 0)
         form = Container(labels=True, widgets=[self.what, self.name, self.steps, self.twin_fraction, self.n_twins,
                                                self.val_fraction])

@@ -313,8 +313,8 @@ def point_border_widths(features: pd.DataFrame) -> np.ndarray:
 
 def marker_legend_html() -> str:
     """What the marker shapes mean, as one line of rich text."""
-    return ("&#9679; column found &nbsp; &#9632; placed by the lattice fit &nbsp; "
-            "&#9675; empty site &nbsp; &#9670; adatom")
+    return ("<span>&#9679;&nbsp;column found &nbsp; &#9632;&nbsp;placed by the lattice fit &nbsp; "
+            "&#9675;&nbsp;empty site &nbsp; &#9670;&nbsp;adatom</span>")
 
 
 def points_kwargs(
