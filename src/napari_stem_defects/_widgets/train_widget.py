@@ -36,10 +36,11 @@ log = logging.getLogger(__name__)
 DEFAULT_STEPS = 400
 #: Default number of digital twins generated to mix into the batches.
 DEFAULT_TWINS = 24
-#: Seconds per optimisation step, per twin simulated, and to start (spawning the process, loading
-#: torch and the data), measured on a 2-core laptop CPU (benchmarks/bench_training_time.py).
-SECONDS_PER_STEP: dict[str, float] = {"cells": 0.25, "columns": 1.5}
-SECONDS_PER_TWIN: dict[str, float] = {"cells": 0.4, "columns": 0.4}
+#: Seconds per optimisation step, per twin simulated (with the evaluations), and to start (spawning the
+#: process, loading torch and the data), measured on a busy 2-core laptop CPU
+#: (benchmarks/bench_training_time.py: cells 0.21 s per step, 20 s fixed; columns 5.6 s per step, 12 s).
+SECONDS_PER_STEP: dict[str, float] = {"cells": 0.21, "columns": 5.6}
+SECONDS_PER_TWIN: dict[str, float] = {"cells": 0.8, "columns": 0.5}
 START_SECONDS = 15.0
 #: What the empty list of training sets says.
 EMPTY_HINT = ("No training sets yet. Make one in 'Correct labels': correct some cells (they become verified), "
