@@ -183,7 +183,7 @@ def test_cancel_stops_the_sample_analysis_mid_run(sample, short_training, qtbot)
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=30000)
     assert 2 <= widget.progress.value < 15  # stopped in the registration
     assert widget.result.value == "Cancelled."
-    assert list(viewer.layers) == [image] and widget.last_result is None and not widget.save_button.enabled
+    assert _new_layers(viewer, image) == [] and widget.last_result is None and not widget.save_button.enabled
 
 
 def test_widget_opens_from_the_plugin_manifest(make_napari_viewer):
