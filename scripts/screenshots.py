@@ -69,6 +69,10 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    import os
+
+    scratch = tempfile.TemporaryDirectory()  # autosaves and model versions of this run, never the user's
+    os.environ["NAPARI_STEM_DEFECTS_MODELS"] = str(Path(scratch.name) / "models")
 
     import napari
     from qtpy.QtWidgets import QApplication
@@ -116,7 +120,13 @@ def main() -> None:
     timed("Detect atom columns", lambda: docks["Detect atom columns"].run(blocking=True))
     shoot("Detect atom columns")
     timed("Classify unit cells", lambda: docks["Classify unit cells"].run(blocking=True))
+    viewer.reset_view()
+    viewer.camera.zoom *= 2.5  # a few dozen cells: columns, cells and their classes readable
     shoot("Classify unit cells")
+    window.grab().save(str(out / "window_cells.png"))
+    if args.readme:
+        size = save_small_png(window.grab().toImage(), Path(args.readme))
+        print(f"README screenshot: {args.readme} ({size / 1024:.0f} KB)")
     viewer.layers.selection.active = viewer.layers[f"{image.name} cells"]
     correct = docks["Correct labels"]
     show("Correct labels")
@@ -126,9 +136,6 @@ def main() -> None:
     rows.append(("Correct labels (next uncertain)", time.perf_counter() - t0, float("nan")))
     shoot("Correct labels")
     window.grab().save(str(out / "window_correct.png"))
-    if args.readme:
-        size = save_small_png(window.grab().toImage(), Path(args.readme))
-        print(f"README screenshot: {args.readme} ({size / 1024:.0f} KB)")
     viewer.reset_view()
     timed("Defect heatmaps", lambda: docks["Defect heatmaps"].run(blocking=True))
     shoot("Defect heatmaps")
@@ -164,6 +171,7 @@ def main() -> None:
         print(f"| {name} | {seconds:.1f} | {'' if np.isnan(still) else f'{still:.1f}'} |")
     print(f"screenshots in {out}/")
     viewer.close()
+    scratch.cleanup()
 
 
 if __name__ == "__main__":

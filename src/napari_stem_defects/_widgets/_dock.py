@@ -219,8 +219,13 @@ def row(*widgets: Widget, label: str = "") -> Container:
 def text_label(value: str = "", tooltip: str = "") -> Label:
     """A label for results: wraps with the dock's width, text can be selected and copied."""
     label = Label(value=value, tooltip=tooltip or None)
-    label.native.setWordWrap(True)  # (keeps the label's height-for-width: wrapped lines get their room)
+    label.native.setWordWrap(True)
     label.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    # the dock's width decides the label's (long text never widens the dock), and its height follows
+    # from the wrapped lines (height for width)
+    policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    policy.setHeightForWidth(True)
+    label.native.setSizePolicy(policy)
     label.native.setMinimumWidth(50)
     return label
 

@@ -89,11 +89,12 @@ class CalibrationWidget(StemDock):
                                    "fitted (first order blue, second orange)")
         spectrum.add_native(self.canvas)
         form = Container(labels=True, widgets=[self.layer, self.material])
-        size = Section("Pixel size", [self.current, self.size_y, self.size_x, self.square, self.apply,
-                                      self.file_value, self.use_file], expanded=True,
-                       tooltip="the image's pixel size: typed, from the file, or from the lattice")
-        check = Section("Check against the lattice", [self.tolerance, self.measure, self.lattice_value, self.adopt,
-                                                      self.result], expanded=True,
+        size = Section("Pixel size", [self.current, Container(labels=True, widgets=[self.size_y, self.size_x]),
+                                      self.square, self.apply, self.file_value, self.use_file], expanded=True,
+                       labels=False, tooltip="the image's pixel size: typed, from the file, or from the lattice")
+        check = Section("Check against the lattice", [Container(labels=True, widgets=[self.tolerance]), self.measure,
+                                                      self.lattice_value, self.adopt, self.result],
+                        expanded=True, labels=False,
                         tooltip="measure the lattice and compare the pixel size it implies with the file's")
         scope = Section("Microscope", [self.kv, self.inner, self.outer, self.convergence], expanded=False,
                         tooltip="microscope settings, kept in the image layer's metadata")
