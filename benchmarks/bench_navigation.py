@@ -29,6 +29,12 @@ def cells_table(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.nda
     return cells, a1, a2
 
 
+def _camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=122, help="cells per side (122: 14,884 cells)")
@@ -59,7 +65,7 @@ def main() -> None:
     widget.image.value, widget.cells.value = image, shapes
     viewer.reset_view()
     app.processEvents()
-    overview = viewer.camera.zoom
+    overview = _camera(viewer).zoom
     handler, redraw, pan, zooms = [], [], [], []
     for k in range(args.clicks):
         t0 = time.perf_counter()
@@ -70,10 +76,10 @@ def main() -> None:
         t2 = time.perf_counter()
         handler.append(t1 - t0)
         redraw.append(t2 - t1)
-        zooms.append(viewer.camera.zoom)
+        zooms.append(_camera(viewer).zoom)
         assert shapes.selected_data == {row}
         # the same redraw after a plain pan by a person, for comparison
-        viewer.camera.center = tuple(np.asarray(viewer.camera.center) + 0.5)
+        _camera(viewer).center = tuple(np.asarray(_camera(viewer).center) + 0.5)
         t3 = time.perf_counter()
         app.processEvents()
         pan.append(time.perf_counter() - t3)

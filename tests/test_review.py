@@ -14,6 +14,12 @@ from napari_stem_defects.annotations.edits import CLASS_KEYS, species_keys
 from napari_stem_defects.simulate.presets import mos2_vacancies
 
 
+def _camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
 @pytest.fixture(autouse=True)
 def user_models(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_STEM_DEFECTS_MODELS", str(tmp_path / "models"))
@@ -41,18 +47,18 @@ def test_next_and_previous_uncertain_zoom_to_a_few_cells_and_select(reviewed):
     viewer, _, widget = reviewed
     cells = viewer.layers["scan cells"]
     viewer.reset_view()
-    overview = viewer.camera.zoom
+    overview = _camera(viewer).zoom
     confidence = cells.features["confidence"].to_numpy(float)
     order = np.lexsort((np.arange(len(confidence)), confidence))
     first = widget.next_uncertain()
     assert first == order[0] and cells.selected_data == {first}
     assert viewer.layers.selection.active is cells
     centre = cells.features.loc[first, ["y_px", "x_px"]].to_numpy(float) * 0.12
-    assert tuple(viewer.camera.center[-2:]) == pytest.approx(tuple(centre))
+    assert tuple(_camera(viewer).center[-2:]) == pytest.approx(tuple(centre))
     # zoomed in: about CELLS_ACROSS cells across the shorter side of the canvas
     a_world = np.hypot(*cells.metadata["a1_px"]) * 0.12
-    across = min(canvas_size(viewer)) / viewer.camera.zoom / a_world
-    assert viewer.camera.zoom > 2 * overview and across == pytest.approx(CELLS_ACROSS, rel=0.05)
+    across = min(canvas_size(viewer)) / _camera(viewer).zoom / a_world
+    assert _camera(viewer).zoom > 2 * overview and across == pytest.approx(CELLS_ACROSS, rel=0.05)
     second = widget.next_uncertain()
     third = widget.next_uncertain()
     assert [second, third] == list(order[1:3])
