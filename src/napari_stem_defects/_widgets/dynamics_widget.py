@@ -81,7 +81,7 @@ class DynamicsWidget(StemDock):
         self.save_button = PushButton(text="Save results...", enabled=False,
                                       tooltip="write drift, tracks, events, instability and clusters (the files of "
                                               "'napari-stem-defects dynamics') into a folder")
-        self.figure, self.canvas = plot_canvas(320)
+        self.figure, self.canvas = plot_canvas(400)
         plot = Section("Drift and events per frame", expanded=True,
                        tooltip="rigid drift against frame 0, and the events and defects per frame")
         plot.add_native(self.canvas)
@@ -216,7 +216,7 @@ class DynamicsWidget(StemDock):
                 ax2.plot(result.defect_counts["frame"], result.defect_counts["vacancies"], color=fg,
                          linestyle="--", label="cells with vacancies")
             ax2.set(xlabel="frame", ylabel="count", title="events and defects per frame")
-            ax2.legend()
+            ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncols=2)  # below: the curves stay seen
         self.canvas.draw_idle()
 
     # ------------------------------------------------------------------ saving
