@@ -46,3 +46,12 @@ def test_composite_sample_opens_with_its_phase_and_domain_maps(make_napari_viewe
     np.testing.assert_array_equal(domains.data[yx[:, 0], yx[:, 1]], feats["domain"] + 1)
     assert set(phases.features["phase"]) == set(PHASE_CODES)
     assert len(domains.features) == feats["domain"].nunique() + 1
+
+
+def test_a_calibrated_sample_switches_the_scale_bar_on(make_napari_viewer):
+    from napari_stem_defects._widgets._dock import scale_bar_of
+
+    viewer = make_napari_viewer(show=True)  # napari's current viewer is a shown window
+    assert not scale_bar_of(viewer).visible
+    viewer.open_sample("napari-stem-defects", "mos2_vacancies")
+    assert scale_bar_of(viewer).visible

@@ -364,6 +364,42 @@ def check_calibration(
     )
 
 
+def power_spectrum(image: np.ndarray) -> np.ndarray:
+    """The centred power spectrum the lattice is measured in (Hann window; a stack's frames averaged).
+
+    Element ``[n_y // 2 + i, n_x // 2 + j]`` is the power at ``(i / n_y, j / n_x)`` cycles per
+    pixel; very large images are cropped to their central 2048 x 2048 pixels first.
+    """
+    return _power_spectrum(image)
+
+
+def lattice_spots(lattice: LatticeMeasurement, max_order: int = 2) -> np.ndarray:
+    """Where the lattice puts its spots: ``m g1 + k g2`` for ``|m|, |k| <= max_order`` inside Nyquist.
+
+    Returns
+    -------
+    ndarray of shape (N, 3)
+        ``ky, kx`` in cycles per pixel and the order ``max(|m|, |k|, |m + k|)`` (1 for the first hexagon).
+
+    Examples
+    --------
+    >>> from napari_stem_defects.simulate import simulate_twin
+    >>> spots = lattice_spots(measure_lattice(simulate_twin("MoS2", shape=(256, 256), seed=0).image), 1)
+    >>> len(spots), sorted(set(spots[:, 2].tolist()))
+    (6, [1.0])
+    """
+    out = []
+    for m in range(-max_order, max_order + 1):
+        for k in range(-max_order, max_order + 1):
+            order = max(abs(m), abs(k), abs(m + k))
+            if order == 0 or order > max_order:
+                continue
+            g = m * np.asarray(lattice.g1, float) + k * np.asarray(lattice.g2, float)
+            if np.abs(g).max() < 0.5:
+                out.append((g[0], g[1], float(order)))
+    return np.array(out, float).reshape(-1, 3)
+
+
 def _power_spectrum(image: np.ndarray) -> np.ndarray:
     """Hann-windowed, centred power spectrum; stacks average over frames."""
     arr = np.asarray(image)

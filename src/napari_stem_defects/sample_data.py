@@ -2,8 +2,9 @@
 
 Each sample is an Image layer in Å with the twin's metadata, plus a Points
 layer of every lattice site (empty sites included) whose ``features`` are the
-exact labels, coloured by species; a composite twin adds its phase and domain
-maps as Labels layers.
+exact labels, coloured by sublattice (the image series too: its sites in every
+frame); a composite twin adds its phase and domain maps as Labels layers. The
+frame axis of a series is labelled ``frame``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from .simulate.twin import DigitalTwin
 from .vocabulary import PHASE_CODES, PHASE_OF_CODE
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
+#: Axis labels of an image series.
+FRAME_AXES = ("frame", "y", "x")
 
 
 def twin_layers(twin: DigitalTwin, name: str) -> list[LayerDataTuple]:
@@ -46,7 +49,6 @@ def twin_layers(twin: DigitalTwin, name: str) -> list[LayerDataTuple]:
     features = sites.drop(columns=["y_px", "x_px"]).copy()
     features["occupied"] = features["n_atoms"] > 0
     empty = ~features["occupied"].to_numpy()
-    colours = np.array([_COLOURS[s] for s in features["sublattice"]], dtype=float)
     points = (
         sites[["y_px", "x_px"]].to_numpy(),
         {
@@ -55,8 +57,7 @@ def twin_layers(twin: DigitalTwin, name: str) -> list[LayerDataTuple]:
             "units": units,
             "features": features,
             "size": 0.5 / twin.pixel_size,  # 0.5 Å across, in pixels (data units)
-            "face_color": np.where(empty[:, None], [[0, 0, 0, 0]], colours),
-            "border_color": np.where(empty[:, None], [[1, 1, 0, 1]], colours),
+            **_site_style(features["sublattice"].to_numpy(), empty),
             "border_width": 0.25,
             "opacity": 0.6,
             "visible": True,
@@ -96,6 +97,13 @@ def _map_layers(twin: DigitalTwin, name: str, scale: tuple[float, float],
     return [phases, domain]
 
 
+def _site_style(sublattice: np.ndarray, empty: np.ndarray) -> dict[str, Any]:
+    """Face and border colours of ground-truth sites: by sublattice, hollow yellow rings where empty."""
+    colours = np.array([_COLOURS.get(str(s), (1.0, 1.0, 1.0, 1.0)) for s in sublattice], dtype=float).reshape(-1, 4)
+    return {"face_color": np.where(empty[:, None], [[0, 0, 0, 0]], colours),
+            "border_color": np.where(empty[:, None], [[1, 1, 0, 1]], colours)}
+
+
 _COLOURS = {"M": (1.0, 0.5, 0.05, 1.0), "X": (0.12, 0.47, 0.71, 1.0), "H": (0.84, 0.15, 0.16, 1.0)}
 #: Phase-map colours: none and 2H transparent (the lattice shows through), 1T green, hole dark blue,
 #: amorphous orange, masked grey.
@@ -106,7 +114,19 @@ _LEGEND = {"M": "metal site (orange)", "X": "chalcogen column: X2 in 2H, single 
 
 
 def _sample(key: str) -> list[LayerDataTuple]:
-    return twin_layers(PRESETS[key](), key)
+    layers = twin_layers(PRESETS[key](), key)
+    _scale_bar()
+    return layers
+
+
+def _scale_bar() -> None:
+    """The samples are calibrated: switch on the scale bar of the window they open in."""
+    import sys
+
+    if "napari" in sys.modules:
+        from ._widgets._dock import show_scale_bar_in_current_viewer
+
+        show_scale_bar_in_current_viewer(True)
 
 
 def mos2_vacancies() -> list[LayerDataTuple]:
@@ -144,14 +164,16 @@ def dynamics_stack(seed: int = 2027) -> list[LayerDataTuple]:
     Returns
     -------
     list of layer data tuples
-        ``[(frames, kwargs, "image")]``: a (t, y, x) Image layer with scale
-        ``(1, Å/px, Å/px)``.
+        ``[(frames, kwargs, "image"), (sites, kwargs, "points")]``: a (t, y, x) Image layer
+        with scale ``(1, Å/px, Å/px)`` and axes labelled ``frame, y, x``, and the ground truth:
+        every site inside each frame (``frame, y_px, x_px`` points) with its ``site_id``,
+        ``sublattice``, ``species``, ``occupied`` and ``n_atoms``.
 
     Examples
     --------
-    >>> (frames, kwargs, kind), = dynamics_stack()
-    >>> frames.shape, kwargs["scale"], kind
-    ((12, 256, 256), (1.0, 0.12, 0.12), 'image')
+    >>> (frames, kwargs, kind), (sites, truth, _) = dynamics_stack()
+    >>> frames.shape, kwargs["scale"], kwargs["axis_labels"], kind, sites.shape[1]
+    ((12, 256, 256), (1.0, 0.12, 0.12), ('frame', 'y', 'x'), 'image', 3)
     """
     from .simulate.imaging import ImagingParams
     from .simulate.stack import simulate_stack
@@ -163,11 +185,26 @@ def dynamics_stack(seed: int = 2027) -> list[LayerDataTuple]:
     )
     events = stack.events.astype(object).where(stack.events.notna(), None)
     metadata = {**stack.metadata, "events": events.to_dict(orient="records")}
+    scale = (1.0, stack.pixel_size, stack.pixel_size)
     kwargs = {
         "name": "dynamics_stack",
-        "scale": (1.0, stack.pixel_size, stack.pixel_size),
+        "scale": scale,
         "units": ("", "angstrom", "angstrom"),
+        "axis_labels": FRAME_AXES,
         "colormap": "gray",
         "metadata": metadata,
     }
-    return [(stack.frames, kwargs, "image")]
+    sites = stack.sites[stack.sites["inside"].to_numpy(bool)].reset_index(drop=True)
+    features = sites[["frame", "site_id", "sublattice", "species", "occupied", "n_atoms"]].copy()
+    empty = ~features["occupied"].to_numpy(bool)
+    points = (
+        sites[["frame", "y_px", "x_px"]].to_numpy(float),
+        {"name": "dynamics_stack ground truth", "scale": scale, "units": ("", "angstrom", "angstrom"),
+         "axis_labels": FRAME_AXES, "features": features, "size": 0.5 / stack.pixel_size,
+         **_site_style(features["sublattice"].to_numpy(), empty), "border_width": 0.25, "opacity": 0.6,
+         "out_of_slice_display": False,
+         "metadata": {"ground_truth": True, "source": "digital twin image series", "legend": _LEGEND}},
+        "points",
+    )
+    _scale_bar()
+    return [(stack.frames, kwargs, "image"), points]

@@ -27,6 +27,7 @@ annotation file are removed.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -96,7 +97,17 @@ def read_layers(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
             layers += annotated_layer_data(images[0], p)
         else:
             layers += [stem_image_to_layer_data(image) for image in images]
+    _scale_bar_for(layers)
     return layers
+
+
+def _scale_bar_for(layers: list[LayerData]) -> None:
+    """Switch napari's scale bar on (once per viewer) when a calibrated image opens in a window."""
+    calibrated = any(kind == "image" and kwargs.get("metadata", {}).get("calibrated") for _, kwargs, kind in layers)
+    if calibrated and "napari" in sys.modules:
+        from .._widgets._dock import show_scale_bar_in_current_viewer
+
+        show_scale_bar_in_current_viewer(True)
 
 
 def annotated_layer_data(image: StemImage, path: PathLike) -> list[LayerData]:
@@ -224,7 +235,8 @@ def stem_image_to_layer_data(image: StemImage) -> LayerData:
     tuple
         ``(image.data, {"scale", "units", "name", "metadata", "colormap"}, "image")``
         with ``scale`` and ``units`` from :attr:`StemImage.scale` and
-        :attr:`StemImage.units` and a gray colormap.
+        :attr:`StemImage.units` and a gray colormap; a stack's axes are labelled
+        ``frame, y, x`` (``axis_labels``).
     """
     kwargs = {
         "scale": image.scale,
@@ -233,4 +245,6 @@ def stem_image_to_layer_data(image: StemImage) -> LayerData:
         "metadata": image.metadata,
         "colormap": "gray",
     }
+    if image.is_stack:
+        kwargs["axis_labels"] = ("frame", "y", "x")
     return image.data, kwargs, "image"
