@@ -525,6 +525,25 @@ def check_image(
     return check
 
 
+def check_detection(image: np.ndarray, result: Any, lattice: LatticeMeasurement | None,
+                    material: str | Material | None, pixel_size: tuple[float, float] | None,
+                    pixel_size_source: str = "file", tolerance: float = 0.03) -> ImageCheck:
+    """Every check, on an image whose columns were detected already (the docks' order of work).
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+    result : ColumnResult
+        Its columns (sites, nn distance and the lattice fitted to them).
+    lattice : LatticeMeasurement or None
+        The FFT lattice the detection used (``DetectionMap.lattice``).
+    material, pixel_size, pixel_size_source, tolerance
+        As in :func:`check_image`.
+    """
+    return check_image(image, lattice, result.sites, result.nn_px, material, pixel_size,
+                       pixel_size_source=pixel_size_source, tolerance=tolerance, fitted=(result.a1, result.a2))
+
+
 def _consistent_materials(levels: SublatticeLevels | None, apparent_a: float | None, tolerance: float) -> list[str]:
     """Known materials whose lattice constant (when calibrated) and column ratio fit the image, best first."""
     scored = []
@@ -543,5 +562,5 @@ def _consistent_materials(levels: SublatticeLevels | None, apparent_a: float | N
 
 
 __all__ = ["ALLOY_SPREAD", "GAMMA_RANGE", "Finding", "ImageCheck", "ImageCheckError", "SublatticeLevels",
-           "check_composition", "check_honeycomb", "check_image", "check_lattice", "describe_spots",
+           "check_composition", "check_detection", "check_honeycomb", "check_image", "check_lattice", "describe_spots",
            "ratio_fits", "ratio_range", "sublattice_levels"]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .columns.structure_layers import PHASE_COLOURS
 from .simulate.presets import PRESETS
 from .simulate.twin import DigitalTwin
 from .vocabulary import PHASE_CODES, PHASE_OF_CODE
@@ -107,8 +108,7 @@ def _site_style(sublattice: np.ndarray, empty: np.ndarray) -> dict[str, Any]:
 _COLOURS = {"M": (1.0, 0.5, 0.05, 1.0), "X": (0.12, 0.47, 0.71, 1.0), "H": (0.84, 0.15, 0.16, 1.0)}
 #: Phase-map colours: none and 2H transparent (the lattice shows through), 1T green, hole dark blue,
 #: amorphous orange, masked grey.
-_PHASE_COLOURS = {0: (0, 0, 0, 0), 1: (0, 0, 0, 0), 2: (0.17, 0.63, 0.17, 1.0), 3: (0.1, 0.1, 0.6, 1.0),
-                  4: (1.0, 0.5, 0.05, 1.0), 5: (0.5, 0.5, 0.5, 1.0), 6: (0.8, 0.2, 0.6, 1.0)}
+_PHASE_COLOURS = PHASE_COLOURS  # one palette with the columns dock
 _LEGEND = {"M": "metal site (orange)", "X": "chalcogen column: X2 in 2H, single X in 1T (blue)", "H": "adatom (red)",
            "empty": "vacant site (hollow yellow ring)"}
 

@@ -267,11 +267,35 @@ def is_grey_image(layer: Any, ndims: Sequence[int] = (2, 3)) -> bool:
 
 
 def material_choice(value: str = "MoS2") -> ComboBox:
-    """The material dropdown (taken from the image's metadata when it names one)."""
-    return ComboBox(label="material", choices=list(KNOWN_MATERIALS), value=value,
-                    tooltip="the 2D material in the image: sets the lattice constant and the species "
-                            "expected on each site (taken from the image's metadata when it names one; "
-                            "default MoS2)")
+    """The material dropdown (taken from the image's metadata when it names one); any formula can be typed.
+
+    A typed formula (``W(S,Te)2``, ``Mo0.5W0.5SSe``, ``MoS2+Se``) is checked when the field is left:
+    a formula that is not MX2 or names an unknown element is refused with the parser's message in
+    the field's tooltip and the previous choice comes back.
+    """
+    tip = ("the 2D material in the image: sets the lattice constant and the species expected on each site "
+           "(taken from the image's metadata when it names one; default MoS2). Type any MX2 formula: alloys "
+           "W(S,Te)2 or Mo0.5W0.5SSe, Janus-MoSSe, expected foreign atoms MoS2+Se")
+    combo = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value=value, tooltip=tip)
+    native = combo.native
+    native.setEditable(True)
+    native.setInsertPolicy(native.InsertPolicy.NoInsert)
+
+    def typed() -> None:
+        text = native.currentText().strip()
+        if not text or text == combo.value:
+            return
+        try:
+            parse_material(text)
+        except ValueError as err:
+            native.setToolTip(f"{err}. {tip}")
+            native.setCurrentText(str(combo.value))
+            return
+        native.setToolTip(tip)
+        adopt_material(combo, text)
+
+    native.lineEdit().editingFinished.connect(typed)
+    return combo
 
 
 def adopt_material(combo: ComboBox, name: str | None) -> bool:

@@ -288,6 +288,8 @@ class CellsWidget(StemDock):
         image = job["image"]
         if image in self._viewer.layers:
             run.layer = self._show(image, run, job)
+        if run.frame is None and job["points"] in self._viewer.layers:
+            _one_answer_on_points(job["points"], job["sites"], run.cells, job["material"])
         n_low = int(low_confidence_mask(run.cells, self.threshold.value).sum())
         where = "" if run.frame is None else f" of frame {run.frame} (current frame only)"
         model = "" if job["classifier"] == "physics" else f" (model {job['model']})"
@@ -405,6 +407,32 @@ def statistics_html(stats: DefectStatistics, calibration: str | None = None) -> 
     note = (f"{stats.n_cells} complete cells{area}; {html.escape(how)}"
             + ("" if calibrated else ": no concentrations"))
     return f"{note}<table cellspacing=0 cellpadding=3>{head}{''.join(rows)}</table>"
+
+
+def _one_answer_on_points(points: Any, sites: pd.DataFrame, cells: pd.DataFrame, material: str) -> int:
+    """Give the columns layer the species its cells' classes imply (one answer per column); returns how many changed.
+
+    Sites a person verified keep their species (their cells already follow them); the others take
+    the pair of contents of :func:`~napari_stem_defects.cells.joint.one_answer`.
+    """
+    from ..cells.joint import one_answer
+    from ._correct_styles import restyle_points
+
+    answer = one_answer(sites, cells, material).set_index("site_id")
+    features = points.features.copy()
+    rows = features["site_id"].isin(answer.index).to_numpy().copy()
+    if "verified" in features:
+        rows &= ~features["verified"].astype(bool).to_numpy()
+    ids = features.loc[rows, "site_id"]
+    new = answer.loc[ids, "species"].to_numpy()
+    changed = features.loc[rows, "species"].astype(str).to_numpy() != new.astype(str)
+    if not changed.any():
+        return 0
+    features.loc[rows, "species"] = new
+    features.loc[rows, "probability"] = answer.loc[ids, "probability"].to_numpy()
+    points.features = features
+    restyle_points(points)
+    return int(changed.sum())
 
 
 def _is_points(layer: Any) -> bool:

@@ -26,6 +26,8 @@ from ..columns.points_layer import (
     legend_html, marker_legend_html, result_to_points_data, species_colour, stack_results_to_points_data,
 )
 from ..columns.result import EMPTY, ColumnResult
+from ..columns.structure_layers import phase_layer_data, unexplained_layer_data
+from ..image_check import check_detection
 from ..model_registry import SHIPPED
 from ._dock import (
     Section, StemDock, adopt_material, current_frame, is_grey_image, layer_choice, material_choice, pixel_size,
@@ -58,6 +60,10 @@ class DetectionRun:
         Result, or why it failed, per analysed frame (key None for a 2D image).
     cancelled : bool
         The run was cancelled before it finished.
+    check : ImageCheck or None
+        With a material: whether the image is a 2H monolayer of it
+        (:mod:`napari_stem_defects.image_check`). When it failed and
+        "analyse anyway" was off, ``results`` is empty and no layer was added.
     layer : napari.layers.Points or None
         The Points layer that shows the columns.
     """
@@ -65,6 +71,7 @@ class DetectionRun:
     results: dict[int | None, ColumnResult] = field(default_factory=dict)
     errors: dict[int | None, str] = field(default_factory=dict)
     cancelled: bool = False
+    check: Any = None
     layer: Any = None
 
 
@@ -118,6 +125,10 @@ class ColumnsWidget(StemDock):
         self.refine = ComboBox(label="refinement", choices=list(pipeline.REFINEMENTS), value="gaussian",
                                tooltip="sub-pixel position of each column: gaussian (2D Gaussian fit, default) or "
                                        "com (centre of mass, faster)")
+        self.force = CheckBox(text="analyse anyway", value=False,
+                              tooltip="show the columns even when the image check finds the image is not a 2H "
+                                      "monolayer of the material (another lattice, another material, a wrong "
+                                      "pixel size); default off")
         self.all_frames = CheckBox(text="all frames", value=False, enabled=False,
                                    tooltip="for an image series: detect the columns of every frame (default: the "
                                            "frame shown)")
@@ -133,7 +144,7 @@ class ColumnsWidget(StemDock):
                                     "species mixture: why a column got its label")
         self.plot.add_native(self.canvas)
         form = Container(labels=True, widgets=[self.layer, self.method, self.model, self.material, self.threshold,
-                                               self.refine, self.all_frames])
+                                               self.refine, self.all_frames, self.force])
         self.extend([form, buttons, self.progress, self.result, self.legend, self.markers,
                      Section("Details", [self.details], expanded=False, labels=False,
                              tooltip="messages of the detection and the settings it used"), self.plot])
@@ -194,7 +205,7 @@ class ColumnsWidget(StemDock):
         params = {"threshold": float(self.threshold.value), "refine": self.refine.value,
                   "material": self.material.value, "method": self.method.value,
                   "model": (self.model.value or SHIPPED) if self.method.value == "deep" else None,
-                  "pixel_size": pixel_size(layer), "image_layer": layer.name}
+                  "pixel_size": pixel_size(layer), "image_layer": layer.name, "force": bool(self.force.value)}
         return _Job(layer, layer.unique_id, data, frames, params)
 
     def _current_frame(self, layer) -> int:
@@ -272,6 +283,13 @@ class ColumnsWidget(StemDock):
                 run.results[frame] = pipeline.columns_from_map(
                     image, dmap, threshold=p["threshold"], refine=p["refine"], material=p["material"],
                     pixel_size=p["pixel_size"])
+                if run.check is None and p["material"]:  # before any layer: is it the material said?
+                    run.check = check_detection(image, run.results[frame], dmap.lattice, p["material"],
+                                                p["pixel_size"])
+                    run.check.forced = p["force"] and not run.check.ok
+                    if not run.check.ok and not p["force"]:
+                        run.results.clear()
+                        break
             except InterruptedError:
                 run.cancelled = True
                 break
@@ -318,12 +336,21 @@ class ColumnsWidget(StemDock):
 
     def _apply(self, job: _Job, run: DetectionRun) -> DetectionRun:
         """Show a finished run: Points layer, summary, legend, histogram."""
+        if run.check is not None and not run.check.ok and not run.check.forced:
+            self._say(f"Not shown: {run.check.message} Tick 'analyse anyway' to see the columns regardless.")
+            self.details.value = "\n".join(f.message for f in run.check.findings)
+            return run
         stored = self._runs.setdefault((job.key, method_label(job.params)), {})
         params = {k: v for k, v in job.params.items() if k != "pixel_size"}
         stored.update({frame: (result, params) for frame, result in run.results.items()})
         if run.results and job.layer in self._viewer.layers:
             run.layer = self._show(job.layer, stored, params)
+            if job.layer.ndim == 2:
+                self._show_structure(job.layer, stored[None][0])
+                self._viewer.layers.selection.active = run.layer  # the columns stay the layer to correct
         summary, details = _summary(run, params)
+        if run.check is not None and (run.check.warnings or run.check.forced):
+            summary += "\n" + " ".join(run.check.warnings + ([run.check.message] if run.check.forced else []))
         self._say(summary)
         self.details.value = details
         self.legend.value = legend_html([r for r, _ in stored.values()])
@@ -356,6 +383,20 @@ class ColumnsWidget(StemDock):
         if isinstance(existing, Points):
             self._viewer.layers.remove(existing)
         return self._viewer.add_points(data, **kwargs)
+
+    def _show_structure(self, layer, result: ColumnResult) -> None:
+        """The phase map (Labels) and the peaks no site explains (Points) beside the columns layer."""
+        common = {"scale": tuple(layer.scale), "units": tuple(str(u) for u in layer.units),
+                  "translate": tuple(layer.translate)}
+        for data, kwargs, kind in (phase_layer_data(result, f"{layer.name} phases", **common),
+                                   unexplained_layer_data(result, f"{layer.name} unexplained peaks", **common)):
+            name = kwargs["name"]
+            if name in self._viewer.layers:
+                self._viewer.layers.remove(name)
+            if kind == "points" and len(data) == 0:
+                continue
+            add = self._viewer.add_labels if kind == "labels" else self._viewer.add_points
+            add(data, **kwargs)
 
     def displayed_result(self) -> ColumnResult | None:
         """The result for the selected image (its current frame for a stack), if any."""

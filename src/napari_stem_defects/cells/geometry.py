@@ -132,16 +132,38 @@ def _has_adatom(cells: pd.DataFrame, hollow_sites: pd.DataFrame) -> np.ndarray:
 
 
 def cell_polygons(cells: pd.DataFrame, a1: np.ndarray, a2: np.ndarray) -> np.ndarray:
-    """Corners (y, x) of each cell's parallelogram, spanned by a1 and a2 around its centre; shape (N, 4, 2).
+    """Corners (y, x) of each cell's parallelogram, spanned by its lattice vectors around its centre; shape (N, 4, 2).
 
     The parallelogram has the area of one unit cell and holds the cell's
-    metal and X2 column.
+    metal and X2 column. Cells of a table with domains (grains of other
+    orientations, mirror domains) are drawn with their own domain's lattice
+    vectors, from the median metal-to-partner step of its complete cells
+    (``a1 + a2 = 3 d``, 60 degrees apart), so the cells of two grains do not
+    overlap; ``a1`` and ``a2`` serve cells without such a step.
     """
     a1 = np.asarray(a1, float)
     a2 = np.asarray(a2, float)
     centre = cells[["y_px", "x_px"]].to_numpy(float)[:, None, :]
-    corners = np.stack([-a1 - a2, a1 - a2, a1 + a2, -a1 + a2]) / 2.0
-    return centre + corners[None]
+    corners = np.broadcast_to(np.stack([-a1 - a2, a1 - a2, a1 + a2, -a1 + a2]) / 2.0, (len(cells), 4, 2)).copy()
+    if "domain" in cells and cells["domain"].nunique() > 1 and {"x_y_px", "m_y_px"} <= set(cells.columns):
+        complete = cells["x_site_id"].to_numpy() >= 0
+        step = cells[["x_y_px", "x_x_px"]].to_numpy(float) - cells[["m_y_px", "m_x_px"]].to_numpy(float)
+        domain = cells["domain"].to_numpy()
+        for d in np.unique(domain):
+            rows = domain == d
+            if not (rows & complete).any():
+                continue
+            s = np.median(step[rows & complete], axis=0)
+            b1, b2 = np.sqrt(3.0) * _turn(s, -30.0), np.sqrt(3.0) * _turn(s, 30.0)
+            corners[rows] = np.stack([-b1 - b2, b1 - b2, b1 + b2, -b1 + b2]) / 2.0
+    return centre + corners
+
+
+def _turn(vector: np.ndarray, degrees: float) -> np.ndarray:
+    """A (dy, dx) vector turned by ``degrees`` (either sense; used in pairs +-)."""
+    t = np.radians(degrees)
+    dy, dx = vector
+    return np.array([dy * np.cos(t) - dx * np.sin(t), dx * np.cos(t) + dy * np.sin(t)])
 
 
 def cell_area_A2(a_A: float) -> float:

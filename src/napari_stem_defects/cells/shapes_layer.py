@@ -45,13 +45,16 @@ CLASS_COLOURS: dict[str, str] = {
     "dopant_M": "#DDAA33",
     "sub_X": "#117733",
     "adatom": "#AA88EE",
-    INCOMPLETE: "#555555",  # a cell cut by the image or analysed area's edge: no class
+    INCOMPLETE: "#444444",  # a cell cut by the image or analysed area's edge: no class
 }
 assert set(CLASS_COLOURS) == {*CELL_CLASSES, INCOMPLETE}, "every cell class needs a colour"
 #: Colour of a class missing from :data:`CLASS_COLOURS`.
 FALLBACK_COLOUR = "#BBBBBB"
 #: Edge opacity of perfect cells (they are the background, defects the figure).
 PERFECT_ALPHA = 0.35
+#: Factor on the edge opacity of boundary cells (domain and grain boundaries, edges of holes, amorphous and
+#: masked areas): kept out of the statistics, drawn fainter.
+BOUNDARY_ALPHA = 0.5
 #: Edge width as a fraction of the lattice constant (pixels), and its factor for unsure cells.
 EDGE_FRACTION = 0.03
 LOW_CONFIDENCE_WIDTH = 2.5
@@ -165,6 +168,8 @@ def cell_styles(cells: pd.DataFrame, a_px: float, low_confidence: float = 0.8
     classes = cells["class"].astype(str).to_numpy() if "class" in cells else np.full(len(cells), "perfect")
     edge = np.array([hex_to_rgba(class_colour(c)) for c in classes], float).reshape(-1, 4)
     edge[classes == "perfect", 3] = PERFECT_ALPHA
+    if "boundary" in cells:  # boundary cells are there, but are not the figure
+        edge[cells["boundary"].to_numpy(bool), 3] *= BOUNDARY_ALPHA
     low = low_confidence_mask(cells, low_confidence)
     face = edge.copy()
     face[:, 3] = np.where(low, LOW_CONFIDENCE_FACE_ALPHA, 0.0)

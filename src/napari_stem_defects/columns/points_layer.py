@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .result import EMPTY, ColumnResult
+from .result import EMPTY, SITE_STRUCTURE_COLUMNS, ColumnResult
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 
@@ -153,6 +153,9 @@ def site_features(result: ColumnResult, scale: Sequence[float] = (1.0, 1.0), fra
         elif column == "source":
             features[column] = np.full(len(sites), SOURCE_MODEL, dtype=object)
     features["verified"] = features["verified"].astype(bool)
+    for column in SITE_STRUCTURE_COLUMNS:  # domain, phase, boundary: where the detection found them
+        if column in sites:
+            features[column] = sites[column].to_numpy()
     if frame is not None:
         features["frame"] = np.full(len(sites), int(frame))
     return features
