@@ -7,7 +7,8 @@ holes, amorphous patches, NaN masks), against their exact truth (the oracle):
 - occupied-column F1 per phase;
 - interior cells: class agreement with the truth's cell at the same metal site, and counts per class
   against the truth's counts (within their Poisson error?);
-- cells that pair columns of two domains (must be 0).
+- cells whose metal and partner are more than 1.3 nn apart and not marked as boundary cells (must be 0;
+  a cell never pairs columns of two domains by construction).
 
 Part 2, the real images in ``../shared/data/real/``:
 
@@ -100,7 +101,8 @@ def twin_scores(twin, analysis) -> dict[str, float]:
     complete = cells["x_site_id"].to_numpy() >= 0
     dm = cells[["m_y_px", "m_x_px"]].to_numpy()[complete]
     dx = cells[["x_y_px", "x_x_px"]].to_numpy()[complete]
-    out["cells_spanning"] = int((np.linalg.norm(dx - dm, axis=1) > 1.3 * result.nn_px).sum())
+    stretched = np.linalg.norm(dx - dm, axis=1) > 1.3 * result.nn_px
+    out["cells_spanning"] = int((stretched & ~cells["boundary"].to_numpy(bool)[complete]).sum())
     return out
 
 

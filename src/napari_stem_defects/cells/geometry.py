@@ -65,10 +65,25 @@ def cells_from_sites(sites: pd.DataFrame) -> pd.DataFrame:
     cells["y_px"] = np.where(has_x, (cells["m_y_px"] + cells["x_y_px"]) / 2, cells["m_y_px"])
     cells["x_px"] = np.where(has_x, (cells["m_x_px"] + cells["x_x_px"]) / 2, cells["m_x_px"])
     cells = cells.sort_values(keys).reset_index(drop=True)
+    cells["boundary"] = cells["boundary"].to_numpy(bool) | _distorted(cells)
     cells["adatom"] = _has_adatom(cells, h)
     cells.insert(0, "cell_id", np.arange(len(cells)))
     columns = (["frame"] if "frame" in sites else []) + list(CELL_COLUMNS) + list(CELL_STRUCTURE_COLUMNS)
     return cells[columns]
+
+
+def _distorted(cells: pd.DataFrame, tolerance: float = 0.3) -> np.ndarray:
+    """Cells whose metal-to-partner distance is more than ``tolerance`` off the median: strained or
+    squeezed at a boundary, so boundary cells."""
+    has_x = cells["x_site_id"].to_numpy() >= 0
+    out = np.zeros(len(cells), bool)
+    if has_x.sum() < 3:
+        return out
+    step = np.hypot(cells["x_y_px"].to_numpy(float) - cells["m_y_px"].to_numpy(float),
+                    cells["x_x_px"].to_numpy(float) - cells["m_x_px"].to_numpy(float))
+    typical = float(np.median(step[has_x]))
+    out[has_x] = np.abs(step[has_x] / typical - 1.0) > tolerance
+    return out
 
 
 def with_structure(sites: pd.DataFrame) -> pd.DataFrame:

@@ -236,6 +236,9 @@ def territories(shape: tuple[int, int], peaks: np.ndarray, labels: np.ndarray,
                 nn_px: float) -> tuple[np.ndarray, np.ndarray]:
     """Which grain each pixel belongs to (its nearest peak's label) and its distance to the nearest peak.
 
+    Computed on a grid of about nn / 4 pixels (a territory is needed to a
+    fraction of the column spacing) and repeated to full size.
+
     Returns
     -------
     grain_map : ndarray of int32, shape (H, W)
@@ -244,13 +247,17 @@ def territories(shape: tuple[int, int], peaks: np.ndarray, labels: np.ndarray,
         Distance to the nearest peak in nn.
     """
     h, w = shape
-    seed = np.full((h, w), -3, dtype=np.int32)
-    rc = np.clip(np.rint(peaks).astype(int), 0, [h - 1, w - 1]) if len(peaks) else np.zeros((0, 2), int)
-    seed[rc[:, 0], rc[:, 1]] = labels
     if len(peaks) == 0:
         return np.full((h, w), -2, np.int32), np.full((h, w), np.inf, np.float32)
+    step = max(1, int(nn_px / 4))
+    hc, wc = -(-h // step), -(-w // step)
+    seed = np.full((hc, wc), -3, dtype=np.int32)
+    rc = np.clip(np.floor(np.asarray(peaks) / step + 0.5).astype(int), 0, [hc - 1, wc - 1])
+    seed[rc[:, 0], rc[:, 1]] = labels
     distance, (iy, ix) = ndimage.distance_transform_edt(seed == -3, return_indices=True)
-    return seed[iy, ix], (distance / nn_px).astype(np.float32)
+    grain = np.repeat(np.repeat(seed[iy, ix], step, axis=0), step, axis=1)[:h, :w]
+    far = np.repeat(np.repeat((distance * step / nn_px).astype(np.float32), step, axis=0), step, axis=1)[:h, :w]
+    return grain, far
 
 
 def hole_mask(distance: np.ndarray, nn_px: float) -> np.ndarray:
@@ -306,12 +313,12 @@ def void_regions(grain_map: np.ndarray, distance: np.ndarray, nn_px: float,
 
     Candidates are pixels far from every column (:func:`hole_mask`) and
     patches of columns that follow no lattice (:func:`amorphous_mask`). With
-    the image, each candidate patch is a **hole** when it is darker than the
-    crystal's darkest points (its median below the 5th percentile of the
-    smoothed crystal; vacuum has no neighbours' tails, an empty hollow site
-    has) and then grows over the connected pixels darker than halfway to
-    that level; otherwise it is **amorphous** (contamination, disordered
-    matter: as bright as the crystal or brighter).
+    the image, the candidate pixels darker than halfway between the crystal's
+    darkest points (5th percentile of the smoothed crystal; an empty hollow
+    site still has its neighbours' tails) and the darkest candidate pixels
+    (vacuum has none) are **holes**, grown over the dark pixels connected to
+    them; the other candidates are **amorphous** (contamination, disordered
+    matter, brighter than vacuum).
     """
     from ..vocabulary import PHASE_CODES
 
@@ -324,20 +331,21 @@ def void_regions(grain_map: np.ndarray, distance: np.ndarray, nn_px: float,
         return out
     smooth = ndimage.gaussian_filter(np.asarray(image, np.float32), 0.3 * nn_px)
     crystal = out == 0
+    candidates = holes | loose
     if crystal.sum() < 100:
         return out
     low = float(np.percentile(smooth[crystal], 5))
-    labels, n = ndimage.label(holes | loose)
-    medians = ndimage.median(smooth, labels, np.arange(1, n + 1))
-    dark = np.zeros(n + 1, bool)
-    dark[1:] = np.asarray(medians) < low
-    out[(labels > 0) & ~dark[labels]] = PHASE_CODES["amorphous"]
-    cores = dark[labels]
-    if cores.any():
-        level = 0.5 * (low + float(np.median(smooth[cores])))
+    vacuum = float(np.percentile(smooth[candidates], 5))
+    out[candidates] = PHASE_CODES["amorphous"]
+    if vacuum >= low:  # nothing darker than the crystal's darkest points: no vacuum
+        return out
+    level = 0.5 * (low + vacuum)
+    dark = candidates & (smooth < level)
+    dark = ndimage.binary_opening(dark, iterations=max(1, int(0.3 * nn_px)))
+    if dark.any():  # grow each hole over the dark pixels connected to it (its rim)
         grown, _ = ndimage.label(smooth < level)
-        keep = np.unique(grown[cores])
-        out[np.isin(grown, keep[keep > 0]) | cores] = PHASE_CODES["hole"]
+        keep = np.unique(grown[dark])
+        out[np.isin(grown, keep[keep > 0]) | dark] = PHASE_CODES["hole"]
     return out
 
 

@@ -94,7 +94,7 @@ def build_site_table(
     regions = void_regions(grain_map, distance, nn_px, image)
     if mask is not None:
         regions[np.asarray(mask, bool)] = PHASE_CODES["masked"]
-    placed, grains, n_tilted = _register(peaks, grains, orientation, u, v, nn_px, shape, regions)
+    placed, grains, n_tilted = _register(peaks, grains, orientation, u, v, nn_px, shape, regions, grain_map)
     if not placed:
         raise ColumnDetectionError("the detected peaks do not form a honeycomb lattice")
     if n_tilted > 1:
@@ -107,7 +107,7 @@ def build_site_table(
     positions = np.concatenate([p.positions for p in placed])
     grain = np.concatenate([np.full(len(p.grid), p.grain) for p in placed])
     coset = grid.sum(axis=1) % 3
-    peak_index = attach_peaks(positions, peaks, nn_px)
+    peak_index = _attach_by_grain(positions, grain, peaks, grains, nn_px)
     detected = peak_index >= 0
     positions[detected] = peaks[peak_index[detected]]
     how = np.full(len(grid), "lattice", dtype=object)
@@ -212,10 +212,12 @@ def build_site_table(
     return sites, fits, info, messages
 
 
-def _register(peaks, grains, orientation, u, v, nn_px, shape, regions, rounds: int = 3):
+def _register(peaks, grains, orientation, u, v, nn_px, shape, regions, grain_map, rounds: int = 3):
     """Sites of every grain, each on its own lattice; peaks a grain's lattice leaves unexplained that
     cluster into a patch (a translation domain, the far side of a dislocation) become a lattice of their
     own, up to ``rounds`` times.
+
+    ``grain_map`` is the territories of the first round (:func:`~.domains.territories`).
 
     Returns
     -------
@@ -229,8 +231,9 @@ def _register(peaks, grains, orientation, u, v, nn_px, shape, regions, rounds: i
     grains = grains.copy()
     n_tilted = int(grains.max()) + 1
     angle = {g: grain_orientation(orientation, grains, g) for g in range(n_tilted)}
-    for _ in range(rounds):
-        grain_map, _ = territories(shape, peaks, grains, nn_px)
+    for round_ in range(rounds):
+        if round_:
+            grain_map, _ = territories(shape, peaks, grains, nn_px)
         placed = []
         for g in range(int(grains.max()) + 1):
             own = grains == g
@@ -241,8 +244,9 @@ def _register(peaks, grains, orientation, u, v, nn_px, shape, regions, rounds: i
             if found is not None and len(found.grid):
                 placed.append(found)
         positions = np.concatenate([p.positions for p in placed]) if placed else np.zeros((0, 2))
+        owner = np.concatenate([np.full(len(p.grid), p.grain) for p in placed]) if placed else np.zeros(0, int)
         attached = np.zeros(len(peaks), bool)
-        index = attach_peaks(positions, peaks, nn_px)
+        index = _attach_by_grain(positions, owner, peaks, grains, nn_px)
         attached[index[index >= 0]] = True
         new = _unexplained_patches(peaks, grains, attached, nn_px)
         if not new:
@@ -252,6 +256,22 @@ def _register(peaks, grains, orientation, u, v, nn_px, shape, regions, rounds: i
             angle[label] = angle[int(np.bincount(grains[members][grains[members] >= 0]).argmax())]
             grains[members] = label
     return placed, grains, n_tilted
+
+
+def _attach_by_grain(positions: np.ndarray, owner: np.ndarray, peaks: np.ndarray, labels: np.ndarray,
+                     nn_px: float) -> np.ndarray:
+    """The peak attached to each site: a grain's sites take its own peaks and peaks of no grain, never
+    another grain's (near a boundary that would stretch a cell across it)."""
+    out = np.full(len(positions), -1, dtype=np.int64)
+    taken = np.zeros(len(peaks), bool)
+    for g in np.unique(owner):
+        rows = np.flatnonzero(owner == g)
+        allowed = np.flatnonzero(((labels == g) | (labels < 0)) & ~taken)
+        index = attach_peaks(positions[rows], peaks[allowed], nn_px)
+        hit = index >= 0
+        out[rows[hit]] = allowed[index[hit]]
+        taken[allowed[index[hit]]] = True
+    return out
 
 
 def _unexplained_patches(peaks: np.ndarray, grains: np.ndarray, attached: np.ndarray, nn_px: float) -> list:
@@ -416,12 +436,14 @@ def _neighbour_sums(grid: np.ndarray, grain: np.ndarray, sub: np.ndarray, intens
     """
     from .lattice_sites import STEPS
 
-    row_of = {(int(k), int(g[0]), int(g[1])): r for r, (k, g) in enumerate(zip(grain, grid))}
+    keys = _site_keys(grain, grid)
+    order = np.argsort(keys)
     total = np.zeros(len(grid))
     count = np.zeros(len(grid))
     for step in STEPS:
-        rows = np.array([row_of.get((int(k), int(g[0]) + step[0], int(g[1]) + step[1]), -1)
-                         for k, g in zip(grain, grid)])
+        wanted = _site_keys(grain, grid + step)
+        pos = np.clip(np.searchsorted(keys, wanted, sorter=order), 0, len(keys) - 1)
+        rows = np.where(keys[order[pos]] == wanted, order[pos], -1)
         ok = rows >= 0
         other = np.zeros(len(grid), bool)
         other[ok] = (sub[rows[ok]] != "H") & (sub[ok] != "H")
@@ -429,6 +451,13 @@ def _neighbour_sums(grid: np.ndarray, grain: np.ndarray, sub: np.ndarray, intens
         count[other] += 1
     expected = np.where(three_columns, 6.0, 3.0) if three_columns is not None else 3.0
     return np.where(count > 0, total * np.minimum(expected / np.maximum(count, 1), 2.0), 0.0)
+
+
+def _site_keys(grain: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """One integer per (grain, m, n), for lookups by sorting."""
+    g = np.asarray(grain, np.int64)
+    m, n = (np.asarray(grid, np.int64) + (1 << 20)).T
+    return (g << 42) | (m << 21) | n
 
 
 def _metal_coset(a: int, b: int, med: dict[int, float], material: Material | None) -> tuple[int, str]:
