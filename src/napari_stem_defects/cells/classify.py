@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..materials import Material, parse_material
 from .geometry import cells_from_sites
-from ..vocabulary import CELL_CLASSES
+from ..vocabulary import CELL_CLASSES, INCOMPLETE
 from .physics import PROBABILITY_COLUMNS, classify_cells_physics, pair_class_1t, with_classes
 
 #: Classifier names: the CNN (softmax), the CNN's two-stage decision, and the physics baseline.
@@ -155,13 +155,17 @@ def classify_1t_cells(cells: pd.DataFrame, sites: pd.DataFrame, material: str | 
     """Classes of the 1T (and boundary-band) cells of a classified table, from their three columns' species (in place).
 
     The networks know 2H cells only; a 1T cell (metal, partner and opposite single-chalcogen
-    columns) takes :func:`~napari_stem_defects.cells.physics.pair_class_1t` of its species, with
+    columns; without both it is incomplete) takes :func:`~napari_stem_defects.cells.physics.pair_class_1t` of its species, with
     the product of the three sites' species probabilities as confidence and ``classifier``
     'physics (1T)'.
     """
     if "phase" not in cells:
         return cells
-    rows = (cells["phase"].astype(str) != "2H").to_numpy() & (cells["x_site_id"].to_numpy() >= 0)
+    three = (cells["phase"].astype(str) != "2H").to_numpy()
+    cut = three & ((cells["x_site_id"].to_numpy() < 0) | (cells["x2_site_id"].to_numpy() < 0))
+    cells.loc[cut, "class"] = INCOMPLETE  # a 1T cell needs both its chalcogen columns
+    cells.loc[cut, "complete"] = False
+    rows = three & ~cut
     if not rows.any():
         return cells
     mat = parse_material(material)
