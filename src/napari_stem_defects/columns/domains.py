@@ -313,12 +313,13 @@ def void_regions(grain_map: np.ndarray, distance: np.ndarray, nn_px: float,
 
     Candidates are pixels far from every column (:func:`hole_mask`) and
     patches of columns that follow no lattice (:func:`amorphous_mask`). With
-    the image, the candidate pixels darker than halfway between the crystal's
-    darkest points (5th percentile of the smoothed crystal; an empty hollow
-    site still has its neighbours' tails) and the darkest candidate pixels
-    (vacuum has none) are **holes**, grown over the dark pixels connected to
-    them; the other candidates are **amorphous** (contamination, disordered
-    matter, brighter than vacuum).
+    the image, a candidate patch holding vacuum (pixels darker than halfway
+    between the crystal's darkest points, the 5th percentile of the smoothed
+    crystal where an empty hollow still has its neighbours' tails, and the
+    darkest candidate pixels) is a **hole** wherever it is darker than the
+    crystal's darkest points, grown over such pixels connected to it (its
+    rim); the other candidates are **amorphous** (contamination, disordered
+    matter, as bright as the crystal).
     """
     from ..vocabulary import PHASE_CODES
 
@@ -342,10 +343,15 @@ def void_regions(grain_map: np.ndarray, distance: np.ndarray, nn_px: float,
     level = 0.5 * (low + vacuum)
     dark = candidates & (smooth < level)
     dark = ndimage.binary_opening(dark, iterations=max(1, int(0.3 * nn_px)))
-    if dark.any():  # grow each hole over the dark pixels connected to it (its rim)
-        grown, _ = ndimage.label(smooth < level)
+    if dark.any():
+        # a patch holding vacuum is a hole wherever it is darker than the crystal's darkest points (its
+        # rim still catches the crystal's tails); brighter parts of it are amorphous matter beside the hole
+        labels, _ = ndimage.label(candidates)
+        with_vacuum = np.isin(labels, np.unique(labels[dark])) & (labels > 0)
+        out[with_vacuum & (smooth < low)] = PHASE_CODES["hole"]
+        grown, _ = ndimage.label(smooth < low)
         keep = np.unique(grown[dark])
-        out[np.isin(grown, keep[keep > 0]) | dark] = PHASE_CODES["hole"]
+        out[np.isin(grown, keep[keep > 0]) & (out != PHASE_CODES["amorphous"]) | dark] = PHASE_CODES["hole"]
     return out
 
 
