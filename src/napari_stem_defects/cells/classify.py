@@ -86,7 +86,22 @@ def classify_cells_cnn(
     if nn_px is None:
         nn_px = median_nn(m, x, complete)
     probs = classify_cells(image, m, x, nn_px, mat, mode=mode, prior=prior, model=model).astype(np.float64)
-    return with_classes(cells, probs, complete, "cnn")
+    return with_classes(cells, stated_composition(probs, mat), complete, "cnn")
+
+
+def stated_composition(probs: np.ndarray, material: str | Material) -> np.ndarray:
+    """Class probabilities re-weighted by the composition the user states (``MoS2+Se``), renormalised.
+
+    See :func:`~napari_stem_defects.cells.classes.composition_weights`; without stated foreign atoms the
+    probabilities are returned unchanged.
+    """
+    from .classes import composition_weights
+
+    weights = composition_weights(material)
+    if np.all(weights == 1.0):
+        return probs
+    out = np.asarray(probs, dtype=np.float64) * weights[None, :]
+    return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
 
 
 def classify_site_table(

@@ -45,6 +45,9 @@ def candidates(material: Material, sublattice: str) -> list[tuple[str, tuple[str
     if sublattice in ("M", "M1T"):
         metals = dict(material.metals)
         metals.setdefault(default_dopant(material), 0.0)
+        for atom in material.dopants:  # foreign metals the user expects (MoS2+W, MoS2+V)
+            if atom not in CHALCOGENS:
+                metals.setdefault(atom, 0.0)
         out += [(el, (el,), frac) for el, frac in metals.items()]
         x = material.main_chalcogen
         out.append((_label((x, x)), (x, x), 0.0))
@@ -57,6 +60,9 @@ def candidates(material: Material, sublattice: str) -> list[tuple[str, tuple[str
     else:
         chalc = dict(material.chalcogens)
         chalc.setdefault(default_substituent(material), 0.0)
+        for atom in material.dopants:  # foreign chalcogens the user expects (MoS2+Te)
+            if atom in CHALCOGENS:
+                chalc.setdefault(atom, 0.0)
         els = sorted(chalc, key=ATOMIC_NUMBER.__getitem__)
         out += [(el, (el,), 0.0) for el in els]
         for a, b in itertools.combinations_with_replacement(els, 2):
