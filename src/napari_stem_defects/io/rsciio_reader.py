@@ -84,7 +84,7 @@ _JPEG_GRAY_TOLERANCE = 2
 # --------------------------------------------------------------------------- public
 
 
-def read_stem_file(path: str | Path) -> list[StemImage]:
+def read_stem_file(path: str | Path, lazy: bool = False) -> list[StemImage]:
     """Read every real-space image in a microscopy file.
 
     Parameters
@@ -93,6 +93,12 @@ def read_stem_file(path: str | Path) -> list[StemImage]:
         A ``.dm3``, ``.dm4``, ``.emd``, ``.ser``, ``.emi``, ``.mrc``,
         ``.tif``/``.tiff``, ``.hspy``, ``.npy``, ``.png`` or ``.jpg``/``.jpeg``
         file. For a TIA pair, either the ``.emi`` or the ``_1.ser`` works.
+    lazy : bool
+        Leave a stack's frames in the file until they are used: rosettasciio's
+        ``lazy=True`` (a dask array) or a memory map for ``.npy``, so a long
+        series can be analysed one frame at a time. 2D images are read whole
+        either way. A lazy stack's values are checked frame by frame when used
+        (an all-NaN frame is refused then, not here).
 
     Returns
     -------
@@ -116,12 +122,12 @@ def read_stem_file(path: str | Path) -> list[StemImage]:
     fmt = _format_of(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    signals = _read_signals(path, fmt)
+    signals = _read_signals(path, fmt, lazy)
     images: list[StemImage] = []
     refused: list[str] = []
     for signal in signals:
         try:
-            images.append(signal_to_image(signal, path, reader=fmt.reader, label=fmt.label))
+            images.append(signal_to_image(signal, path, reader=fmt.reader, label=fmt.label, lazy=lazy))
         except StemReadError as exc:
             refused.append(str(exc))
     if not images:
@@ -167,19 +173,20 @@ def _format_of(path: Path) -> _Format:
         ) from None
 
 
-def _read_signals(path: Path, fmt: _Format) -> list[dict[str, Any]]:
+def _read_signals(path: Path, fmt: _Format, lazy: bool = False) -> list[dict[str, Any]]:
     """Run the parser; any parser exception becomes a :class:`StemReadError`."""
     try:
         if fmt.reader == "numpy":
-            return [_read_numpy(path)]
+            return [_read_numpy(path, lazy)]
         if fmt.reader == "imageio":
             return [_read_picture(path)]
         module = importlib.import_module(fmt.reader)
+        options = {"lazy": True} if lazy else {}
         if fmt.reader == "rsciio.emd":
-            return _read_emd(module, path)
+            return _read_emd(module, path, options)
         if path.suffix.lower() == ".ser":
-            return _read_ser(module, path)
-        return list(module.file_reader(str(path)))
+            return _read_ser(module, path, options)
+        return list(module.file_reader(str(path), **options))
     except StemReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parser failure is a user-facing read error
@@ -194,9 +201,9 @@ def _read_signals(path: Path, fmt: _Format) -> list[dict[str, Any]]:
         ) from exc
 
 
-def _read_emd(module: Any, path: Path) -> list[dict[str, Any]]:
+def _read_emd(module: Any, path: Path, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Read an EMD file, images only first (Velox spectrum images are slow and need ``sparse``)."""
-    signals = list(module.file_reader(str(path), select_type="images"))
+    signals = list(module.file_reader(str(path), select_type="images", **(options or {})))
     if signals:
         return signals
     try:  # no image: read everything to say what the file does hold
@@ -209,25 +216,26 @@ def _read_emd(module: Any, path: Path) -> list[dict[str, Any]]:
         ) from exc
 
 
-def _read_ser(module: Any, path: Path) -> list[dict[str, Any]]:
+def _read_ser(module: Any, path: Path, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Read a TIA ``name_1.ser`` through its ``name.emi`` when present (it holds the metadata)."""
+    options = options or {}
     match = re.fullmatch(r"(.+)_\d+", path.stem)
     emi = path.with_name(match.group(1) + ".emi") if match else None
     if emi is not None and emi.is_file():
         try:
-            signals = [s for s in module.file_reader(str(emi))
+            signals = [s for s in module.file_reader(str(emi), **options)
                        if get_path(s.get("metadata") or {}, "General.original_filename")[1]
                        == path.name]
         except Exception:  # noqa: BLE001 - fall back to the .ser alone
             signals = []
         if signals:
             return signals
-    return list(module.file_reader(str(path)))
+    return list(module.file_reader(str(path), **options))
 
 
-def _read_numpy(path: Path) -> dict[str, Any]:
-    """A ``.npy`` array as an rsciio-like signal dict (no calibration)."""
-    data = np.load(path, allow_pickle=False)
+def _read_numpy(path: Path, lazy: bool = False) -> dict[str, Any]:
+    """A ``.npy`` array as an rsciio-like signal dict (no calibration); memory-mapped when ``lazy``."""
+    data = np.load(path, allow_pickle=False, mmap_mode="r" if lazy else None)
     if data.ndim == 3 and data.shape[-1] in (3, 4) and min(data.shape[:2]) > 4:
         data = collapse_channels(data, path.name, tolerance=0)
     ndim = data.ndim

@@ -58,7 +58,7 @@ __all__ = ["name_images", "signal_to_image"]
 
 
 def signal_to_image(signal: Mapping[str, Any], path: Path, *, reader: str,
-                    label: str) -> StemImage:
+                    label: str, lazy: bool = False) -> StemImage:
     """Check one rsciio signal dict and turn it into a :class:`StemImage`.
 
     Parameters
@@ -72,6 +72,10 @@ def signal_to_image(signal: Mapping[str, Any], path: Path, *, reader: str,
         The reader module (``"rsciio.tiff"`` enables the ImageJ unit fallback).
     label : str
         The readable format name, stored as ``file_format``.
+    lazy : bool
+        Keep a stack's data as the reader gave it (a dask array or memory
+        map, read frame by frame when used) and skip the scan of all values
+        for NaN; a 2D image is read into memory either way.
 
     Returns
     -------
@@ -92,11 +96,15 @@ def signal_to_image(signal: Mapping[str, Any], path: Path, *, reader: str,
     data = signal["data"]
     if getattr(data, "dtype", None) is not None and data.dtype.names:
         data = structured_rgb_to_gray(np.asarray(data), what)
-    data = np.asarray(data)
+    keep_lazy = lazy and np.ndim(data) >= 3 and hasattr(data, "shape") and hasattr(data, "dtype")
+    if not keep_lazy:
+        data = np.asarray(data)
     axes = axes_for(data, list(signal.get("axes") or []))
     data, axes = drop_unit_navigation(data, axes)
-    check_values(data, what)
+    check_values(data, what, scan=not keep_lazy)
     data, nav, sig = image_layout(data, axes, what)
+    if keep_lazy and data.ndim == 2:  # a stack of one frame: read it now
+        data, keep_lazy = np.asarray(data), False
 
     ax_y, ax_x = sig
     pixel_size, note = _pixel_size(ax_y, ax_x, original, reader, what)
@@ -114,7 +122,7 @@ def signal_to_image(signal: Mapping[str, Any], path: Path, *, reader: str,
     }
     if note:
         info["calibration_note"] = note
-    data = _native(data)
+    data = data if keep_lazy else _native(data)
     return StemImage(data=data, pixel_size=pixel_size, name=path.stem, metadata=info)
 
 
