@@ -130,6 +130,10 @@ def read_stem_file(path: str | Path, lazy: bool = False) -> list[StemImage]:
             images.append(signal_to_image(signal, path, reader=fmt.reader, label=fmt.label, lazy=lazy))
         except StemReadError as exc:
             refused.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a lazy reader meets a truncated file only when reading the data
+            if not lazy:
+                raise
+            raise corrupt_file_error(path, fmt.label, exc) from exc
     if not images:
         if not refused:
             hint = (f" A TIA .emi holds only metadata: keep its data file '{path.stem}_1.ser' "
@@ -190,15 +194,23 @@ def _read_signals(path: Path, fmt: _Format, lazy: bool = False) -> list[dict[str
     except StemReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parser failure is a user-facing read error
-        hint = ""
-        if fmt.reader == "rsciio.tia":
-            hint = (" A TIA .emi needs its '_1.ser' data file in the same folder, and a .ser"
-                    " its .emi; keep both with their original names.")
-        raise StemReadError(
-            f"Could not read {path.name} (format: {fmt.label}): the file looks corrupt or "
-            f"truncated, or is not in that format ({type(exc).__name__}: {exc}).{hint} Check "
-            "the copy, or export the image again from the acquisition software."
-        ) from exc
+        raise corrupt_file_error(path, fmt.label, exc) from exc
+
+
+def corrupt_file_error(path: Path, label: str, exc: Exception) -> StemReadError:
+    """The :class:`StemReadError` for a file its parser failed on (corrupt, truncated, wrong format).
+
+    Also used when a lazily read stack fails on a frame that is read later.
+    """
+    hint = ""
+    if label.startswith("FEI TIA"):
+        hint = (" A TIA .emi needs its '_1.ser' data file in the same folder, and a .ser"
+                " its .emi; keep both with their original names.")
+    return StemReadError(
+        f"Could not read {Path(path).name} (format: {label}): the file looks corrupt or "
+        f"truncated, or is not in that format ({type(exc).__name__}: {exc}).{hint} Check "
+        "the copy, or export the image again from the acquisition software."
+    )
 
 
 def _read_emd(module: Any, path: Path, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -51,7 +51,7 @@ from .signal_layout import (
 from .stem_image import StemImage
 from .units import to_angstrom, unit_kind
 
-__all__ = ["name_images", "signal_to_image"]
+__all__ = ["in_memory", "name_images", "signal_to_image"]
 
 
 # --------------------------------------------------------------------------- one signal
@@ -95,16 +95,16 @@ def signal_to_image(signal: Mapping[str, Any], path: Path, *, reader: str,
 
     data = signal["data"]
     if getattr(data, "dtype", None) is not None and data.dtype.names:
-        data = structured_rgb_to_gray(np.asarray(data), what)
+        data = structured_rgb_to_gray(in_memory(data), what)
     keep_lazy = lazy and np.ndim(data) >= 3 and hasattr(data, "shape") and hasattr(data, "dtype")
     if not keep_lazy:
-        data = np.asarray(data)
+        data = in_memory(data)
     axes = axes_for(data, list(signal.get("axes") or []))
     data, axes = drop_unit_navigation(data, axes)
     check_values(data, what, scan=not keep_lazy)
     data, nav, sig = image_layout(data, axes, what)
     if keep_lazy and data.ndim == 2:  # a stack of one frame: read it now
-        data, keep_lazy = np.asarray(data), False
+        data, keep_lazy = in_memory(data), False
 
     ax_y, ax_x = sig
     pixel_size, note = _pixel_size(ax_y, ax_x, original, reader, what)
@@ -124,6 +124,14 @@ def signal_to_image(signal: Mapping[str, Any], path: Path, *, reader: str,
         info["calibration_note"] = note
     data = data if keep_lazy else _native(data)
     return StemImage(data=data, pixel_size=pixel_size, name=path.stem, metadata=info)
+
+
+def in_memory(data: Any) -> np.ndarray:
+    """A numpy array of ``data``; a lazy (dask) array is read here, in this thread, never through a
+    dask.distributed cluster the caller may be running on."""
+    if hasattr(data, "compute") and not isinstance(data, np.ndarray):
+        data = data.compute(scheduler="synchronous")
+    return np.asarray(data)
 
 
 # --------------------------------------------------------------------------- calibration
