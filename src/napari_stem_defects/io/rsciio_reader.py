@@ -246,14 +246,46 @@ def _read_ser(module: Any, path: Path, options: dict[str, Any] | None = None) ->
 
 
 def _read_numpy(path: Path, lazy: bool = False) -> dict[str, Any]:
-    """A ``.npy`` array as an rsciio-like signal dict (no calibration); memory-mapped when ``lazy``."""
-    data = np.load(path, allow_pickle=False, mmap_mode="r" if lazy else None)
+    """A ``.npy`` array as an rsciio-like signal dict (no calibration); a stack frame by frame when ``lazy``."""
+    data = _lazy_npy_stack(path) if lazy else None
+    if data is None:
+        data = np.load(path, allow_pickle=False)
     if data.ndim == 3 and data.shape[-1] in (3, 4) and min(data.shape[:2]) > 4:
         data = collapse_channels(data, path.name, tolerance=0)
     ndim = data.ndim
     axes = [{"size": n, "scale": 1.0, "offset": 0.0, "units": None,
              "navigate": ndim > 1 and i < ndim - 2} for i, n in enumerate(data.shape)]
     return {"data": data, "axes": axes, "metadata": {}, "original_metadata": {}}
+
+
+def _lazy_npy_stack(path: Path) -> Any:
+    """A dask array reading one frame of a C-ordered ``.npy`` stack per chunk with plain file reads (a
+    memory map would leave every frame read resident in the process); None for anything else."""
+    with open(path, "rb") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = header(fh)
+        except (ValueError, OSError):
+            return None
+        offset = fh.tell()
+    if len(shape) < 3 or fortran or dtype.hasobject or min(shape) == 0:
+        return None
+    if path.stat().st_size < offset + int(np.prod(shape)) * dtype.itemsize:
+        raise ValueError(f"the file holds fewer bytes than its {shape} {dtype} header says (truncated)")
+    import dask
+    import dask.array as da
+
+    frame_shape = shape[-2:]
+    count = int(np.prod(frame_shape))
+
+    def read(index: int) -> np.ndarray:
+        with open(path, "rb") as fh:
+            fh.seek(offset + index * count * dtype.itemsize)
+            return np.fromfile(fh, dtype=dtype, count=count).reshape(frame_shape)
+
+    frames = [da.from_delayed(dask.delayed(read)(k), frame_shape, dtype) for k in range(int(np.prod(shape[:-2])))]
+    return da.stack(frames).reshape(shape)
 
 
 def _read_picture(path: Path) -> dict[str, Any]:
