@@ -24,7 +24,8 @@ resume
 Run ``python benchmarks/bench_batch.py [--section throughput big stack resume] [--files N]``.
 The default of 40 files (30 of 1024^2, 10 of 2048^2) keeps the three throughput runs under
 about 15 minutes on 2 cores; the issue's 200 (``--files 200``) take five times as long.
-Figures depend on the machine: the table header names it.
+Figures depend on the machine: the table header names it, and each throughput row gives the
+machine's 5-minute load average at its end (other work on a shared machine slows every mode).
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ def throughput(folder: Path, work: Path, n_files: int) -> pd.DataFrame:
             "overhead_s_per_file": round(wall * workers / len(result.records) - per_file, 2),
             "worker_peak_MB": "/".join(f"{v:.0f}" for v in sorted(peaks.values())),
             "same_as_serial": True if mode == "serial" else _same(out, serial_out, result.records),
+            "load_avg_5min": round(os.getloadavg()[1], 1),  # other work on the machine skews the times
         })
         print(f"  {mode}: {wall:.0f} s", flush=True)
     table = pd.DataFrame(rows)
@@ -142,10 +144,18 @@ def throughput(folder: Path, work: Path, n_files: int) -> pd.DataFrame:
 def _run_cli(args: list[str], out: Path) -> tuple[float, dict]:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "napari_stem_defects.cli", "batch", *args, "--out", str(out),
-                    "--workers", "1", "--no-report"], env=_env(), check=False, stdout=subprocess.DEVNULL)
+                    "--workers", "1"], env=_env(), check=False, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     record = json.loads(next(out.glob("**/batch_record.json")).read_text())
+    record["worker"]["peak_rss_mb"] = _peak_of_run(out, record)
     return wall, record
+
+
+def _peak_of_run(out: Path, record: dict) -> float:
+    """The command's peak memory: the file's (its record, written before the report) or, when the report
+    was drawn afterwards in the same process, the larger peak the report run left in batch.json."""
+    info = json.loads((out / "batch.json").read_text())
+    return max(float(record["worker"]["peak_rss_mb"]), float(info.get("driver_peak_rss_mb") or 0.0))
 
 
 def big(work: Path) -> pd.DataFrame:

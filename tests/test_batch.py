@@ -191,6 +191,13 @@ def test_two_worker_processes_give_the_same_results(folder, serial_run, tmp_path
     result = run_batch([folder[0]], tmp_path / "out", BatchSettings(material="MoS2"), workers=2, report=False)
     assert result.analysed == TWINS + 3
     assert {r["worker"]["threads"] for r in result.records} == {max(1, len(os.sched_getaffinity(0)) // 2)}
+    # each worker process read the cell classifier once and kept it for its next files
+    loads: dict[int, list[int]] = {}
+    for r in result.records:
+        loads.setdefault(r["worker"]["pid"], []).append(r["worker"]["models_loaded"])
+    assert 1 <= len(loads) <= 2 and all(sum(v) <= 1 for v in loads.values())
+    reused = [r for r in result.records if r["status"] == "ok" and r["worker"]["models_loaded"] == 0]
+    assert len(reused) >= TWINS + 1 - len(loads)
     _same_results(tmp_path / "out", serial_run[0])
 
 
@@ -313,3 +320,23 @@ def test_report_renders_in_headless_chromium(serial_run, tmp_path):
     assert picture.shape == (3000, 1366)
     assert picture.std() > 20 and (picture < 60).mean() > 0.01  # text, tables and figures drawn, not blank
     print(f"report screenshot: {shot}")
+
+
+def test_heatmaps_in_a_batch_and_stale_files_removed_when_redone_without(folder, tmp_path):
+    one = [folder[0] / "day1" / "scan_0.tif"]
+    out = tmp_path / "out"
+    result = run_batch(one, out, BatchSettings(material="MoS2", heatmaps="sliding-window"), workers=1)
+    assert result.failed == 0
+    row = _dataset(out).iloc[0]
+    regions = pd.read_csv(out / "scan_0.tif" / "regions.csv")
+    assert int(row["regions_defect"]) == int((regions["class"] == "defect").sum())
+    assert (out / "scan_0.tif" / "heatmaps.npy").is_file() and (out / "scan_0.tif" / "figures" / "heatmaps.png").is_file()
+    assert "Defect heatmaps" in (out / "report.html").read_text()
+    info = json.loads((out / "batch.json").read_text())
+    assert info["models"]["heatmaps"]["sha256"] and info["settings"]["heatmaps"] == "sliding-window"
+    # other settings: done again, and the heatmap files of the earlier run do not linger
+    again = run_batch(one, out, BatchSettings(material="MoS2"), workers=1, report=False)
+    assert again.analysed == 1
+    assert not (out / "scan_0.tif" / "heatmaps.npy").exists() and not (out / "scan_0.tif" / "regions.csv").exists()
+    assert not (out / "scan_0.tif" / "figures" / "heatmaps.png").exists()
+    assert pd.isna(_dataset(out).iloc[0]["regions_defect"])

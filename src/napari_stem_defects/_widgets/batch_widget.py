@@ -73,6 +73,7 @@ class BatchWidget(Container):
         self._viewer = viewer
         self._inputs: list[str] = []
         self._rows: dict[str, str] = {}
+        self._notes: dict[str, str] = {}
         self._from_docks: dict[str, Any] = {}
         self.result: Any = None
         defaults = BatchSettings()
@@ -202,7 +203,7 @@ class BatchWidget(Container):
         except ValueError as err:
             self._say(f"Cannot run: {err}")
             return None
-        self._rows = {}
+        self._rows, self._notes = {}, {}
         self.files.reset_choices()
         job = {"inputs": list(self._inputs), "out": str(self.out.value), "settings": settings,
                "workers": int(self.workers.value), "retry": bool(self.retry.value), "redo": bool(self.redo.value)}
@@ -237,6 +238,7 @@ class BatchWidget(Container):
         elif event.kind == "finished" and event.rel:
             record = event.record or {}
             self._rows[event.rel] = record.get("status", "failed")
+            self._notes[event.rel] = record_note(record)
             eta = "" if not math.isfinite(event.eta_s) or event.done == event.to_do \
                 else f", about {_duration(event.eta_s)} to go"
             failed = f", {event.failed} failed" if event.failed else ""
@@ -250,6 +252,7 @@ class BatchWidget(Container):
         self.result = result
         for record in result.records:
             self._rows[record["file"]] = record.get("status", "failed")
+            self._notes[record["file"]] = record_note(record)
         self.files.reset_choices()
         ok = len(result.records) - result.failed
         what = "Cancelled: " if result.cancelled else ""
@@ -262,10 +265,11 @@ class BatchWidget(Container):
     # ------------------------------------------------------------------ results
 
     def _file_rows(self) -> list[str]:
-        return [f"{status:8s} {rel}" for rel, status in sorted(self._rows.items())]
+        return [f"{status:8s} {rel}{self._notes.get(rel, '')}" for rel, status in sorted(self._rows.items())]
 
     def _selected_files(self) -> list[str]:
-        return [row.split(" ", 1)[1].strip() for row in (self.files.value or []) if row.startswith("ok")]
+        rows = {f"{status:8s} {rel}{self._notes.get(rel, '')}": rel for rel, status in self._rows.items()}
+        return [rows[row] for row in (self.files.value or []) if row in rows and self._rows[rows[row]] == "ok"]
 
     def _update_buttons(self) -> None:
         done = self.result is not None
@@ -299,6 +303,32 @@ class BatchWidget(Container):
 
     def _say(self, message: str) -> None:
         self.status.value = message
+
+
+def record_note(record: dict[str, Any]) -> str:
+    """What a file's row in the dock adds to its status: the most frequent defect with its 95 % interval,
+    or why the file failed.
+
+    Examples
+    --------
+    >>> record_note({"status": "ok", "row": {"count_V_X1": 4, "count_V_M": 1, "concentration_V_X1_cm2": 2.1e13,
+    ...              "concentration_V_X1_lo95_cm2": 7e12, "concentration_V_X1_hi95_cm2": 4.6e13}})
+    ' · V_X1 2.1e+13 cm⁻² (7e+12–4.6e+13)'
+    >>> record_note({"status": "failed", "message": "Could not read x.tif: truncated"})
+    ' · Could not read x.tif: truncated'
+    """
+    if record.get("status") != "ok":
+        return f" · {str(record.get('message', ''))[:90]}"
+    row = record.get("row") or {}
+    counts = {k[6:]: v for k, v in row.items() if k.startswith("count_") and k != "count_perfect" and v}
+    if not counts:
+        return " · no defect" if "count_perfect" in row else ""
+    cls = max(counts, key=counts.get)
+    conc = row.get(f"concentration_{cls}_cm2")
+    if conc is None or not math.isfinite(float(conc)):
+        return f" · {cls} {counts[cls]} cells"
+    lo, hi = row.get(f"concentration_{cls}_lo95_cm2"), row.get(f"concentration_{cls}_hi95_cm2")
+    return f" · {cls} {float(conc):.2g} cm⁻² ({float(lo):.2g}–{float(hi):.2g})"
 
 
 def _duration(seconds: float) -> str:

@@ -212,7 +212,6 @@ def file_figures(analysis: Any, first: np.ndarray, folder: Path) -> dict[str, st
     """Draw one analysed file's figures into ``folder``; names of the PNG files by figure."""
     from ..io.atomic import atomic_write
 
-    folder.mkdir(parents=True, exist_ok=True)
     pngs: dict[str, bytes | None] = {}
     cells = analysis.cells[0] if analysis.cells else None
     shape = "x".join(str(n) for n in analysis.image.data.shape)
@@ -225,14 +224,28 @@ def file_figures(analysis: Any, first: np.ndarray, folder: Path) -> dict[str, st
     if analysis.heatmaps:
         pngs["heatmaps"] = heatmaps_png(first, analysis.heatmaps[0])
     names = {}
+    remove_figures(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     for key, png in pngs.items():
-        for old in folder.glob(f"{key}.png"):
-            old.unlink()
         if png is None:
             continue
         atomic_write(folder / f"{key}.png", lambda p, data=png: Path(p).write_bytes(data))
         names[key] = f"{key}.png"
     return names
+
+
+#: The per-file figures, as ``<name>.png`` in the file's ``figures/`` folder.
+FIGURE_NAMES = ("overview", "histograms", "concentrations", "heatmaps")
+
+
+def remove_figures(folder: Path) -> None:
+    """Remove the per-file figures an earlier run drew (only those; the folder too when it is left empty)."""
+    for key in FIGURE_NAMES:
+        (folder / f"{key}.png").unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 # --------------------------------------------------------------------------- dataset
@@ -363,6 +376,6 @@ def dataset_runtime_png(table: Any) -> bytes | None:
         return to_png(fig)
 
 
-__all__ = ["THUMB_PX", "concentrations_png", "dataset_calibration_png", "dataset_composition_png",
+__all__ = ["FIGURE_NAMES", "THUMB_PX", "remove_figures", "concentrations_png", "dataset_calibration_png", "dataset_composition_png",
            "dataset_concentrations_png", "dataset_pooled_png", "dataset_runtime_png", "file_figures",
            "heatmaps_png", "histograms_png", "overview_png", "thumbnail", "to_png"]

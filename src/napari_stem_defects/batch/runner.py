@@ -195,8 +195,11 @@ def run_batch(
                                               counts=(result.analysed, result.skipped, result.failed))
     if report:
         from .report import write_report
+        from .worker import peak_rss_mb
 
         result.report = write_report(out, result.records, info)
+        info["driver_peak_rss_mb"] = round(peak_rss_mb(), 1)
+        _save(out, records, info, info["status"], counts=(result.analysed, result.skipped, result.failed))
     say(replace(state, kind="done", elapsed_s=result.elapsed_s, eta_s=0.0))
     return result
 
@@ -358,15 +361,15 @@ def _versions() -> dict[str, str | None]:
 
 def _save(out: Path, records: dict[str, dict], info: dict, status: str,
           counts: tuple[int, int, int] | None = None) -> tuple[Path, Path]:
-    """Write ``dataset.csv`` and ``batch.json`` (atomically)."""
+    """Write ``dataset.csv`` and ``batch.json`` (atomically); ``info`` gains the status and counts."""
     from ..io.atomic import atomic_write_text, json_default
     from .dataset import write_dataset
     from .worker import _iso
 
     dataset = write_dataset(records.values(), out / "dataset.csv")
     ok = sum(r.get("status") == "ok" for r in records.values())
-    info = {**info, "status": status, "updated": _iso(time.time()),
-            "files": {"recorded": len(records), "ok": ok, "failed": len(records) - ok}}
+    info.update(status=status, updated=_iso(time.time()),
+                files={"recorded": len(records), "ok": ok, "failed": len(records) - ok})
     if counts is not None:
         info["files"].update(analysed_this_run=counts[0], kept_from_earlier_runs=counts[1])
     path = out / "batch.json"

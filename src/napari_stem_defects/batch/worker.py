@@ -113,6 +113,7 @@ def process_file(task: FileTask) -> dict[str, Any]:
         "message": "", "started": _iso(started),
     }
     caught: list[warnings.WarningMessage] = []
+    loaded_before = _models_loaded()
     try:
         stat = Path(task.path).stat()
         record.update(size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
@@ -139,7 +140,7 @@ def process_file(task: FileTask) -> dict[str, Any]:
     record.update({
         "run_time_s": round(time.time() - started, 3), "finished": _iso(time.time()),
         "worker": {"host": platform.node(), "pid": os.getpid(), "threads": threads,
-                   "peak_rss_mb": round(peak_rss_mb(), 1)},
+                   "peak_rss_mb": round(peak_rss_mb(), 1), "models_loaded": _models_loaded() - loaded_before},
     })
     from ..io.atomic import atomic_write_text, json_default
 
@@ -173,11 +174,11 @@ def _analyse(task: FileTask, out: Path) -> dict[str, Any]:
         if (out / name) not in paths.values():
             (out / name).unlink(missing_ok=True)
     notes += [m for result in analysis.columns for m in result.messages]
-    figures = {}
-    if task.figures:
-        from .figures import file_figures
+    from .figures import file_figures, remove_figures
 
-        figures = file_figures(analysis, first, out / FIGURES_DIR)
+    figures = file_figures(analysis, first, out / FIGURES_DIR) if task.figures else {}
+    if not task.figures:
+        remove_figures(out / FIGURES_DIR)
     summary = analysis.summary() if analysis.cells else None
     row = file_row(task.rel, analysis, summary, calibration, pixel_source)
     report = {"name": image.name, "shape": list(image.data.shape), "calibration": calibration,
@@ -343,6 +344,13 @@ def _threads_for(task: FileTask) -> int:
     except (ImportError, ValueError, AttributeError):
         slots = 1
     return max(1, cores // max(1, int(slots)))
+
+
+def _models_loaded() -> int:
+    """Networks this process has read from disk so far (they stay cached for the next files)."""
+    from ..network_io import _load_cached
+
+    return int(_load_cached.cache_info().misses)
 
 
 def available_cores() -> int:

@@ -95,7 +95,7 @@ def read_stem_file(path: str | Path, lazy: bool = False) -> list[StemImage]:
         file. For a TIA pair, either the ``.emi`` or the ``_1.ser`` works.
     lazy : bool
         Leave a stack's frames in the file until they are used: rosettasciio's
-        ``lazy=True`` (a dask array) or a memory map for ``.npy``, so a long
+        ``lazy=True`` (a dask array; for ``.npy``, one file read per frame), so a long
         series can be analysed one frame at a time. 2D images are read whole
         either way. A lazy stack's values are checked frame by frame when used
         (an all-NaN frame is refused then, not here).
@@ -269,7 +269,7 @@ def _lazy_npy_stack(path: Path) -> Any:
         except (ValueError, OSError):
             return None
         offset = fh.tell()
-    if len(shape) < 3 or fortran or dtype.hasobject or min(shape) == 0:
+    if len(shape) < 3 or fortran or dtype.hasobject or min(shape) == 0 or shape[-1] in (2, 3, 4):
         return None
     if path.stat().st_size < offset + int(np.prod(shape)) * dtype.itemsize:
         raise ValueError(f"the file holds fewer bytes than its {shape} {dtype} header says (truncated)")
