@@ -340,3 +340,54 @@ def test_heatmaps_in_a_batch_and_stale_files_removed_when_redone_without(folder,
     assert not (out / "scan_0.tif" / "heatmaps.npy").exists() and not (out / "scan_0.tif" / "regions.csv").exists()
     assert not (out / "scan_0.tif" / "figures" / "heatmaps.png").exists()
     assert pd.isna(_dataset(out).iloc[0]["regions_defect"])
+
+
+def _spawned_workers() -> list:
+    """Live worker processes spawned by this test process (multiprocessing's spawn_main)."""
+    import psutil
+
+    out = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and any("spawn_main" in p for p in child.cmdline()):
+                out.append(child)
+        except psutil.Error:
+            continue
+    return out
+
+
+def test_a_worker_process_killed_mid_batch_does_not_lose_files(folder, serial_run, tmp_path):
+    """SIGKILL one worker process (as the kernel's out-of-memory killer would): the files it held are run again
+    one at a time in a fresh pool, and the batch ends with every file done."""
+    import threading
+
+    killed = []
+
+    def progress(p):
+        if p.kind == "finished" and not killed:
+            workers = _spawned_workers()
+            if workers:
+                workers[0].send_signal(signal.SIGKILL)
+                killed.append(workers[0].pid)
+
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(r=run_batch(
+        [folder[0]], tmp_path / "out", BatchSettings(material="MoS2"), workers=2, report=False, progress=progress)))
+    thread.start()
+    thread.join(timeout=600)
+    assert killed and "r" in result
+    assert result["r"].failed == 2 and len(result["r"].records) == TWINS + 3  # only the two bad files
+    _same_results(tmp_path / "out", serial_run[0])
+
+
+def test_cancel_stops_the_worker_processes_and_a_rerun_finishes(folder, serial_run, tmp_path):
+    finished = []
+    result = run_batch([folder[0]], tmp_path / "out", BatchSettings(material="MoS2"), workers=2, report=False,
+                       progress=lambda p: finished.append(p.rel) if p.kind == "finished" else None,
+                       cancel=lambda: len(finished) >= 1)
+    assert result.cancelled and 1 <= result.analysed < TWINS + 3
+    assert not _spawned_workers()
+    assert json.loads((tmp_path / "out" / "batch.json").read_text())["status"] == "cancelled"
+    rest = run_batch([folder[0]], tmp_path / "out", BatchSettings(material="MoS2"), workers=1, report=False)
+    assert rest.skipped == result.analysed and rest.analysed == TWINS + 3 - result.analysed
+    _same_results(tmp_path / "out", serial_run[0])

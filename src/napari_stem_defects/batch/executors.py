@@ -82,14 +82,18 @@ class LocalPool:
 
     def cancel(self) -> None:
         """Drop the queued files and stop the worker processes now (files in flight are lost, not recorded)."""
-        self.executor.shutdown(wait=False, cancel_futures=True)
         terminate = getattr(self.executor, "terminate_workers", None)  # Python >= 3.14
         if terminate is not None:
             terminate()
             return
-        for process in list((getattr(self.executor, "_processes", None) or {}).values()):
+        # before shutdown, which forgets them
+        processes = list((getattr(self.executor, "_processes", None) or {}).values())
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
             if process.is_alive():
                 process.terminate()
+        for process in processes:
+            process.join(timeout=10)
 
     def close(self) -> None:
         """Shut the processes down."""

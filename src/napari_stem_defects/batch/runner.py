@@ -248,14 +248,15 @@ def _drive(pool: Any, tasks: list[FileTask], records: dict[str, dict], state: Ba
         if cancel is not None and cancel():
             return True
         while len(inflight) < pool.capacity and (todo or isolate):
-            if isolate and inflight:
+            alone = bool(isolate)
+            if alone and inflight:
                 break
-            task = isolate.popleft() if isolate else todo.popleft()
+            task = isolate.popleft() if alone else todo.popleft()
             first_start = first_start or time.time()
             say(replace(state, kind="started", rel=task.rel, record=None,
                         elapsed_s=time.time() - first_start))
             inflight[pool.submit(task)] = task
-            if isolate:
+            if alone:
                 break
         finished = [h for h in inflight if h.done()]
         if not finished:
