@@ -388,6 +388,9 @@ def test_cancel_stops_the_worker_processes_and_a_rerun_finishes(folder, serial_r
     assert result.cancelled and 1 <= result.analysed < TWINS + 3
     assert not _spawned_workers()
     assert json.loads((tmp_path / "out" / "batch.json").read_text())["status"] == "cancelled"
+    # a file a worker finished while the batch was being cancelled is recorded too, and kept
+    recorded = len(list((tmp_path / "out").glob(f"**/{RECORD_NAME}")))
+    assert result.analysed <= recorded < TWINS + 3
     rest = run_batch([folder[0]], tmp_path / "out", BatchSettings(material="MoS2"), workers=1, report=False)
-    assert rest.skipped == result.analysed and rest.analysed == TWINS + 3 - result.analysed
+    assert rest.skipped == recorded and rest.analysed == TWINS + 3 - recorded
     _same_results(tmp_path / "out", serial_run[0])
