@@ -14,6 +14,9 @@ dynamics
     moved) and an instability map from an autoencoder trained on the series.
 export-training
     Turn saved annotation files (``<image>.annotations.json``) into a training set folder.
+batch
+    ``analyze`` for many files (folders, globs) in parallel or on a dask cluster, resumable,
+    with a dataset table and an HTML report (:mod:`napari_stem_defects.batch`).
 train
     Fine-tune the shipped cell classifier (or, with ``--what columns``, the column U-Net) on
     training sets mixed with digital twins; write a new model version (a file, or a name in
@@ -261,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=_count, default=None, help="torch threads (default torch's)")
     tr.add_argument("--twins", type=_whole(0), default=None, metavar="N",
                     help="digital twins in the pool mixed into batches (default 24 cells, 16 columns)")
+    from .batch.cli import add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -603,6 +609,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _cmd_export_training(args)
             if args.command == "train":
                 return _cmd_train(args)
+            if args.command == "batch":
+                from .batch.cli import run_batch_command
+
+                return run_batch_command(args)
             return _cmd_calibrate(args)
         except ImageCheckError as err:
             print(f"napari-stem-defects {args.command}: {args.image}: {err} Nothing was written; --force analyses "

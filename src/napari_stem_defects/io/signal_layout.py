@@ -151,8 +151,11 @@ def drop_unit_navigation(data: np.ndarray, axes: list[dict[str, Any]]
     return data.reshape([data.shape[i] for i in keep]), [axes[i] for i in keep]
 
 
-def check_values(data: np.ndarray, what: str) -> None:
+def check_values(data: np.ndarray, what: str, scan: bool = True) -> None:
     """Refuse empty, complex and all-NaN/inf data.
+
+    ``scan=False`` checks only the shape and type (a lazy array's values are
+    checked frame by frame when they are read).
 
     Raises
     ------
@@ -167,7 +170,7 @@ def check_values(data: np.ndarray, what: str) -> None:
                             "detector intensities. Open the real-space HAADF image instead.")
     if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
         raise StemReadError(f"{what} holds {data.dtype} values, not image intensities.")
-    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).any():
+    if scan and np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).any():
         raise StemReadError(f"{what} holds only NaN or infinite values; the acquisition or "
                             "export failed. Re-export the image.")
 

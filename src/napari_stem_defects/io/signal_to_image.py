@@ -59,14 +59,14 @@ from .signal_layout import (
 from .stem_image import StemImage, StemReadError
 from .units import to_angstrom, unit_kind
 
-__all__ = ["name_images", "signal_to_image"]
+__all__ = ["in_memory", "name_images", "signal_to_image"]
 
 
 # --------------------------------------------------------------------------- one signal
 
 
 def signal_to_image(signal: Mapping[str, Any], path: Path, *, reader: str,
-                    label: str) -> StemImage:
+                    label: str, lazy: bool = False) -> StemImage:
     """Check one rsciio signal dict and turn it into a :class:`StemImage`.
 
     Parameters
@@ -80,6 +80,10 @@ def signal_to_image(signal: Mapping[str, Any], path: Path, *, reader: str,
         The reader module (``"rsciio.tiff"`` enables the ImageJ unit fallback).
     label : str
         The readable format name, stored as ``file_format``.
+    lazy : bool
+        Keep a stack's data as the reader gave it (a dask array, read frame by
+        frame when used) and skip the scan of all values for NaN; a 2D image is
+        read into memory either way.
 
     Returns
     -------
@@ -97,14 +101,22 @@ def signal_to_image(signal: Mapping[str, Any], path: Path, *, reader: str,
     what = f"{path.name}" + (f" (signal '{title}')" if title else "")
     original = plain_dict(signal.get("original_metadata") or {})
 
-    data = _loaded(signal, path, label)
+    data = signal["data"]
+    # a lazy stack stays in its file (read frame by frame when used, each frame within the budget)
+    keep_lazy = lazy and np.ndim(data) >= 3 and hasattr(data, "shape") and hasattr(data, "dtype")
+    if not keep_lazy:
+        data = _loaded(signal, path, label)
     if getattr(data, "dtype", None) is not None and data.dtype.names:
-        data = structured_rgb_to_gray(np.asarray(data), what)
-    data = np.asarray(data)
+        data = structured_rgb_to_gray(in_memory(data), what)
+        keep_lazy = False
+    if not keep_lazy:
+        data = in_memory(data)
     axes = axes_for(data, list(signal.get("axes") or []))
     data, axes = drop_unit_navigation(data, axes)
-    check_values(data, what)
+    check_values(data, what, scan=not keep_lazy)
     data, nav, sig = image_layout(data, axes, what)
+    if keep_lazy and data.ndim == 2:  # a stack of one frame: read it now
+        data, keep_lazy = in_memory(data), False
 
     ax_y, ax_x = sig
     pixel_size, note = _pixel_size(ax_y, ax_x, original, reader, what)
@@ -126,8 +138,16 @@ def signal_to_image(signal: Mapping[str, Any], path: Path, *, reader: str,
     if implausible:
         info["calibration_warning"] = implausible
         warnings.warn(implausible, UserWarning, stacklevel=3)
-    data = _native(data)
+    data = data if keep_lazy else _native(data)
     return StemImage(data=data, pixel_size=pixel_size, name=path.stem, metadata=info)
+
+
+def in_memory(data: Any) -> np.ndarray:
+    """A numpy array of ``data``; a lazy (dask) array is read here, in this thread, never through a
+    dask.distributed cluster the caller may be running on."""
+    if hasattr(data, "compute") and not isinstance(data, np.ndarray):
+        data = data.compute(scheduler="synchronous")
+    return np.asarray(data)
 
 
 def _loaded(signal: Mapping[str, Any], path: Path, label: str) -> Any:
@@ -137,7 +157,7 @@ def _loaded(signal: Mapping[str, Any], path: Path, label: str) -> Any:
         return data
     check_signal_sizes([signal], path, label)
     try:
-        return np.asarray(data)
+        return in_memory(data)
     except MemoryError as exc:
         raise StemReadError(f"Could not read {path.name} (format: {label}): not enough memory for its data "
                             f"({exc}).") from None
