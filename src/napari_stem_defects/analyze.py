@@ -156,7 +156,7 @@ class Analysis:
         """Phase map (uint8 codes) and domain map (int32) of every frame (see :mod:`~.columns.phase_map`)."""
         phases, domains = [], []
         for result in self.columns:
-            p, d = phase_maps(result.sites, result.detection_map.shape, result.regions)
+            p, d = phase_maps(result.sites, self.image.data.shape[-2:], result.regions)
             phases.append(p)
             domains.append(d)
         return phases, domains

@@ -7,6 +7,7 @@ and runs it with :func:`run_batch_command`.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import math
 import sys
 
@@ -53,6 +54,15 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     opts.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                       help="flag a file whose pixel size differs from its lattice's by more than this "
                            f"(default {DEFAULT_TOLERANCE:g})")
+    opts.add_argument("--force", action="store_true",
+                      help="analyse files the image check refuses (not a 2H monolayer of the material); by "
+                           "default such a file is recorded as failed with what it looks like instead")
+    opts.add_argument("--mask", default=None, metavar="MASK",
+                      help="pixels not to analyse, for every file of the mask's shape (.npy/.tif/.png, non-zero = "
+                           "masked); a file of another shape fails")
+    opts.add_argument("--include-boundaries", action="store_true",
+                      help="count boundary cells (domain and grain boundaries, hole, amorphous and masked edges) "
+                           "in the statistics")
     run = bat.add_argument_group("how to run")
     where = run.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None, metavar="N",
@@ -77,7 +87,9 @@ def settings_from_args(args: argparse.Namespace) -> "BatchSettings":  # noqa: F8
                          classifier=args.classifier, heatmaps=args.heatmaps, heatmap_threshold=args.heatmap_threshold,
                          heatmap_window=args.heatmap_window, heatmap_min_area=args.heatmap_min_area,
                          cell_model=args.cell_model, column_model=args.column_model, pixel_size=args.pixel_size,
-                         calibration_tolerance=args.tolerance)
+                         calibration_tolerance=args.tolerance, force=args.force,
+                         include_boundary=args.include_boundaries,
+                         mask=None if args.mask is None else str(Path(args.mask).resolve()))
 
 
 def run_batch_command(args: argparse.Namespace) -> int:

@@ -36,6 +36,14 @@ class BatchSettings:
     calibration_tolerance : float
         Relative difference between a file's pixel size and the one its lattice
         implies above which the file gets a warning.
+    force : bool
+        Analyse files the image check refuses (``analyze --force``); otherwise such a
+        file is recorded as failed with what it looks like instead.
+    include_boundary : bool
+        Count boundary cells in the statistics (``analyze --include-boundaries``).
+    mask : str, optional
+        A mask file (``analyze --mask``) applied to every file of its shape; a file of
+        another shape fails with a message.
     """
 
     material: str | None = None
@@ -51,6 +59,9 @@ class BatchSettings:
     column_model: str | None = None
     pixel_size: float | None = None
     calibration_tolerance: float = DEFAULT_TOLERANCE
+    force: bool = False
+    include_boundary: bool = False
+    mask: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (for JSON and for sending to workers)."""
@@ -67,7 +78,9 @@ class BatchSettings:
                 "refine": self.refine, "classifier": self.classifier, "heatmaps": self.heatmaps,
                 "heatmap_threshold": self.heatmap_threshold, "heatmap_window": self.heatmap_window,
                 "heatmap_min_area": self.heatmap_min_area, "cell_model": self.cell_model,
-                "column_model": self.column_model}
+                "column_model": self.column_model, "force": self.force,
+                "include_boundary": self.include_boundary,
+                "pixel_size_source": "typed" if self.pixel_size else "file"}
 
     def check(self) -> None:
         """Refuse bad settings before any file is read.

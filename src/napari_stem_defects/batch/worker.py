@@ -26,7 +26,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -217,10 +217,14 @@ def analyze_frames(image: Any, settings: BatchSettings, first: np.ndarray | None
     from ..io.stem_image import StemImage
 
     kwargs = settings.analysis_kwargs()
+    if settings.mask:
+        from ..cli import _read_mask
+
+        kwargs["mask"] = _read_mask(settings.mask, image.data.shape[-2:])
     if image.data.ndim == 2:
         data = np.asarray(image.data) if first is None else first
         return analyze_image(StemImage(data, image.pixel_size, image.name, image.metadata), **kwargs)
-    columns, cells, maps, regions, used = [], [], [], [], None
+    columns, cells, maps, regions, used, check = [], [], [], [], None, None
     for t in range(image.data.shape[0]):
         if cancel is not None and cancel():
             raise InterruptedError("cancelled")
@@ -230,7 +234,9 @@ def analyze_frames(image: Any, settings: BatchSettings, first: np.ndarray | None
         except ValueError as err:
             raise type(err)(f"frame {t}: {err}") from err
         if used is None:
-            used = part.settings
+            used, check = part.settings, part.check
+            if part.image.pixel_size != image.pixel_size:  # the check replaced a wrong stored calibration
+                image = replace(image, pixel_size=part.image.pixel_size, metadata=part.image.metadata)
             if part.heatmaps and part.heatmaps[0].window_px is not None:
                 kwargs["heatmap_window"] = part.heatmaps[0].window_px
         part.columns[0].detection_map = None  # the largest thing a frame keeps; not written
@@ -238,7 +244,7 @@ def analyze_frames(image: Any, settings: BatchSettings, first: np.ndarray | None
         cells += part.cells
         maps += part.heatmaps
         regions += part.regions
-    return Analysis(image, columns, used or {}, cells, maps, regions)
+    return Analysis(image, columns, used or {}, cells, maps, regions, check)
 
 
 def _read_frame(image: Any, t: int | None) -> np.ndarray:
