@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from napari_stem_defects.cells.classes import composition_weights
 from napari_stem_defects.cells.classify import classify_site_table

@@ -151,14 +151,8 @@ def measure_lattice(image: np.ndarray, max_order: int = 3) -> LatticeMeasurement
     ValueError
         If the image is not 2D/3D, is smaller than 32 x 32, or holds no finite values.
     """
-    power = _power_spectrum(image)
+    power, log_power, score, k_y, k_x, radius = _spectrum(image)
     n_y, n_x = power.shape
-    ky = (np.arange(n_y) - n_y // 2) / n_y
-    kx = (np.arange(n_x) - n_x // 2) / n_x
-    k_y, k_x = np.meshgrid(ky, kx, indexing="ij")
-    radius = np.hypot(k_y, k_x)
-    log_power = np.log(power + 1e-30)
-    score = _whiten(log_power, radius, min(n_y, n_x))
     # Of all hexagons of spots, keep the lattice that explains the most periodic power:
     # the fundamental one explains its harmonics too; artefacts (filter ripples,
     # quantisation) stand out of a smoothed image's background but carry little power.
@@ -204,13 +198,8 @@ def measure_lattice_near(image: np.ndarray, d100_px: float, tolerance: float = 0
     LatticeNotFoundError
         If no hexagon near that spacing stands out.
     """
-    power = _power_spectrum(image)
+    power, log_power, score, _, _, _ = _spectrum(image)
     n_y, n_x = power.shape
-    ky = (np.arange(n_y) - n_y // 2) / n_y
-    kx = (np.arange(n_x) - n_x // 2) / n_x
-    k_y, k_x = np.meshgrid(ky, kx, indexing="ij")
-    log_power = np.log(power + 1e-30)
-    score = _whiten(log_power, np.hypot(k_y, k_x), min(n_y, n_x))
     k0 = 1.0 / float(d100_px)
     relative = np.linspace(1 - tolerance, 1 + tolerance, 41)
     angles = np.deg2rad(np.arange(0.0, 60.0, 0.25))
@@ -269,14 +258,8 @@ def strong_spots(image: np.ndarray, n_spots: int = 40, min_score: float = MIN_SP
     """
     from skimage.feature import peak_local_max
 
-    power = _power_spectrum(image)
+    power, log_power, score, k_y, k_x, radius = _spectrum(image)
     n_y, n_x = power.shape
-    ky = (np.arange(n_y) - n_y // 2) / n_y
-    kx = (np.arange(n_x) - n_x // 2) / n_x
-    k_y, k_x = np.meshgrid(ky, kx, indexing="ij")
-    radius = np.hypot(k_y, k_x)
-    log_power = np.log(power + 1e-30)
-    score = _whiten(log_power, radius, min(n_y, n_x))
     valid = (radius > 4.0 / min(n_y, n_x)) & (radius < 0.45)
     peaks = peak_local_max(np.where(valid, score, -np.inf), min_distance=2, threshold_abs=min_score,
                            exclude_border=False)
@@ -398,6 +381,18 @@ def lattice_spots(lattice: LatticeMeasurement, max_order: int = 2) -> np.ndarray
             if np.abs(g).max() < 0.5:
                 out.append((g[0], g[1], float(order)))
     return np.array(out, float).reshape(-1, 3)
+
+
+def _spectrum(image: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Power spectrum, its log, the whitened score and the frequency grids (ky, kx, |k| in cycles/px)."""
+    power = _power_spectrum(image)
+    n_y, n_x = power.shape
+    ky = (np.arange(n_y) - n_y // 2) / n_y
+    kx = (np.arange(n_x) - n_x // 2) / n_x
+    k_y, k_x = np.meshgrid(ky, kx, indexing="ij")
+    radius = np.hypot(k_y, k_x)
+    log_power = np.log(power + 1e-30)
+    return power, log_power, _whiten(log_power, radius, min(n_y, n_x)), k_y, k_x, radius
 
 
 def _power_spectrum(image: np.ndarray) -> np.ndarray:

@@ -153,7 +153,6 @@ def histograms_png(result: Any) -> bytes:
 
 def concentrations_png(total: dict, title: str = "concentration (95 % interval)") -> bytes | None:
     """Defect concentrations of one file with their 95 % intervals (counts when uncalibrated)."""
-    import matplotlib
 
     classes = [c for c in _DEFECTS if total["counts"].get(c) or total.get("expected_count", {}).get(c, 0) >= 0.5]
     if not classes:
