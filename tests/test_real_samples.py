@@ -160,3 +160,42 @@ def test_the_samples_truth_counts_are_what_analyze_reports_noise_free(preset):
         assert counts[cls] == int(truth.get(cls, 0)), cls
     table = pd.DataFrame(analysis.cells[0])
     assert (table["class"] == "incomplete").sum() > 0  # the border cells: no class, not counted
+
+
+REAL_TMD = [("MoS2_Se-implanted_60kV_HAADF.dm3", "MoS2+Se"), ("MoSe2_80K_small_region.tif", "MoSe2"),
+            ("MoSe2_GB_mono.tif", "MoSe2"), ("MoTe2_sample_1.jpg", "MoTe2"),
+            ("MoWSSe_3D_Stack_align2_original.png", "MoWSSe"), ("WS2Te2_alloy_0040_1_Cut.tif", "W(S,Te)2"),
+            ("WSSe_partial_SuperScan_HAADF_12_corrected.tif", "WSSe"), ("WSe2_full_SuperScan_HAADF_14_corrected.tif", "WSe2")]
+
+
+@pytest.mark.parametrize("name, material", REAL_TMD)
+def test_sites_and_cells_never_contradict_on_real_images(shared_data, name, material):
+    from napari_stem_defects.io.rsciio_reader import read_stem_file
+
+    image = read_stem_file(shared_data / "real" / name)[0]
+    analysis = analyze_image(image, material=material, classifier="cnn")
+    sites, cells = analysis.columns[0].sites, analysis.cells[0]
+    assert contradictions(sites, cells, material) == 0
+    assert not cells.loc[cells["x_site_id"] < 0, "class"].isin(CELL_CLASSES).any()  # border cells: incomplete
+    complete = cells["x_site_id"] >= 0
+    step = np.hypot(cells["x_y_px"] - cells["m_y_px"], cells["x_x_px"] - cells["m_x_px"])
+    assert not ((step > 1.3 * analysis.columns[0].nn_px) & complete & ~cells["boundary"]).any()
+
+
+def test_the_real_mose2_grain_boundary_matches_its_reference(shared_data):
+    from napari_stem_defects.io.rsciio_reader import read_stem_file
+
+    image = read_stem_file(shared_data / "real" / "MoSe2_GB_mono.tif")[0]
+    ref = pd.read_csv(shared_data / "real" / "MoSe2_GB_mono_points.csv")[["y_row_px", "x_col_px"]].to_numpy(float)
+    result = detect_columns(image.data, material="MoSe2")
+    nn = result.nn_px
+    occupied = result.sites[(result.sites["sublattice"] != "H") & (result.sites["species"] != "empty")]
+    pred = occupied[["y_px", "x_px"]].to_numpy()
+
+    def inner(p):  # the reference leaves out the columns the image edge cuts
+        return np.all((p >= 0.5 * nn) & (p <= np.array(image.data.shape) - 1 - 0.5 * nn), axis=1)
+
+    i, _ = match_points(pred[inner(pred)], ref[inner(ref)], nn / 3)
+    precision, recall = len(i) / inner(pred).sum(), len(i) / inner(ref).sum()
+    assert 2 * precision * recall / (precision + recall) >= 0.99
+    assert len([d for d in result.domains if d["n_sites"] > 100]) == 2  # the two sides of the boundary

@@ -76,3 +76,18 @@ def test_phase_map_boundaries_and_one_answer_in_the_viewer(make_napari_viewer, s
     assert table["boundary"].any() and (table["class"] == "incomplete").any()
     assert set(table.loc[~table["boundary"] & (table["class"] != "incomplete"), "phase"]) == {"2H", "1T"}
     assert contradictions(points.features, table, "MoS2") == 0  # species and classes tell one story
+
+
+def test_a_painted_mask_leaves_no_sites_under_it(make_napari_viewer, sample):
+    viewer, image, columns = _viewer_with(make_napari_viewer, sample.image)
+    paint = np.zeros(sample.image.shape, np.uint8)
+    paint[:150, :150] = 1
+    viewer.add_labels(paint, name="not this", scale=image.scale)
+    columns.mask.value = viewer.layers["not this"]
+    run = columns.run(blocking=True)
+    sites = run.results[None].sites
+    assert len(sites) and not ((sites["y_px"] < 148) & (sites["x_px"] < 148)).any()
+    assert (viewer.layers["scan phases"].data[:150, :150] == PHASE_CODES["masked"]).all()
+    viewer.add_labels(np.zeros((10, 10), np.uint8), name="wrong size")
+    columns.mask.value = viewer.layers["wrong size"]
+    assert columns.run(blocking=True) is None and "Cannot use the mask" in columns.result.value

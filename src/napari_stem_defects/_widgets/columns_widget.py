@@ -26,7 +26,6 @@ from ..columns.points_layer import (
     legend_html, marker_legend_html, result_to_points_data, species_colour, stack_results_to_points_data,
 )
 from ..columns.result import EMPTY, ColumnResult
-from ..columns.structure_layers import phase_layer_data, unexplained_layer_data
 from ..image_check import check_detection
 from ..model_registry import SHIPPED
 from ._dock import (
@@ -34,6 +33,9 @@ from ._dock import (
     plot_canvas, plot_style, run_controls, text_label,
 )
 from ._jobs import show_elapsed
+from ._structure import is_mask_layer as _is_mask_layer
+from ._structure import mask_of as _mask_of
+from ._structure import show_structure
 from ._model_choice import ModelChoice
 
 if TYPE_CHECKING:
@@ -82,6 +84,7 @@ class _Job:
     data: Any
     frames: tuple[int | None, ...]
     params: dict[str, Any]
+    mask: np.ndarray | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -125,6 +128,10 @@ class ColumnsWidget(StemDock):
         self.refine = ComboBox(label="refinement", choices=list(pipeline.REFINEMENTS), value="gaussian",
                                tooltip="sub-pixel position of each column: gaussian (2D Gaussian fit, default) or "
                                        "com (centre of mass, faster)")
+        self.mask = layer_choice(viewer, _is_mask_layer, label="mask", nullable=True,
+                                 tooltip="optional: a Labels or Shapes layer (drawn with the image's scale) whose "
+                                         "painted or enclosed pixels are not analysed: no sites, no cells, no area "
+                                         "(NaN pixels of the image are always left out). Default none")
         self.force = CheckBox(text="analyse anyway", value=False,
                               tooltip="show the columns even when the image check finds the image is not a 2H "
                                       "monolayer of the material (another lattice, another material, a wrong "
@@ -144,7 +151,7 @@ class ColumnsWidget(StemDock):
                                     "species mixture: why a column got its label")
         self.plot.add_native(self.canvas)
         form = Container(labels=True, widgets=[self.layer, self.method, self.model, self.material, self.threshold,
-                                               self.refine, self.all_frames, self.force])
+                                               self.refine, self.mask, self.all_frames, self.force])
         self.extend([form, buttons, self.progress, self.result, self.legend, self.markers,
                      Section("Details", [self.details], expanded=False, labels=False,
                              tooltip="messages of the detection and the settings it used"), self.plot])
@@ -205,8 +212,10 @@ class ColumnsWidget(StemDock):
         params = {"threshold": float(self.threshold.value), "refine": self.refine.value,
                   "material": self.material.value, "method": self.method.value,
                   "model": (self.model.value or SHIPPED) if self.method.value == "deep" else None,
-                  "pixel_size": pixel_size(layer), "image_layer": layer.name, "force": bool(self.force.value)}
-        return _Job(layer, layer.unique_id, data, frames, params)
+                  "pixel_size": pixel_size(layer), "image_layer": layer.name, "force": bool(self.force.value),
+                  "mask": None if self.mask.value is None else self.mask.value.name}
+        mask = _mask_of(self.mask.value, data.shape[-2:], frames[0])
+        return _Job(layer, layer.unique_id, data, frames, params, mask=mask)
 
     def _current_frame(self, layer) -> int:
         """The stack frame the viewer shows (dims position mapped through the layer's scale)."""
@@ -225,7 +234,11 @@ class ColumnsWidget(StemDock):
         if self._worker is not None:  # settings changed while running: run again when done
             self._pending = True
             return self._worker
-        job = self._make_job()
+        try:
+            job = self._make_job()
+        except ValueError as err:  # a mask of another shape
+            self._say(f"Cannot use the mask: {err}.")
+            return None
         if job is None:
             self._say("Open or select an image first.")
             return None
@@ -282,7 +295,7 @@ class ColumnsWidget(StemDock):
                     raise InterruptedError("cancelled")
                 run.results[frame] = pipeline.columns_from_map(
                     image, dmap, threshold=p["threshold"], refine=p["refine"], material=p["material"],
-                    pixel_size=p["pixel_size"])
+                    pixel_size=p["pixel_size"], mask=job.mask)
                 if run.check is None and p["material"]:  # before any layer: is it the material said?
                     run.check = check_detection(image, run.results[frame], dmap.lattice, p["material"],
                                                 p["pixel_size"])
@@ -386,17 +399,7 @@ class ColumnsWidget(StemDock):
 
     def _show_structure(self, layer, result: ColumnResult) -> None:
         """The phase map (Labels) and the peaks no site explains (Points) beside the columns layer."""
-        common = {"scale": tuple(layer.scale), "units": tuple(str(u) for u in layer.units),
-                  "translate": tuple(layer.translate)}
-        for data, kwargs, kind in (phase_layer_data(result, f"{layer.name} phases", **common),
-                                   unexplained_layer_data(result, f"{layer.name} unexplained peaks", **common)):
-            name = kwargs["name"]
-            if name in self._viewer.layers:
-                self._viewer.layers.remove(name)
-            if kind == "points" and len(data) == 0:
-                continue
-            add = self._viewer.add_labels if kind == "labels" else self._viewer.add_points
-            add(data, **kwargs)
+        show_structure(self._viewer, layer, result)
 
     def displayed_result(self) -> ColumnResult | None:
         """The result for the selected image (its current frame for a stack), if any."""

@@ -10,13 +10,15 @@ import pandas as pd
 from ..cell_convention import partner_index, screen_angle
 from ..materials import ATOMIC_NUMBER, Material
 from ..vocabulary import PHASE_CODES
-from .domains import (MIN_GRAIN_PEAKS, grain_orientation, local_structure, motif_is_1t, segment_grains,
+from .domains import (grain_orientation, local_structure, motif_is_1t, segment_grains,
                       structure_levels, territories, void_regions)
 from .grain_sites import attach_peaks, grain_steps, place_grain_sites
 from .lattice_sites import neighbour_basis
 from .result import EMPTY, SITE_COLUMNS, SITE_STRUCTURE_COLUMNS, ColumnDetectionError, SpeciesFit
 from .species import fit_species_free, fit_species_physics, species_posterior
 
+#: Fewest unexplained peaks that form a patch of their own (a translation domain) in the registration.
+PATCH_PEAKS: int = 12
 #: A domain with three occupied positions is a boundary band, not a 1T phase, when this share of its
 #: sites lies on its edge.
 BAND_SHARE: float = 0.6
@@ -212,7 +214,7 @@ def build_site_table(
     return sites, fits, info, messages
 
 
-def _register(peaks, grains, orientation, u, v, nn_px, shape, regions, grain_map, rounds: int = 3):
+def _register(peaks, grains, orientation, u, v, nn_px, shape, regions, grain_map, rounds: int = 5):
     """Sites of every grain, each on its own lattice; peaks a grain's lattice leaves unexplained that
     cluster into a patch (a translation domain, the far side of a dislocation) become a lattice of their
     own, up to ``rounds`` times.
@@ -253,8 +255,8 @@ def _register(peaks, grains, orientation, u, v, nn_px, shape, regions, grain_map
             return placed, grains, n_tilted
         for members in new:
             label = int(grains.max()) + 1
-            angle[label] = angle[int(np.bincount(grains[members][grains[members] >= 0]).argmax())]
             grains[members] = label
+            angle[label] = grain_orientation(orientation, grains, label)
     return placed, grains, n_tilted
 
 
@@ -275,19 +277,20 @@ def _attach_by_grain(positions: np.ndarray, owner: np.ndarray, peaks: np.ndarray
 
 
 def _unexplained_patches(peaks: np.ndarray, grains: np.ndarray, attached: np.ndarray, nn_px: float) -> list:
-    """Connected sets (bonded within 1.9 nn) of at least MIN_GRAIN_PEAKS grain peaks that no site explains."""
+    """Connected sets (within 2.2 nn: a patch's metals, when its dim columns gave no peaks) of at least
+    PATCH_PEAKS peaks that no site explains (in a grain, or in none where the order was too poor)."""
     from scipy import sparse
     from scipy.sparse import csgraph
     from scipy.spatial import cKDTree
 
-    loose = np.flatnonzero(~attached & (grains >= 0))
-    if len(loose) < MIN_GRAIN_PEAKS:
+    loose = np.flatnonzero(~attached)
+    if len(loose) < PATCH_PEAKS:
         return []
-    pairs = cKDTree(peaks[loose]).query_pairs(1.9 * nn_px, output_type="ndarray")
+    pairs = cKDTree(peaks[loose]).query_pairs(2.2 * nn_px, output_type="ndarray")
     graph = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(loose),) * 2)
     _, comp = csgraph.connected_components(graph, directed=False)
     sizes = np.bincount(comp)
-    return [loose[comp == c] for c in np.flatnonzero(sizes >= MIN_GRAIN_PEAKS)]
+    return [loose[comp == c] for c in np.flatnonzero(sizes >= PATCH_PEAKS)]
 
 
 def _confirm_1t(image, positions, grid, coset, level, hollow, domain, grain, steps, nn_px):
