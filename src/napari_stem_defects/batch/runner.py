@@ -243,6 +243,7 @@ def _drive(pool: Any, tasks: list[FileTask], records: dict[str, dict], state: Ba
     todo = deque(tasks)
     isolate: deque[FileTask] = deque()  # files in flight when a worker process died: one at a time
     inflight: dict[Any, FileTask] = {}
+    ran_alone: set[str] = set()  # files that were the only one in a fresh pool when it broke are lost for good
     first_start, last_save = None, time.time()
     while todo or isolate or inflight:
         if cancel is not None and cancel():
@@ -257,6 +258,7 @@ def _drive(pool: Any, tasks: list[FileTask], records: dict[str, dict], state: Ba
                         elapsed_s=time.time() - first_start))
             inflight[pool.submit(task)] = task
             if alone:
+                ran_alone.add(task.rel)
                 break
         finished = [h for h in inflight if h.done()]
         if not finished:
@@ -276,9 +278,10 @@ def _drive(pool: Any, tasks: list[FileTask], records: dict[str, dict], state: Ba
                 record = _lost_record(task, f"the worker running this file failed ({type(err).__name__}: {err})")
             _finish(task, record, records, state, say, first_start)
         if broken:
-            isolated = len(broken) == 1 and not inflight
+            # a pool breaks for all its files at once, whichever worker died: only a file that ran alone is
+            # known to have killed its worker (one that merely happened to be the last in flight is not)
             for task in [*broken, *inflight.values()]:
-                if isolated:
+                if task.rel in ran_alone:
                     record = _lost_record(task, "the worker process running this file died (out of memory?); "
                                                 "rerun it with fewer workers, or alone, and --retry-failed")
                     _finish(task, record, records, state, say, first_start)
