@@ -29,7 +29,7 @@ def test_cli_analyze_writes_sites_with_ground_truth_quality(tmp_path):
                  "--dose", "1e6", "--defect", "V_M=0.03", "--seed", "4", "--out", str(out)]) == 0
     assert main(["analyze", str(out / "image.tif"), "--material", "MoS2", "--out", str(tmp_path / "ana")]) == 0
     sites = pd.read_csv(tmp_path / "ana" / "sites.csv", keep_default_na=False)
-    assert list(sites.columns) == [*SITES_CSV_COLUMNS, "y_pm", "x_pm", "defect"]
+    assert list(sites.columns) == [*SITES_CSV_COLUMNS, "y_pm", "x_pm", "defect", "domain", "phase", "boundary"]
     truth = pd.read_csv(out / "sites.csv", keep_default_na=False)
     nn = twin.material.a / np.sqrt(3) / 0.12
     scores = score_sites(sites, truth, nn, 0.12)

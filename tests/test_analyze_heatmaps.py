@@ -97,7 +97,7 @@ def test_cli_analyze_writes_heatmaps_regions_and_summary(engine, twin_file, tmp_
     assert analysis["settings"]["heatmaps"]["engine"] == engine
     # the other files keep their columns
     sites = pd.read_csv(out / "sites.csv", keep_default_na=False)
-    assert list(sites.columns) == [*SITES_CSV_COLUMNS, "y_pm", "x_pm", "defect"]
+    assert list(sites.columns) == [*SITES_CSV_COLUMNS, "y_pm", "x_pm", "defect", "domain", "phase", "boundary"]
 
 
 def test_without_heatmaps_no_heatmap_files(twin_file, tmp_path):

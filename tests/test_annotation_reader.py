@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from napari_stem_defects.columns.points_layer import FACE_ALPHA, SIZE_FRACTION
 from napari_stem_defects.annotations import (
     annotation_layer_data,
     annotations_from_layers,
@@ -88,9 +89,9 @@ def test_reopening_restores_image_sites_and_cells_exactly(saved):
     assert pk["features"].loc[4, ["species", "source"]].tolist() == ["empty", "human"]
     assert pk["metadata"]["parameters"]["material"] == "MoS2" and sk["metadata"]["a1_px"] == ann.cells.metadata["a1_px"]
     # styled like the widgets draw them: hollow points for empty sites, class-coloured cell edges
-    assert pk["face_color"][4, 3] == 0 and pk["face_color"][0, 3] == 1
+    assert pk["face_color"][4, 3] == 0 and pk["face_color"][0, 3] == FACE_ALPHA  # hollow / translucent
     assert len(sk["edge_color"]) == len(shp) and sk["edge_color"][7, 3] == 1
-    assert pk["size"] == pytest.approx(0.6 * ann.sites.metadata["parameters"]["nn_px"])
+    assert pk["size"] == pytest.approx(SIZE_FRACTION * ann.sites.metadata["parameters"]["nn_px"])
 
 
 def test_layer_data_builds_real_napari_layers(saved):

@@ -33,6 +33,7 @@ from napari_stem_defects.cells.shapes_layer import cells_to_shapes_data
 from napari_stem_defects.columns import detect_columns
 from napari_stem_defects.columns.points_layer import result_to_points_data
 from napari_stem_defects.simulate import ImagingParams, simulate_twin
+from napari_stem_defects.simulate.defects import CELL_CLASSES
 
 PIXEL = 0.12
 
@@ -197,7 +198,8 @@ def test_image_file_outside_the_folder_stays_absolute(tmp_path):
 def test_metadata_keeps_json_values_and_drops_the_rest(tmp_path):
     meta = {"nn_px": np.float32(7.5), "a1_px": np.array([1.0, 2.0]), "frames": {0: {"n": np.int64(3)}},
             "path": Path("/x/y.npy"), "callback": print, "nested": [1, object(), "z"]}
-    layer = LayerAnnotation("sites", "s", np.zeros((0, 2)), pd.DataFrame({"species": pd.Series([], dtype=object)}),
+    layer = LayerAnnotation("sites", "s", np.zeros((0, 2)), pd.DataFrame({"species": pd.Series([], dtype=object),
+                                                                          "sublattice": pd.Series([], dtype=object)}),
                             meta)
     ann = Annotations(ImageReference.from_array(np.zeros((2, 2)), name="i"), None, layer, None)
     back = load_annotations(save_annotations(ann, tmp_path / "m.json"))
@@ -211,23 +213,40 @@ def test_metadata_keeps_json_values_and_drops_the_rest(tmp_path):
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=5)
 
 
+SPECIES = st.sampled_from(["Mo", "W", "S2", "SSe", "Se2", "S", "empty", "adatom", "", "M1", "X2"])
+
+
 @st.composite
-def layer_annotations(draw, kind: str) -> LayerAnnotation:
+def layer_annotations(draw, kind: str, shape: tuple[int, ...]) -> LayerAnnotation:
+    """A layer the format's rules accept (:mod:`napari_stem_defects.annotations.schema`) on an image of ``shape``."""
     n = draw(st.integers(0, 6))
-    shape = (n, draw(st.sampled_from([2, 3]))) if kind == "sites" else (n, 4, 2)
-    data = np.array(draw(st.lists(st.floats(-1e4, 1e4), min_size=int(np.prod(shape)),
-                                  max_size=int(np.prod(shape)))), dtype=float).reshape(shape)
+    dims = draw(st.sampled_from([2, 3])) if len(shape) == 3 else 2
+    data_shape = (n, dims) if kind == "sites" else (n, 4, dims)
+    h, w = shape[-2:]
+    data = np.array(draw(st.lists(st.floats(-0.5, 1.0), min_size=int(np.prod(data_shape)),
+                                  max_size=int(np.prod(data_shape)))), dtype=float).reshape(data_shape)
+    data[..., -2] *= h
+    data[..., -1] *= w
+    if dims == 3:
+        data[..., 0] = np.round(np.clip(data[..., 0], 0, 1) * (shape[0] - 1))
+    ids = draw(st.lists(st.integers(0, 2**40), min_size=n, max_size=n, unique=True))
     features = pd.DataFrame({
-        "species": pd.Series(draw(st.lists(st.one_of(st.none(), TEXT), min_size=n, max_size=n)), dtype="str"),
-        "confidence": pd.Series(draw(st.lists(st.floats(), min_size=n, max_size=n)), dtype=float),
+        "species": pd.Series(draw(st.lists(st.one_of(st.none(), SPECIES), min_size=n, max_size=n)), dtype="str"),
+        "sublattice": pd.Series(draw(st.lists(st.sampled_from(["M", "X", "H"]), min_size=n, max_size=n)),
+                                dtype="str"),
+        "confidence": pd.Series(draw(st.lists(st.one_of(st.floats(0, 1), st.just(float("nan"))), min_size=n,
+                                              max_size=n)), dtype=float),
         "p32": pd.Series(draw(st.lists(st.floats(width=32), min_size=n, max_size=n)), dtype=np.float32),
         "verified": pd.Series(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool),
-        "site_id": pd.Series(draw(st.lists(st.integers(-5, 2**40), min_size=n, max_size=n)), dtype=np.int64),
+        "site_id": pd.Series([-1 if draw(st.booleans()) else i for i in ids], dtype=np.int64),
         "source": pd.Categorical(draw(st.lists(st.sampled_from(["model", "human"]), min_size=n, max_size=n)),
                                  categories=["model", "human"]),
         "note": pd.Series(draw(st.lists(st.one_of(st.none(), TEXT, st.floats()), min_size=n, max_size=n)),
                           dtype=object),
     })
+    if kind == "cells":
+        features["class"] = pd.Series(draw(st.lists(st.sampled_from(CELL_CLASSES), min_size=n, max_size=n)),
+                                      dtype="str")
     metadata = draw(st.dictionaries(st.text(max_size=4), st.one_of(st.none(), st.integers(), TEXT,
                                                                    st.floats(allow_nan=False)), max_size=3))
     return LayerAnnotation(kind, draw(TEXT), data, features, metadata)
@@ -236,16 +255,16 @@ def layer_annotations(draw, kind: str) -> LayerAnnotation:
 @st.composite
 def annotations(draw) -> Annotations:
     ndim = draw(st.sampled_from([2, 3]))
+    shape = tuple(draw(st.lists(st.integers(1, 4096), min_size=ndim, max_size=ndim)))
     ref = ImageReference(
-        file=draw(st.sampled_from([None, "/data/scan.dm4"])), name=draw(TEXT),
-        shape=tuple(draw(st.lists(st.integers(1, 4096), min_size=ndim, max_size=ndim))),
+        file=draw(st.sampled_from([None, "/data/scan.dm4"])), name=draw(TEXT), shape=shape,
         dtype=draw(st.sampled_from(["float32", "uint16", "float64"])), sha256="0" * 64,
         scale=tuple(draw(st.lists(st.floats(1e-3, 10), min_size=ndim, max_size=ndim))),
         units=tuple(draw(st.lists(st.sampled_from(["angstrom", "pixel", ""]), min_size=ndim, max_size=ndim))),
         translate=tuple(draw(st.lists(st.floats(-1e3, 1e3), min_size=ndim, max_size=ndim))))
     return Annotations(ref, draw(st.one_of(st.none(), st.sampled_from(["MoS2", "Mo0.5W0.5SSe"]))),
-                       draw(st.one_of(st.none(), layer_annotations("sites"))),
-                       draw(st.one_of(st.none(), layer_annotations("cells"))))
+                       draw(st.one_of(st.none(), layer_annotations("sites", shape))),
+                       draw(st.one_of(st.none(), layer_annotations("cells", shape))))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -35,7 +35,7 @@ def test_ideal_observer_needs_a_dose():
 
 def _antisite_twin(dose, gamma):
     return simulate_twin("MoS2", (224, 224), 0.12, rotation_deg=None, imaging=ImagingParams(dose=dose, gamma=gamma),
-                         seed=3_900_032, defects={"M_X": 0.06, "sub_X": 0.06}, substituent="Se")
+                         seed=3_900_033, defects={"M_X": 0.06, "sub_X": 0.06}, substituent="Se")
 
 
 def test_column_contents_parse_species_strings():

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from napari_stem_defects.cli import main
 from napari_stem_defects.io.rsciio_reader import read_stem_file

@@ -87,7 +87,7 @@ def test_rerunning_replaces_the_layer_instead_of_adding_one(setup):
     widget.refine.value = "com"
     run = widget.run(blocking=True)
     names = [layer.name for layer in viewer.layers]
-    assert names.count("twin columns") == 1 and len(viewer.layers) == 2
+    assert names.count("twin columns") == 1 and names.count("twin phases") == 1 and len(viewer.layers) == 3
     assert set(viewer.layers["twin columns"].features["refined_by"]) <= {"com", "lattice"}
     assert run.layer.metadata["parameters"]["refine"] == "com"
 

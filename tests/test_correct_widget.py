@@ -125,8 +125,11 @@ def test_species_edits_points_edits_and_undo(opened):
     viewer, _, widget, path = opened
     sites = viewer.layers["scan columns"]
     features = sites.features
+    shape = viewer.layers["scan"].data.shape
+    inner = ((features["y_px"] > 30) & (features["y_px"] < shape[0] - 30) & (features["x_px"] > 30)
+             & (features["x_px"] < shape[1] - 30)).to_numpy()  # a whole cell, not one the image edge cuts
     metal = int(np.flatnonzero((features["sublattice"] == "M").to_numpy()
-                               & (features["species"] == "Mo").to_numpy())[0])
+                               & (features["species"] == "Mo").to_numpy() & inner)[0])
     sites.selected_data = {metal}
     assert list(widget.species.choices)[0] == "Mo" and "empty" in widget.species.choices  # the metal's choices
     key = species_keys(list(widget.species.choices))["empty"]  # 'empty' is last

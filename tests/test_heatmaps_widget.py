@@ -18,7 +18,7 @@ from napari_stem_defects.heatmaps.regions import MIN_AREA_NN2, REGION_COLUMNS, m
 from napari_stem_defects.simulate import ImagingParams, simulate_twin
 
 PIXEL = 0.2
-MAP_NAMES = [f"twin {c} probability" for c in HEATMAP_CLASSES] + ["twin uncertainty"]
+MAP_NAMES = [f"MoS2 twin {c} probability" for c in HEATMAP_CLASSES] + ["MoS2 twin uncertainty"]  # material and family
 
 
 @pytest.fixture(scope="module")
@@ -136,14 +136,14 @@ def test_channel_stack_output_replaces_the_separate_layers(setup, calls):
     assert len(calls) == 1
     widget.run(blocking=True)
     names = [layer.name for layer in viewer.layers]
-    assert sorted(n for n in names if n.startswith("twin ") and n.endswith(("probability", "uncertainty"))) == \
+    assert sorted(n for n in names if n.startswith("MoS2 twin ") and n.endswith(("probability", "uncertainty"))) == \
         sorted(MAP_NAMES)  # replaced, not duplicated
     for name in MAP_NAMES:
         layer = viewer.layers[name]
         assert layer.data.shape == image.data.shape
         assert tuple(layer.contrast_limits) == (0.0, 1.0) and layer.blending == "additive"
         assert tuple(layer.scale) == pytest.approx(tuple(image.scale))
-    assert viewer.layers["twin defect probability"].visible and not viewer.layers["twin vacancy probability"].visible
+    assert viewer.layers["MoS2 twin defect probability"].visible and not viewer.layers["MoS2 twin vacancy probability"].visible
     assert viewer.layers[-1].name == "twin defect regions" and len(calls) == 2
 
 
@@ -167,7 +167,7 @@ def test_window_in_angstrom_columns_nn_and_attention_unet(setup, calls):
     run = widget.run(blocking=True)
     assert not run.error and run.result.engine == "attention-unet" and calls[-1]["window_px"] is None
     assert "attention-unet" in widget.result.value and "no window" in widget.result.value
-    assert viewer.layers["twin defect probability"].metadata["engine"] == "attention-unet"
+    assert viewer.layers["MoS2 twin defect probability"].metadata["engine"] == "attention-unet"
 
 
 def test_stack_uses_the_current_frame(make_napari_viewer, twin, calls):
@@ -179,8 +179,8 @@ def test_stack_uses_the_current_frame(make_napari_viewer, twin, calls):
     run = widget.run(blocking=True)
     assert not run.error and run.frame == 1
     np.testing.assert_array_equal(calls[0]["image"], stack[1])
-    assert calls[0]["pixel_size"] is None
-    assert viewer.layers["twin defect probability"].data.shape == twin.image.shape
+    assert calls[0]["pixel_size"] == (PIXEL, PIXEL)  # a scale set on the layer counts (in Å without a unit)
+    assert viewer.layers["MoS2 twin defect probability"].data.shape == twin.image.shape
     assert "frame 1" in widget.result.value
 
 
@@ -217,7 +217,7 @@ def test_window_outside_the_trained_range_is_a_message(setup):
     viewer, _, widget = setup
     widget.window.value = 8.0  # far too few atom spacings
     run = widget.run(blocking=True)
-    assert run.error and "trained on" in widget.result.value and "twin defect probability" not in viewer.layers
+    assert run.error and "trained on" in widget.result.value and "MoS2 twin defect probability" not in viewer.layers
 
 
 def test_export_regions_csv_round_trip(setup, tmp_path, monkeypatch):
@@ -256,3 +256,26 @@ def test_cancel_stops_the_worker_without_showing_anything(setup, qtbot):
     # waiting on the dock's state, not on worker.finished: the worker may finish before a wait starts
     qtbot.waitUntil(lambda: not widget.runner.busy and widget.run_button.enabled, timeout=60000)
     assert "twin defect regions" not in viewer.layers and widget.result.value == "Cancelled."
+
+
+def test_regions_carry_no_text_until_asked_and_selection_describes_them(setup, calls):
+    viewer, _, widget = setup
+    widget.threshold.value = 0.2  # plenty of regions
+    run = widget.run(blocking=True)
+    widget.update_regions()
+    shapes = viewer.layers["twin defect regions"]
+    assert shapes.nshapes > 0
+    assert not widget.label_regions.value and not shapes.text.visible  # no text over the image by default
+    widget.label_regions.value = True
+    assert shapes.text.visible and shapes.metadata["labels"]
+    first = shapes.features.iloc[0]
+    assert shapes.text.values[0] == f"{first['class']} {first['max_probability']:.2f}"
+    widget.label_regions.value = False
+    assert not shapes.text.visible
+    shapes.selected_data = {0}
+    shapes.events.highlight()  # as napari does when the selection changes
+    assert f"{first['class']} region: probability up to {first['max_probability']:.2f}" in widget.selection.value
+    # hovering shows the region's features in the status bar (napari's own status of a Shapes layer)
+    status = shapes.get_status(tuple(shapes.data_to_world(run.regions.table.loc[0, ["y_px", "x_px"]].to_numpy(float))),
+                               world=True)
+    assert str(first["class"]) in str(status)

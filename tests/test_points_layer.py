@@ -7,9 +7,13 @@ import pandas as pd
 import pytest
 
 from napari_stem_defects.columns.points_layer import (
+    FACE_ALPHA,
     FALLBACK_COLOUR,
     FEATURE_COLUMNS,
+    SIZE_FRACTION,
     SPECIES_COLOURS,
+    SYMBOL_DETECTED,
+    SYMBOL_LATTICE,
     hex_to_rgba,
     legend_html,
     result_to_points_data,
@@ -70,7 +74,7 @@ def test_points_sit_in_pixels_with_the_image_scale_and_physical_features():
     np.testing.assert_allclose(features["x"], [0.6, 1.8, 3.0, 0.96, 2.16])
     assert not features["verified"].any()
     assert set(features["source"]) == {"model"}  # detected, not labelled by a person
-    assert kwargs["size"] == pytest.approx(0.6 * 15.0)
+    assert kwargs["size"] == pytest.approx(SIZE_FRACTION * 15.0) and SIZE_FRACTION <= 0.5  # the column shows
     meta = kwargs["metadata"]
     assert meta["parameters"]["threshold"] == 0.2 and meta["parameters"]["method"] == "classical"
     assert meta["parameters"]["species_fits"]["M"]["labels"] == ["empty", "Mo"]
@@ -86,9 +90,20 @@ def test_empty_sites_are_hollow_and_others_filled_by_species():
     assert face[empty, 3] == pytest.approx([0.0])
     assert border[empty, 3] == pytest.approx([1.0])
     np.testing.assert_allclose(border[empty, :3], [hex_to_rgba(SPECIES_COLOURS[EMPTY])[:3]])
-    np.testing.assert_allclose(face[0], hex_to_rgba(SPECIES_COLOURS["Mo"]))
-    np.testing.assert_allclose(face[3], hex_to_rgba(SPECIES_COLOURS["S2"]))
+    np.testing.assert_allclose(face[0], hex_to_rgba(SPECIES_COLOURS["Mo"], FACE_ALPHA))  # translucent face
+    np.testing.assert_allclose(border[0], hex_to_rgba(SPECIES_COLOURS["Mo"]))  # opaque edge
+    np.testing.assert_allclose(face[3], hex_to_rgba(SPECIES_COLOURS["S2"], FACE_ALPHA))
     assert not np.allclose(face[3], face[4])  # S2 and S columns differ
+
+
+def test_sites_placed_by_the_lattice_fit_have_their_own_marker():
+    result = _result()
+    result.sites.loc[1, "refined_by"] = "lattice"  # an occupied site no peak was found for
+    result.sites.loc[2, "refined_by"] = "lattice"  # the empty one
+    _, kwargs, _ = result_to_points_data(result)
+    symbols = list(kwargs["symbol"])
+    assert symbols[1] == SYMBOL_LATTICE != SYMBOL_DETECTED == symbols[0]
+    assert symbols[2] == SYMBOL_DETECTED  # empty sites stay hollow rings, whoever placed them
 
 
 def test_frame_feature_is_added_when_given():
@@ -123,12 +138,12 @@ def test_stack_of_nothing_is_an_empty_3d_layer():
 
 def test_legend_html_lists_species_with_colours_and_counts():
     text = legend_html(_result())
-    lines = text.split("<br>")
-    assert len(lines) == 4
-    assert SPECIES_COLOURS["Mo"] in lines[0] and "Mo: 2" in lines[0]
-    assert "empty: 1" in lines[-1] and "&#9675;" in lines[-1]
-    assert legend_html({"W": 7}).endswith("W: 7")
-    assert legend_html([_result(), _result()]).split("<br>")[0].endswith("Mo: 4")
+    entries = text.split(" &nbsp; ")  # entries flow on, each kept on one line
+    assert len(entries) == 4 and all("white-space:nowrap" in e for e in entries)
+    assert SPECIES_COLOURS["Mo"] in entries[0] and "Mo: 2" in entries[0]
+    assert "empty: 1" in entries[-1] and "&#9675;" in entries[-1]
+    assert legend_html({"W": 7}).endswith("W: 7</span>")
+    assert legend_html([_result(), _result()]).split(" &nbsp; ")[0].endswith("Mo: 4</span>")
     assert legend_html({}) == ""
     assert species_counts(["S", "Mo", "empty", "Mo"]) == {"Mo": 2, "S": 1, "empty": 1}
 

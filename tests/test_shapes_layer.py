@@ -16,6 +16,7 @@ from napari_stem_defects.cells.shapes_layer import (
 from napari_stem_defects.columns import detect_columns
 from napari_stem_defects.simulate import ImagingParams, simulate_twin
 from napari_stem_defects.simulate.defects import CELL_CLASSES
+from napari_stem_defects.vocabulary import INCOMPLETE
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,8 @@ def detected():
 
 
 def test_every_class_has_a_distinct_colour_and_perfect_is_grey():
-    assert set(CLASS_COLOURS) == set(CELL_CLASSES)
-    assert len(set(CLASS_COLOURS.values())) == len(CELL_CLASSES)
+    assert set(CLASS_COLOURS) == {*CELL_CLASSES, INCOMPLETE}  # 'incomplete': border cells, no class
+    assert len(set(CLASS_COLOURS.values())) == len(CELL_CLASSES) + 1
     r, g, b = (int(CLASS_COLOURS["perfect"][k:k + 2], 16) for k in (1, 3, 5))
     assert r == g == b
 

@@ -211,13 +211,25 @@ def test_no_events_keeps_the_lattice_and_validates_arguments():
 def test_dynamics_sample_function_and_viewer(make_napari_viewer):
     from napari_stem_defects.sample_data import dynamics_stack
 
-    (frames, kwargs, kind), = dynamics_stack()
-    assert kind == "image" and frames.shape == (12, 256, 256)
+    (frames, kwargs, kind), (sites, truth, points_kind) = dynamics_stack()
+    assert kind == "image" and frames.shape == (12, 256, 256) and points_kind == "points"
+    assert kwargs["axis_labels"] == ("frame", "y", "x")
     assert kwargs["metadata"]["material"] == "MoS2"
     assert len(kwargs["metadata"]["events"]) > 0 and kwargs["metadata"]["shifts_px"][0] == [0.0, 0.0]
     viewer = make_napari_viewer()
     viewer.open_sample("napari-stem-defects", "dynamics_stack")
-    layer = viewer.layers[0]
+    layer, truth_layer = viewer.layers[0], viewer.layers[1]
     assert layer._type_string == "image" and layer.data.shape == (12, 256, 256)
     np.testing.assert_allclose(layer.scale, (1.0, 0.12, 0.12))
     assert str(layer.units[1]) == "angstrom"
+    assert viewer.dims.axis_labels[0] == "frame"  # the slider says "frame", not "-3"
+    # the ground truth: every site of every frame, on the frame it belongs to, with its content
+    assert truth_layer._type_string == "points" and truth_layer.name == "dynamics_stack ground truth"
+    assert set(truth_layer.data[:, 0].astype(int)) == set(range(12))
+    feats = truth_layer.features
+    assert {"site_id", "sublattice", "species", "occupied", "frame"} <= set(feats.columns)
+    np.testing.assert_array_equal(truth_layer.data[:, 0], feats["frame"].to_numpy(float))
+    occupied = (feats["sublattice"] == "M").to_numpy() & feats["occupied"].to_numpy(bool)
+    t, y, x = np.round(truth_layer.data[occupied]).astype(int).T
+    inside = (y >= 0) & (y < 256) & (x >= 0) & (x < 256)
+    assert layer.data[t[inside], y[inside], x[inside]].mean() > layer.data.mean()  # on bright columns

@@ -27,26 +27,29 @@ in the README):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from .analysis_files import FORMAT_VERSION, write_analysis
 from .columns import SITES_CSV_COLUMNS, ColumnResult, compute_detection_map, columns_from_map
-from .io.atomic import atomic_save_npy, atomic_write, atomic_write_text, json_default
+from .columns.pipeline import lattice_spacing, validate_image
+from .columns.result import ColumnDetectionError
+from .image_check import Finding, ImageCheck, ImageCheckError, check_image, check_lattice
 from .cells.classify import classify_site_table
+from .cells.geometry import CELL_STRUCTURE_COLUMNS, with_structure
+from .cells.joint import one_answer
+from .columns.phase_map import phase_areas, phase_maps
+from .columns.result import SITE_STRUCTURE_COLUMNS
 from .cells.site_labels import site_defects
 from .cells.statistics import defect_statistics
 from .heatmaps.regions import MIN_AREA_NN2
 from .io.stem_image import StemImage
 
-#: Version of the files ``analyze`` writes; bumped when a column changes meaning.
-FORMAT_VERSION = 1
 #: Heatmap engines ``analyze`` accepts ('none' for no heatmaps); the names of
 #: :data:`napari_stem_defects.heatmaps.engines.ENGINES`.
 HEATMAP_CHOICES: tuple[str, ...] = ("none", "sliding-window", "attention-unet")
@@ -70,6 +73,9 @@ class Analysis:
         Defect probability maps per frame (empty unless heatmaps were asked for).
     regions : list of Regions
         Regions of those maps above the heatmap threshold, per frame.
+    check : ImageCheck, optional
+        What the image check found (lattice, spacing, honeycomb, composition)
+        and which pixel size was used; :attr:`image` carries that pixel size.
     """
 
     image: StemImage
@@ -78,6 +84,17 @@ class Analysis:
     cells: list[pd.DataFrame] = field(default_factory=list)
     heatmaps: list[Any] = field(default_factory=list)
     regions: list[Any] = field(default_factory=list)
+    check: ImageCheck | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """What every output file repeats: an adopted calibration, or a failed check analysed anyway."""
+        if self.check is None:
+            return []
+        out = list(self.check.warnings)
+        if self.check.forced and not self.check.ok:
+            out.insert(0, "analysed although the image check failed (--force): " + self.check.message)
+        return out
 
     def sites_table(self) -> pd.DataFrame:
         """The ``sites.csv`` table: all frames, with positions in pm when calibrated."""
@@ -93,6 +110,8 @@ class Analysis:
                 table["x_pm"] = np.nan
             if self.cells:
                 table["defect"] = site_defects(result.sites, self.cells[frame])
+            for column in SITE_STRUCTURE_COLUMNS:  # added later than the others: after them
+                table[column] = with_structure(result.sites)[column].to_numpy()
             if stack:
                 table.insert(0, "frame", frame)
             parts.append(table)
@@ -104,6 +123,8 @@ class Analysis:
         parts = []
         for frame, cells in enumerate(self.cells):
             table = cells.drop(columns=["verified", "source"])
+            later = [c for c in CELL_STRUCTURE_COLUMNS if c in table]  # added later than the others: after them
+            table = table[[c for c in table.columns if c not in later] + later]
             if stack:
                 table.insert(0, "frame", frame)
             parts.append(table)
@@ -113,12 +134,27 @@ class Analysis:
         """Counts, concentrations and composition per frame and over all frames."""
         material = self.settings["material"]
         pixel = None if self.image.pixel_size is None else float(np.mean(self.image.pixel_size))
-        frames = [defect_statistics(c, material, pixel).as_dict() for c in self.cells]
-        total = defect_statistics(pd.concat(self.cells, ignore_index=True), material, pixel).as_dict()
-        out = {"pixel_size_A": self.image.pixel_size, "material": material, "total": total, "frames": frames}
+        edges = bool(self.settings.get("include_boundary", False))
+        frames = [defect_statistics(c, material, pixel, edges).as_dict() for c in self.cells]
+        total = defect_statistics(pd.concat(self.cells, ignore_index=True), material, pixel, edges).as_dict()
+        out = {"pixel_size_A": self.image.pixel_size, "material": material, "total": total, "frames": frames,
+               "phases": [phase_areas(p, self.image.pixel_size) for p in self.phase_maps()[0]],
+               "excluded_cells": [_excluded(c, edges) for c in self.cells]}
+        if self.check is not None:
+            out["warnings"] = self.warnings
+            out["image_check"] = self.check.as_dict()
         if self.heatmaps:
             out["heatmaps"] = self.heatmaps_summary()
         return out
+
+    def phase_maps(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Phase map (uint8 codes) and domain map (int32) of every frame (see :mod:`~.columns.phase_map`)."""
+        phases, domains = [], []
+        for result in self.columns:
+            p, d = phase_maps(result.sites, self.image.data.shape[-2:], result.regions)
+            phases.append(p)
+            domains.append(d)
+        return phases, domains
 
     def heatmap_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """``heatmaps.npy`` (float32, (C, H, W); (T, C, H, W) for a stack) and ``uncertainty.npy``
@@ -178,6 +214,7 @@ class Analysis:
             "uncertainty_file": "uncertainty.npy",
             "uncertainty_axes": "tyx" if unc.ndim == 3 else "yx",
             "uncertainty": "binary entropy in bits (0 sure, 1 undecided) of the defect map",
+            "warnings": self.warnings,
         }
 
 
@@ -196,6 +233,10 @@ def analyze_image(
     cell_model: str | Path | None = None,
     column_model: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    force: bool = False,
+    pixel_size_source: str = "file",
+    mask: np.ndarray | None = None,
+    include_boundary: bool = False,
 ) -> Analysis:
     """Detect the atom columns of every frame of an image, and classify its cells when the material is known.
 
@@ -233,30 +274,68 @@ def analyze_image(
         Recorded in the settings (``column_model``). Ignored by the classical method.
     progress : callable, optional
         ``progress(frames_done, n_frames)``.
+    force : bool
+        Analyse even when the image check fails (its findings go into every output's warnings).
+    pixel_size_source : {'file', 'typed'}
+        Where ``image.pixel_size`` came from; a typed pixel size is never replaced by the lattice's.
+    mask : ndarray of bool, shape (H, W), optional
+        Pixels not to analyse (every frame); NaN pixels are always left out.
+    include_boundary : bool
+        Count boundary cells (domain and grain boundaries, edges of holes, amorphous and masked
+        areas) in the statistics; by default they are left out.
 
     Returns
     -------
     Analysis
+        Its ``image`` carries the pixel size the check chose (the lattice's when the file's is
+        wrong and no other material fits; see :mod:`napari_stem_defects.image_check`).
 
     Raises
     ------
+    ImageCheckError
+        The image is not a 2H-MX2 monolayer of the stated material (no hexagonal lattice, no
+        honeycomb, intensities or spacing of another material), unless ``force``; raised before
+        any cell is classified.
     ValueError
         Bad heatmap settings (checked before any work), an unknown cell or column model, or heatmaps
         that cannot be computed (e.g. a window outside the patch classifier's trained range).
     """
     material = material or image.metadata.get("material")
+    if material:
+        from .materials import parse_material
+
+        parse_material(material)  # an unknown formula stops here, with a message, before any work
     model = _model("cells", cell_model) if (material and classifier != "physics") else None
     unet = _model("columns", column_model) if method == "deep" else None
     engine = None if heatmaps in (None, "none") else heatmaps
     if engine is not None:
         _check_heatmap_settings(engine, material, heatmap_threshold, heatmap_window, heatmap_min_area)
     frames = image.data[None] if image.data.ndim == 2 else image.data
+    lattice, lattice_finding = _lattice_of(frames[0], material, image.pixel_size)
+    if not lattice_finding.ok and not force:
+        raise ImageCheckError(ImageCheck(material=material, findings=[lattice_finding],
+                                         file_pixel_size=image.pixel_size))
     results, maps, regions = [], [], []
     window = heatmap_window
+    check = None
     for t, frame in enumerate(frames):
-        dmap = compute_detection_map(frame, method, material=material, pixel_size=image.pixel_size, model=unet)
+        dmap = compute_detection_map(frame, method, material=material, pixel_size=image.pixel_size, model=unet,
+                                     lattice=lattice if t == 0 else None)
         result = columns_from_map(frame, dmap, threshold=threshold, refine=refine, material=material,
-                                  pixel_size=image.pixel_size)
+                                  pixel_size=image.pixel_size, mask=mask)
+        if t == 0:
+            check = check_image(frame, dmap.lattice, result.sites, result.nn_px, material, image.pixel_size,
+                                pixel_size_source=pixel_size_source, lattice_finding=lattice_finding,
+                                fitted=(result.a1, result.a2))
+            check.forced = force and not check.ok
+            if not check.ok and not force:
+                raise ImageCheckError(check)
+            if check.pixel_size != image.pixel_size and check.pixel_size_source == "lattice" \
+                    and image.pixel_size is not None:
+                image = replace(image, pixel_size=check.pixel_size,
+                                metadata={**image.metadata, "pixel_size_A": check.pixel_size,
+                                          "file_pixel_size_A": image.pixel_size})
+        result.pixel_size = image.pixel_size
         results.append(result)
         if engine is not None:
             hm, found = _heatmaps_of(frame, material, engine, result.nn_px, image.pixel_size, window,
@@ -267,7 +346,8 @@ def analyze_image(
         if progress is not None:
             progress(t + 1, len(frames))
     settings = {"material": material, "method": method, "threshold": threshold, "refine": refine,
-                "classifier": classifier if material else None}
+                "classifier": classifier if material else None, "include_boundary": bool(include_boundary),
+                "mask": None if mask is None else int(np.count_nonzero(mask))}
     if unet is not None:
         settings["column_model"] = str(column_model) if column_model is not None else "shipped"
     if model is not None:
@@ -278,7 +358,26 @@ def analyze_image(
     cells = [classify_site_table(frame, r.sites, material, classifier, posteriors=r.posteriors, nn_px=r.nn_px,
                                  model=model)
              for frame, r in zip(frames, results)] if material else []
-    return Analysis(image, results, settings, cells, maps, regions)
+    for result, table in zip(results, cells):  # one answer per column: species follow their cell's class
+        result.sites = one_answer(result.sites, table, material, result.posteriors)
+    return Analysis(image, results, settings, cells, maps, regions, check)
+
+
+def _lattice_of(frame: np.ndarray, material: str | None,
+                pixel_size: tuple[float, float] | None) -> tuple[tuple[Any, float] | None, Finding]:
+    """The frame's lattice and nn distance (as column detection finds them) and the lattice check's finding.
+
+    Raises
+    ------
+    ColumnDetectionError
+        The frame cannot be analysed at all (not 2D, constant, all NaN, ...).
+    """
+    img = validate_image(frame)
+    try:
+        lattice = lattice_spacing(img, material, pixel_size)
+    except ColumnDetectionError:
+        lattice = None
+    return lattice, check_lattice(img, None if lattice is None else lattice[0], pixel_size)
 
 
 def _model(kind: str, name_or_path: str | Path | None) -> Any:
@@ -334,71 +433,15 @@ def _heatmaps_of(frame: np.ndarray, material: str, engine: str, nn_px: float,
                                 min_area_px=min_region_px(result.nn_px, min_area))
 
 
-def write_analysis(analysis: Analysis, out_dir: str | Path, source: str | None = None) -> dict[str, Path]:
-    """Write ``sites.csv``, ``analysis.json``, (with a material) ``cells.csv`` and ``summary.json``, and
-    (with heatmaps) ``heatmaps.npy``, ``uncertainty.npy``, ``heatmaps.json`` and ``regions.csv``, atomically.
-
-    Returns
-    -------
-    dict of str to Path
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"sites": out / "sites.csv", "analysis": out / "analysis.json"}
-    table = analysis.sites_table()
-    atomic_write(paths["sites"], lambda p: table.to_csv(p, index=False, float_format="%.4f"))
-    if analysis.cells:
-        paths["cells"], paths["summary"] = out / "cells.csv", out / "summary.json"
-        cells = analysis.cells_table()
-        atomic_write(paths["cells"], lambda p: cells.to_csv(p, index=False, float_format="%.4f"))
-        atomic_write_text(paths["summary"], json.dumps(analysis.summary(), indent=2, default=json_default))
-    if analysis.heatmaps:
-        paths.update(_write_heatmaps(analysis, out, source))
-    info = {
-        "format_version": FORMAT_VERSION,
-        "software": f"napari-stem-defects {__version__}",
-        "source": source,
-        "name": analysis.image.name,
-        "shape": list(analysis.image.data.shape),
-        "pixel_size_A": None if analysis.image.pixel_size is None else list(analysis.image.pixel_size),
-        "settings": analysis.settings,
-        "sites_columns": list(table.columns),
-        "frames": [_frame_info(r) for r in analysis.columns],
-    }
-    atomic_write_text(paths["analysis"], json.dumps(info, indent=2, default=json_default))
-    return paths
+def _excluded(cells: pd.DataFrame, include_boundary: bool) -> dict[str, int]:
+    """Cells left out of a frame's statistics: incomplete ones, and boundary ones unless included."""
+    complete = cells["complete"].to_numpy(bool) if "complete" in cells else np.ones(len(cells), bool)
+    boundary = cells["boundary"].to_numpy(bool) if "boundary" in cells else np.zeros(len(cells), bool)
+    return {"incomplete": int((~complete).sum()),
+            "boundary": 0 if include_boundary else int((complete & boundary).sum())}
 
 
-def _write_heatmaps(analysis: Analysis, out: Path, source: str | None) -> dict[str, Path]:
-    paths = {"heatmaps": out / "heatmaps.npy", "uncertainty": out / "uncertainty.npy",
-             "heatmaps_info": out / "heatmaps.json", "regions": out / "regions.csv"}
-    maps, unc = analysis.heatmap_arrays()
-    for key, array in (("heatmaps", maps), ("uncertainty", unc)):
-        atomic_save_npy(paths[key], array)
-    regions = analysis.regions_table()
-    # six significant digits: a one-pixel region is ~1e-4 nm^2
-    atomic_write(paths["regions"], lambda p: regions.to_csv(p, index=False, float_format="%.6g"))
-    info = {**analysis.heatmaps_info(), "source": source, "name": analysis.image.name}
-    atomic_write_text(paths["heatmaps_info"], json.dumps(info, indent=2, default=json_default))
-    return paths
 
-
-def _frame_info(result: ColumnResult) -> dict:
-    counts = result.sites.groupby(["sublattice", "species"]).size()
-    return {
-        "a1_px": result.a1.tolist(),
-        "a2_px": result.a2.tolist(),
-        "nn_px": result.nn_px,
-        "n_sites": int(len(result.sites)),
-        "n_detected": int(result.sites["detected"].sum()),
-        "counts": {f"{sub}:{sp}": int(n) for (sub, sp), n in counts.items()},
-        "species_fits": {
-            sub: {"labels": fit.labels, "means": fit.means.tolist(), "sigmas": fit.sigmas.tolist(),
-                  "weights": fit.weights.tolist(), "gamma": fit.gamma}
-            for sub, fit in result.species_fits.items()
-        },
-        "messages": result.messages,
-    }
 
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from .image_values import finite_intensities
 from .materials import Material, parse_material
 
 #: Default tolerance on the relative difference of file and measured pixel size.
@@ -150,14 +151,8 @@ def measure_lattice(image: np.ndarray, max_order: int = 3) -> LatticeMeasurement
     ValueError
         If the image is not 2D/3D, is smaller than 32 x 32, or holds no finite values.
     """
-    power = _power_spectrum(image)
+    power, log_power, score, k_y, k_x, radius = _spectrum(image)
     n_y, n_x = power.shape
-    ky = (np.arange(n_y) - n_y // 2) / n_y
-    kx = (np.arange(n_x) - n_x // 2) / n_x
-    k_y, k_x = np.meshgrid(ky, kx, indexing="ij")
-    radius = np.hypot(k_y, k_x)
-    log_power = np.log(power + 1e-30)
-    score = _whiten(log_power, radius, min(n_y, n_x))
     # Of all hexagons of spots, keep the lattice that explains the most periodic power:
     # the fundamental one explains its harmonics too; artefacts (filter ripples,
     # quantisation) stand out of a smoothed image's background but carry little power.
@@ -203,29 +198,34 @@ def measure_lattice_near(image: np.ndarray, d100_px: float, tolerance: float = 0
     LatticeNotFoundError
         If no hexagon near that spacing stands out.
     """
-    power = _power_spectrum(image)
+    power, log_power, score, _, _, _ = _spectrum(image)
     n_y, n_x = power.shape
-    ky = (np.arange(n_y) - n_y // 2) / n_y
-    kx = (np.arange(n_x) - n_x // 2) / n_x
-    k_y, k_x = np.meshgrid(ky, kx, indexing="ij")
-    log_power = np.log(power + 1e-30)
-    score = _whiten(log_power, np.hypot(k_y, k_x), min(n_y, n_x))
     k0 = 1.0 / float(d100_px)
-    radii = k0 * np.linspace(1 - tolerance, 1 + tolerance, 41)
+    relative = np.linspace(1 - tolerance, 1 + tolerance, 41)
     angles = np.deg2rad(np.arange(0.0, 60.0, 0.25))
     turns = np.deg2rad(60.0 * np.arange(6))
-    rr, aa, tt = np.meshgrid(radii, angles, turns, indexing="ij")
-    rows = rr * np.sin(aa + tt) * n_y + n_y // 2
-    cols = rr * np.cos(aa + tt) * n_x + n_x // 2
     smooth = ndimage.maximum_filter(score, size=3)
-    values = ndimage.map_coordinates(smooth, [rows.ravel(), cols.ravel()], order=1, mode="nearest").reshape(rr.shape)
-    hexes = values.mean(axis=-1)
-    i, j = np.unravel_index(np.argmax(hexes), hexes.shape)
-    if hexes[i, j] < min_score:
+    best = None
+    # the first-order (100) ring, and the (110) ring sqrt(3) farther out and turned 30 degrees: where
+    # metal and X2 columns scatter alike the (100) spots are faint and the (110) ones carry the lattice
+    for ring, turn in ((1.0, 0.0), (np.sqrt(3.0), np.pi / 6)):
+        rr, aa, tt = np.meshgrid(k0 * ring * relative, angles, turns, indexing="ij")
+        rows = rr * np.sin(aa + tt) * n_y + n_y // 2
+        cols = rr * np.cos(aa + tt) * n_x + n_x // 2
+        values = ndimage.map_coordinates(smooth, [rows.ravel(), cols.ravel()], order=1, mode="nearest")
+        hexes = values.reshape(rr.shape).mean(axis=-1)
+        i, j = np.unravel_index(np.argmax(hexes), hexes.shape)
+        if best is None or hexes[i, j] > best[0]:
+            best = (float(hexes[i, j]), k0 * relative[i], angles[j] - turn)
+    top, radius, angle = best
+    if top < min_score:
         raise LatticeNotFoundError(
             f"no lattice found near the expected spacing of {d100_px:.1f} px (check the material and pixel size)")
-    g1 = radii[i] * np.array([np.sin(angles[j]), np.cos(angles[j])])
-    g2 = radii[i] * np.array([np.sin(angles[j] + np.pi / 3), np.cos(angles[j] + np.pi / 3)])
+    hexes = np.array([[top]])
+    i = j = 0
+    radii = np.array([radius])
+    g1 = radius * np.array([np.sin(angle), np.cos(angle)])
+    g2 = radius * np.array([np.sin(angle + np.pi / 3), np.cos(angle + np.pi / 3)])
     r1, r2, n_spots, _ = _refine(log_power, score, g1, g2, (n_y, n_x), max_order)
     if n_spots >= 6 and abs(np.linalg.norm(r1) / radii[i] - 1) < tolerance:
         g1, g2 = r1, r2
@@ -234,6 +234,51 @@ def measure_lattice_near(image: np.ndarray, d100_px: float, tolerance: float = 0
     d = 1.0 / np.array([np.linalg.norm(g1), np.linalg.norm(g2), np.linalg.norm(g1 - g2)])
     return LatticeMeasurement(g1=g1, g2=g2, a1=real[0], a2=real[1], d_spacings_px=d, n_spots=int(n_spots),
                               score=float(hexes[i, j]))
+
+
+def strong_spots(image: np.ndarray, n_spots: int = 40, min_score: float = MIN_SPOT_SCORE
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The strongest spots of an image's power spectrum, whatever lattice they belong to.
+
+    Parameters
+    ----------
+    image : ndarray
+        2D image or (t, y, x) stack (its central 2048 x 2048 at most).
+    n_spots : int
+        At most this many spots, strongest first.
+    min_score : float
+        Lowest strength over the radial background (log units) of a spot.
+
+    Returns
+    -------
+    vectors : ndarray, shape (K, 2)
+        Spot positions (ky, kx) in cycles per pixel (both members of each +-k pair).
+    power : ndarray, shape (K,)
+        Their power, in the units of the spectrum.
+    """
+    from skimage.feature import peak_local_max
+
+    power, log_power, score, k_y, k_x, radius = _spectrum(image)
+    n_y, n_x = power.shape
+    valid = (radius > 4.0 / min(n_y, n_x)) & (radius < 0.45)
+    peaks = peak_local_max(np.where(valid, score, -np.inf), min_distance=2, threshold_abs=min_score,
+                           exclude_border=False)
+    if len(peaks) == 0:
+        return np.zeros((0, 2)), np.zeros(0)
+    # the whitened score's maxima can sit a bin off the power's: take each spot's power maximum nearby
+    for n, (py, px) in enumerate(peaks):
+        y0, x0 = max(py - 1, 0), max(px - 1, 0)
+        win = power[y0:py + 2, x0:px + 2]
+        dy, dx = np.unravel_index(np.argmax(win), win.shape)
+        peaks[n] = (y0 + dy, x0 + dx)
+    peaks = np.unique(peaks, axis=0)
+    strength = power[peaks[:, 0], peaks[:, 1]]
+    order = np.argsort(-strength)[:n_spots]
+    vectors = []
+    for py, px in peaks[order]:
+        sy, sx = _centroid_offset(log_power, int(py), int(px), half=1)
+        vectors.append(((py + sy - n_y // 2) / n_y, (px + sx - n_x // 2) / n_x))
+    return np.array(vectors), strength[order]
 
 
 def pixel_size_from_lattice(lattice: LatticeMeasurement, material: str | Material) -> tuple[float, float]:
@@ -302,6 +347,54 @@ def check_calibration(
     )
 
 
+def power_spectrum(image: np.ndarray) -> np.ndarray:
+    """The centred power spectrum the lattice is measured in (Hann window; a stack's frames averaged).
+
+    Element ``[n_y // 2 + i, n_x // 2 + j]`` is the power at ``(i / n_y, j / n_x)`` cycles per
+    pixel; very large images are cropped to their central 2048 x 2048 pixels first.
+    """
+    return _power_spectrum(image)
+
+
+def lattice_spots(lattice: LatticeMeasurement, max_order: int = 2) -> np.ndarray:
+    """Where the lattice puts its spots: ``m g1 + k g2`` for ``|m|, |k| <= max_order`` inside Nyquist.
+
+    Returns
+    -------
+    ndarray of shape (N, 3)
+        ``ky, kx`` in cycles per pixel and the order ``max(|m|, |k|, |m + k|)`` (1 for the first hexagon).
+
+    Examples
+    --------
+    >>> from napari_stem_defects.simulate import simulate_twin
+    >>> spots = lattice_spots(measure_lattice(simulate_twin("MoS2", shape=(256, 256), seed=0).image), 1)
+    >>> len(spots), sorted(set(spots[:, 2].tolist()))
+    (6, [1.0])
+    """
+    out = []
+    for m in range(-max_order, max_order + 1):
+        for k in range(-max_order, max_order + 1):
+            order = max(abs(m), abs(k), abs(m + k))
+            if order == 0 or order > max_order:
+                continue
+            g = m * np.asarray(lattice.g1, float) + k * np.asarray(lattice.g2, float)
+            if np.abs(g).max() < 0.5:
+                out.append((g[0], g[1], float(order)))
+    return np.array(out, float).reshape(-1, 3)
+
+
+def _spectrum(image: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Power spectrum, its log, the whitened score and the frequency grids (ky, kx, |k| in cycles/px)."""
+    power = _power_spectrum(image)
+    n_y, n_x = power.shape
+    ky = (np.arange(n_y) - n_y // 2) / n_y
+    kx = (np.arange(n_x) - n_x // 2) / n_x
+    k_y, k_x = np.meshgrid(ky, kx, indexing="ij")
+    radius = np.hypot(k_y, k_x)
+    log_power = np.log(power + 1e-30)
+    return power, log_power, _whiten(log_power, radius, min(n_y, n_x)), k_y, k_x, radius
+
+
 def _power_spectrum(image: np.ndarray) -> np.ndarray:
     """Hann-windowed, centred power spectrum; stacks average over frames."""
     arr = np.asarray(image)
@@ -318,10 +411,7 @@ def _power_spectrum(image: np.ndarray) -> np.ndarray:
     window = np.outer(np.hanning(frames.shape[1]), np.hanning(frames.shape[2]))
     total = np.zeros(frames.shape[1:])
     for frame in frames:
-        finite = np.isfinite(frame)
-        if not finite.any():
-            raise ValueError("the image holds no finite values")
-        frame = np.where(finite, frame, np.nanmean(frame[finite]) if finite.any() else 0.0)
+        frame, _ = finite_intensities(frame, np.float64)  # NaN, 1e300 scales and hot pixels made harmless
         frame = (frame - frame.mean()) * window
         total += np.abs(np.fft.fftshift(np.fft.fft2(frame))) ** 2
     if not np.any(total > 0):

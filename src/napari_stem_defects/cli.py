@@ -14,6 +14,9 @@ dynamics
     moved) and an instability map from an autoencoder trained on the series.
 export-training
     Turn saved annotation files (``<image>.annotations.json``) into a training set folder.
+batch
+    ``analyze`` for many files (folders, globs) in parallel or on a dask cluster, resumable,
+    with a dataset table and an HTML report (:mod:`napari_stem_defects.batch`).
 train
     Fine-tune the shipped cell classifier (or, with ``--what columns``, the column U-Net) on
     training sets mixed with digital twins; write a new model version (a file, or a name in
@@ -26,7 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import pickle
 import sys
+import warnings
+import zipfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,6 +54,54 @@ def _parse_defects(items: Sequence[str]) -> dict[str, float]:
     return out
 
 
+def _pixel_size(text: str) -> float:
+    """``--pixel-size``: a plausible atomic-resolution pixel size in Å (not 0, negative, NaN, inf, 100 or 1e-6)."""
+    from .io.calibration_checks import check_pixel_size
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of Å per pixel") from None
+    try:
+        return check_pixel_size(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+            high_open: bool = False):
+    """An argparse type: a finite float within [low, high] (ends excluded when ``*_open``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+        if low is not None and (value < low or (low_open and value == low)):
+            raise argparse.ArgumentTypeError(f"{text} must be {'above' if low_open else 'at least'} {low:g}")
+        if high is not None and (value > high or (high_open and value == high)):
+            raise argparse.ArgumentTypeError(f"{text} must be {'below' if high_open else 'at most'} {high:g}")
+        return value
+    return parse
+
+
+def _whole(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} must be at least {minimum}")
+        return value
+    return parse
+
+
+_count = _whole(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     from .heatmaps.regions import MIN_AREA_NN2
@@ -62,34 +117,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser(
         "simulate",
-        help="write a digital twin: image.tif, sites.csv, cells.csv, twin.json",
+        help="write a digital twin: image.tif, sites.csv, cells.csv, twin.json (+ phase_map.npy, domain_map.npy)",
         description="Simulate a HAADF-STEM image of a 2H-MX2 monolayer with exact labels.",
     )
     sim.add_argument("--out", required=True, help="output folder")
     sim.add_argument("--preset", choices=sorted(PRESETS), help="a named sample (other options ignored)")
     sim.add_argument("--material", default="MoS2", help="e.g. MoS2, WSe2, MoTe2, MoWSSe, Janus-MoSSe")
-    sim.add_argument("--shape", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
-    sim.add_argument("--pixel-size", type=float, default=0.12, help="Å per pixel (default 0.12)")
-    sim.add_argument("--rotation", type=float, default=None, help="lattice rotation in degrees (default random)")
-    sim.add_argument("--dose", type=float, default=1e5, help="e/Å^2 (default 1e5); 0 for noise-free")
+    sim.add_argument("--shape", type=_count, nargs=2, default=(512, 512), metavar=("H", "W"))
+    sim.add_argument("--pixel-size", type=_pixel_size, default=0.12, help="Å per pixel (default 0.12)")
+    sim.add_argument("--rotation", type=_number(), default=None, help="lattice rotation in degrees (default random)")
+    sim.add_argument("--dose", type=_number(0.0), default=1e5, help="e/Å^2 (default 1e5); 0 for noise-free")
     sim.add_argument("--engine", choices=("fast", "multislice"), default="fast",
                      help="fast: the calibrated fast simulator (default); multislice: abTEM PRISM "
                           "(needs the [multislice] extra; minutes per image)")
-    sim.add_argument("--kv", type=float, default=80.0, help="beam energy in kV, 60-300 (default 80)")
-    sim.add_argument("--convergence", type=float, default=30.0,
+    sim.add_argument("--kv", type=_number(60.0), default=80.0, help="beam energy in kV, 60-300 (default 80)")
+    sim.add_argument("--convergence", type=_number(0.0, low_open=True), default=30.0,
                      help="probe convergence semi-angle in mrad (default 30)")
-    sim.add_argument("--detector", type=float, nargs=2, default=(70.0, 200.0), metavar=("INNER", "OUTER"),
+    sim.add_argument("--detector", type=_number(0.0), nargs=2, default=(70.0, 200.0), metavar=("INNER", "OUTER"),
                      help="annular detector collection angles in mrad (default 70 200)")
-    sim.add_argument("--source-size", type=float, default=0.0,
+    sim.add_argument("--source-size", type=_number(0.0), default=0.0,
                      help="source size (FWHM, Å) at the specimen: partial spatial coherence (default 0)")
-    sim.add_argument("--frozen-phonons", type=int, default=0,
+    sim.add_argument("--frozen-phonons", type=_whole(0), default=0,
                      help="frozen-phonon configurations (0: static lattice, default); the fast engine "
                           "then takes the table's thermal cross-sections")
-    sim.add_argument("--threads", type=int, default=1, help="FFT threads of the multislice engine (default 1)")
-    sim.add_argument("--gamma", type=float, default=None,
+    sim.add_argument("--threads", type=_count, default=1, help="FFT threads of the multislice engine (default 1)")
+    sim.add_argument("--gamma", type=_number(0.0, low_open=True), default=None,
                      help="fast engine: columns follow sum Z**gamma instead of the multislice-calibrated "
                           "table (default: the table at --kv/--convergence/--detector)")
-    sim.add_argument("--probe-fwhm", type=float, default=None,
+    sim.add_argument("--probe-fwhm", type=_number(0.0, low_open=True), default=None,
                      help="fast engine: probe FWHM in Å (default: the table's probe at the settings, "
                           "source size included)")
     sim.add_argument(
@@ -105,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cal.add_argument("image", help="STEM file (.dm3, .dm4, .emd, .ser, .emi, .mrc, .tif, .hspy, .npy, .png)")
     cal.add_argument("--material", required=True, help="e.g. MoS2, WSe2, WSSe")
-    cal.add_argument("--pixel-size", type=float, default=None, help="override the file's pixel size (Å)")
-    cal.add_argument("--tolerance", type=float, default=0.03, help="relative tolerance (default 0.03)")
+    cal.add_argument("--pixel-size", type=_pixel_size, default=None, help="override the file's pixel size (Å)")
+    cal.add_argument("--tolerance", type=_number(0.0, 1.0, low_open=True), default=0.03,
+                     help="relative tolerance (default 0.03)")
     cal.add_argument("--json", action="store_true", help="print the report as JSON")
     ana = sub.add_parser(
         "analyze",
@@ -116,12 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ana.add_argument("image", help="STEM file (.dm3, .dm4, .emd, .ser, .emi, .mrc, .tif, .hspy, .npy, .png)")
     ana.add_argument("--out", required=True, help="output folder")
-    ana.add_argument("--pixel-size", type=float, default=None, help="override the file's pixel size (Å)")
+    ana.add_argument("--pixel-size", type=_pixel_size, default=None, help="override the file's pixel size (Å)")
     ana.add_argument("--material", default=None,
                      help="e.g. MoS2, WSe2, MoWSSe; sets species names and which sublattice is the metal")
     ana.add_argument("--method", choices=("classical", "deep"), default="classical",
                      help="detection map: band-pass filter or the shipped U-Net (default classical)")
-    ana.add_argument("--threshold", type=float, default=None, help="peak threshold on the detection map")
+    ana.add_argument("--threshold", type=_number(), default=None, help="peak threshold on the detection map")
     ana.add_argument("--refine", choices=("gaussian", "com"), default="gaussian",
                      help="sub-pixel refinement (default gaussian)")
     ana.add_argument("--classifier", choices=("cnn", "cnn-two-stage", "physics"), default="cnn",
@@ -140,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="probability at which a pixel belongs to a region of regions.csv (default 0.5)")
     ana.add_argument("--heatmap-window", type=float, default=None, metavar="PX",
                      help="sliding-window side in image pixels (default automatic: 64 px when the lattice suits it)")
+    ana.add_argument("--mask", default=None, metavar="MASK",
+                     help="pixels not to analyse: a .npy, .tif or .png of the image's shape, non-zero = masked "
+                          "(NaN pixels of the image are always masked)")
+    ana.add_argument("--include-boundaries", action="store_true",
+                     help="count cells on domain and grain boundaries and at the edges of holes, amorphous and "
+                          "masked areas in the statistics (left out by default)")
+    ana.add_argument("--force", action="store_true",
+                     help="analyse even when the image check fails (not a 2H monolayer of the stated material); "
+                          "the findings are written into every output as warnings")
     ana.add_argument("--heatmap-min-area", type=float, default=MIN_AREA_NN2, metavar="NN2",
                      help="smallest region of regions.csv, in squared metal-to-chalcogen distances "
                           f"(a point defect lights up about 0.8; default {MIN_AREA_NN2:g}; 0 keeps every speck)")
@@ -157,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     dyn.add_argument("--out", required=True, help="output folder")
     dyn.add_argument("--material", default=None,
                      help="e.g. MoS2, WSe2; needed for species changes and per-frame defect counts")
-    dyn.add_argument("--pixel-size", type=float, default=None, help="override the file's pixel size (Å)")
+    dyn.add_argument("--pixel-size", type=_pixel_size, default=None, help="override the file's pixel size (Å)")
     dyn.add_argument("--method", choices=("classical", "deep"), default="classical",
                      help="column detection map (default classical)")
     dyn.add_argument("--rigid-only", action="store_true", help="skip the non-rigid drift correction")
@@ -199,19 +264,25 @@ def build_parser() -> argparse.ArgumentParser:
                            "widget and `analyze --cell-model NAME` find it")
     tr.add_argument("--what", choices=("cells", "columns"), default="cells",
                     help="which network to fine-tune (default cells)")
-    tr.add_argument("--steps", type=int, default=None, help="optimiser steps (default 400 cells, 200 columns)")
-    tr.add_argument("--batch", type=int, default=None,
+    tr.add_argument("--overwrite", action="store_true",
+                    help="replace the file given with --out if it exists (default: refuse)")
+    tr.add_argument("--steps", type=_count, default=None, help="optimiser steps (default 400 cells, 200 columns)")
+    tr.add_argument("--batch", type=_count, default=None,
                     help="cells (or column crops) per batch (default 64 cells, 8 columns)")
-    tr.add_argument("--twin-fraction", type=float, default=0.5,
+    tr.add_argument("--twin-fraction", type=_number(0.0, 1.0, high_open=True), default=0.5,
                     help="share of each batch from fresh digital twins (default 0.5)")
-    tr.add_argument("--val-fraction", type=float, default=0.2,
+    tr.add_argument("--val-fraction", type=_number(0.0, 1.0, high_open=True), default=0.2,
                     help="share of the dataset cells (columns: image tiles) held out to measure "
                          "before/after (default 0.2)")
-    tr.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
+    tr.add_argument("--lr", type=_number(0.0, 1.0, low_open=True), default=3e-4,
+                    help="peak learning rate (default 3e-4)")
     tr.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    tr.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
-    tr.add_argument("--twins", type=int, default=None, metavar="N",
+    tr.add_argument("--threads", type=_count, default=None, help="torch threads (default torch's)")
+    tr.add_argument("--twins", type=_whole(0), default=None, metavar="N",
                     help="digital twins in the pool mixed into batches (default 24 cells, 16 columns)")
+    from .batch.cli import add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -382,7 +453,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
              if value is not None}
     result = finetune(
         args.datasets, out, twin_fraction=args.twin_fraction, val_fraction=args.val_fraction, lr=args.lr,
-        seed=args.seed, threads=args.threads, progress=progress, name=args.name,
+        seed=args.seed, threads=args.threads, progress=progress, name=args.name, overwrite=args.overwrite,
         command="napari-stem-defects " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None, **given,
     )
     print(f"wrote {result.path} and {result.card}")
@@ -421,8 +492,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                              refine=args.refine, classifier=args.classifier, heatmaps=args.heatmaps,
                              heatmap_threshold=args.heatmap_threshold, heatmap_window=args.heatmap_window,
                              heatmap_min_area=args.heatmap_min_area,
-                             cell_model=args.cell_model, column_model=args.column_model, progress=progress)
+                             cell_model=args.cell_model, column_model=args.column_model, progress=progress,
+                             force=args.force, pixel_size_source="typed" if args.pixel_size else "file",
+                             mask=_read_mask(args.mask, image.data.shape[-2:]) if args.mask else None,
+                             include_boundary=args.include_boundaries)
     paths = write_analysis(analysis, args.out, source=str(args.image))
+    for warning in analysis.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     table = analysis.sites_table()
     counts = table.groupby(["sublattice", "species"]).size().to_dict()
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -443,6 +519,34 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         for message in result.messages:
             print(f"note: {message}")
     return 0
+
+
+def _read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
+    """A user's mask file as a boolean array of the image's shape (non-zero: not analysed).
+
+    Raises
+    ------
+    ValueError
+        Unreadable, or not a 2D array of the image's shape.
+    """
+    from pathlib import Path
+
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".npy":
+            mask = np.load(path, allow_pickle=False)
+        else:
+            import imageio.v3 as iio
+
+            mask = iio.imread(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read the mask {path}: {err}") from None
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[-1] in (3, 4):
+        mask = mask[..., :3].max(axis=-1)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"the mask {path} has shape {mask.shape}, the image {tuple(shape)}")
+    return mask != 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -518,26 +622,54 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status.
 
-    Exit status 0 on success, 2 for bad arguments or unreadable input, 3 when
-    ``calibrate`` finds the stored calibration off by more than the tolerance.
+    Exit status 0 on success, 2 for bad arguments or unreadable input (one
+    line on stderr naming the file or option and what is wrong), 3 when
+    ``calibrate`` finds the stored calibration off by more than the tolerance,
+    4 when ``analyze`` finds the image is not a 2H monolayer of the stated
+    material (nothing is written; ``--force`` analyses it anyway). Warnings
+    (an implausible calibration in a file...) are printed as one ``warning:``
+    line each.
     """
+    from .image_check import ImageCheckError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        if args.command == "simulate":
-            return _cmd_simulate(args)
-        if args.command == "analyze":
-            return _cmd_analyze(args)
-        if args.command == "dynamics":
-            return _cmd_dynamics(args)
-        if args.command == "export-training":
-            return _cmd_export_training(args)
-        if args.command == "train":
-            return _cmd_train(args)
-        return _cmd_calibrate(args)
-    except (ValueError, OSError, ImportError, argparse.ArgumentTypeError) as err:
-        print(f"napari-stem-defects {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            if args.command == "simulate":
+                return _cmd_simulate(args)
+            if args.command == "analyze":
+                return _cmd_analyze(args)
+            if args.command == "dynamics":
+                return _cmd_dynamics(args)
+            if args.command == "export-training":
+                return _cmd_export_training(args)
+            if args.command == "train":
+                return _cmd_train(args)
+            if args.command == "batch":
+                from .batch.cli import run_batch_command
+
+                return run_batch_command(args)
+            return _cmd_calibrate(args)
+        except ImageCheckError as err:
+            print(f"napari-stem-defects {args.command}: {args.image}: {err} Nothing was written; --force analyses "
+                  "it anyway.", file=sys.stderr)
+            return 4
+        except INPUT_ERRORS as err:
+            text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+            print(f"napari-stem-defects {args.command}: error: {' '.join(str(text).split())}", file=sys.stderr)
+            return 2
+
+
+#: Errors that mean bad input (a file, a folder, an option): a one-line message and exit status 2.
+INPUT_ERRORS = (ValueError, OSError, ImportError, LookupError, EOFError, OverflowError, MemoryError, argparse.ArgumentTypeError,
+                zipfile.BadZipFile, pickle.UnpicklingError)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings on the command line: one line, ``warning: <message>``, without the source line."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
 
 
 if __name__ == "__main__":  # pragma: no cover

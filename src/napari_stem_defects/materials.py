@@ -66,8 +66,6 @@ LATTICE_CONSTANT: dict[tuple[str, str], float] = {
     ("V", "Se"): 3.320,
 }
 
-_TOKEN = re.compile(r"([A-Z][a-z]?)(\d*\.?\d*)")
-
 
 @dataclass(frozen=True)
 class Material:
@@ -85,12 +83,16 @@ class Material:
         If True and there are two chalcogens, the top layer is entirely the
         first chalcogen and the bottom layer the second, so every X2 column
         holds one of each (e.g. Janus MoSSe).
+    dopants : tuple of str
+        Foreign atoms the user expects (``MoS2+Se``): metals on metal sites,
+        chalcogens on chalcogen sites.
     """
 
     name: str
     metals: dict[str, float] = field(default_factory=dict)
     chalcogens: dict[str, float] = field(default_factory=dict)
     janus: bool = False
+    dopants: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for label, part, allowed in (
@@ -188,9 +190,16 @@ def parse_material(name: str | Material) -> Material:
     Parameters
     ----------
     name : str or Material
-        A chemical formula. Elements without a number in an alloy share
-        their sublattice equally (``MoWSSe`` is Mo0.5W0.5SSe). A prefix
-        ``Janus-`` makes a Janus layer (one chalcogen per side).
+        A chemical formula of an MX2 monolayer:
+
+        - ``MoS2``, ``Mo0.8W0.2S2``, ``WS1.5Te0.5``: amounts per formula unit
+          (one metal, two chalcogens);
+        - ``MoWSSe``, ``WSSe``, ``MoWS2``: two or more elements of one sublattice
+          without numbers share it equally (``MoWSSe`` is Mo0.5W0.5SSe);
+        - ``W(S,Te)2``, ``W(S0.25Te0.75)2``: a group shares the amount after it;
+        - ``Janus-MoSSe``: a prefix ``Janus-`` puts one chalcogen on each side;
+        - ``MoS2+Se``, ``MoS2+W+Se``: expected foreign atoms (dopants on metal
+          sites, substituents on chalcogen sites) after ``+``.
 
     Returns
     -------
@@ -199,45 +208,137 @@ def parse_material(name: str | Material) -> Material:
     Raises
     ------
     ValueError
-        If the formula names unknown elements or lacks a metal or chalcogen.
+        With a message naming the problem (and the closest known name where
+        there is one): unreadable text, unknown elements, no metal or
+        chalcogen, or a formula that is not MX2 (``MoS3``).
+
+    Examples
+    --------
+    >>> parse_material("W(S,Te)2").chalcogens
+    {'S': 0.5, 'Te': 0.5}
+    >>> parse_material("MoS2+Se").dopants
+    ('Se',)
+    >>> parse_material("MoS3")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'MoS3' is not an MX2 formula: 3 chalcogen atoms per metal atom (2 expected); did you mean 'MoS2' or 'MoWS2'?
     """
     if isinstance(name, Material):
         return name
+    if not isinstance(name, str):
+        raise ValueError(f"a material must be a formula such as 'MoS2', not {name!r}")
     text = name.strip()
     janus = False
     if text.lower().startswith("janus"):
         janus = True
         text = text[5:].lstrip("-_ ")
-    tokens = _TOKEN.findall(text)
-    if not tokens or "".join(e + n for e, n in tokens) != text:
-        raise ValueError(f"cannot read material formula {name!r}; try e.g. 'MoS2' or 'MoWSSe'")
-    metals: dict[str, float] = {}
-    chalcogens: dict[str, float] = {}
-    for element, number in tokens:
+    base, *extra = [part.strip() for part in text.split("+")]
+    items = _formula_items(base, name)
+    metals: list[tuple[str, float | None]] = []
+    chalcogens: list[tuple[str, float | None]] = []
+    for element, amount in items:
         if element not in ATOMIC_NUMBER:
-            raise ValueError(f"{name!r}: unknown element {element!r}")
-        amount = float(number) if number else None
+            raise ValueError(f"{name!r}: unknown element {element!r}{_suggestion(name)}")
         target = metals if element in METALS else chalcogens if element in CHALCOGENS else None
         if target is None:
             raise ValueError(f"{name!r}: {element} is neither a transition metal nor a chalcogen")
-        target[element] = target.get(element, 0.0) + (amount if amount is not None else math.nan)
-    return Material(
-        name=name.strip(),
-        metals=_normalise(metals, name),
-        chalcogens=_normalise(chalcogens, name),
-        janus=janus,
-    )
+        target.append((element, amount))
+    if not metals or not chalcogens:
+        missing = "metal" if not metals else "chalcogen"
+        raise ValueError(f"{name!r}: no {missing} given{_suggestion(name)}")
+    metal_part, metal_total = _amounts(metals, 1.0)
+    chalcogen_part, chalcogen_total = _amounts(chalcogens, 2.0)
+    ratio = chalcogen_total / metal_total
+    if not math.isclose(ratio, 2.0, rel_tol=0.03):
+        hint = _suggestion(name)
+        if len(chalcogen_part) > 1:
+            hint = (f"; for an alloy write the chalcogens as one group, e.g. "
+                    f"{''.join(metal_part)}({','.join(chalcogen_part)})2")
+        raise ValueError(f"{name!r} is not an MX2 formula: {ratio:g} chalcogen atoms per metal atom "
+                         f"(2 expected){hint}")
+    dopants = []
+    for element in extra:
+        if element not in METALS + CHALCOGENS:
+            raise ValueError(f"{name!r}: the foreign atom after '+' must be one metal or chalcogen symbol "
+                             f"(e.g. 'MoS2+Se', 'MoS2+W'), not {element!r}")
+        if element in metal_part or element in chalcogen_part or element in dopants:
+            raise ValueError(f"{name!r}: {element} is part of the host already")
+        dopants.append(element)
+    return Material(name=name.strip(), metals=metal_part, chalcogens=chalcogen_part, janus=janus,
+                    dopants=tuple(dopants))
 
 
-def _normalise(part: dict[str, float], name: str) -> dict[str, float]:
-    if not part:
-        return part
-    if all(math.isnan(v) for v in part.values()):
-        return {e: 1.0 / len(part) for e in part}
-    if any(math.isnan(v) for v in part.values()):
-        # 'MoS2' style: a single element without a number, the other given -> count as 1
-        part = {e: (1.0 if math.isnan(v) else v) for e, v in part.items()}
-    total = sum(part.values())
-    if total <= 0:
-        raise ValueError(f"{name!r}: amounts must be positive")
-    return {e: v / total for e, v in part.items()}
+_ITEM = re.compile(r"\(([^()]*)\)(\d*\.?\d*)|([A-Z][a-z]?)(\d*\.?\d*)")
+_GROUP_ITEM = re.compile(r"\s*([A-Z][a-z]?)(\d*\.?\d*)\s*,?")
+
+
+def _number(text: str, name: str) -> float | None:
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"cannot read the amount {text!r} in {name!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name!r}: amounts must be positive numbers")
+    return value
+
+
+def _formula_items(text: str, name: str) -> list[tuple[str, float | None]]:
+    """(element, amount or None) for each element of a formula without prefix or dopants.
+
+    A group ``(A,B)n`` or ``(AxBy)n`` gives its elements ``n`` shared as written
+    (equally when no element of the group has a number).
+    """
+    items: list[tuple[str, float | None]] = []
+    pos = 0
+    while pos < len(text):
+        match = _ITEM.match(text, pos)
+        if match is None or match.end() == pos:
+            raise ValueError(f"cannot read material formula {name!r}; try e.g. 'MoS2', 'MoWSSe', "
+                             f"'W(S,Te)2' or 'MoS2+Se'{_suggestion(name)}")
+        pos = match.end()
+        if match.group(3):
+            items.append((match.group(3), _number(match.group(4), name)))
+            continue
+        inner = match.group(1)
+        members = [(m.group(1), _number(m.group(2), name)) for m in _GROUP_ITEM.finditer(inner) if m.group(1)]
+        if not members or re.sub(r"[\s,]", "", inner) != "".join(e + n for e, n in _GROUP_ITEM.findall(inner)):
+            raise ValueError(f"cannot read the group ({inner}) in {name!r}")
+        times = _number(match.group(2), name) or 1.0
+        if all(a is None for _, a in members):
+            items += [(e, times / len(members)) for e, _ in members]
+        else:
+            items += [(e, times * (1.0 if a is None else a)) for e, a in members]
+    if not items:
+        raise ValueError(f"cannot read material formula {name!r}; try e.g. 'MoS2' or 'MoWSSe'")
+    return items
+
+
+def _amounts(part: list[tuple[str, float | None]], shorthand_total: float) -> tuple[dict[str, float], float]:
+    """Fractions of one sublattice and its atoms per formula unit.
+
+    Several elements without any number share the sublattice equally and
+    stand for ``shorthand_total`` atoms (``MoWSSe``); a lone element without
+    a number counts one atom.
+    """
+    merged: dict[str, float] = {}
+    if len(part) > 1 and all(a is None for _, a in part):
+        elements = list(dict.fromkeys(e for e, _ in part))
+        return {e: 1.0 / len(elements) for e in elements}, shorthand_total
+    for element, amount in part:
+        merged[element] = merged.get(element, 0.0) + (1.0 if amount is None else amount)
+    total = sum(merged.values())
+    return {e: v / total for e, v in merged.items()}, total
+
+
+def _suggestion(name: str) -> str:
+    """'; did you mean ...?' for a name close to a known material, else ''."""
+    import difflib
+
+    text = str(name).strip()
+    by_case = {m.lower(): m for m in KNOWN_MATERIALS}
+    if text.lower() in by_case:
+        return f"; did you mean {by_case[text.lower()]!r}?"
+    close = difflib.get_close_matches(text, KNOWN_MATERIALS, n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

@@ -37,14 +37,30 @@ def read_weights(path: str | Path, what: str, script: str) -> tuple[dict[str, An
     ------
     FileNotFoundError
         If the file does not exist.
+    WeightsFileError
+        The file is not a weights file written by :func:`save_weights` (another
+        format, a pickle that ``weights_only`` refuses, cut short).
     """
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} weights not found at {path}; train them with `python {script}`")
-    payload = torch.load(path, weights_only=True, map_location="cpu")
+    try:
+        payload = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError...: not our file
+        raise WeightsFileError(f"{path} is not a {what} weights file written by napari-stem-defects (torch "
+                               f"cannot load it safely: {type(exc).__name__}); give a .pt file written by "
+                               "`napari-stem-defects train`, or a model version name") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict) \
+            or not isinstance(payload.get("metadata", {}), dict):
+        raise WeightsFileError(f"{path} is not a {what} weights file written by napari-stem-defects "
+                               "(no state_dict and metadata)")
     return payload["state_dict"], dict(payload.get("metadata", {}))
+
+
+class WeightsFileError(ValueError):
+    """A weights file that cannot be loaded: another format, damaged, or for another network."""
 
 
 def load_model(
@@ -80,8 +96,12 @@ def load_model(
 @functools.lru_cache(maxsize=8)
 def _load_cached(path: str, build: Callable[[dict[str, Any]], Any], what: str, script: str) -> Any:
     state, meta = read_weights(path, what, script)
-    model = build(meta)
-    model.load_state_dict(state)
+    try:
+        model = build(meta)
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise WeightsFileError(f"{path} holds weights that do not fit the {what} "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     model.eval()
     model.metadata = meta
     return model
@@ -117,7 +137,8 @@ def normalize_image(image: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     image : ndarray
-        Any dtype, offset or gain; NaN/inf are replaced by the median.
+        Any dtype, offset or gain; NaN/inf are replaced by the median; float64 values
+        beyond float32's range (1e300) are rescaled first.
 
     Returns
     -------
@@ -130,7 +151,15 @@ def normalize_image(image: np.ndarray) -> np.ndarray:
     >>> round(float(np.median(x)), 3), x.dtype
     (0.0, dtype('float32'))
     """
-    x = np.asarray(image, dtype=np.float32)
+    arr = np.asarray(image)
+    if arr.size and arr.dtype.kind == "f" and arr.dtype.itemsize > 4:  # values float32 cannot hold: rescale first
+        finite_values = arr[np.isfinite(arr)]
+        peak = float(np.abs(finite_values).max()) if finite_values.size else 0.0
+        if peak > 1e30 or 0.0 < peak < 1e-30:
+            from .image_values import finite_intensities
+
+            arr = finite_intensities(arr, np.float64)[0]
+    x = np.asarray(arr, dtype=np.float32)
     finite = np.isfinite(x)
     if not finite.all():
         x = np.where(finite, x, np.median(x[finite]) if finite.any() else 0.0).astype(np.float32)

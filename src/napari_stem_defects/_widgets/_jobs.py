@@ -8,11 +8,12 @@ result; ``apply(job, result)`` shows that result on the GUI thread.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
 from magicgui.widgets import ProgressBar, PushButton
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 
 
 class _Relay(QObject):
@@ -44,6 +45,9 @@ class JobRunner:
         self.cancel_event = threading.Event()
         self._relay = _Relay(parent)
         self._relay.progress.connect(self.set_progress)
+        self._began = 0.0
+        self._ticker = QTimer(parent, interval=1000)  # the bar's text counts the seconds: it moves while work runs
+        self._ticker.timeout.connect(self._tick)
 
     @property
     def busy(self) -> bool:
@@ -105,7 +109,23 @@ class JobRunner:
         self.worker = None
         self._set_running(False)
 
+    def _tick(self) -> None:
+        show_elapsed(self.progress_bar, time.monotonic() - self._began)
+
     def _set_running(self, running: bool) -> None:
         self.run_button.enabled = not running
         if self.cancel_button is not None:
             self.cancel_button.enabled = running
+        if running:
+            self._began = time.monotonic()
+            self._ticker.start()
+        else:
+            self._ticker.stop()
+        show_elapsed(self.progress_bar, None)
+
+
+def show_elapsed(progress: ProgressBar, seconds: float | None) -> None:
+    """Write the seconds a job has run into its progress bar's text (None: the plain percentage)."""
+    native = getattr(progress, "native", None)
+    if native is not None and hasattr(native, "setFormat"):
+        native.setFormat("%p%" if seconds is None else f"%p%  ({int(seconds)} s)")

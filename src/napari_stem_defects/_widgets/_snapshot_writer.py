@@ -6,7 +6,10 @@ about 30 ms for 15,000 cells) and hands it here; serialising and writing it
 an autosave never freezes the viewer. Snapshots are numbered as they are taken,
 and one is written only if no later snapshot is on disk already: a slow
 background autosave that finishes after an explicit "Save" of newer
-corrections cannot overwrite them.
+corrections cannot overwrite them. When a save had to keep an earlier file
+aside (it could not be read, or belonged to another image; see
+:mod:`napari_stem_defects.annotations.safekeeping`), the message saying where
+is kept for the dock to show (:meth:`SnapshotWriter.take_notes`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class SnapshotWriter:
         self._lock = threading.Lock()
         self._taken = 0
         self._stored = 0
+        self._notes: list[str] = []
         self.worker: Any = None
 
     @property
@@ -62,9 +66,15 @@ class SnapshotWriter:
         with self._lock:
             if number < self._stored:
                 return False
-            save_annotations(ann, target)
+            save_annotations(ann, target, on_kept=self._notes.append)
             self._stored = number
             return True
+
+    def take_notes(self) -> list[str]:
+        """The messages of earlier files kept aside since the last call (then forgotten)."""
+        with self._lock:
+            notes, self._notes = self._notes, []
+        return notes
 
     def start(self, ann: Any, target: Path, number: int, done: Callable[[bool], Any],
               failed: Callable[[Exception], Any]) -> Any:

@@ -21,9 +21,7 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 import numpy as np
 import pandas as pd
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton
 
 from ..cells.classify import CLASSIFIERS, classify_site_table
 from ..cells.shapes_layer import (
@@ -31,11 +29,14 @@ from ..cells.shapes_layer import (
 )
 from ..cells.statistics import DefectStatistics, defect_statistics
 from ..io.atomic import atomic_write
-from ..materials import KNOWN_MATERIALS
+from ..layer_calibration import calibration_note
 from ..model_registry import SHIPPED
+from ._dock import (
+    Section, StemDock, adopt_material, current_frame, is_grey_image, layer_choice, material_choice, pixel_size,
+    plot_canvas, plot_style, run_controls, text_label,
+)
 from ._jobs import JobRunner
 from ._model_choice import ModelChoice
-from .columns_widget import _pixel_size, adopt_material, plot_style
 
 if TYPE_CHECKING:
     import napari
@@ -86,7 +87,7 @@ def ask_save_path(parent: Any, default: str) -> str:
     return str(path or "")
 
 
-class CellsWidget(Container):
+class CellsWidget(StemDock):
     """Classify unit cells from detected columns; show them, their legend, statistics and a bar chart.
 
     Parameters
@@ -96,47 +97,49 @@ class CellsWidget(Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
-        self._viewer = viewer
+        super().__init__(viewer)
         self.last_run = None
-        self.layer = ComboBox(label="image", choices=self._image_layers)
-        self.points = ComboBox(label="sites", choices=self._points_layers, nullable=True)
-        self.material = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value="MoS2")
+        self.layer = layer_choice(viewer, is_grey_image, tooltip="the image whose cells to classify (for a stack, "
+                                  "the frame shown)")
+        self.points = layer_choice(viewer, _is_points, label="sites", nullable=True,
+                                   tooltip="the atom columns (a Points layer of 'Detect atom columns', with your "
+                                           "corrections); default '<image> columns'")
+        self.material = material_choice()
         self.classifier = ComboBox(label="classifier", choices=list(CLASSIFIERS), value="cnn",
-                                   tooltip="cnn: the network chosen under 'model'; cnn-two-stage: perfect vs "
-                                           "defective, then the kind; physics: the sites' species against Z "
-                                           "contrast")
+                                   tooltip="cnn: the network chosen under 'model' (default); cnn-two-stage: perfect "
+                                           "vs defective, then the kind; physics: the sites' species against Z "
+                                           "contrast, no network")
         self.model = ModelChoice("cells", self.native,
                                  "weights of the CNN classifiers: 'shipped' (packaged) or a version "
                                  "trained with the 'Train a model' dock")
-        self.threshold = FloatSpinBox(label="low confidence <", min=0.0, max=1.0, step=0.05, value=0.8)
-        self.run_button = PushButton(text="Classify cells")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
-        self.result, self.legend, self.statistics = Label(value=""), Label(value=""), Label(value="")
-        self.export_button = PushButton(text="Export statistics CSV", enabled=False)
-        self.extend([self.layer, self.points, self.material, self.classifier, self.model, self.threshold,
-                     self.run_button, self.cancel_button,
-                     self.progress, self.result, self.legend, self.statistics, self.export_button])
-        for label in (self.result, self.legend, self.statistics):
-            label.native.setWordWrap(True)
+        self.threshold = FloatSpinBox(label="low confidence <", min=0.0, max=1.0, step=0.05, value=0.8,
+                                      tooltip="cells whose class probability is below this (0-1) are marked unsure "
+                                              "(thick edge, tinted face) for review. Default 0.80")
+        self.run_button, self.cancel_button, self.progress, buttons = run_controls(
+            "Classify cells", "classify every unit cell of the sites layer", what="the classification")
+        self.result = text_label(tooltip="what the last run found")
+        self.legend = text_label(tooltip="class colours (cell edges) and counts")
+        self.statistics = text_label(tooltip="counts, shares and concentrations of the complete cells")
+        self.export_button = PushButton(text="Export statistics CSV", enabled=False,
+                                        tooltip="write the statistics table and the composition to a CSV file")
+        self.figure, self.canvas = plot_canvas(220)
+        plot = Section("Defect counts", expanded=True, tooltip="bar chart of the defect cells per class")
+        plot.add_native(self.canvas)
+        form = Container(labels=True, widgets=[self.layer, self.points, self.material, self.classifier, self.model,
+                                               self.threshold])
+        self.extend([form, buttons, self.progress, self.result, self.legend,
+                     Section("Statistics", [self.statistics, self.export_button], expanded=True, labels=False,
+                             tooltip="counts, shares and concentrations, and which calibration they used"),
+                     plot])
+        self.finish()
         self.runner = JobRunner(self.native, self.run_button, self.cancel_button, self.progress, self._say)
-        self.figure = Figure(figsize=(3.2, 2.6), layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(200)
-        self.native.layout().addWidget(self.canvas)
         self.run_button.changed.connect(lambda *_: self.run())
         self.cancel_button.changed.connect(self.cancel)
         self.export_button.changed.connect(lambda *_: self.export_csv())
         self.layer.changed.connect(self._on_layer)
         self.points.changed.connect(self._on_points)
-        for combo in (self.layer, self.points):
-            viewer.layers.events.inserted.connect(combo.reset_choices)
-            viewer.layers.events.removed.connect(combo.reset_choices)
         viewer.layers.events.inserted.connect(self._on_layer)
         self.classifier.changed.connect(self._on_classifier)
-        self.layer.reset_choices()
-        self.points.reset_choices()
         self._on_layer()
         self._on_classifier()
 
@@ -147,23 +150,12 @@ class CellsWidget(Container):
     def _on_classifier(self, *_) -> None:
         self.model.enabled = self.classifier.value != "physics"
 
-    def _image_layers(self, *_) -> list:
-        from napari.layers import Image
-
-        return [layer for layer in self._viewer.layers
-                if isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)]
-
-    def _points_layers(self, *_) -> list:
-        from napari.layers import Points
-
-        return [layer for layer in self._viewer.layers if isinstance(layer, Points)]
-
     def _on_layer(self, *_) -> None:
-        """Pick ``<image> columns`` as the sites and the image's material, when they exist."""
-        image = self.layer.value
-        name = None if image is None else f"{image.name} columns"
-        if name is not None and name in self._viewer.layers and self._viewer.layers[name] in self.points.choices:
-            self.points.value = self._viewer.layers[name]
+        """Pick the image's column layer as the sites (``<image> columns`` first), and its material."""
+        image, current = self.layer.value, self.points.value
+        layers = [] if image is None else column_layers(self._viewer, image)
+        if layers and (current is None or current not in layers) and layers[0] in self.points.choices:
+            self.points.value = layers[0]
         self._on_points()
 
     def _on_points(self, *_) -> None:
@@ -176,13 +168,10 @@ class CellsWidget(Container):
         adopt_material(self.material, material)
 
     def _say(self, message: str) -> None:
-        self.result.value = message
-        self._viewer.status = message.replace("\n", " ")
+        self.say(message)
 
     def _current_frame(self, layer) -> int:
-        world = np.asarray(self._viewer.dims.point, float)[-layer.ndim:]
-        frame = int(round(float(layer.world_to_data(world)[0])))
-        return int(np.clip(frame, 0, layer.data.shape[0] - 1))
+        return current_frame(self._viewer, layer)
 
     def _sites(self, image, points) -> tuple[pd.DataFrame, int | None, dict[str, Any]]:
         """The site table of the points (positions from the layer data), the frame, and its parameters.
@@ -237,7 +226,8 @@ class CellsWidget(Container):
         pixels = np.asarray(image.data[frame] if frame is not None else image.data)
         job = {"sites": sites, "frame": frame, "params": params, "material": self.material.value,
                "classifier": self.classifier.value, "model": self.model.value or SHIPPED, "pixels": pixels,
-               "pixel_size": _pixel_size(image), "image": image, "points": points}
+               "pixel_size": pixel_size(image), "image": image, "points": points,
+               "calibration": calibration_note(image)}
         if not blocking:
             self._say("Classifying cells...")
         return self.runner.start(self._work, job, self._apply, blocking=blocking, what="Classification")
@@ -298,6 +288,8 @@ class CellsWidget(Container):
         image = job["image"]
         if image in self._viewer.layers:
             run.layer = self._show(image, run, job)
+        if run.frame is None and job["points"] in self._viewer.layers:
+            _one_answer_on_points(job["points"], job["sites"], run.cells, job["material"])
         n_low = int(low_confidence_mask(run.cells, self.threshold.value).sum())
         where = "" if run.frame is None else f" of frame {run.frame} (current frame only)"
         model = "" if job["classifier"] == "physics" else f" (model {job['model']})"
@@ -305,7 +297,7 @@ class CellsWidget(Container):
                   f"{job['classifier']}{model}, "
                   f"{n_low} below confidence {self.threshold.value:.2f}.")
         self.legend.value = legend_html(class_counts(run.cells), n_low)
-        self.statistics.value = statistics_html(run.stats)
+        self.statistics.value = statistics_html(run.stats, job.get("calibration"))
         self.export_button.enabled = True
         self._draw_bars(run.stats)
         return run
@@ -350,6 +342,8 @@ class CellsWidget(Container):
                        edgecolor=fg, linewidth=0.4)
                 ax.set(ylabel="cells", title=f"defect cells ({stats.counts.get('perfect', 0)} perfect)")
                 ax.tick_params(axis="x", labelrotation=45)
+                for label in ax.get_xticklabels():
+                    label.set_horizontalalignment("right")
         self.canvas.draw_idle()
 
     def export_csv(self, path: str | None = None) -> Path | None:
@@ -389,10 +383,18 @@ def statistics_table(stats: DefectStatistics) -> pd.DataFrame:
     return out[["kind", "class", "count", "fraction", "concentration_cm2"]]
 
 
-def statistics_html(stats: DefectStatistics) -> str:
-    """Counts, shares and concentrations of the classes present, as an HTML table."""
+def statistics_html(stats: DefectStatistics, calibration: str | None = None) -> str:
+    """Counts, shares and concentrations of the classes present, as an HTML table.
+
+    Parameters
+    ----------
+    stats : DefectStatistics
+    calibration : str, optional
+        Which calibration the concentrations used (:func:`~napari_stem_defects.layer_calibration.calibration_note`).
+    """
     calibrated = any(np.isfinite(v) for v in stats.concentration_cm2.values())
-    head = "<tr><th align=left>class</th><th>n</th><th>%</th>" + ("<th>cm<sup>-2</sup></th>" * calibrated) + "</tr>"
+    head = ("<tr><th align=left>class</th><th align=right>n</th><th align=right>%</th>"
+            + ("<th align=right>cm<sup>-2</sup></th>" * calibrated) + "</tr>")
     rows = []
     for c, n in stats.counts.items():
         if n == 0:
@@ -400,10 +402,53 @@ def statistics_html(stats: DefectStatistics) -> str:
         conc = f"<td>{stats.concentration_cm2[c]:.2e}</td>" if calibrated else ""
         rows.append(f"<tr><td>{html.escape(c)}</td><td align=right>{n}</td>"
                     f"<td align=right>{100 * stats.fraction[c]:.1f}</td>{conc}</tr>")
-    note = (f"{stats.n_cells} complete cells, {stats.area_nm2:.1f} nm<sup>2</sup>"
-            + ("" if calibrated else " (uncalibrated: no concentrations)"))
-    return f"{note}<table>{head}{''.join(rows)}</table>"
+    area = f", {stats.area_nm2:.1f} nm<sup>2</sup>" if calibrated else ""
+    how = calibration if calibration else ("calibrated" if calibrated else "uncalibrated")
+    note = (f"{stats.n_cells} complete cells{area}; {html.escape(how)}"
+            + ("" if calibrated else ": no concentrations"))
+    return f"{note}<table cellspacing=0 cellpadding=3>{head}{''.join(rows)}</table>"
 
 
-__all__ = ["CellsRun", "CellsWidget", "ask_save_path", "statistics_html",
+def _one_answer_on_points(points: Any, sites: pd.DataFrame, cells: pd.DataFrame, material: str) -> int:
+    """Give the columns layer the species its cells' classes imply (one answer per column); returns how many changed.
+
+    Sites a person verified keep their species (their cells already follow them); the others take
+    the pair of contents of :func:`~napari_stem_defects.cells.joint.one_answer`.
+    """
+    from ..cells.joint import one_answer
+    from ._correct_styles import restyle_points
+
+    answer = one_answer(sites, cells, material).set_index("site_id")
+    features = points.features.copy()
+    rows = features["site_id"].isin(answer.index).to_numpy().copy()
+    if "verified" in features:
+        rows &= ~features["verified"].astype(bool).to_numpy()
+    ids = features.loc[rows, "site_id"]
+    new = answer.loc[ids, "species"].to_numpy()
+    changed = features.loc[rows, "species"].astype(str).to_numpy() != new.astype(str)
+    if not changed.any():
+        return 0
+    features.loc[rows, "species"] = new
+    features.loc[rows, "probability"] = answer.loc[ids, "probability"].to_numpy()
+    points.features = features
+    restyle_points(points)
+    return int(changed.sum())
+
+
+def _is_points(layer: Any) -> bool:
+    from napari.layers import Points
+
+    return isinstance(layer, Points)
+
+
+def column_layers(viewer: Any, image: Any) -> list:
+    """The column Points layers of ``image``: ``<image> columns`` first, then other methods' layers."""
+    from napari.layers import Points
+
+    name = f"{image.name} columns"
+    found = [x for x in viewer.layers if isinstance(x, Points) and (x.name == name or x.name.startswith(name + " ("))]
+    return sorted(found, key=lambda x: x.name != name)
+
+
+__all__ = ["CellsRun", "CellsWidget", "ask_save_path", "column_layers", "statistics_html",
            "statistics_table"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -16,17 +17,25 @@ from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, Label, ProgressBar, PushButton
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from ..calibration import LatticeNotFoundError
 from ..columns import pipeline
-from ..columns.points_layer import legend_html, result_to_points_data, species_colour, stack_results_to_points_data
+from ..columns.points_layer import (
+    legend_html, marker_legend_html, result_to_points_data, species_colour, stack_results_to_points_data,
+)
 from ..columns.result import EMPTY, ColumnResult
-from ..materials import KNOWN_MATERIALS, parse_material
+from ..image_check import check_detection
 from ..model_registry import SHIPPED
+from ._dock import (
+    Section, StemDock, adopt_material, current_frame, is_grey_image, layer_choice, material_choice, pixel_size,
+    plot_canvas, plot_style, run_controls, text_label,
+)
+from ._jobs import show_elapsed
+from ._structure import is_mask_layer as _is_mask_layer
+from ._structure import mask_of as _mask_of
+from ._structure import show_structure
 from ._model_choice import ModelChoice
 
 if TYPE_CHECKING:
@@ -53,6 +62,10 @@ class DetectionRun:
         Result, or why it failed, per analysed frame (key None for a 2D image).
     cancelled : bool
         The run was cancelled before it finished.
+    check : ImageCheck or None
+        With a material: whether the image is a 2H monolayer of it
+        (:mod:`napari_stem_defects.image_check`). When it failed and
+        "analyse anyway" was off, ``results`` is empty and no layer was added.
     layer : napari.layers.Points or None
         The Points layer that shows the columns.
     """
@@ -60,6 +73,7 @@ class DetectionRun:
     results: dict[int | None, ColumnResult] = field(default_factory=dict)
     errors: dict[int | None, str] = field(default_factory=dict)
     cancelled: bool = False
+    check: Any = None
     layer: Any = None
 
 
@@ -70,11 +84,16 @@ class _Job:
     data: Any
     frames: tuple[int | None, ...]
     params: dict[str, Any]
+    mask: np.ndarray | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
-class ColumnsWidget(Container):
+class ColumnsWidget(StemDock):
     """Detect atom columns in the selected image, label their species and show them as points.
+
+    Each method (and column model version) gets a layer of its own, ``<image> columns`` for
+    the classical method and ``<image> columns (deep)`` for the U-Net, so the two can be
+    compared side by side.
 
     Parameters
     ----------
@@ -83,62 +102,80 @@ class ColumnsWidget(Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
-        self._viewer = viewer
+        super().__init__(viewer)
         self._cache: OrderedDict[tuple, pipeline.DetectionMap] = OrderedDict()
         self._lock = threading.Lock()
-        self._runs: dict[str, dict[int | None, tuple[ColumnResult, dict]]] = {}
+        self._runs: dict[tuple[str, str], dict[int | None, tuple[ColumnResult, dict]]] = {}
         self._watched: set[str] = set()
         self._worker, self._job, self._pending, self._shown = None, None, False, None
-        self.layer = ComboBox(label="image", choices=self._image_layers)
-        self.method = ComboBox(label="method", choices=list(pipeline.METHODS), value="classical")
-        self.material = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value="MoS2")
+        self.layer = layer_choice(viewer, is_grey_image, tooltip="the HAADF image (2D) or image series (t, y, x) "
+                                  "to find the atom columns of")
+        self.method = ComboBox(label="method", choices=list(pipeline.METHODS), value="classical",
+                               tooltip="classical: smoothing and local background (no network); deep: the column "
+                                       "U-Net (shipped or fine-tuned). Each method draws its own layer, so both "
+                                       "can be compared. Default classical")
+        self.material = material_choice()
         self.model = ModelChoice("columns", self.native,
                                  "weights of the deep method's U-Net: 'shipped' (packaged) or a version "
                                  "trained with the 'Train a model' dock")
         self.model.enabled = False
         self.threshold = FloatSlider(label="threshold", min=0.0, max=1.0, step=0.01,
-                                     value=pipeline.DEFAULT_THRESHOLD["classical"])
-        self.refine = ComboBox(label="refinement", choices=list(pipeline.REFINEMENTS), value="gaussian")
-        self.all_frames = CheckBox(text="all frames", value=False, enabled=False)
-        self.run_button = PushButton(text="Detect columns")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
-        self.result, self.legend = Label(value=""), Label(value="")
-        self.extend([self.layer, self.method, self.model, self.material, self.threshold, self.refine, self.all_frames,
-                     self.run_button, self.cancel_button, self.progress, self.result, self.legend])
-        for label in (self.result, self.legend):
-            label.native.setWordWrap(True)
-        self.figure = Figure(figsize=(3.2, 3.6), layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(260)
-        self.native.layout().addWidget(self.canvas)
+                                     value=pipeline.DEFAULT_THRESHOLD["classical"],
+                                     tooltip="peaks of the detection map above this (0-1) are columns; moving it "
+                                             "re-labels at once from the cached map. Default "
+                                             f"{pipeline.DEFAULT_THRESHOLD['classical']:.2f} (classical), "
+                                             f"{pipeline.DEFAULT_THRESHOLD['deep']:.2f} (deep)")
+        self.refine = ComboBox(label="refinement", choices=list(pipeline.REFINEMENTS), value="gaussian",
+                               tooltip="sub-pixel position of each column: gaussian (2D Gaussian fit, default) or "
+                                       "com (centre of mass, faster)")
+        self.mask = layer_choice(viewer, _is_mask_layer, label="mask", nullable=True,
+                                 tooltip="optional: a Labels or Shapes layer (drawn with the image's scale) whose "
+                                         "painted or enclosed pixels are not analysed: no sites, no cells, no area "
+                                         "(NaN pixels of the image are always left out). Default none")
+        self.force = CheckBox(text="analyse anyway", value=False,
+                              tooltip="show the columns even when the image check finds the image is not a 2H "
+                                      "monolayer of the material (another lattice, another material, a wrong "
+                                      "pixel size); default off")
+        self.all_frames = CheckBox(text="all frames", value=False, enabled=False,
+                                   tooltip="for an image series: detect the columns of every frame (default: the "
+                                           "frame shown)")
+        self.run_button, self.cancel_button, self.progress, buttons = run_controls(
+            "Detect columns", "find every atom column of the image with the settings above", what="the detection")
+        self.result = text_label(tooltip="what the last run found")
+        self.legend = text_label(tooltip="species colours and counts of the columns layer")
+        self.markers = text_label(marker_legend_html(), tooltip="what the marker shapes mean")
+        self.details = text_label(tooltip="messages and settings of the last run")
+        self.figure, self.canvas = plot_canvas(340)
+        self.plot = Section("Intensity histograms", expanded=True,
+                            tooltip="the integrated intensity of every column per sublattice, with the fitted "
+                                    "species mixture: why a column got its label")
+        self.plot.add_native(self.canvas)
+        form = Container(labels=True, widgets=[self.layer, self.method, self.model, self.material, self.threshold,
+                                               self.refine, self.mask, self.all_frames, self.force])
+        self.extend([form, buttons, self.progress, self.result, self.legend, self.markers,
+                     Section("Details", [self.details], expanded=False, labels=False,
+                             tooltip="messages of the detection and the settings it used"), self.plot])
+        self.finish()
         self._relay = _Relay(self.native)
         self._relay.progress.connect(self._set_progress)
         self._debounce = QTimer(self.native, singleShot=True, interval=250)
         self._debounce.timeout.connect(self.run)
+        self._began = 0.0
+        self._ticker = QTimer(self.native, interval=1000)  # seconds in the bar's text while a run works
+        self._ticker.timeout.connect(lambda: show_elapsed(self.progress, time.monotonic() - self._began))
         self.run_button.changed.connect(lambda *_: self.run())
         self.cancel_button.changed.connect(self.cancel)
         self.layer.changed.connect(self._on_layer)
         self.method.changed.connect(self._on_method)
         for widget in (self.threshold, self.refine, self.material, self.model):
             widget.changed.connect(self._on_parameter)
-        viewer.layers.events.inserted.connect(self.layer.reset_choices)
-        viewer.layers.events.removed.connect(self.layer.reset_choices)
         viewer.dims.events.current_step.connect(lambda *_: self._draw_histogram(only_if_changed=True))
-        self.layer.reset_choices()
         self._on_layer()
-
-    def _image_layers(self, *_) -> list:
-        from napari.layers import Image
-
-        return [layer for layer in self._viewer.layers
-                if isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)]
 
     def _on_layer(self, *_) -> None:
         layer = self.layer.value
         self.all_frames.enabled = layer is not None and layer.ndim == 3
-        self.result.value = self.legend.value = ""
+        self.result.value = self.legend.value = self.details.value = ""
         with self.material.changed.blocked():
             adopt_material(self.material, None if layer is None else layer.metadata.get("material"))
         self._draw_histogram()
@@ -161,8 +198,7 @@ class ColumnsWidget(Container):
         self.progress.value = int(round(100 * min(max(fraction, 0.0), 1.0)))
 
     def _say(self, message: str) -> None:
-        self.result.value = message
-        self._viewer.status = message.replace("\n", " ")
+        self.say(message)
 
     def _make_job(self) -> _Job | None:
         layer = self.layer.value
@@ -176,14 +212,14 @@ class ColumnsWidget(Container):
         params = {"threshold": float(self.threshold.value), "refine": self.refine.value,
                   "material": self.material.value, "method": self.method.value,
                   "model": (self.model.value or SHIPPED) if self.method.value == "deep" else None,
-                  "pixel_size": _pixel_size(layer), "image_layer": layer.name}
-        return _Job(layer, layer.unique_id, data, frames, params)
+                  "pixel_size": pixel_size(layer), "image_layer": layer.name, "force": bool(self.force.value),
+                  "mask": None if self.mask.value is None else self.mask.value.name}
+        mask = _mask_of(self.mask.value, data.shape[-2:], frames[0])
+        return _Job(layer, layer.unique_id, data, frames, params, mask=mask)
 
     def _current_frame(self, layer) -> int:
         """The stack frame the viewer shows (dims position mapped through the layer's scale)."""
-        world = np.asarray(self._viewer.dims.point, float)[-layer.ndim:]
-        frame = int(round(float(layer.world_to_data(world)[0])))
-        return int(np.clip(frame, 0, layer.data.shape[0] - 1))
+        return current_frame(self._viewer, layer)
 
     def run(self, blocking: bool = False) -> DetectionRun | Any | None:
         """Detect columns in the selected image with the current settings.
@@ -198,7 +234,11 @@ class ColumnsWidget(Container):
         if self._worker is not None:  # settings changed while running: run again when done
             self._pending = True
             return self._worker
-        job = self._make_job()
+        try:
+            job = self._make_job()
+        except ValueError as err:  # a mask of another shape
+            self._say(f"Cannot use the mask: {err}.")
+            return None
         if job is None:
             self._say("Open or select an image first.")
             return None
@@ -220,6 +260,8 @@ class ColumnsWidget(Container):
         worker.finished.connect(self._on_finished)
         self._worker, self._job = worker, job
         self.run_button.enabled, self.cancel_button.enabled = False, True
+        self._began = time.monotonic()
+        self._ticker.start()
         self._say("Detecting columns...")
         worker.start()
         return worker
@@ -253,7 +295,14 @@ class ColumnsWidget(Container):
                     raise InterruptedError("cancelled")
                 run.results[frame] = pipeline.columns_from_map(
                     image, dmap, threshold=p["threshold"], refine=p["refine"], material=p["material"],
-                    pixel_size=p["pixel_size"])
+                    pixel_size=p["pixel_size"], mask=job.mask)
+                if run.check is None and p["material"]:  # before any layer: is it the material said?
+                    run.check = check_detection(image, run.results[frame], dmap.lattice, p["material"],
+                                                p["pixel_size"])
+                    run.check.forced = p["force"] and not run.check.ok
+                    if not run.check.ok and not p["force"]:
+                        run.results.clear()
+                        break
             except InterruptedError:
                 run.cancelled = True
                 break
@@ -282,7 +331,8 @@ class ColumnsWidget(Container):
         with self._lock:
             for k in [k for k in self._cache if k[0] == key]:
                 del self._cache[k]
-        self._runs.pop(key, None)
+        for run_key in [k for k in self._runs if k[0] == key]:
+            del self._runs[run_key]
 
     def _on_error(self, err: Exception) -> None:
         log.error("column detection failed", exc_info=err)
@@ -291,27 +341,40 @@ class ColumnsWidget(Container):
     def _on_finished(self, *_) -> None:
         self._worker = self._job = None
         self.run_button.enabled, self.cancel_button.enabled = True, False
+        self._ticker.stop()
+        show_elapsed(self.progress, None)
         if self._pending:
             self._pending = False
             self.run()
 
     def _apply(self, job: _Job, run: DetectionRun) -> DetectionRun:
         """Show a finished run: Points layer, summary, legend, histogram."""
-        stored = self._runs.setdefault(job.key, {})
+        if run.check is not None and not run.check.ok and not run.check.forced:
+            self._say(f"Not shown: {run.check.message} Tick 'analyse anyway' to see the columns regardless.")
+            self.details.value = "\n".join(f.message for f in run.check.findings)
+            return run
+        stored = self._runs.setdefault((job.key, method_label(job.params)), {})
         params = {k: v for k, v in job.params.items() if k != "pixel_size"}
         stored.update({frame: (result, params) for frame, result in run.results.items()})
         if run.results and job.layer in self._viewer.layers:
             run.layer = self._show(job.layer, stored, params)
-        self._say(_summary(run, params))
+            if job.layer.ndim == 2:
+                self._show_structure(job.layer, stored[None][0])
+                self._viewer.layers.selection.active = run.layer  # the columns stay the layer to correct
+        summary, details = _summary(run, params)
+        if run.check is not None and (run.check.warnings or run.check.forced):
+            summary += "\n" + " ".join(run.check.warnings + ([run.check.message] if run.check.forced else []))
+        self._say(summary)
+        self.details.value = details
         self.legend.value = legend_html([r for r, _ in stored.values()])
         self._draw_histogram()
         return run
 
     def _show(self, layer, stored: dict[int | None, tuple[ColumnResult, dict]], params: dict[str, Any]):
-        """Put the columns in the Points layer "<image> columns", replacing its data if it exists."""
+        """Put the columns in the method's Points layer (:func:`columns_layer_name`), replacing its data."""
         from napari.layers import Points
 
-        name = f"{layer.name} columns"
+        name = columns_layer_name(layer.name, params)
         common = {"scale": tuple(layer.scale), "units": tuple(str(u) for u in layer.units),
                   "translate": tuple(layer.translate), "name": name, "parameters": params}
         if layer.ndim == 2:
@@ -334,10 +397,17 @@ class ColumnsWidget(Container):
             self._viewer.layers.remove(existing)
         return self._viewer.add_points(data, **kwargs)
 
+    def _show_structure(self, layer, result: ColumnResult) -> None:
+        """The phase map (Labels) and the peaks no site explains (Points) beside the columns layer."""
+        show_structure(self._viewer, layer, result)
+
     def displayed_result(self) -> ColumnResult | None:
         """The result for the selected image (its current frame for a stack), if any."""
         layer = self.layer.value
-        stored = {} if layer is None else self._runs.get(layer.unique_id, {})
+        chosen = method_label({"method": self.method.value, "model": self.model.value})
+        stored = {} if layer is None else self._runs.get((layer.unique_id, chosen), {})
+        if layer is not None and not stored:  # another method's result, the latest one
+            stored = next((v for k, v in reversed(self._runs.items()) if k[0] == layer.unique_id), {})
         if not stored:
             return None
         frame = self._current_frame(layer) if layer.ndim == 3 else None
@@ -352,7 +422,6 @@ class ColumnsWidget(Container):
         self.figure.clear()
         fits = [] if result is None else [result.species_fits[s] for s in ("M", "X") if s in result.species_fits]
         style, fg = plot_style(self.figure, self._viewer)
-        style["legend.frameon"] = False
         with matplotlib.rc_context(style):
             for n, fit in enumerate(fits):
                 ax = self.figure.add_subplot(len(fits), 1, n + 1)
@@ -368,7 +437,8 @@ class ColumnsWidget(Container):
                     for label, weight, curve in zip(fit.labels, fit.weights, pdf, strict=False):
                         ax.plot(xs, curve, color=species_colour(label), lw=1.6, label=f"{label} ({weight:.0%})")
                     ax.plot(xs, pdf.sum(axis=0), color=fg, lw=0.8, ls="--", label="_mixture")
-                    ax.legend(fontsize=6)
+                    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), handlelength=1.0, borderaxespad=0.3)
+                ax.set_yticks([])  # densities: their scale says nothing
         self.canvas.draw_idle()
 
 
@@ -377,67 +447,41 @@ def _map_key(job: _Job, frame: int | None) -> tuple:
     return (job.key, frame, job.params["method"], job.params["model"])
 
 
-def _pixel_size(layer) -> tuple[float, float] | None:
-    """Å per pixel (y, x) from the layer's metadata, or its scale when calibrated; None if unknown."""
-    pixel = layer.metadata.get("pixel_size_A")
-    if pixel is None and layer.metadata.get("calibrated", False):
-        pixel = layer.scale[-2:]
-    return None if pixel is None else tuple(float(v) for v in np.broadcast_to(np.ravel(pixel)[-2:], (2,)))
+#: Kept for code that imported it from here; the docks share it from ``_dock``.
+_pixel_size = pixel_size
 
 
-def _is_material(name: str) -> bool:
-    try:
-        return parse_material(name) is not None
-    except ValueError:
-        return False
+def method_label(params: dict[str, Any]) -> str:
+    """Which detector made a layer: 'classical', 'deep', or 'deep: <model version>'."""
+    method, model = params.get("method", "classical"), params.get("model")
+    return method if method != "deep" or model in (None, SHIPPED) else f"{method}: {model}"
 
 
-def plot_style(figure: Figure, viewer: Any) -> tuple[dict[str, Any], str]:
-    """Match a dock plot to the viewer's theme: set the figure background, return rc params and text colour.
+def columns_layer_name(image_name: str, params: dict[str, Any]) -> str:
+    """``<image> columns`` for the classical method, ``<image> columns (<method>)`` for the others.
 
-    Returns
-    -------
-    style : dict
-        matplotlib rc parameters for ``matplotlib.rc_context``.
-    fg : str
-        The theme's text colour (hex), for lines and edges drawn in it.
+    Examples
+    --------
+    >>> columns_layer_name("scan", {"method": "classical"}), columns_layer_name("scan", {"method": "deep"})
+    ('scan columns', 'scan columns (deep)')
+    >>> columns_layer_name("scan", {"method": "deep", "model": "mine-v2"})
+    'scan columns (deep: mine-v2)'
     """
-    from napari.utils.theme import get_theme
-
-    theme = get_theme(viewer.theme)
-    fg, bg = theme.text.as_hex(), theme.background.as_hex()
-    figure.set_facecolor(bg)
-    style = {"text.color": fg, "axes.labelcolor": fg, "axes.edgecolor": fg, "xtick.color": fg,
-             "ytick.color": fg, "axes.facecolor": "none", "font.size": 7}
-    return style, fg
+    label = method_label(params)
+    return f"{image_name} columns" if label == "classical" else f"{image_name} columns ({label})"
 
 
-def adopt_material(combo: ComboBox, name: str | None) -> bool:
-    """Select material ``name`` in ``combo`` (adding it as a choice) when it names a material.
-
-    Returns
-    -------
-    bool
-        True when the material was taken.
-    """
-    if not name or not _is_material(name):
-        return False
-    if name not in combo.choices:
-        combo.choices = [*combo.choices, name]
-    combo.value = name
-    return True
-
-
-def _summary(run: DetectionRun, params: dict[str, Any]) -> str:
-    """A few lines for the dock: what was found, what failed, with which settings."""
-    lines = []
+def _summary(run: DetectionRun, params: dict[str, Any]) -> tuple[str, str]:
+    """A few lines for the dock (what was found, what failed), and the details (messages, settings)."""
+    lines, details = [], []
     for frame, r in list(run.results.items())[:3]:
         where, n_empty = ("" if frame is None else f"Frame {frame}: "), int((r.sites["species"] == EMPTY).sum())
-        lines += [f"{where}{len(r.sites)} sites ({int(r.sites['detected'].sum())} columns found, {n_empty} empty), "
-                  f"nn {r.nn_px:.1f} px.", *r.messages]
+        lines.append(f"{where}{len(r.sites)} sites ({int(r.sites['detected'].sum())} columns found, "
+                     f"{n_empty} empty), nn {r.nn_px:.1f} px.")
+        details += [f"{where}{m}" for m in r.messages]
     lines += [f"... {len(run.results)} frames analysed in all."] * (len(run.results) > 3)
     lines += [f"Cannot detect columns ({'' if f is None else f'frame {f}: '}{e})." for f, e in run.errors.items()]
     lines += ["Cancelled."] * run.cancelled
-    lines += [f"{params['method']}, threshold {params['threshold']:.2f}, {params['refine']}, "
-              f"{params['material']}."] * bool(run.results)
-    return "\n".join(lines)
+    details += [f"{method_label(params)}, threshold {params['threshold']:.2f}, {params['refine']}, "
+                f"{params['material']}."] * bool(run.results)
+    return "\n".join(lines), "\n".join(details)

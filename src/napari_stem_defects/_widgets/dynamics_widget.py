@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, ProgressBar, PushButton, SpinBox
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
+from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, SpinBox
 
 from ..calibration import LatticeNotFoundError
 from ..columns import ColumnDetectionError
 from ..dynamics.layers import EVENT_COLOURS, dynamics_layers, legend_html
-from ..materials import KNOWN_MATERIALS
+from ._dock import (
+    Section, StemDock, adopt_material, is_grey_image, layer_choice, material_choice, pixel_size, plot_canvas,
+    plot_style, row, run_controls, text_label,
+)
 from ._jobs import JobRunner
-from .columns_widget import _pixel_size, adopt_material, plot_style
 
 if TYPE_CHECKING:
     import napari
@@ -46,7 +46,7 @@ def ask_directory(parent: Any, default: str) -> str:
     return str(QFileDialog.getExistingDirectory(parent, "Save dynamics results into", default) or "")
 
 
-class DynamicsWidget(Container):
+class DynamicsWidget(StemDock):
     """Register an image series, track its atom columns and map the unstable sites.
 
     Parameters
@@ -56,49 +56,54 @@ class DynamicsWidget(Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
-        self._viewer = viewer
+        super().__init__(viewer)
         self.last_result: DynamicsResult | None = None
-        self.layer = ComboBox(label="image series", choices=self._stack_layers)
-        self.material = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value="MoS2")
-        self.nonrigid = CheckBox(text="non-rigid drift correction", value=True)
+        self.layer = layer_choice(viewer, self._accepts, label="image series",
+                                  tooltip="a (t, y, x) image series: a multi-frame file, frames stacked with "
+                                          "Layers > Stack > Images to stack, or the sample series")
+        self.material = material_choice()
+        self.nonrigid = CheckBox(text="non-rigid drift correction", value=True,
+                                 tooltip="besides the rigid shift, correct the smooth distortion of each frame "
+                                         "(scan drift) on a coarse grid. Default on")
         self.classifier = ComboBox(label="defect counts", choices=list(CLASSIFIERS), value="physics",
-                                   tooltip="cell classifier for the per-frame defect counts ('none' skips them)")
+                                   tooltip="cell classifier for the per-frame defect counts: physics (default, "
+                                           "fast), cnn, cnn-two-stage, or none (skips them)")
         self.max_gap = SpinBox(label="max gap", min=0, max=10, value=2,
-                               tooltip="frames a site may go unseen and keep its track")
+                               tooltip="frames a site may go unseen and keep its track. Default 2")
         self.persistence = SpinBox(label="min persistence", min=1, max=10, value=1,
-                                   tooltip="frames a new state must last to count as an event")
-        self.run_button = PushButton(text="Analyse series")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
-        self.result, self.legend = Label(value=""), Label(value=legend_html())
-        self.save_button = PushButton(text="Save results...", enabled=False)
-        self.figure = Figure(figsize=(3.2, 3.4), layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.extend([self.layer, self.material, self.nonrigid, self.classifier, self.max_gap, self.persistence,
-                     self.run_button, self.cancel_button, self.progress, self.result, self.legend,
-                     self.save_button])
-        self.native.layout().addWidget(self.canvas)
-        for label in (self.result, self.legend):
-            label.native.setWordWrap(True)
+                                   tooltip="frames a new state must last to count as an event (filters one-frame "
+                                           "flicker). Default 1")
+        self.run_button, self.cancel_button, self.progress, buttons = run_controls(
+            "Analyse series", "register the frames, track the columns, find events and unstable sites",
+            what="the analysis")
+        self.result = text_label(tooltip="what the last analysis found")
+        self.legend = text_label(legend_html(), tooltip="colours of the event markers")
+        self.save_button = PushButton(text="Save results...", enabled=False,
+                                      tooltip="write drift, tracks, events, instability and clusters (the files of "
+                                              "'napari-stem-defects dynamics') into a folder")
+        self.figure, self.canvas = plot_canvas(400)
+        plot = Section("Drift and events per frame", expanded=True,
+                       tooltip="rigid drift against frame 0, and the events and defects per frame")
+        plot.add_native(self.canvas)
+        form = Container(labels=True, widgets=[self.layer, self.material, self.nonrigid, self.classifier,
+                                               self.max_gap, self.persistence])
+        self.extend([form, buttons, self.progress, self.result,
+                     Section("Event colours", [self.legend], expanded=False, labels=False,
+                             tooltip="colours of the event markers"),
+                     row(self.save_button), plot])
+        self.finish()
         self.runner = JobRunner(self.native, self.run_button, self.cancel_button, self.progress, self._say)
         self.run_button.changed.connect(lambda *_: self.run())
         self.cancel_button.changed.connect(self.runner.cancel)
         self.save_button.changed.connect(lambda *_: self.save())
         self.layer.changed.connect(self._on_layer)
-        viewer.layers.events.inserted.connect(self.layer.reset_choices)
-        viewer.layers.events.removed.connect(self.layer.reset_choices)
-        self.layer.reset_choices()
         self._on_layer()
 
     # ------------------------------------------------------------------ inputs
-    def _stack_layers(self, *_) -> list:
+    @staticmethod
+    def _accepts(layer) -> bool:
         """Grey (t, y, x) image layers that are not this widget's own output."""
-        from napari.layers import Image
-
-        return [layer for layer in self._viewer.layers
-                if isinstance(layer, Image) and not layer.rgb and layer.ndim == 3
-                and not layer.metadata.get("dynamics")]
+        return is_grey_image(layer, (3,)) and not layer.metadata.get("dynamics")
 
     def _on_layer(self, *_) -> None:
         """Take the material from the series' metadata when it names one."""
@@ -106,8 +111,7 @@ class DynamicsWidget(Container):
         adopt_material(self.material, None if layer is None else layer.metadata.get("material"))
 
     def _say(self, message: str) -> None:
-        self.result.value = message
-        self._viewer.status = message.replace("\n", " ")
+        self.say(message)
 
     def _make_job(self) -> dict[str, Any] | None:
         """What the worker needs, read on the GUI thread; None (with a message) on bad input."""
@@ -120,7 +124,7 @@ class DynamicsWidget(Container):
                       + (f"'{flat[0]}' is a single image: stack frames first (Layers > Stack > Images to stack)."
                          if flat else "Open a multi-frame file or the sample series first."))
             return None
-        size = _pixel_size(layer)
+        size = pixel_size(layer)
         return {"layer": layer, "data": layer.data[0] if layer.multiscale else layer.data,
                 "material": self.material.value, "pixel_size": None if size is None else float(np.mean(size)),
                 "nonrigid": bool(self.nonrigid.value), "classifier": self.classifier.value,
@@ -200,7 +204,7 @@ class DynamicsWidget(Container):
             ax.plot(frames, shifts[:, 0], label="y")
             ax.plot(frames, shifts[:, 1], label="x")
             ax.set(ylabel="drift (px)", title="rigid drift against frame 0")
-            ax.legend(frameon=False)
+            ax.legend()
             ax2 = self.figure.add_subplot(2, 1, 2, sharex=ax)
             events = result.events
             for kind, colour in EVENT_COLOURS.items():
@@ -212,7 +216,7 @@ class DynamicsWidget(Container):
                 ax2.plot(result.defect_counts["frame"], result.defect_counts["vacancies"], color=fg,
                          linestyle="--", label="cells with vacancies")
             ax2.set(xlabel="frame", ylabel="count", title="events and defects per frame")
-            ax2.legend(frameon=False, fontsize=6)
+            ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncols=2)  # below: the curves stay seen
         self.canvas.draw_idle()
 
     # ------------------------------------------------------------------ saving

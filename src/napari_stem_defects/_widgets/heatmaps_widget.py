@@ -19,19 +19,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSlider, FloatSpinBox, Label, ProgressBar, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, PushButton
 from qtpy.QtCore import QTimer
 
 from ..calibration import LatticeNotFoundError
 from ..columns import ColumnDetectionError
 from ..heatmaps import engines
 from ..heatmaps.engines import ENGINES, HeatmapResult
-from ..heatmaps.layers import heatmap_layers, legend_html, region_shapes
+from ..heatmaps.layers import heatmap_layers, legend_html, region_description, region_shapes
 from ..heatmaps.regions import MIN_AREA_NN2, REGION_COLUMNS, Regions, find_regions, min_region_px
 from ..io.atomic import atomic_write
-from ..materials import KNOWN_MATERIALS
+from ._dock import (
+    Section, StemDock, adopt_material, current_frame, is_grey_image, layer_choice, material_choice, pixel_size,
+    row, run_controls, text_label,
+)
 from ._jobs import JobRunner
-from .columns_widget import _pixel_size, adopt_material
+from .cells_widget import column_layers
 
 if TYPE_CHECKING:
     import napari
@@ -96,7 +99,7 @@ def ask_save_path(parent: Any, default: str) -> str:
     return str(path or "")
 
 
-class HeatmapsWidget(Container):
+class HeatmapsWidget(StemDock):
     """Compute defect probability heatmaps of an image and outline the regions above a threshold.
 
     Parameters
@@ -106,37 +109,58 @@ class HeatmapsWidget(Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
-        self._viewer = viewer
+        super().__init__(viewer)
         self.last_run = None
-        self.layer = ComboBox(label="image", choices=self._image_layers)
-        self.material = ComboBox(label="material", choices=list(KNOWN_MATERIALS), value="MoS2")
+        self._watched_shapes = None
+        self.layer = layer_choice(viewer, self._accepts, tooltip="the HAADF image to map (for a stack, the frame "
+                                  "shown); the dock's own maps are not offered")
+        self.material = material_choice()
         self.engine = ComboBox(label="engine", choices=list(ENGINES), value=ENGINES[0],
-                               tooltip="sliding-window: the patch classifier on every window (fast); "
+                               tooltip="sliding-window: the patch classifier on every window (fast, default); "
                                        "attention-unet: per-pixel segmentation (more accurate, about 8x slower)")
         self.window = FloatSpinBox(label="window", min=0.0, max=100000.0, step=1.0, value=0.0,
-                                   tooltip="side of the sliding window; 0 = automatic "
-                                           "(64 px when the lattice suits it)")
+                                   tooltip="side of the sliding window, in the window unit; 0 = automatic "
+                                           "(64 px when the lattice suits it). Default 0")
         self.stride = FloatSpinBox(label="stride", min=0.0, max=100000.0, step=1.0, value=0.0,
-                                   tooltip="step between windows, rounded to a multiple of window / 8; 0 = finest")
-        self.unit = ComboBox(label="window unit", choices=list(UNITS), value="px")
-        self.output = ComboBox(label="output", choices=list(OUTPUTS), value=OUTPUTS[0])
-        self.outline = ComboBox(label="outline", choices=list(OUTLINES), value=OUTLINES[0])
-        self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.01, value=0.5)
+                                   tooltip="step between windows, in the window unit, rounded to a multiple of "
+                                           "window / 8; 0 = finest. Default 0")
+        self.unit = ComboBox(label="window unit", choices=list(UNITS), value="px",
+                             tooltip="unit of window and stride: image pixels (default) or Å (needs a calibration)")
+        self.output = ComboBox(label="output", choices=list(OUTPUTS), value=OUTPUTS[0],
+                               tooltip="one Image layer per defect family (default), or one layer with a channel "
+                                       "axis; switching re-lays the last maps without recomputing")
+        self.outline = ComboBox(label="outline", choices=list(OUTLINES), value=OUTLINES[0],
+                                tooltip="draw each region as its contour (default) or as its bounding box")
+        self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.01, value=0.5,
+                                     tooltip="probability (0-1) a pixel needs to belong to a region; moving it "
+                                             "redraws the regions from the cached maps. Default 0.50")
         self.min_area = FloatSpinBox(label="min region (nn²)", min=0.0, max=50.0, step=0.1, value=MIN_AREA_NN2,
                                      tooltip="regions smaller than this, in squared metal-to-chalcogen distances, "
                                              "are dropped as specks (a point defect lights up about 0.8 nn²); "
-                                             "0 keeps every region")
-        self.run_button = PushButton(text="Compute heatmaps")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
-        self.result, self.legend = Label(value=""), Label(value="")
-        self.export_button = PushButton(text="Export regions CSV", enabled=False)
-        self.extend([self.layer, self.material, self.engine, self.window, self.stride, self.unit, self.output,
-                     self.outline, self.threshold, self.min_area, self.run_button, self.cancel_button,
-                     self.progress, self.result, self.legend, self.export_button])
-        for label in (self.result, self.legend):
-            label.native.setWordWrap(True)
+                                             f"0 keeps every region. Default {MIN_AREA_NN2}")
+        self.label_regions = CheckBox(text="label regions", value=False,
+                               tooltip="write each region's family and peak probability beside it (off by "
+                                       "default: hundreds of labels hide the image; hover over a region or "
+                                       "select it to read them)")
+        self.run_button, self.cancel_button, self.progress, buttons = run_controls(
+            "Compute heatmaps", "compute the defect probability maps of the image", what="the computation")
+        self.result = text_label(tooltip="engine, window and the regions found")
+        self.legend = text_label(tooltip="map colours and region edges of each defect family")
+        self.selection = text_label("Hover over a region (status bar) or select it to read its family and "
+                                    "probability.", tooltip="the selected region(s)")
+        self.export_button = PushButton(text="Export regions CSV", enabled=False,
+                                        tooltip="write the region table (class, centroid, area, probabilities, box) "
+                                                "to a CSV file")
+        form = Container(labels=True, widgets=[self.layer, self.material, self.engine, self.window, self.stride,
+                                               self.unit])
+        display = Section("Regions and display", [self.output, self.outline, self.threshold, self.min_area,
+                                                  self.label_regions], expanded=True,
+                          tooltip="how the maps are laid out and which regions are outlined (no recomputation)")
+        self.extend([form, buttons, self.progress, self.result, display,
+                     Section("Legend", [self.legend], expanded=True, labels=False,
+                             tooltip="map colours and region edges of each defect family"),
+                     self.selection, row(self.export_button)])
+        self.finish()
         self._unit = self.unit.value
         self.runner = JobRunner(self.native, self.run_button, self.cancel_button, self.progress, self._say)
         self._debounce = QTimer(self.native, singleShot=True, interval=120)
@@ -151,20 +175,15 @@ class HeatmapsWidget(Container):
         self.min_area.changed.connect(lambda *_: self._debounce.start())
         self.outline.changed.connect(lambda *_: self.update_regions())
         self.output.changed.connect(lambda *_: self._on_output())
-        viewer.layers.events.inserted.connect(self.layer.reset_choices)
-        viewer.layers.events.removed.connect(self.layer.reset_choices)
-        self.layer.reset_choices()
+        self.label_regions.changed.connect(self._on_labels)
         self._on_layer()
         self._on_engine()
 
     # ------------------------------------------------------------------ inputs
-    def _image_layers(self, *_) -> list:
+    @staticmethod
+    def _accepts(layer) -> bool:
         """Grey 2D images and 3D stacks (not RGB, not this widget's own maps)."""
-        from napari.layers import Image
-
-        return [layer for layer in self._viewer.layers
-                if isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)
-                and not {"engine", "classes", "image_layer"} <= set(layer.metadata)]
+        return is_grey_image(layer) and not {"engine", "classes", "image_layer"} <= set(layer.metadata)
 
     def _on_layer(self, *_) -> None:
         """Take the material from the image's metadata when it names one."""
@@ -180,7 +199,7 @@ class HeatmapsWidget(Container):
         """Convert the window and stride to the new unit when the pixel size is known."""
         old, self._unit = self._unit, unit
         layer = self.layer.value
-        size = None if layer is None else _pixel_size(layer)
+        size = None if layer is None else pixel_size(layer)
         if old == unit or size is None:
             return
         factor = float(np.mean(size)) if unit == "Å" else 1.0 / float(np.mean(size))
@@ -188,23 +207,19 @@ class HeatmapsWidget(Container):
             widget.value = round(widget.value * factor, 2)
 
     def _say(self, message: str) -> None:
-        self.result.value = message
-        self._viewer.status = message.replace("\n", " ")
+        self.say(message)
 
     def _current_frame(self, layer) -> int:
         """The stack frame the viewer shows (dims position mapped through the layer's scale)."""
-        world = np.asarray(self._viewer.dims.point, float)[-layer.ndim:]
-        frame = int(round(float(layer.world_to_data(world)[0])))
-        return int(np.clip(frame, 0, layer.data.shape[0] - 1))
+        return current_frame(self._viewer, layer)
 
     def _columns_nn(self, image, frame: int | None) -> tuple[float | None, str]:
-        """nn distance (px) from the ``<image> columns`` Points layer, and where it came from."""
-        from napari.layers import Points
-
-        name = f"{image.name} columns"
-        points = self._viewer.layers[name] if name in self._viewer.layers else None
-        if not isinstance(points, Points):
+        """nn distance (px) from the image's column Points layer, and where it came from."""
+        layers = column_layers(self._viewer, image)
+        if not layers:
             return None, "measured from the image"
+        points = layers[0]
+        name = points.name
         params = points.metadata.get("parameters", {}) or {}
         per_frame = params.get("frames", {}) or {}
         nn = (per_frame.get(frame) or per_frame.get(str(frame)) or {}).get("nn_px") if frame is not None else None
@@ -236,10 +251,10 @@ class HeatmapsWidget(Container):
             return None
         data = image.data[0] if image.multiscale else image.data
         frame = self._current_frame(image) if image.ndim == 3 else None
-        pixel_size = _pixel_size(image)
+        size = pixel_size(image)
         windowed = self.engine.value == "sliding-window"
         in_angstrom = self.unit.value == "Å" and (self.window.value > 0 or self.stride.value > 0)
-        if windowed and in_angstrom and pixel_size is None:
+        if windowed and in_angstrom and size is None:
             self._say(f"The pixel size of '{image.name}' is unknown: give the window and stride in px, "
                       "or calibrate the image first.")
             return None
@@ -247,10 +262,10 @@ class HeatmapsWidget(Container):
         placement = {"scale": tuple(float(s) for s in image.scale)[-2:],
                      "units": tuple(str(u) for u in image.units)[-2:],
                      "translate": tuple(float(t) for t in image.translate)[-2:]}
-        return {"image": image, "data": data, "frame": frame, "pixel_size": pixel_size, "placement": placement,
+        return {"image": image, "data": data, "frame": frame, "pixel_size": size, "placement": placement,
                 "material": self.material.value, "engine": self.engine.value, "nn_px": nn_px, "nn_source": nn_source,
-                "window_px": self._to_px(self.window.value, pixel_size) if windowed else None,
-                "stride_px": self._to_px(self.stride.value, pixel_size) if windowed else None,
+                "window_px": self._to_px(self.window.value, size) if windowed else None,
+                "stride_px": self._to_px(self.stride.value, size) if windowed else None,
                 "threshold": float(self.threshold.value), "min_area_nn2": float(self.min_area.value)}
 
     # ------------------------------------------------------------------ running
@@ -329,7 +344,8 @@ class HeatmapsWidget(Container):
         """Add (or replace) the probability and uncertainty layers of a run."""
         stacked = self.output.value == "channel stack"
         out = []
-        for data, kwargs, _ in heatmap_layers(run.result, run.image.name, stacked=stacked, **run.placement):
+        for data, kwargs, _ in heatmap_layers(run.result, run.image.name, stacked=stacked,
+                                              material=run.params.get("material"), **run.placement):
             kwargs = {**kwargs, "metadata": {**kwargs["metadata"], "frame": run.frame}}
             names = kwargs["name"] if isinstance(kwargs["name"], list) else [kwargs["name"]]
             self._replace_layers(names)
@@ -376,7 +392,7 @@ class HeatmapsWidget(Container):
         from napari.layers import Shapes
 
         data, kwargs = region_shapes(run.regions, run.image.name, boxes=self.outline.value == "boxes",
-                                     **run.placement)
+                                     labels=bool(self.label_regions.value), **run.placement)
         kwargs["metadata"] = {**kwargs["metadata"], "frame": run.frame, "engine": run.result.engine}
         name = kwargs["name"]
         existing = self._viewer.layers[name] if name in self._viewer.layers else None
@@ -394,12 +410,43 @@ class HeatmapsWidget(Container):
                 setattr(existing, attr, kwargs[attr])
             existing.metadata.update(kwargs["metadata"])
             existing.refresh()
+            self._watch_selection(existing)
             return existing
         if existing is not None:
             self._viewer.layers.remove(existing)
         if kwargs["text"] is None:
             kwargs.pop("text")
-        return self._viewer.add_shapes(list(data), **kwargs)
+        added = self._viewer.add_shapes(list(data), **kwargs)
+        self._watch_selection(added)
+        return added
+
+    def _on_labels(self, *_) -> None:
+        """Show or hide the regions' text labels."""
+        run = self.last_run
+        shapes = None if run is None else run.shapes
+        if shapes is not None and shapes in self._viewer.layers:
+            shapes.text.visible = bool(self.label_regions.value)
+            shapes.metadata["labels"] = bool(self.label_regions.value)
+            shapes.refresh()
+
+    def _watch_selection(self, shapes) -> None:
+        """Describe the selected regions in the dock whenever the selection changes."""
+        if self._watched_shapes is shapes:
+            return
+        self._watched_shapes = shapes
+        shapes.events.highlight.connect(lambda *_: self.describe_selection(shapes))
+
+    def describe_selection(self, shapes=None) -> str:
+        """The selected regions' family, probabilities and area (shown in the dock)."""
+        shapes = shapes if shapes is not None else self._watched_shapes
+        rows = [] if shapes is None else sorted(int(i) for i in shapes.selected_data if int(i) < len(shapes.features))
+        if not rows:
+            text = "Hover over a region (status bar) or select it to read its family and probability."
+        else:
+            text = "<br>".join(region_description(shapes.features.iloc[r]) for r in rows[:5])
+            text += f"<br>... and {len(rows) - 5} more" if len(rows) > 5 else ""
+        self.selection.value = text
+        return text
 
     # ------------------------------------------------------------------ export
     def export_csv(self, path: str | None = None) -> Path | None:

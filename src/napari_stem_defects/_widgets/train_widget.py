@@ -14,22 +14,19 @@ with its model card, and the "Classify unit cells" (or "Detect atom columns") do
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
-from magicgui.widgets import (
-    ComboBox, Container, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton, Select, SpinBox,
-)
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, LineEdit, PushButton, Select, SpinBox
 from qtpy.QtCore import QObject, Signal
 
 from ..model_registry import MODEL_KINDS, new_model_path
+from ._dock import Section, StemDock, plot_canvas, plot_style, row, run_controls, text_label
 from ._jobs import JobRunner
 from ._training_process import message_of, run_in_child
-from .columns_widget import plot_style
 
 if TYPE_CHECKING:
     import napari
@@ -39,6 +36,15 @@ log = logging.getLogger(__name__)
 DEFAULT_STEPS = 400
 #: Default number of digital twins generated to mix into the batches.
 DEFAULT_TWINS = 24
+#: Seconds per optimisation step, per twin simulated (with the evaluations), and to start (spawning the
+#: process, loading torch and the data), measured on a busy 2-core laptop CPU
+#: (benchmarks/bench_training_time.py: cells 0.21 s per step, 20 s fixed; columns 5.6 s per step, 12 s).
+SECONDS_PER_STEP: dict[str, float] = {"cells": 0.21, "columns": 5.6}
+SECONDS_PER_TWIN: dict[str, float] = {"cells": 0.8, "columns": 0.5}
+START_SECONDS = 15.0
+#: What the empty list of training sets says.
+EMPTY_HINT = ("No training sets yet. Make one in 'Correct labels': correct some cells (they become verified), "
+              "then 'Export training set...' writes a folder; add it here with 'Add training set folder...'.")
 
 
 def ask_directory(parent: Any, default: str) -> str:
@@ -58,7 +64,7 @@ class _Relay(QObject):
     record = Signal(object)
 
 
-class TrainWidget(Container):
+class TrainWidget(StemDock):
     """Fine-tune the cell classifier (or column segmenter) from exported training sets.
 
     Parameters
@@ -68,54 +74,76 @@ class TrainWidget(Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
-        self._viewer = viewer
+        super().__init__(viewer)
         self.history: list[dict[str, Any]] = []
         self.last_result: Any = None
         self._datasets: list[str] = []
+        self._started: tuple[float, float] | None = None  # (time, step) of the first progress record
         self.datasets = Select(label="training sets", choices=self._dataset_choices,
-                               tooltip="folders written by 'Export training set'; select some to remove them")
-        self.add_button = PushButton(text="Add training set folder...")
-        self.remove_button = PushButton(text="Remove selected")
+                               tooltip="folders written by 'Export training set' (Correct labels dock); "
+                                       "select some to remove them")
+        self.datasets.native.setMaximumHeight(90)
+        self.hint = text_label(EMPTY_HINT, tooltip="how to get a training set")
+        self.add_button = PushButton(text="Add training set folder...",
+                                     tooltip="choose a folder written by 'Export training set'")
+        self.remove_button = PushButton(text="Remove selected", tooltip="drop the selected folders from the list")
         self.what = ComboBox(label="model", choices=trainable_kinds(), value="cells",
-                             tooltip="cells: the cell classifier CNN; columns: the column-finding U-Net")
+                             tooltip="cells: the cell classifier CNN (default); columns: the column-finding U-Net")
         self.name = LineEdit(label="new version", value="",
-                             tooltip="name of the new model version (letters, digits, - _ .)")
-        self.steps = SpinBox(label="steps", min=1, max=100_000, step=50, value=DEFAULT_STEPS)
+                             tooltip="name of the new model version (letters, digits, - _ .); it appears in the "
+                                     "'model' lists of the other docks")
+        self.steps = SpinBox(label="steps", min=1, max=100_000, step=50, value=DEFAULT_STEPS,
+                             tooltip=f"optimisation steps; more learns more and takes longer. Default {DEFAULT_STEPS} "
+                                     f"(cells), {DEFAULT_STEPS // 2} (columns)")
         self.twin_fraction = FloatSpinBox(label="twin fraction", min=0.0, max=0.95, step=0.05, value=0.5,
                                           tooltip="share of each batch made of fresh digital-twin cells, so the "
-                                                  "model keeps what it knew")
+                                                  "model keeps what it knew. Default 0.5")
         self.n_twins = SpinBox(label="twins", min=1, max=500, value=DEFAULT_TWINS,
-                               tooltip="digital twins simulated at the start, whose cells are mixed into batches")
+                               tooltip="digital twins simulated at the start, whose cells are mixed into batches. "
+                                       f"Default {DEFAULT_TWINS}")
         self.val_fraction = FloatSpinBox(label="held-out fraction", min=0.05, max=0.5, step=0.05, value=0.2,
                                          tooltip="share of the labelled cells kept aside to measure the model "
-                                                 "before and after training")
-        self.train_button = PushButton(text="Train")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
-        self.result = Label(value="")
-        self.result.native.setWordWrap(True)
-        self.extend([self.datasets, self.add_button, self.remove_button, self.what, self.name, self.steps,
-                     self.twin_fraction, self.n_twins, self.val_fraction, self.train_button, self.cancel_button,
-                     self.progress,
-                     self.result])
-        self.figure = Figure(figsize=(3.2, 2.6), layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(200)
-        self.native.layout().addWidget(self.canvas)
+                                                 "before and after training. Default 0.2")
+        self.estimate = text_label(tooltip="how long the training will take on this computer (a rough guide)")
+        self.train_button, self.cancel_button, self.progress, buttons = run_controls(
+            "Train", "fine-tune the shipped model on the training sets into a new version", what="the training")
+        self.result = text_label(tooltip="the outcome of the last training")
+        self.figure, self.canvas = plot_canvas(220)
+        plot = Section("Training curves", expanded=True,
+                       tooltip="loss and accuracy per step, held-out score at the evaluations")
+        plot.add_native(self.canvas)
+        title = text_label("<b>Training sets</b> (folders from 'Export training set')",
+                           tooltip="the training sets the new version learns from")
+        sets = Container(labels=False, widgets=[title, self.datasets, self.hint,
+                                                row(self.add_button, self.remove_button)])
+        sets.margins = (0, 0, 0, 0)
+        form = Container(labels=True, widgets=[self.what, self.name, self.steps, self.twin_fraction, self.n_twins,
+                                               self.val_fraction])
+        self.extend([sets, form, self.estimate, buttons, self.progress, self.result, plot])
+        self.finish()
         self.runner = JobRunner(self.native, self.train_button, self.cancel_button, self.progress, self._say)
         self._relay = _Relay(self.native)
         self._relay.record.connect(self._on_record)
         self.add_button.changed.connect(lambda *_: self.add_dataset())
         self.remove_button.changed.connect(lambda *_: self.remove_selected())
         self.what.changed.connect(self._on_what)
+        for widget in (self.steps, self.n_twins):
+            widget.changed.connect(self._show_estimate)
         self.train_button.changed.connect(lambda *_: self.train())
         self.cancel_button.changed.connect(self.runner.cancel)
         self._draw()
+        self._show_estimate()
+
+    def _show_estimate(self, *_) -> None:
+        """The time estimate for the current settings."""
+        seconds = estimate_seconds(self.what.value, int(self.steps.value), int(self.n_twins.value))
+        self.estimate.value = (f"Estimated time: {_duration(seconds)} on a 2-core laptop CPU "
+                               f"({self.steps.value} steps); the bar shows the time left once it runs.")
 
     def _on_what(self, *_) -> None:
         """The usual number of steps of the model kind (cells: 400; the column U-Net: 200)."""
         self.steps.value = DEFAULT_STEPS if self.what.value == "cells" else DEFAULT_STEPS // 2
+        self._show_estimate()
 
     # ------------------------------------------------------------------ datasets
     def _dataset_choices(self, *_) -> list[str]:
@@ -140,6 +168,7 @@ class TrainWidget(Container):
         if str(folder) not in self._datasets:
             self._datasets.append(str(folder))
             self.datasets.reset_choices()
+        self.hint.visible = not self._datasets
         self._say(f"{len(self._datasets)} training set(s).")
         return True
 
@@ -148,11 +177,11 @@ class TrainWidget(Container):
         chosen = set(self.datasets.value or ())
         self._datasets = [d for d in self._datasets if d not in chosen]
         self.datasets.reset_choices()
+        self.hint.visible = not self._datasets
 
     # ------------------------------------------------------------------ training
     def _say(self, message: str) -> None:
-        self.result.value = message
-        self._viewer.status = message.replace("\n", " ")
+        self.say(message)
 
     def train(self, blocking: bool = False) -> Any:
         """Fine-tune with the current settings into a new model version.
@@ -166,7 +195,7 @@ class TrainWidget(Container):
         if self.runner.busy:
             return self.runner.worker
         if not self._datasets:
-            self._say("Add at least one training set folder first (written by 'Export training set').")
+            self._say("Add at least one training set folder first. " + EMPTY_HINT)
             return None
         name = str(self.name.value).strip()
         if not name:
@@ -183,6 +212,7 @@ class TrainWidget(Container):
                "steps": int(self.steps.value), "twin_fraction": float(self.twin_fraction.value),
                "val_fraction": float(self.val_fraction.value)}
         self.history = []
+        self._started = None
         self._draw()
         self._say(f"Training '{out.stem}' ({what}) on {len(job['datasets'])} training set(s), {job['steps']} steps...")
         return self.runner.start(self._work, job, self._apply, blocking=blocking, what="The training")
@@ -204,9 +234,19 @@ class TrainWidget(Container):
         return result
 
     def _on_record(self, record: dict[str, Any]) -> None:
-        """A progress dict from the trainer: keep it and redraw the curves."""
+        """A progress dict from the trainer: keep it, redraw the curves, tell the time left."""
         self.history.append(record)
         self._draw()
+        step, steps = record.get("step"), record.get("steps")
+        if step is None or not steps:
+            return
+        now = time.monotonic()
+        if self._started is None:
+            self._started = (now, float(step))
+        began, first = self._started
+        if step > first and now > began:
+            left = (float(steps) - float(step)) * (now - began) / (float(step) - first)
+            self.estimate.value = f"Step {step} of {steps}: about {_duration(left)} left."
 
     def _apply(self, job: dict[str, Any], result: Any) -> Any:
         """Show the finished training and tell the classify docks about the new version."""
@@ -251,8 +291,29 @@ class TrainWidget(Container):
                              label=f"held-out {val_key[4:].replace('f1', 'F1')}")
                 lines = ax.get_legend_handles_labels()
                 more = ax2.get_legend_handles_labels()
-                ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=6, frameon=False, loc="center right")
+                ax.legend(lines[0] + more[0], lines[1] + more[1], loc="center right")
         self.canvas.draw_idle()
+
+
+def estimate_seconds(what: str, steps: int, n_twins: int) -> float:
+    """A rough training time in seconds on a 2-core laptop CPU (see :data:`SECONDS_PER_STEP`).
+
+    Examples
+    --------
+    >>> estimate_seconds("cells", 400, 24) > estimate_seconds("cells", 100, 24)
+    True
+    """
+    return (START_SECONDS + SECONDS_PER_STEP.get(what, 1.0) * int(steps)
+            + SECONDS_PER_TWIN.get(what, 0.5) * int(n_twins))
+
+
+def _duration(seconds: float) -> str:
+    """'about 40 s', '3 min', '1 h 20 min'."""
+    seconds = max(float(seconds), 0.0)
+    if seconds < 90:
+        return f"{max(5, int(round(seconds / 5) * 5))} s"
+    minutes = int(round(seconds / 60))
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 def _metric(metrics: dict[str, Any] | None, key: str) -> str:
@@ -282,4 +343,4 @@ def result_summary(name: str, result: Any) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["TrainWidget", "ask_directory", "result_summary", "trainable_kinds"]
+__all__ = ["TrainWidget", "ask_directory", "estimate_seconds", "result_summary", "trainable_kinds"]

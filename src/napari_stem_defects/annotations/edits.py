@@ -221,7 +221,7 @@ def set_site_species(features: pd.DataFrame, indices: Iterable[int], species: st
     return out
 
 
-def next_uncertain(features: pd.DataFrame, current: int | None = None) -> int | None:
+def next_uncertain(features: pd.DataFrame, current: int | None = None, step: int = 1) -> int | None:
     """Row of the least confident cell nobody has verified, or the next one after ``current``.
 
     Unverified cells are ordered by ``confidence`` (missing confidence first),
@@ -235,11 +235,21 @@ def next_uncertain(features: pd.DataFrame, current: int | None = None) -> int | 
         Cell features (``confidence``, ``verified``; either may be missing).
     current : int, optional
         Row of the cell being looked at.
+    step : {1, -1}
+        1 for the next (less uncertain) cell, -1 to go back to the previous (more uncertain) one.
 
     Returns
     -------
     int or None
         A row position; None when every cell is verified.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"confidence": [0.9, 0.2, 0.5, 0.1], "verified": [False, False, False, True]})
+    >>> next_uncertain(table), next_uncertain(table, 1), next_uncertain(table, 2, step=-1)
+    (1, 2, 1)
+    >>> next_uncertain(table, 1, step=-1)  # before the first comes the last
+    0
     """
     n = len(features)
     verified = features["verified"].to_numpy(bool) if "verified" in features else np.zeros(n, bool)
@@ -251,11 +261,16 @@ def next_uncertain(features: pd.DataFrame, current: int | None = None) -> int | 
         return None
     order = rows[np.lexsort((rows, confidence[rows]))]
     if current is None:
-        return int(order[0])
+        return int(order[0] if step > 0 else order[-1])
     cur = int(current)
-    key = (confidence[cur], cur) if 0 <= cur < n else (-np.inf, -1)
-    later = [r for r in order if (confidence[r], r) > key]
-    return int(later[0]) if later else int(order[0])
+    key_conf, key_row = (confidence[cur], cur) if 0 <= cur < n else (-np.inf, -1)
+    conf, ranked = confidence[order], order
+    after = (conf > key_conf) | ((conf == key_conf) & (ranked > key_row))
+    if step > 0:
+        later = np.flatnonzero(after)
+        return int(order[later[0]] if later.size else order[0])
+    before = np.flatnonzero(~after & ~((conf == key_conf) & (ranked == key_row)))
+    return int(order[before[-1]] if before.size else order[-1])
 
 
 def sync_positions(features: pd.DataFrame, data: np.ndarray, scale: Sequence[float],

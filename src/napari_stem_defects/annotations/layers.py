@@ -18,6 +18,7 @@ import pandas as pd
 from ..cells.shapes_layer import cell_styles
 from ..columns.points_layer import LayerDataTuple, last_axes, points_kwargs
 from .edits import sync_positions
+from .schema import unique_ids
 from .store import Annotations, ImageReference, LayerAnnotation, image_sha256
 
 __all__ = ["annotation_layer_data", "annotations_from_layers", "image_path_of", "layer_units"]
@@ -77,9 +78,10 @@ def annotations_from_layers(
     sites_layer : Points layer, optional
         Sites; positions come from the layer data (moved points count): rows
         whose ``y_px``/``x_px`` features disagree with the data are updated
-        (:func:`~.edits.sync_positions`).
+        (:func:`~.edits.sync_positions`); a row that repeats an earlier row's
+        ``site_id`` (a pasted copy) gets ``site_id`` -1, as points a person adds.
     cells_layer : Shapes layer, optional
-        Cells (polygons of four corners).
+        Cells (polygons of four corners); repeated ``cell_id`` become -1 likewise.
     material : str, optional
         Host material; by default from the cells' or sites' metadata.
     image_file : str or Path, optional
@@ -138,6 +140,7 @@ def _sites_annotation(layer: Any) -> LayerAnnotation:
                  | (features["x_px"].to_numpy(float) != data[:, -1]))
         if moved.any():
             features = sync_positions(features, data, tuple(layer.scale), np.flatnonzero(moved))
+    features, _ = unique_ids(features, "site_id")  # pasted copies of points: items a person added
     return LayerAnnotation("sites", str(layer.name), data, features, dict(getattr(layer, "metadata", {}) or {}))
 
 
@@ -150,6 +153,7 @@ def _cells_annotation(layer: Any) -> LayerAnnotation:
     ndim = int(np.asarray(getattr(layer, "scale", (1.0, 1.0))).size)
     data = np.stack(shapes) if shapes else np.zeros((0, 4, ndim))
     features = pd.DataFrame(layer.features).reset_index(drop=True).copy()
+    features, _ = unique_ids(features, "cell_id")  # pasted copies of cells
     return LayerAnnotation("cells", str(layer.name), data, features, dict(getattr(layer, "metadata", {}) or {}))
 
 

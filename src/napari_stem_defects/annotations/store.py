@@ -3,7 +3,8 @@
 The file sits next to the image, named after it (:func:`sidecar_path`:
 ``scan.dm4`` -> ``scan.dm4.annotations.json``), and is written atomically (a
 temporary file renamed over the old one), so a crash mid-save leaves the
-previous file as it was. Layout (version 1)::
+previous file as it was; a file that could not be read is never overwritten
+but kept aside (:mod:`.safekeeping`). Layout (version 1)::
 
     {
      "format": "napari-stem-defects annotations",
@@ -20,6 +21,7 @@ previous file as it was. Layout (version 1)::
 
 ``ARRAY`` and ``TABLE`` are the lossless encodings of :mod:`.tables` (points
 in pixels, (N, 2) or (frame, y, x); cell polygons (N, 4, 2) in pixels);
+what may be in them is checked on reading and before writing (:mod:`.schema`);
 ``sites`` or ``cells`` may be ``null``. ``image.file`` is relative to the
 annotation file's folder when the image lies in it (or below it), else
 absolute; :func:`load_annotations` returns it as an absolute path. Metadata is
@@ -34,6 +36,8 @@ import json
 import os
 import re
 import secrets
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,7 @@ import pandas as pd
 
 from ..io.atomic import atomic_write_text
 from ..provenance import current_user, now_iso, software
+from .schema import check_annotations, check_document, check_header, check_size, parse_json
 from .tables import decode_array, decode_table, encode_array, encode_table
 
 __all__ = [
@@ -305,8 +310,15 @@ def image_sha256(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def save_annotations(ann: Annotations, path: str | os.PathLike) -> Path:
+def save_annotations(ann: Annotations, path: str | os.PathLike,
+                     on_kept: Callable[[str], Any] | None = None) -> Path:
     """Write annotations to ``path`` atomically; fill their ``saved_at``, ``saved_by`` and ``software``.
+
+    A file already at ``path`` is never overwritten unless it is a readable
+    annotation file of the same image: one that cannot be read (damaged, or
+    not an annotation file) is first kept aside as ``<name>.damaged-<time>``,
+    one of another image (another hash) as ``<name>.replaced-<time>``
+    (:mod:`.safekeeping`), and ``on_kept`` (default: a warning) is told where.
 
     Parameters
     ----------
@@ -314,6 +326,9 @@ def save_annotations(ann: Annotations, path: str | os.PathLike) -> Path:
         What to save. Its provenance fields are set to this save's.
     path : str or Path
         The annotation file (usually :func:`sidecar_path` of the image).
+    on_kept : callable, optional
+        Called with a message when an earlier file was kept aside; by default
+        the message is a :class:`~.safekeeping.EarlierFileKept` warning.
 
     Returns
     -------
@@ -323,18 +338,35 @@ def save_annotations(ann: Annotations, path: str | os.PathLike) -> Path:
     Raises
     ------
     ValueError
-        A layer whose data and features differ in length, or a feature column
-        of a dtype that cannot be written (the previous file is left intact).
+        Annotations that break the format's rules (:mod:`.schema`: a layer
+        whose data and features differ in length, NaN positions, an unknown
+        class...), or a feature column of a dtype that cannot be written; the
+        previous file is left intact.
     """
+    from .safekeeping import keep_earlier_file, remember_good
+
     target = Path(path)
+    try:
+        check_annotations(ann)
+    except ValueError as exc:
+        raise ValueError(f"cannot save these annotations: {exc}") from None
     ann.saved_at, ann.saved_by, ann.software = now_iso(), current_user(), software()
     text = dumps_document(ann.to_dict(folder=target.parent))
+    kept = keep_earlier_file(target, ann.image.sha256)
     atomic_write_text(target, text)
+    remember_good(target, ann.image.sha256)
+    if kept is not None:
+        if on_kept is None:
+            from .safekeeping import EarlierFileKept
+
+            warnings.warn(EarlierFileKept(kept), stacklevel=2)
+        else:
+            on_kept(kept)
     return target
 
 
 def load_annotations(path: str | os.PathLike) -> Annotations:
-    """Read an annotation file written by :func:`save_annotations`.
+    """Read an annotation file written by :func:`save_annotations`, checking it against the format's rules.
 
     Parameters
     ----------
@@ -349,44 +381,47 @@ def load_annotations(path: str | os.PathLike) -> Annotations:
     Raises
     ------
     AnnotationFileError
-        The file is not JSON, not an annotation file, of a newer version, or
-        misses parts; the message names the file and says why.
+        The file is not JSON, not an annotation file, of a newer version,
+        misses parts, or breaks the format's rules (:mod:`.schema`); the
+        message names the file and says why.
     FileNotFoundError
         There is no such file.
     """
+    from .safekeeping import remember_good
+
     p = Path(path)
+    doc = _read_document(p)
     try:
-        doc = json.loads(p.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AnnotationFileError(f"{p}: not a readable annotation file (not valid JSON: {exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise AnnotationFileError(f"{p}: not a napari-stem-defects annotation file "
-                                  f"(format {found!r}, expected {FORMAT!r})")
-    version = doc.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise AnnotationFileError(f"{p}: unknown annotation file version {version!r}")
-    if version > VERSION:
-        raise AnnotationFileError(f"{p}: written by a newer napari-stem-defects (file version {version}; "
-                                  f"this one reads up to version {VERSION}); update the plugin to open it")
-    try:
-        image = ImageReference.from_dict(doc["image"])
-        image.file = _absolute_file(image.file, p.parent)
-        layers = {}
-        for kind in KINDS:
-            entry = doc[kind]
-            layers[kind] = None if entry is None else LayerAnnotation.from_dict(entry)
-            if layers[kind] is not None and layers[kind].kind != kind:
-                raise ValueError(f"the {kind!r} entry holds a {layers[kind].kind!r} layer")
-        material = doc["material"]
-        return Annotations(
-            image=image, material=None if material is None else str(material),
-            sites=layers["sites"], cells=layers["cells"],
-            saved_at=doc.get("saved_at"), saved_by=doc.get("saved_by"), software=doc.get("software"))
+        check_document(doc)
+        ann = _decode_document(doc, p)
+        check_annotations(ann)
     except KeyError as exc:
         raise AnnotationFileError(f"{p}: damaged annotation file (missing entry {exc})") from None
-    except (ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError, OverflowError, IndexError, RecursionError) as exc:
         raise AnnotationFileError(f"{p}: damaged annotation file ({exc})") from None
+    remember_good(p, ann.image.sha256)
+    return ann
+
+
+def _read_document(p: Path) -> dict[str, Any]:
+    """The parsed JSON of an annotation file, with its size, format and version checked."""
+    try:
+        check_size(p.stat().st_size)
+        doc = parse_json(p.read_bytes())
+        check_header(doc, FORMAT, VERSION)
+    except ValueError as exc:
+        raise AnnotationFileError(f"{p}: {exc}") from None
+    return doc
+
+
+def _decode_document(doc: dict[str, Any], p: Path) -> Annotations:
+    """Annotations from a checked document (:func:`~.schema.check_document`)."""
+    image = ImageReference.from_dict(doc["image"])
+    image.file = _absolute_file(image.file, p.parent)
+    layers = {kind: None if doc[kind] is None else LayerAnnotation.from_dict(doc[kind]) for kind in KINDS}
+    material = doc["material"]
+    return Annotations(image=image, material=material, sites=layers["sites"], cells=layers["cells"],
+                       saved_at=doc.get("saved_at"), saved_by=doc.get("saved_by"), software=doc.get("software"))
 
 
 # --- helpers ---------------------------------------------------------------------------------------------

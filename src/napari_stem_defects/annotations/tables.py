@@ -67,7 +67,26 @@ def _float_in(v: Any) -> float:
             return _INF[v]
         except KeyError:
             raise ValueError(f"not a float: {v!r}") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"not a float: {v!r:.40}")
     return float(v)
+
+
+def _exact(values: list, dtype: np.dtype) -> None:
+    """Integers (or bools) only, each within the dtype's range: nothing is truncated or wrapped on decoding."""
+    if dtype.kind == "b":
+        if not all(type(v) is bool for v in values):
+            bad = next(v for v in values if type(v) is not bool)
+            raise ValueError(f"{bad!r:.40} is not true or false")
+        return
+    if not all(type(v) is int for v in values):
+        bad = next(v for v in values if type(v) is not int)
+        raise ValueError(f"{bad!r:.40} is not a whole number (a {dtype} column)")
+    if values:
+        info = np.iinfo(dtype)
+        lo, hi = min(values), max(values)
+        if lo < info.min or hi > info.max:
+            raise ValueError(f"{lo if lo < info.min else hi} does not fit in {dtype}")
 
 
 def _floats_out(values: np.ndarray) -> list:
@@ -152,8 +171,11 @@ def _decode_values(values: list, dtype: Any) -> Any:
         if dtype.kind == "f":
             return np.array([_float_in(v) for v in values], dtype=np.float64).astype(dtype)
         if dtype.kind in "iub":
+            _exact(values, dtype)
             return np.array(values, dtype=dtype).reshape(len(values))
         if dtype.kind == "U":
+            if not all(isinstance(v, str) for v in values):
+                raise ValueError("a text column holds a value that is not text")
             return np.array(values, dtype=dtype).reshape(len(values))
         if dtype.kind == "O":
             out = np.empty(len(values), dtype=object)
@@ -228,7 +250,12 @@ def decode_table(d: dict[str, Any]) -> pd.DataFrame:
         raise ValueError(f"a table needs 'columns', 'dtypes' and 'values' ({exc!r})") from None
     if not (len(columns) == len(dtypes) == len(values)):
         raise ValueError(f"table of {len(columns)} columns with {len(dtypes)} dtypes and {len(values)} value lists")
-    n_rows = int(d.get("n_rows", len(values[0]) if values else 0))
+    n_rows = d.get("n_rows", len(values[0]) if values else 0)
+    if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)) or n_rows < 0:
+        raise ValueError(f"n_rows must be a whole number, not {n_rows!r:.40}")
+    n_rows = int(n_rows)
+    if len(set(map(str, columns))) < len(columns):
+        raise ValueError("a column name appears twice")
     categories = d.get("categories") or {}
     data = {}
     for k, (name, dtype_name, vals) in enumerate(zip(columns, dtypes, values, strict=True)):
@@ -288,20 +315,23 @@ def decode_array(d: dict[str, Any]) -> np.ndarray:
     """
     try:
         dtype = np.dtype(d["dtype"])
-        shape = tuple(int(s) for s in d["shape"])
+        shape = tuple(d["shape"])
         values = d["values"]
     except (KeyError, TypeError) as exc:
         raise ValueError(f"an array needs 'dtype', 'shape' and 'values' ({exc!r})") from None
-    flat = _flatten(values, len(shape))
-    if len(flat) != math.prod(shape):
-        raise ValueError(f"{len(flat)} values cannot fill an array of shape {shape}")
+    if not all(type(s) is int and s >= 0 for s in shape):
+        raise ValueError(f"an array's shape must be whole numbers, not {list(shape)!r:.80}")
+    flat = _flatten(values, shape)
     return np.asarray(_decode_values(flat, dtype), dtype=dtype).reshape(shape)
 
 
-def _flatten(values: Any, ndim: int) -> list:
-    if ndim == 0:
+def _flatten(values: Any, shape: tuple[int, ...]) -> list:
+    """The elements of nested lists that must have exactly ``shape`` (no ragged rows)."""
+    if not shape:
         return [values]
-    out = list(values)
-    for _ in range(ndim - 1):
+    out = [values]
+    for level, n in enumerate(shape):
+        if not all(isinstance(sub, list) and len(sub) == n for sub in out):
+            raise ValueError(f"the values do not fill an array of shape {shape} (level {level} should hold {n})")
         out = [v for sub in out for v in sub]
     return out

@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import re
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,8 @@ from ..provenance import provenance
 from ..io.atomic import atomic_save_npy, atomic_write, atomic_write_text, json_default
 from ..simulate.defects import CELL_CLASSES
 from .store import Annotations, ImageReference, image_sha256, load_annotations
+from .schema import check_annotations
+from .training_checks import check_cells, check_item, check_manifest
 
 #: ``format`` entry of a dataset manifest.
 FORMAT = "napari-stem-defects training set"
@@ -73,6 +77,11 @@ MASK_RADIUS_NN = 0.25
 MASK_VALUES: dict[str, int] = {"M": 1, "X": 2, "H": 3}
 #: Species labels of an empty site.
 _EMPTY = ("", "empty", "nan", "None")
+
+
+#: What reading a damaged ``.npy``/``.npz``/JSON file of a dataset can raise.
+READ_ERRORS = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OverflowError,
+               RecursionError)
 
 
 class TrainingSetError(ValueError):
@@ -416,9 +425,16 @@ def export_training_set(
             raise ValueError(f"{where}: the annotations have no cells; classify the cells first")
         if not ann.material:
             raise ValueError(f"{where}: the annotations name no material (needed for the classifier's context)")
+        if image.dtype.kind not in "biuf" or not np.isfinite(image).any():
+            raise ValueError(f"{where}: the image holds no finite intensities")
+        try:
+            check_annotations(ann)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
         cells = ann.cells.features
         verified = cells["verified"].to_numpy(bool) if "verified" in cells else np.zeros(len(cells), bool)
-        rows = np.flatnonzero(verified) if verified_only else np.arange(len(cells))
+        classed = cells["class"].astype(str).isin(CELL_CLASSES).to_numpy()  # not 'incomplete' border cells
+        rows = np.flatnonzero((verified if verified_only else True) & classed)
         prepared.append((image, ann, verified, rows))
     if sum(len(rows) for *_, rows in prepared) == 0:
         what = "verified cells" if verified_only else "cells"
@@ -436,6 +452,9 @@ def export_training_set(
         nn = nn_of_cells(m, x, complete)
         labels = class_indices(cells["class"].astype(str).to_numpy()[rows])
         crops, ctx = cell_inputs(image, m, x, nn, str(ann.material), rows)
+        if not (np.isfinite(crops).all() and np.isfinite(ctx).all() and math.isfinite(nn) and nn > 0):
+            raise ValueError(f"image {k} ({ann.image.name!r}): its cells give NaN or infinite crops (non-finite "
+                             "pixels or positions); the export stopped")
         arrays["crops"].append(crops)
         arrays["context"].append(np.broadcast_to(ctx, (len(rows), len(ctx))))
         arrays["label"].append(labels)
@@ -535,6 +554,10 @@ def _manifest_of(path: str | Path) -> tuple[Path, dict[str, Any]]:
                                f"version {VERSION} or older, update it")
     if "images" not in manifest:
         raise TrainingSetError(f"{manifest_path} lists no images")
+    try:
+        check_manifest(manifest)
+    except ValueError as err:
+        raise TrainingSetError(f"{manifest_path}: {err}") from None
     return folder, manifest
 
 
@@ -560,8 +583,13 @@ def read_cells(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]
     try:
         with np.load(cells_path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("crops", "context", "label", "image", "cell", "verified")}
-    except (OSError, KeyError, ValueError) as err:
-        raise TrainingSetError(f"{cells_path} cannot be read: {err}") from err
+    except READ_ERRORS as err:
+        raise TrainingSetError(f"{cells_path} cannot be read ({type(err).__name__}: {err}); it is damaged or "
+                               "cut short. Export the training set again") from None
+    try:
+        check_cells(arrays, manifest)
+    except ValueError as err:
+        raise TrainingSetError(f"{cells_path}: {err}") from None
     return manifest, arrays
 
 
@@ -593,9 +621,10 @@ def read_training_set(path: str | Path, *, load_items: bool = True) -> TrainingS
                 image = np.load(folder / entry["image_file"], allow_pickle=False)
                 ann = load_annotations(folder / entry["annotations_file"])
                 mask = np.load(folder / entry["mask_file"], allow_pickle=False)
-            except (OSError, KeyError, ValueError) as err:
+                check_item(image, mask, entry)
+            except (*READ_ERRORS, TypeError) as err:
                 raise TrainingSetError(f"{folder}: image {entry.get('index')} ({entry.get('name')!r}) "
-                                       f"cannot be read: {err}") from err
+                                       f"cannot be read ({type(err).__name__}: {err})") from None
             items.append((image, ann))
             masks.append(mask)
     return TrainingSet(folder, manifest, arrays["crops"], arrays["context"], arrays["label"],

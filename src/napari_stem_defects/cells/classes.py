@@ -31,7 +31,7 @@ import itertools
 import numpy as np
 
 from ..materials import ATOMIC_NUMBER, Material, parse_material
-from ..simulate.defects import CELL_CLASSES
+from ..vocabulary import CELL_CLASSES
 
 #: Z-contrast exponents the distinction must hold for.
 GAMMAS: tuple[float, ...] = (1.7,)
@@ -186,3 +186,34 @@ def class_mask(material: str | Material) -> np.ndarray:
     """Boolean mask over ``CELL_CLASSES`` of the classes :func:`allowed_classes` offers."""
     allowed = set(allowed_classes(material))
     return np.array([c in allowed for c in CELL_CLASSES], dtype=bool)
+
+
+#: How much more likely a class is taken to be when the user names the foreign atom that makes it
+#: (``MoS2+Se``: a chalcogen substitution; ``MoS2+W``: a metal dopant), and how much less likely the
+#: antisite that intensity alone cannot tell from it (M_X against sub_X, X_M against dopant_M).
+STATED_ATOM_ODDS: float = 3.0
+
+
+def composition_weights(material: str | Material) -> np.ndarray:
+    """Prior weight of each cell class from the composition the user states (1 for every class by default).
+
+    A stated foreign chalcogen multiplies ``sub_X`` by :data:`STATED_ATOM_ODDS` and ``M_X`` by its
+    inverse; a stated foreign metal does the same for ``dopant_M`` against ``X_M``. So in an
+    Se-implanted MoS2 a column as bright as Mo or S+Se (the exponent decides, and an image rarely
+    pins it) is called a substitution, nine times likelier than an antisite.
+
+    Examples
+    --------
+    >>> w = composition_weights("MoS2+Se")
+    >>> float(w[CELL_CLASSES.index("sub_X")]), round(float(w[CELL_CLASSES.index("M_X")]), 3)
+    (3.0, 0.333)
+    >>> bool((composition_weights("MoS2") == 1).all())
+    True
+    """
+    mat = parse_material(material)
+    weights = np.ones(len(CELL_CLASSES))
+    for atom in mat.dopants:
+        up, down = ("sub_X", "M_X") if atom in mat.chalcogens or atom in ("S", "Se", "Te") else ("dopant_M", "X_M")
+        weights[CELL_CLASSES.index(up)] *= STATED_ATOM_ODDS
+        weights[CELL_CLASSES.index(down)] /= STATED_ATOM_ODDS
+    return weights

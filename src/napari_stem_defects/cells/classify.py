@@ -13,7 +13,8 @@ import pandas as pd
 
 from ..materials import Material, parse_material
 from .geometry import cells_from_sites
-from .physics import PROBABILITY_COLUMNS, classify_cells_physics, with_classes
+from ..vocabulary import CELL_CLASSES, INCOMPLETE
+from .physics import PROBABILITY_COLUMNS, classify_cells_physics, pair_class_1t, with_classes
 
 #: Classifier names: the CNN (softmax), the CNN's two-stage decision, and the physics baseline.
 CLASSIFIERS: tuple[str, ...] = ("cnn", "cnn-two-stage", "physics")
@@ -85,7 +86,22 @@ def classify_cells_cnn(
     if nn_px is None:
         nn_px = median_nn(m, x, complete)
     probs = classify_cells(image, m, x, nn_px, mat, mode=mode, prior=prior, model=model).astype(np.float64)
-    return with_classes(cells, probs, complete, "cnn")
+    return with_classes(cells, stated_composition(probs, mat), complete, "cnn")
+
+
+def stated_composition(probs: np.ndarray, material: str | Material) -> np.ndarray:
+    """Class probabilities re-weighted by the composition the user states (``MoS2+Se``), renormalised.
+
+    See :func:`~napari_stem_defects.cells.classes.composition_weights`; without stated foreign atoms the
+    probabilities are returned unchanged.
+    """
+    from .classes import composition_weights
+
+    weights = composition_weights(material)
+    if np.all(weights == 1.0):
+        return probs
+    out = np.asarray(probs, dtype=np.float64) * weights[None, :]
+    return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
 
 
 def classify_site_table(
@@ -132,11 +148,12 @@ def classify_site_table(
     if classifier not in CLASSIFIERS:
         raise ValueError(f"classifier must be one of {CLASSIFIERS}, not {classifier!r}")
     if classifier == "physics":
-        return classify_cells_physics(sites, posteriors, material)
+        return classify_1t_cells(classify_cells_physics(sites, posteriors, material), sites, material)
     if image is None or np.ndim(image) != 2:
         raise ValueError("the CNN classifier needs the 2D image the sites were found on")
     mode = "two-stage" if classifier == "cnn-two-stage" else "single"
     cells = classify_cells_cnn(image, sites, material, nn_px, mode=mode, prior=prior, model=model)
+    cells = classify_1t_cells(cells, sites, material)
     verified = sites["verified"].astype(bool) if "verified" in sites else pd.Series(False, index=sites.index)
     if verified.any():
         # the physics classes of a person's species, for the cells that hold a verified site
@@ -146,4 +163,40 @@ def classify_site_table(
         cols = ["class", "confidence", *PROBABILITY_COLUMNS]
         cells.loc[touched, cols] = physics.loc[touched, cols].to_numpy()
         cells.loc[touched, "classifier"] = "verified sites"
+    return cells
+
+
+def classify_1t_cells(cells: pd.DataFrame, sites: pd.DataFrame, material: str | Material) -> pd.DataFrame:
+    """Classes of the 1T (and boundary-band) cells of a classified table, from their three columns' species (in place).
+
+    The networks know 2H cells only; a 1T cell (metal, partner and opposite single-chalcogen
+    columns; without both it is incomplete) takes :func:`~napari_stem_defects.cells.physics.pair_class_1t` of its species, with
+    the product of the three sites' species probabilities as confidence and ``classifier``
+    'physics (1T)'.
+    """
+    if "phase" not in cells:
+        return cells
+    three = (cells["phase"].astype(str) != "2H").to_numpy()
+    cut = three & ((cells["x_site_id"].to_numpy() < 0) | (cells["x2_site_id"].to_numpy() < 0))
+    cells.loc[cut, "class"] = INCOMPLETE  # a 1T cell needs both its chalcogen columns
+    cells.loc[cut, "complete"] = False
+    rows = three & ~cut
+    if not rows.any():
+        return cells
+    mat = parse_material(material)
+    species = sites.set_index("site_id")["species"].astype(str)
+    prob = sites.set_index("site_id")["probability"].astype(float) if "probability" in sites else None
+    table = cells[rows]
+    labels = [pair_class_1t(species.get(m, "empty"), species.get(x, "empty"), species.get(x2, "empty"), mat)
+              for m, x, x2 in zip(table["m_site_id"], table["x_site_id"], table["x2_site_id"])]
+    probs = np.zeros((len(table), len(CELL_CLASSES)))
+    probs[np.arange(len(table)), [CELL_CLASSES.index(c) for c in labels]] = 1.0
+    confidence = np.ones(len(table))
+    if prob is not None:
+        for col in ("m_site_id", "x_site_id", "x2_site_id"):
+            confidence *= prob.reindex(table[col]).fillna(1.0).to_numpy()
+    cells.loc[rows, "class"] = labels
+    cells.loc[rows, "confidence"] = confidence
+    cells.loc[rows, list(PROBABILITY_COLUMNS)] = probs
+    cells.loc[rows, "classifier"] = "physics (1T)"
     return cells

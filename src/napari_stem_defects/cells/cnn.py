@@ -31,7 +31,7 @@ import numpy as np
 
 from ..materials import Material, parse_material
 from ..network_io import load_model, packaged_weights_path
-from ..simulate.defects import CELL_CLASSES
+from ..vocabulary import CELL_CLASSES
 from .classes import class_mask
 from .crops import CANONICAL_NN_PX, CROP_SIZE, cell_crops, prepare_image, strength_context
 from .z_contrast import refine_antisites

@@ -10,6 +10,11 @@ CELL_COLUMNS = (
     "cell_id", "i", "j", "m_site_id", "x_site_id", "y_px", "x_px", "m_y_px", "m_x_px", "x_y_px", "x_x_px",
     "m_species", "x_species", "adatom",
 )
+#: Columns that say where a cell sits in a real specimen, after every other column of a cell table:
+#: its domain, phase ('2H', '1T'), whether it touches another domain, a hole, an amorphous or a masked
+#: area (``boundary``), and in a 1T domain the chalcogen column opposite its partner (``x2_site_id``,
+#: -1 in 2H, and ``x2_species``).
+CELL_STRUCTURE_COLUMNS = ("domain", "phase", "boundary", "x2_site_id", "x2_species")
 
 
 def cells_from_sites(sites: pd.DataFrame) -> pd.DataFrame:
@@ -41,25 +46,78 @@ def cells_from_sites(sites: pd.DataFrame) -> pd.DataFrame:
     0        0          0          1        S2  11.0
     1        1          2         -1            30.0
     """
-    keys = ["frame", "i", "j"] if "frame" in sites else ["i", "j"]
+    sites = with_structure(sites)
+    keys = [k for k in ("frame", "domain") if k in sites] + ["i", "j"]
     m = sites[sites["sublattice"] == "M"]
     x = sites[sites["sublattice"] == "X"]
     h = sites[(sites["sublattice"] == "H") & (sites["species"] != "empty")]
-    cells = m[keys + ["site_id", "y_px", "x_px", "species"]].rename(
+    cells = m[keys + ["site_id", "y_px", "x_px", "species", "phase", "boundary"]].rename(
         columns={"site_id": "m_site_id", "y_px": "m_y_px", "x_px": "m_x_px", "species": "m_species"})
-    partner = x[keys + ["site_id", "y_px", "x_px", "species"]].rename(
-        columns={"site_id": "x_site_id", "y_px": "x_y_px", "x_px": "x_x_px", "species": "x_species"})
-    cells = cells.merge(partner.drop_duplicates(keys), on=keys, how="left")
-    cells["x_site_id"] = cells["x_site_id"].fillna(-1).astype(np.int64)
-    cells["x_species"] = cells["x_species"].fillna("")
+    partner, opposite = _partner_and_opposite(m, x, keys)
+    cells = cells.merge(partner, on=keys, how="left").merge(opposite, on=keys, how="left")
+    for col in ("x_site_id", "x2_site_id"):
+        cells[col] = cells[col].fillna(-1).astype(np.int64)
+    for col in ("x_species", "x2_species"):
+        cells[col] = cells[col].fillna("").astype(object)
+    cells["boundary"] = (cells["boundary"].astype(bool) | cells["x_boundary"].fillna(False).astype(bool)
+                         | cells["x2_boundary"].fillna(False).astype(bool))
     has_x = cells["x_site_id"] >= 0
     cells["y_px"] = np.where(has_x, (cells["m_y_px"] + cells["x_y_px"]) / 2, cells["m_y_px"])
     cells["x_px"] = np.where(has_x, (cells["m_x_px"] + cells["x_x_px"]) / 2, cells["m_x_px"])
     cells = cells.sort_values(keys).reset_index(drop=True)
+    cells["boundary"] = cells["boundary"].to_numpy(bool) | _distorted(cells)
     cells["adatom"] = _has_adatom(cells, h)
     cells.insert(0, "cell_id", np.arange(len(cells)))
-    columns = (["frame"] if "frame" in sites else []) + list(CELL_COLUMNS)
+    columns = (["frame"] if "frame" in sites else []) + list(CELL_COLUMNS) + list(CELL_STRUCTURE_COLUMNS)
     return cells[columns]
+
+
+def _distorted(cells: pd.DataFrame, tolerance: float = 0.3) -> np.ndarray:
+    """Cells whose metal-to-partner distance is more than ``tolerance`` off the median: strained or
+    squeezed at a boundary, so boundary cells."""
+    has_x = cells["x_site_id"].to_numpy() >= 0
+    out = np.zeros(len(cells), bool)
+    if has_x.sum() < 3:
+        return out
+    step = np.hypot(cells["x_y_px"].to_numpy(float) - cells["m_y_px"].to_numpy(float),
+                    cells["x_x_px"].to_numpy(float) - cells["m_x_px"].to_numpy(float))
+    typical = float(np.median(step[has_x]))
+    out[has_x] = np.abs(step[has_x] / typical - 1.0) > tolerance
+    return out
+
+
+def with_structure(sites: pd.DataFrame) -> pd.DataFrame:
+    """The site table with ``domain``, ``phase`` and ``boundary`` (0, '2H', False where missing).
+
+    Site tables from before these columns existed (old annotation files, hand-made tables) are one
+    2H domain.
+    """
+    missing = {"domain": 0, "phase": "2H", "boundary": False}
+    missing = {k: v for k, v in missing.items() if k not in sites}
+    return sites.assign(**missing) if missing else sites
+
+
+def _partner_and_opposite(metals: pd.DataFrame, chalcogens: pd.DataFrame, keys: list[str]
+                          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each cell's partner X column and, in 1T, the one opposite it (both carry the cell's keys).
+
+    Of the X columns of one cell, the partner is the one whose direction from the metal is closest
+    to +x as displayed (:mod:`napari_stem_defects.cell_convention`).
+    """
+    from ..cell_convention import screen_angle
+
+    cols = keys + ["site_id", "y_px", "x_px", "species", "boundary"]
+    both = chalcogens[cols].merge(metals[keys + ["y_px", "x_px"]].rename(columns={"y_px": "_my", "x_px": "_mx"}),
+                                  on=keys, how="left")
+    angle = np.abs(screen_angle(np.column_stack([both["y_px"] - both["_my"], both["x_px"] - both["_mx"]])))
+    both["_rank"] = np.where(np.isfinite(angle), angle, 0.0)
+    both = both.sort_values(keys + ["_rank"])
+    first = ~both.duplicated(keys)
+    partner = both[first][cols].rename(columns={"site_id": "x_site_id", "y_px": "x_y_px", "x_px": "x_x_px",
+                                                "species": "x_species", "boundary": "x_boundary"})
+    second = both[~first].drop_duplicates(keys)[keys + ["site_id", "species", "boundary"]].rename(
+        columns={"site_id": "x2_site_id", "species": "x2_species", "boundary": "x2_boundary"})
+    return partner, second
 
 
 def _has_adatom(cells: pd.DataFrame, hollow_sites: pd.DataFrame) -> np.ndarray:
@@ -89,16 +147,38 @@ def _has_adatom(cells: pd.DataFrame, hollow_sites: pd.DataFrame) -> np.ndarray:
 
 
 def cell_polygons(cells: pd.DataFrame, a1: np.ndarray, a2: np.ndarray) -> np.ndarray:
-    """Corners (y, x) of each cell's parallelogram, spanned by a1 and a2 around its centre; shape (N, 4, 2).
+    """Corners (y, x) of each cell's parallelogram, spanned by its lattice vectors around its centre; shape (N, 4, 2).
 
     The parallelogram has the area of one unit cell and holds the cell's
-    metal and X2 column.
+    metal and X2 column. Cells of a table with domains (grains of other
+    orientations, mirror domains) are drawn with their own domain's lattice
+    vectors, from the median metal-to-partner step of its complete cells
+    (``a1 + a2 = 3 d``, 60 degrees apart), so the cells of two grains do not
+    overlap; ``a1`` and ``a2`` serve cells without such a step.
     """
     a1 = np.asarray(a1, float)
     a2 = np.asarray(a2, float)
     centre = cells[["y_px", "x_px"]].to_numpy(float)[:, None, :]
-    corners = np.stack([-a1 - a2, a1 - a2, a1 + a2, -a1 + a2]) / 2.0
-    return centre + corners[None]
+    corners = np.broadcast_to(np.stack([-a1 - a2, a1 - a2, a1 + a2, -a1 + a2]) / 2.0, (len(cells), 4, 2)).copy()
+    if "domain" in cells and cells["domain"].nunique() > 1 and {"x_y_px", "m_y_px"} <= set(cells.columns):
+        complete = cells["x_site_id"].to_numpy() >= 0
+        step = cells[["x_y_px", "x_x_px"]].to_numpy(float) - cells[["m_y_px", "m_x_px"]].to_numpy(float)
+        domain = cells["domain"].to_numpy()
+        for d in np.unique(domain):
+            rows = domain == d
+            if not (rows & complete).any():
+                continue
+            s = np.median(step[rows & complete], axis=0)
+            b1, b2 = np.sqrt(3.0) * _turn(s, -30.0), np.sqrt(3.0) * _turn(s, 30.0)
+            corners[rows] = np.stack([-b1 - b2, b1 - b2, b1 + b2, -b1 + b2]) / 2.0
+    return centre + corners
+
+
+def _turn(vector: np.ndarray, degrees: float) -> np.ndarray:
+    """A (dy, dx) vector turned by ``degrees`` (either sense; used in pairs +-)."""
+    t = np.radians(degrees)
+    dy, dx = vector
+    return np.array([dy * np.cos(t) - dx * np.sin(t), dx * np.cos(t) + dy * np.sin(t)])
 
 
 def cell_area_A2(a_A: float) -> float:

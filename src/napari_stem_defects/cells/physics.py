@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..materials import CHALCOGENS, METALS, Material, parse_material
-from ..simulate.defects import CELL_CLASSES
+from ..vocabulary import CELL_CLASSES, INCOMPLETE
 from .geometry import cells_from_sites
 
 #: Per-class probability columns added to a cell table.
@@ -76,6 +76,41 @@ def pair_class(m_label: str, x_label: str, adatom: bool, material: Material) -> 
     if x in ("sub_X", "V_X1", "V_X2"):
         return x
     return "adatom" if adatom else "perfect"
+
+
+def pair_class_1t(m_label: str, x_label: str, x2_label: str, material: Material) -> str:
+    """Cell class of a 1T cell: its metal and its two single-chalcogen columns (two X atoms in all).
+
+    Examples
+    --------
+    >>> mat = parse_material("WSe2")
+    >>> [pair_class_1t(m, a, b, mat) for m, a, b in [("W", "Se", "Se"), ("W", "empty", "Se"), ("W", "", "empty"),
+    ...                                                ("empty", "Se", "Se"), ("W", "S", "Se")]]
+    ['perfect', 'V_X1', 'V_X2', 'V_M', 'sub_X']
+    """
+    from ..columns.species import candidates
+
+    host_m = {lab for lab, _, prior in candidates(material, "M") if prior > 0}
+    m = _metal_state(m_label, host_m)
+    states = []
+    for label in (x_label, x2_label):
+        els = _elements(label) if label not in ("", "empty") else []
+        if not els:
+            states.append("V")
+        elif any(e in METALS for e in els):
+            states.append("M_X")
+        else:
+            states.append("ok" if set(els) <= set(material.chalcogens) else "sub_X")
+    n_vacant = states.count("V")
+    x = "V_X2" if n_vacant == 2 else "V_X1" if n_vacant == 1 else next(
+        (st for st in ("M_X", "sub_X") if st in states), "ok")
+    if m == "V":
+        return f"{x}+V_M" if x in ("V_X1", "V_X2") else "V_M"
+    if x == "M_X" or m == "X_M":
+        return "M_X" if x == "M_X" else "X_M"
+    if m == "dopant":
+        return "dopant_M"
+    return x if x != "ok" else "perfect"
 
 
 def site_posteriors(sites: pd.DataFrame, material: str | Material,
@@ -176,7 +211,10 @@ def with_classes(cells: pd.DataFrame, probs: np.ndarray, complete: np.ndarray, c
     probs : ndarray, shape (N, len(CELL_CLASSES))
         Class probabilities per cell.
     complete : ndarray of bool, shape (N,)
-        Cells whose X2 column is in the image.
+        Cells whose X2 column is in the image. The others are
+        :data:`~napari_stem_defects.vocabulary.INCOMPLETE` (never a defect);
+        their ``confidence`` and ``p_<class>`` say what the classifier would
+        call them were the missing column a normal one.
     classifier : str
         Name of the classifier ('cnn', 'physics', ...).
 
@@ -189,7 +227,7 @@ def with_classes(cells: pd.DataFrame, probs: np.ndarray, complete: np.ndarray, c
         'human') and ``classifier`` (the classifier's name).
     """
     best = probs.argmax(axis=1)
-    cells["class"] = np.asarray(CELL_CLASSES, dtype=object)[best]
+    cells["class"] = np.where(complete, np.asarray(CELL_CLASSES, dtype=object)[best], INCOMPLETE)
     cells["confidence"] = probs[np.arange(len(probs)), best]
     for k, col in enumerate(PROBABILITY_COLUMNS):
         cells[col] = probs[:, k]

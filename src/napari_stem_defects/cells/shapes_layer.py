@@ -11,9 +11,9 @@ tint in their class colour.
 Examples
 --------
 >>> class_colour("V_M"), class_colour("nonsense")
-('#EE7733', '#BBBBBB')
+('#E88B74', '#BBBBBB')
 >>> class_legend(["perfect", "V_M", "V_M"])["V_M"]
-{'colour': '#EE7733', 'count': 2}
+{'colour': '#E88B74', 'count': 2}
 """
 
 from __future__ import annotations
@@ -26,29 +26,35 @@ import numpy as np
 import pandas as pd
 
 from ..columns.points_layer import LayerDataTuple, hex_to_rgba, last_axes
-from ..simulate.defects import CELL_CLASSES
+from ..vocabulary import CELL_CLASSES, INCOMPLETE
 from .geometry import cell_polygons
 
-#: Edge colour (hex) of each cell class: 'perfect' a subdued grey, vacancies in blues
-#: and oranges/reds, antisites in teal/purple, substitutions in yellow/green.
+#: Edge colour (hex) of each cell class: 'perfect' a subdued grey, chalcogen vacancies in
+#: blues, metal vacancies in salmon and reds, antisites in teal/purple, substitutions in
+#: yellow/green, adatoms lavender. Any two classes differ by CIEDE2000 >= 10 for normal vision
+#: and under simulated deuteranopia and protanopia (:mod:`napari_stem_defects.palette`).
 CLASS_COLOURS: dict[str, str] = {
     "perfect": "#BBBBBB",
-    "V_X1": "#33BBEE",
+    "V_X1": "#8BD1FF",
     "V_X2": "#0077BB",
-    "V_M": "#EE7733",
-    "V_X1+V_M": "#CC3311",
+    "V_M": "#E88B74",
+    "V_X1+V_M": "#D10000",
     "V_X2+V_M": "#EE3377",
-    "M_X": "#009988",
+    "M_X": "#00A2A2",
     "X_M": "#AA3377",
     "dopant_M": "#DDAA33",
     "sub_X": "#117733",
-    "adatom": "#FFFFFF",
+    "adatom": "#AA88EE",
+    INCOMPLETE: "#444444",  # a cell cut by the image or analysed area's edge: no class
 }
-assert set(CLASS_COLOURS) == set(CELL_CLASSES), "every cell class needs a colour"
+assert set(CLASS_COLOURS) == {*CELL_CLASSES, INCOMPLETE}, "every cell class needs a colour"
 #: Colour of a class missing from :data:`CLASS_COLOURS`.
 FALLBACK_COLOUR = "#BBBBBB"
 #: Edge opacity of perfect cells (they are the background, defects the figure).
 PERFECT_ALPHA = 0.35
+#: Factor on the edge opacity of boundary cells (domain and grain boundaries, edges of holes, amorphous and
+#: masked areas): kept out of the statistics, drawn fainter.
+BOUNDARY_ALPHA = 0.5
 #: Edge width as a fraction of the lattice constant (pixels), and its factor for unsure cells.
 EDGE_FRACTION = 0.03
 LOW_CONFIDENCE_WIDTH = 2.5
@@ -75,7 +81,7 @@ def class_legend(classes: pd.DataFrame | Iterable[str]) -> dict[str, dict[str, A
 
 
 def legend_html(counts: Mapping[str, int] | pd.DataFrame, n_low: int | None = None) -> str:
-    """A coloured legend (swatch, class, count per line) as rich text for a QLabel.
+    """A coloured legend (swatch, class, count; entries wrap with the width) as rich text for a QLabel.
 
     Parameters
     ----------
@@ -86,11 +92,12 @@ def legend_html(counts: Mapping[str, int] | pd.DataFrame, n_low: int | None = No
     """
     if isinstance(counts, pd.DataFrame):
         counts = class_counts(counts)
-    lines = [f'<span style="color:{class_colour(c)}; font-size:large">&#9634;</span>&nbsp;{html.escape(c)}: {n}'
-             for c, n in counts.items()]
+    entries = [f'<span style="white-space:nowrap"><span style="color:{class_colour(c)}; font-size:large">&#9634;'
+               f"</span>&nbsp;{html.escape(c)}: {n}</span>" for c, n in counts.items()]
+    text = " &nbsp; ".join(entries)  # entries flow on as few lines as the dock's width allows
     if n_low:
-        lines.append(f"<i>{n_low} low-confidence cells (thick edge, tinted face)</i>")
-    return "<br>".join(lines)
+        text += f"<br><i>{n_low} low-confidence cells (thick edge, tinted face)</i>"
+    return text
 
 
 def low_confidence_mask(cells: pd.DataFrame, threshold: float) -> np.ndarray:
@@ -161,6 +168,8 @@ def cell_styles(cells: pd.DataFrame, a_px: float, low_confidence: float = 0.8
     classes = cells["class"].astype(str).to_numpy() if "class" in cells else np.full(len(cells), "perfect")
     edge = np.array([hex_to_rgba(class_colour(c)) for c in classes], float).reshape(-1, 4)
     edge[classes == "perfect", 3] = PERFECT_ALPHA
+    if "boundary" in cells:  # boundary cells are there, but are not the figure
+        edge[cells["boundary"].to_numpy(bool), 3] *= BOUNDARY_ALPHA
     low = low_confidence_mask(cells, low_confidence)
     face = edge.copy()
     face[:, 3] = np.where(low, LOW_CONFIDENCE_FACE_ALPHA, 0.0)

@@ -43,7 +43,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ..materials import ATOMIC_NUMBER, Material, parse_material
-from ..simulate.defects import CELL_CLASSES
+from ..vocabulary import CELL_CLASSES
 from .classes import allowed_classes, substituent_elements
 from .column_amplitudes import column_amplitudes
 

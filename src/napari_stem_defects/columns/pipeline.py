@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..calibration import LatticeMeasurement, LatticeNotFoundError, measure_lattice, measure_lattice_near
+from ..image_values import finite_intensities
 from ..materials import Material, parse_material
 from .classical import classical_detection_map
 from .intensity import background_map, integrated_intensity
@@ -66,7 +67,9 @@ def validate_image(image: np.ndarray) -> np.ndarray:
     """Check an image can be analysed and return it as float32.
 
     Isolated NaN or infinite pixels (e.g. a blanked region) are replaced by
-    the median of the rest.
+    the median of the rest; values beyond float32's range are rescaled and
+    extreme outliers (hot pixels) clipped
+    (:func:`~napari_stem_defects.image_values.finite_intensities`).
 
     Raises
     ------
@@ -89,12 +92,10 @@ def validate_image(image: np.ndarray) -> np.ndarray:
     if arr.size > MAX_PIXELS:
         raise ColumnDetectionError(f"image of {arr.shape[0]} x {arr.shape[1]} px is too large "
                                    "(over 8192 x 8192 px); crop or bin it first")
-    img = arr.astype(np.float32)
-    finite = np.isfinite(img)
-    if not finite.any():
-        raise ColumnDetectionError("the image holds no finite values (all NaN or infinite)")
-    if not finite.all():
-        img[~finite] = np.median(img[finite])
+    try:  # NaN/inf replaced, extreme magnitudes rescaled, hot pixels clipped (see image_values)
+        img, _ = finite_intensities(arr, np.float32)
+    except ValueError:
+        raise ColumnDetectionError("the image holds no finite values (all NaN or infinite)") from None
     if float(img.max() - img.min()) <= 1e-12 * max(1.0, float(abs(img).max())):
         raise ColumnDetectionError("the image is constant: there are no atom columns to find")
     return img
@@ -113,6 +114,7 @@ def compute_detection_map(
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     model: Any = None,
+    lattice: tuple[LatticeMeasurement, float] | None = None,
 ) -> DetectionMap:
     """Measure the lattice and compute the detection map of one 2D image.
 
@@ -133,6 +135,9 @@ def compute_detection_map(
         Deep method: the column U-Net, loaded or as a weights file (e.g. a
         fine-tuned version, see :func:`napari_stem_defects.model_registry.resolve_model`);
         default the shipped one. Ignored by the classical method.
+    lattice : (LatticeMeasurement, float), optional
+        The image's lattice and nn distance from :func:`lattice_spacing`, when
+        already measured (e.g. by the image check); measured here otherwise.
 
     Returns
     -------
@@ -146,7 +151,7 @@ def compute_detection_map(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     img = validate_image(image)
-    lattice, nn = lattice_spacing(img, material, pixel_size)
+    lattice, nn = lattice if lattice is not None else lattice_spacing(img, material, pixel_size)
     if method == "deep":
         from .unet import deep_detection_map
 
@@ -223,6 +228,7 @@ def columns_from_map(
     refine: str = "gaussian",
     material: str | Material | None = None,
     pixel_size: tuple[float, float] | float | None = None,
+    mask: np.ndarray | None = None,
 ) -> ColumnResult:
     """Peaks, refinement, lattice sites and species from a (cached) detection map.
 
@@ -242,6 +248,9 @@ def columns_from_map(
         is taken as the metal.
     pixel_size : float or (float, float), optional
         Å per pixel (y, x), stored on the result.
+    mask : ndarray of bool, shape (H, W), optional
+        Pixels not to analyse (e.g. drawn by the user); NaN or infinite pixels
+        of the image are always masked. No site is placed there.
 
     Returns
     -------
@@ -252,10 +261,12 @@ def columns_from_map(
     img = validate_image(image)
     if dmap.map.shape != img.shape:
         raise ValueError(f"detection map shape {dmap.map.shape} does not match image shape {img.shape}")
+    masked = _analysis_mask(np.asarray(image), mask)
     mat = parse_material(material) if material is not None else None
     thr = DEFAULT_THRESHOLD[dmap.method] if threshold is None else float(threshold)
     nn = dmap.nn_px
-    peaks = find_peaks(dmap.map, min_distance=max(1, int(0.5 * nn)), threshold=thr)
+    peaks = find_peaks(np.where(masked, 0.0, dmap.map) if masked is not None else dmap.map,
+                       min_distance=max(1, int(0.5 * nn)), threshold=thr)
     if len(peaks) < 6:
         raise ColumnDetectionError(f"only {len(peaks)} peaks above threshold {thr:g}; lower the threshold")
     radius = REFINE_RADIUS * nn
@@ -272,7 +283,7 @@ def columns_from_map(
         return integrated_intensity(img, background, positions, nn)
 
     sites, fits, info, messages = build_site_table(peaks, refined_by, dmap.lattice.a1, dmap.lattice.a2, nn,
-                                                   img.shape, measure, mat)
+                                                   img.shape, measure, mat, mask=masked, image=img)
     if pixel_size is not None and np.isscalar(pixel_size):
         pixel_size = (float(pixel_size), float(pixel_size))
     return ColumnResult(
@@ -280,7 +291,27 @@ def columns_from_map(
         m_offset=info["m_offset"], species_fits=fits,
         pixel_size=None if pixel_size is None else tuple(map(float, pixel_size)),
         method=dmap.method, messages=messages, posteriors=info["posteriors"],
+        unexplained=info["unexplained"], regions=info["regions"], domains=info["domains"],
     )
+
+
+def _analysis_mask(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
+    """Pixels not to analyse: the user's mask and the image's non-finite pixels, grown by one pixel (None: none).
+
+    Raises
+    ------
+    ValueError
+        A mask of another shape than the image.
+    """
+    out = ~np.isfinite(image) if np.issubdtype(image.dtype, np.floating) else np.zeros(image.shape, bool)
+    if mask is not None:
+        mask = np.asarray(mask, bool)
+        if mask.shape != image.shape:
+            raise ValueError(f"the mask's shape {mask.shape} does not match the image's {image.shape}")
+        out = out | mask
+    if not out.any():
+        return None
+    return ndimage.binary_dilation(out, iterations=1)
 
 
 def find_peaks(dmap: np.ndarray, min_distance: int, threshold: float) -> np.ndarray:

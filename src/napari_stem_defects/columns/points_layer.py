@@ -11,8 +11,8 @@ Examples
 --------
 >>> species_colour("Mo"), species_colour("S2"), species_colour("unobtainium")
 ('#EE7733', '#0077BB', '#BBBBBB')
->>> legend_html({"Mo": 3, "empty": 1}).count("<br>")
-1
+>>> legend_html({"Mo": 3, "empty": 1}).count("white-space:nowrap")
+2
 """
 
 from __future__ import annotations
@@ -24,30 +24,37 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .result import EMPTY, ColumnResult
+from .result import EMPTY, SITE_STRUCTURE_COLUMNS, ColumnResult
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 
-#: Colour (hex) of each species. Metals warm, chalcogen columns cool (Paul Tol's
-#: colour-blind-safe "vibrant", "muted" and "light" schemes), empty sites yellow
-#: (drawn as hollow rings), adatoms white.
+#: Colour (hex) of each species. Metals warm, chalcogen columns cool or purple (two-atom
+#: columns darker than single-atom ones), empty sites yellow (drawn as hollow rings), adatoms
+#: white (drawn as diamonds). Any two species of one material differ by CIEDE2000 >= 10 for
+#: normal vision and under simulated deuteranopia and protanopia (:mod:`napari_stem_defects.palette`).
 SPECIES_COLOURS: dict[str, str] = {
     # metals
-    "Mo": "#EE7733", "W": "#CC3311", "Nb": "#EE3377", "Re": "#AA3377", "V": "#DDAA33",
+    "Mo": "#EE7733", "W": "#D10000", "Nb": "#EE3377", "Re": "#AA3377", "V": "#FFFFB9",
     "Ta": "#882255", "Ti": "#DDCC77", "Cr": "#BB5566", "Hf": "#994455", "Pt": "#FFAABB",
     # chalcogen columns: two atoms, then one atom
-    "S2": "#0077BB", "SSe": "#33BBEE", "Se2": "#009988", "STe": "#8877DD", "SeTe": "#99BB55",
-    "Te2": "#117733", "S": "#99DDFF", "Se": "#44BB99", "Te": "#BBCC33",
+    "S2": "#0077BB", "SSe": "#44AA99", "Se2": "#A2468B", "STe": "#8877DD", "SeTe": "#88CCAA",
+    "Te2": "#117733", "S": "#D1FFFF", "Se": "#EE99DD", "Te": "#CCDD55",
     # no column, or one where none belongs
     EMPTY: "#FFEE33", "adatom": "#FFFFFF",
     # classes of a free mixture (no material given), dimmest first
-    "M1": "#F4A582", "M2": "#D6604D", "M3": "#B2182B", "M4": "#67001F",
-    "X1": "#D1E5F0", "X2": "#92C5DE", "X3": "#4393C3", "X4": "#2166AC",
+    "M1": "#FFB9A2", "M2": "#D6604D", "M3": "#B2182B", "M4": "#67001F",
+    "X1": "#E8FFFF", "X2": "#92C5DE", "X3": "#4393C3", "X4": "#2166AC",
 }
 #: Colour of a species missing from :data:`SPECIES_COLOURS`.
 FALLBACK_COLOUR = "#BBBBBB"
-#: Point diameter as a fraction of the nearest-neighbour (M to X) distance.
-SIZE_FRACTION = 0.6
+#: Point diameter as a fraction of the nearest-neighbour (M to X) distance: small enough
+#: that the column stays visible around its marker.
+SIZE_FRACTION = 0.4
+#: Face opacity of an occupied site's marker (its edge is opaque): the column shows through.
+FACE_ALPHA = 0.35
+#: Marker of a column found as a peak, of a site placed by the lattice fit (no peak found
+#: there, but the species fit says it holds atoms), and of a site on a hollow position.
+SYMBOL_DETECTED, SYMBOL_LATTICE, SYMBOL_HOLLOW = "disc", "square", "diamond"
 #: Features of every point, in order (``frame`` is appended for stacks). ``y`` and
 #: ``x`` are physical coordinates in the layer's ``units`` (Å when calibrated, else
 #: pixels); ``y_px`` and ``x_px`` are always pixels. ``verified`` is True for sites a
@@ -103,7 +110,8 @@ def legend_html(result_or_counts: ColumnResult | pd.DataFrame | Mapping[str, int
     Returns
     -------
     str
-        HTML lines; empty sites get a hollow swatch. "" when there is nothing to show.
+        HTML entries that wrap with the dock's width; empty sites get a hollow swatch,
+        adatoms a diamond. "" when there is nothing to show.
     """
     obj = result_or_counts
     if isinstance(obj, Mapping):
@@ -112,9 +120,11 @@ def legend_html(result_or_counts: ColumnResult | pd.DataFrame | Mapping[str, int
         counts = species_counts(obj.sites if isinstance(obj, ColumnResult) else obj)
     else:
         counts = species_counts([s for r in obj for s in r.sites["species"]])
-    return "<br>".join(
-        f'<span style="color:{species_colour(s)}; font-size:large">{"&#9675;" if s == EMPTY else "&#9679;"}'
-        f"</span>&nbsp;{html.escape(s)}: {n}" for s, n in counts.items())
+    # entries flow on as few lines as the dock's width allows (a non-breaking space inside an entry)
+    return " &nbsp; ".join(
+        f'<span style="white-space:nowrap"><span style="color:{species_colour(s)}; font-size:large">'
+        f'{"&#9675;" if s == EMPTY else ("&#9670;" if s == "adatom" else "&#9679;")}'
+        f"</span>&nbsp;{html.escape(s)}: {n}</span>" for s, n in counts.items())
 
 
 def site_features(result: ColumnResult, scale: Sequence[float] = (1.0, 1.0), frame: int | None = None) -> pd.DataFrame:
@@ -143,6 +153,9 @@ def site_features(result: ColumnResult, scale: Sequence[float] = (1.0, 1.0), fra
         elif column == "source":
             features[column] = np.full(len(sites), SOURCE_MODEL, dtype=object)
     features["verified"] = features["verified"].astype(bool)
+    for column in SITE_STRUCTURE_COLUMNS:  # domain, phase, boundary: where the detection found them
+        if column in sites:
+            features[column] = sites[column].to_numpy()
     if frame is not None:
         features["frame"] = np.full(len(sites), int(frame))
     return features
@@ -262,10 +275,49 @@ def stack_results_to_points_data(
 
 
 def point_colours(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Face and border RGBA (N, 4) for features: filled by species, hollow for empty sites."""
+    """Face and border RGBA (N, 4) for features: a translucent face and an opaque edge in the
+    species colour, hollow for empty sites."""
     species = features["species"].astype(str).to_numpy()
     colours = np.array([hex_to_rgba(species_colour(s)) for s in species], float).reshape(-1, 4)
-    return np.where((species == EMPTY)[:, None], 0.0, colours), colours
+    face = colours.copy()
+    face[:, 3] = FACE_ALPHA
+    face[species == EMPTY] = 0.0
+    return face, colours
+
+
+def point_symbols(features: pd.DataFrame) -> np.ndarray:
+    """Marker of each site: a disc for a detected column, a square for an occupied site placed
+    by the lattice fit, a diamond on a hollow site (adatoms); empty sites are discs (drawn hollow).
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"sublattice": ["M", "X", "X", "H"], "species": ["Mo", "S2", "empty", "adatom"],
+    ...                       "refined_by": ["gaussian", "lattice", "lattice", "gaussian"]})
+    >>> point_symbols(table).tolist()
+    ['disc', 'square', 'disc', 'diamond']
+    """
+    n = len(features)
+    sub = features["sublattice"].astype(str).to_numpy() if "sublattice" in features else np.full(n, "M")
+    species = features["species"].astype(str).to_numpy() if "species" in features else np.full(n, "")
+    if "refined_by" in features:
+        placed = features["refined_by"].astype(str).to_numpy() == "lattice"
+    elif "detected" in features:
+        placed = ~features["detected"].to_numpy(bool)
+    else:
+        placed = np.zeros(n, bool)
+    symbol = np.where(placed & (species != EMPTY), SYMBOL_LATTICE, SYMBOL_DETECTED)
+    return np.where(sub == "H", SYMBOL_HOLLOW, symbol)
+
+
+def point_border_widths(features: pd.DataFrame) -> np.ndarray:
+    """Relative edge width of each marker: wider rings for empty sites."""
+    return np.where(features["species"].astype(str).to_numpy() == EMPTY, 0.3, 0.15)
+
+
+def marker_legend_html() -> str:
+    """What the marker shapes mean, as one line of rich text."""
+    return ("<span>&#9679;&nbsp;column found &nbsp; &#9632;&nbsp;placed by the lattice fit &nbsp; "
+            "&#9675;&nbsp;empty site &nbsp; &#9670;&nbsp;adatom</span>")
 
 
 def points_kwargs(
@@ -307,7 +359,6 @@ def points_kwargs(
 
 def _style(features, nn_px, name, scale, units, translate, params) -> dict[str, Any]:
     face, border = point_colours(features)
-    empty = features["species"].astype(str).to_numpy() == EMPTY
     kwargs: dict[str, Any] = {
         "name": name,
         "scale": scale,
@@ -316,10 +367,10 @@ def _style(features, nn_px, name, scale, units, translate, params) -> dict[str, 
         "size": SIZE_FRACTION * float(nn_px) if np.isfinite(nn_px) and nn_px > 0 else 5.0,
         "face_color": face,
         "border_color": border,
-        "border_width": np.where(empty, 0.3, 0.1),
+        "border_width": point_border_widths(features),
         "border_width_is_relative": True,
-        "symbol": np.where(features["sublattice"].astype(str).to_numpy() == "H", "diamond", "disc"),
-        "opacity": 0.6,
+        "symbol": point_symbols(features),
+        "opacity": 1.0,
         "metadata": {
             "legend": legend(species_counts(features)),
             "parameters": params,

@@ -87,6 +87,12 @@ def refine_com(image: np.ndarray, positions: np.ndarray, radius: float, n_iter: 
     """
     img = np.asarray(image, dtype=np.float32)
     start = np.asarray(positions, dtype=float).reshape(-1, 2)
+    # In chunks of columns: the windows of all ~300,000 columns of an 8192 x 8192 image at once take ~2 GB.
+    parts = [_com_chunk(img, start[k:k + _CHUNK], radius, n_iter) for k in range(0, len(start), _CHUNK)]
+    return np.concatenate(parts) if parts else start.copy()
+
+
+def _com_chunk(img: np.ndarray, start: np.ndarray, radius: float, n_iter: int) -> np.ndarray:
     pos = start.copy()
     for _ in range(max(1, n_iter)):
         vals, dy, dx, mask = _disc(img, pos, radius)
@@ -192,12 +198,18 @@ def render_gaussians(shape: tuple[int, int], fit: GaussianFit, extent: float = 3
     from .patches import window_offsets
 
     dy, dx = window_offsets(reach)
-    ys = centres[:, :1] + dy[None, :]
-    xs = centres[:, 1:2] + dx[None, :]
-    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-    values = _gaussian_values(fit, ys, xs)
-    flat = np.where(inside, ys * w + xs, 0)
-    out = np.bincount(flat[inside], weights=values[inside], minlength=h * w)
+    out = np.zeros(h * w, np.float64)
+    # In chunks of columns, so the (columns x window) index arrays stay small on large images.
+    for k in range(0, len(centres), _CHUNK):
+        ys = centres[k:k + _CHUNK, :1] + dy[None, :]
+        xs = centres[k:k + _CHUNK, 1:2] + dx[None, :]
+        inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+        values = _gaussian_values(_slice_fit(fit, k, k + _CHUNK), ys, xs)[inside]
+        flat = (ys * w + xs)[inside]
+        if flat.size:  # peaks come in row order, so a chunk covers a band of the image
+            lo = int(flat.min())
+            part = np.bincount(flat - lo, weights=values)
+            out[lo:lo + part.size] += part
     return out.reshape(shape).astype(np.float32)
 
 

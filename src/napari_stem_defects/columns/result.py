@@ -12,9 +12,13 @@ SITE_COLUMNS = (
     "site_id", "y_px", "x_px", "sublattice", "species", "probability", "intensity",
     "detected", "refined_by", "i", "j", "verified",
 )
+#: Columns of the site table that say where a site sits in a real specimen (after :data:`SITE_COLUMNS`;
+#: tables made before they existed, or by hand, mean domain 0, phase '2H', boundary False).
+SITE_STRUCTURE_COLUMNS = ("domain", "phase", "boundary")
 #: Columns written to ``sites.csv`` by ``napari-stem-defects analyze`` (a stable contract).
 SITES_CSV_COLUMNS = ("site_id", "y_px", "x_px", "sublattice", "species", "intensity", "probability",
                      "detected", "refined_by", "i", "j")
+
 #: The species label of a site whose column is missing.
 EMPTY = "empty"
 
@@ -76,12 +80,15 @@ class ColumnResult:
     sites : pandas.DataFrame
         One row per lattice site in the field of view, empty sites included,
         plus one per column found on a hollow site (sublattice 'H'). Columns
-        :data:`SITE_COLUMNS`: position (y_px, x_px) in pixels, sublattice
+        :data:`SITE_COLUMNS` and :data:`SITE_STRUCTURE_COLUMNS`: position (y_px, x_px) in pixels, sublattice
         ('M', 'X' or 'H'), species (e.g. 'Mo', 'S2', 'S', 'empty'), its
         probability, background-corrected integrated intensity, whether a
         peak was detected there, how the position was found ('gaussian',
         'com' or 'lattice' for a site placed from the fitted lattice), the
-        cell indices (i, j) and ``verified`` (False: nobody checked it yet).
+        cell indices (i, j) within its domain, ``verified`` (False: nobody
+        checked it yet), ``domain`` (0, 1, ... largest first: one grain, one
+        stacking, one phase), ``phase`` ('2H' or '1T') and ``boundary`` (within
+        1.3 nn of another domain, or 1.2 nn of a hole, amorphous or masked area).
     detection_map : ndarray of float32, shape (H, W)
         The map the peaks were picked from (cached to re-threshold without
         recomputing it).
@@ -102,8 +109,19 @@ class ColumnResult:
     messages : list of str
         Things a person should know (e.g. a guessed sublattice assignment).
     posteriors : dict of str to DataFrame
-        Per sublattice ('M', 'X'): the probability of every candidate species
-        (columns) for each of its sites (index: site_id).
+        Per fit ('M', 'X' (2H X2 columns), 'X1T' (single-chalcogen columns of
+        1T domains)): the probability of every candidate species (columns) for
+        each of its sites (index: site_id).
+    unexplained : ndarray of shape (K, 2)
+        Detected peaks attached to no lattice site (noise, off-site adatoms,
+        amorphous matter).
+    regions : ndarray of uint8, shape (H, W), optional
+        0 where the crystal (or nothing known) is, else the phase code
+        (:data:`~napari_stem_defects.vocabulary.PHASE_CODES`) of a hole,
+        amorphous patch or masked pixel.
+    domains : list of dict
+        One per domain: ``domain, grain, phase, n_sites, a1_px, a2_px,
+        partner_px, orientation_deg``.
     """
 
     sites: pd.DataFrame
@@ -118,6 +136,9 @@ class ColumnResult:
     method: str = "classical"
     messages: list[str] = field(default_factory=list)
     posteriors: dict[str, pd.DataFrame] = field(default_factory=dict)
+    unexplained: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    regions: np.ndarray | None = None
+    domains: list[dict] = field(default_factory=list)
 
     def sites_csv(self) -> pd.DataFrame:
         """The site table with the columns of ``sites.csv``."""

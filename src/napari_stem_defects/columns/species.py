@@ -16,7 +16,7 @@ import itertools
 
 import numpy as np
 
-from ..materials import ATOMIC_NUMBER, Material
+from ..materials import ATOMIC_NUMBER, CHALCOGENS, Material
 from .result import EMPTY, SpeciesFit
 
 _GAMMAS = np.round(np.arange(1.4, 2.11, 0.1), 2)
@@ -36,19 +36,33 @@ def candidates(material: Material, sublattice: str) -> list[tuple[str, tuple[str
     ['empty', 'Mo', 'W', 'S2']
     >>> [c[0] for c in candidates(parse_material("MoS2"), "X")]
     ['empty', 'S', 'Se', 'S2', 'SSe', 'Se2', 'Mo']
+    >>> [c[0] for c in candidates(parse_material("MoS2"), "X1T")]  # single columns of a 1T domain
+    ['empty', 'S', 'Se', 'Mo']
     """
     from ..simulate.defects import default_dopant, default_substituent
 
     out: list[tuple[str, tuple[str, ...], float]] = [(EMPTY, (), 0.0)]
-    if sublattice == "M":
+    if sublattice in ("M", "M1T"):
         metals = dict(material.metals)
         metals.setdefault(default_dopant(material), 0.0)
+        for atom in material.dopants:  # foreign metals the user expects (MoS2+W, MoS2+V)
+            if atom not in CHALCOGENS:
+                metals.setdefault(atom, 0.0)
         out += [(el, (el,), frac) for el, frac in metals.items()]
         x = material.main_chalcogen
         out.append((_label((x, x)), (x, x), 0.0))
+    elif sublattice == "X1T":
+        chalc = dict(material.chalcogens)
+        for extra in (default_substituent(material), *(e for e in material.dopants if e in CHALCOGENS)):
+            chalc.setdefault(extra, 0.0)
+        out += [(el, (el,), frac) for el, frac in sorted(chalc.items(), key=lambda kv: ATOMIC_NUMBER[kv[0]])]
+        out.append((material.main_metal, (material.main_metal,), 0.0))
     else:
         chalc = dict(material.chalcogens)
         chalc.setdefault(default_substituent(material), 0.0)
+        for atom in material.dopants:  # foreign chalcogens the user expects (MoS2+Te)
+            if atom in CHALCOGENS:
+                chalc.setdefault(atom, 0.0)
         els = sorted(chalc, key=ATOMIC_NUMBER.__getitem__)
         out += [(el, (el,), 0.0) for el in els]
         for a, b in itertools.combinations_with_replacement(els, 2):
@@ -93,7 +107,8 @@ def fit_species_physics(
     Parameters
     ----------
     intensities : dict
-        'M' and 'X' arrays of background-corrected integrated intensities.
+        Arrays of background-corrected integrated intensities per group: 'M', 'X' (X2 columns)
+        and 'X1T' (single-chalcogen columns of 1T domains), as present.
     material : Material
         Host material (sets candidate species and their prior weights).
     neighbours : dict, optional
@@ -107,7 +122,7 @@ def fit_species_physics(
     dict of str to SpeciesFit
         For display each fit's means are taken at the median neighbour sum.
     """
-    subs = [s for s in ("M", "X") if len(intensities.get(s, ())) > 0]
+    subs = [s for s in intensities if len(intensities[s]) > 0]
     x = {s: np.asarray(intensities[s], float) for s in subs}
     nb = {s: np.zeros_like(x[s]) if neighbours is None else np.asarray(neighbours[s], float) for s in subs}
     cands = {s: candidates(material, s) for s in subs}

@@ -454,7 +454,7 @@ def compute_instability(
     train = flat if len(flat) <= max_train_patches else flat[np.sort(rng.choice(len(flat), max_train_patches,
                                                                               replace=False))]
     n_epochs = default_epochs(len(train)) if epochs is None else int(epochs)
-    total = n_epochs * -(-len(train) // min(256, len(train))) + 2
+    total = n_epochs * -(-len(train) // min(256, len(train))) + 3  # + sampling, encoding, baseline
     if progress is not None:
         progress(1, total)
     check()
@@ -468,6 +468,8 @@ def compute_instability(
     latents[ok] = codes
     raw = np.linalg.norm(np.diff(latents.astype(float), axis=0), axis=2)
     per_step, scale = _normalise_steps(raw)
+    if progress is not None:
+        progress(total - 1, total)
     radius = BASELINE_RADIUS_PATCH * patch_px if baseline_radius_px is None else float(baseline_radius_px)
     base_steps, base_scale = _normalise_steps(_disc_steps(arr, pos, radius, valid))
     if progress is not None:

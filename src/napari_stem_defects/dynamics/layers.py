@@ -12,9 +12,9 @@ from .tracking import napari_tracks_data
 
 #: Colour of each event kind (RGBA) in the events Points layer and its legend.
 EVENT_COLOURS: dict[str, tuple[float, float, float, float]] = {
-    "emptied": (0.90, 0.10, 0.10, 1.0),
-    "filled": (0.15, 0.75, 0.25, 1.0),
-    "moved": (0.95, 0.75, 0.10, 1.0),
+    "emptied": (0.725, 0.18, 0.0, 1.0),
+    "filled": (0.18, 0.725, 0.545, 1.0),
+    "moved": (1.0, 0.91, 0.18, 1.0),
     "species_changed": (0.30, 0.55, 1.00, 1.0),
 }
 _CLUSTER_COLOUR = (1.0, 0.35, 0.9, 1.0)
@@ -25,7 +25,8 @@ LayerDataTuple = tuple[Any, dict[str, Any], str]
 def _placement(scale: tuple[float, float], units: tuple[str, str], translate: tuple[float, float],
                stacked: bool) -> dict[str, Any]:
     if stacked:
-        return {"scale": (1.0, *scale), "units": ("", *units), "translate": (0.0, *translate)}
+        return {"scale": (1.0, *scale), "units": ("", *units), "translate": (0.0, *translate),
+                "axis_labels": ("frame", "y", "x")}
     return {"scale": tuple(scale), "units": tuple(units), "translate": tuple(translate)}
 
 

@@ -254,6 +254,7 @@ def analyze_stack(
     positions = site_table[["y_px", "x_px"]].to_numpy(float)
     inst_step = steps.stage("instability")
     _load_torch_dynamo_without_triton()
+    inst_step(1, 100)  # torch is loaded (seconds, the first time): the bar moves on
     instability = compute_instability(reg.registered, positions, patch_px=2.5 * nn_px, valid=reg.valid,
                                       latent_dim=latent_dim, epochs=epochs, seed=seed,
                                       progress=inst_step, cancel=cancel)

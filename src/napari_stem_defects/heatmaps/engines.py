@@ -129,13 +129,12 @@ def check_image(image: Any, nn_px: float) -> np.ndarray:
     if min(img.shape) < MIN_NN_PER_SIDE * nn_px:
         raise ValueError(f"image of {img.shape[0]} x {img.shape[1]} pixels holds fewer than "
                          f"{MIN_NN_PER_SIDE:g} atom spacings ({nn_px:.1f} px) a side")
-    img = img.astype(np.float32, copy=False)
-    finite = np.isfinite(img)
-    if not finite.any():
-        raise ValueError("the image has no finite values")
-    if not finite.all():
-        img = np.where(finite, img, np.median(img[finite])).astype(np.float32)
-    return img
+    from ..image_values import finite_intensities
+
+    try:  # NaN/inf replaced, values beyond float32's range rescaled, hot pixels clipped
+        return finite_intensities(img, np.float32)[0]
+    except ValueError:
+        raise ValueError("the image has no finite values") from None
 
 
 def resolve_window(nn_px: float, window_px: float | None) -> float:

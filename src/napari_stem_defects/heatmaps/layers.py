@@ -37,6 +37,7 @@ def heatmap_layers(
     units: tuple[str, str] | None = None,
     translate: tuple[float, float] = (0.0, 0.0),
     stacked: bool = False,
+    material: str | None = None,
 ) -> list[tuple[np.ndarray, dict[str, Any], str]]:
     """Layer data tuples (data, kwargs, 'image') for the maps and the uncertainty.
 
@@ -44,23 +45,27 @@ def heatmap_layers(
     ----------
     result : HeatmapResult
     image_name : str
-        Name of the analysed image layer (layers are called ``<image> <family> probability``).
+        Name of the analysed image layer (layers are called ``<material> <image> <family> probability``,
+        so the layer list, which elides names in the middle, shows the material and the family).
     scale, units, translate : optional
         The image layer's placement (the maps share its physical scale).
     stacked : bool
         One layer with a channel axis (``channel_axis=0``: napari makes one
         toggleable layer per family) instead of separate layers.
+    material : str, optional
+        The material the maps were made for, first in the names.
 
     Returns
     -------
     list of (ndarray, dict, str)
         The probability layers (value range 0-1, additive blending, one colormap per
-        family), then ``<image> uncertainty`` (entropy in bits, grey).
+        family), then ``<material> <image> uncertainty`` (entropy in bits, grey).
     """
     place = _placement(scale, units, translate)
     meta = {"engine": result.engine, "window_px": result.window_px, "stride_px": result.stride_px,
-            "image_layer": image_name, "classes": list(result.classes)}
-    names = [f"{image_name} {c} probability" for c in result.classes]
+            "image_layer": image_name, "classes": list(result.classes), "material": material}
+    prefix = f"{material} {image_name}" if material else image_name
+    names = [f"{prefix} {c} probability" for c in result.classes]
     cmaps = [HEATMAP_COLORMAPS.get(c, "inferno") for c in result.classes]
     out: list[tuple[np.ndarray, dict[str, Any], str]] = []
     if stacked:
@@ -73,7 +78,7 @@ def heatmap_layers(
             kw = {"name": names[k], "colormap": cmaps[k], "blending": "additive", "contrast_limits": (0.0, 1.0),
                   "opacity": 0.7, "visible": c == "defect", "metadata": {**meta, "class": c}, **place}
             out.append((result.maps[k], kw, "image"))
-    out.append((result.uncertainty, {"name": f"{image_name} uncertainty", "colormap": "gray_r",
+    out.append((result.uncertainty, {"name": f"{prefix} uncertainty", "colormap": "gray_r",
                                      "blending": "additive", "contrast_limits": (0.0, 1.0), "opacity": 0.5,
                                      "visible": False, "metadata": {**meta, "what": "binary entropy of defect map"},
                                      **place}, "image"))
@@ -88,12 +93,15 @@ def region_shapes(
     scale: tuple[float, float] = (1.0, 1.0),
     units: tuple[str, str] | None = None,
     translate: tuple[float, float] = (0.0, 0.0),
+    labels: bool = False,
 ) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Data and keyword arguments of the Shapes layer of regions (contours, or boxes).
 
     The layer's ``features`` are the region table (class, area in nm^2, max and
     mean probability, centroid, box), edges are coloured by family, and the
-    text shows each region's family and peak probability.
+    text (shown only with ``labels``: hundreds of labels would hide the image; the
+    status bar and the dock tell a region's family and probability on hover or
+    selection) gives each region's family and peak probability.
     """
     table: pd.DataFrame = regions.table
     data = region_boxes(table) if boxes else [c for c in regions.contours]
@@ -106,9 +114,9 @@ def region_shapes(
         "face_color": "transparent",
         "edge_width": 1.5,
         "text": {"string": "{class} {max_probability:.2f}", "size": 8, "color": "white",
-                 "anchor": "upper_left"} if len(table) else None,
+                 "anchor": "upper_left", "visible": bool(labels)} if len(table) else None,
         "metadata": {"threshold": regions.threshold, "min_area_px": regions.min_area_px, "image_layer": image_name,
-                     "outline": "boxes" if boxes else "contours"},
+                     "outline": "boxes" if boxes else "contours", "labels": bool(labels)},
         **_placement(scale, units, translate),
     }
     return data, kw
@@ -122,3 +130,20 @@ def legend_html(classes: tuple[str, ...], counts: dict[str, int] | None = None) 
         lines.append(f"<span style='color:{REGION_COLOURS.get(c, '#fff')}'>&#9632;</span> {c} "
                      f"({HEATMAP_COLORMAPS.get(c, 'inferno')} map){n}")
     return "<br>".join(lines)
+
+
+def region_description(row: pd.Series | dict) -> str:
+    """One line about a region: family, peak and mean probability, area.
+
+    Examples
+    --------
+    >>> region_description({"class": "vacancy", "max_probability": 0.97, "mean_probability": 0.71,
+    ...                     "area_px": 40, "area_nm2": 0.58})
+    'vacancy region: probability up to 0.97 (mean 0.71), 40 px (0.58 nm²)'
+    """
+    area = f"{int(row['area_px'])} px"
+    nm2 = row.get("area_nm2") if hasattr(row, "get") else None
+    if nm2 is not None and np.isfinite(float(nm2)):
+        area += f" ({float(nm2):.2f} nm²)"
+    return (f"{row['class']} region: probability up to {float(row['max_probability']):.2f} "
+            f"(mean {float(row['mean_probability']):.2f}), {area}")

@@ -16,11 +16,18 @@ follow the image layer, exactly as saved. An image the file gives no
 calibration takes the annotation file's. An annotation file that cannot be
 read never stops the image from opening: it opens alone, with a warning; an
 image that changed since the annotations were saved (another hash) gets a
-warning too, and its annotations.
+warning too, and its annotations. A damaged annotation file is read as far
+as it can be (:func:`~napari_stem_defects.annotations.recover_annotations`):
+the layers that pass the format's rules come back, with a warning saying
+what was lost, and the file itself is never overwritten (the next save keeps
+it aside as ``.damaged-<time>``). Annotations made on an image of another
+shape are not shown. Temporary files a killed save left beside the
+annotation file are removed.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -90,7 +97,17 @@ def read_layers(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
             layers += annotated_layer_data(images[0], p)
         else:
             layers += [stem_image_to_layer_data(image) for image in images]
+    _scale_bar_for(layers)
     return layers
+
+
+def _scale_bar_for(layers: list[LayerData]) -> None:
+    """Switch napari's scale bar on (once per viewer) when a calibrated image opens in a window."""
+    calibrated = any(kind == "image" and kwargs.get("metadata", {}).get("calibrated") for _, kwargs, kind in layers)
+    if calibrated and "napari" in sys.modules:
+        from .._widgets._dock import show_scale_bar_in_current_viewer
+
+        show_scale_bar_in_current_viewer(True)
 
 
 def annotated_layer_data(image: StemImage, path: PathLike) -> list[LayerData]:
@@ -117,22 +134,60 @@ def annotated_layer_data(image: StemImage, path: PathLike) -> list[LayerData]:
     """
     from ..annotations.layers import annotation_layer_data
     from ..annotations.store import image_sha256, load_annotations, sidecar_path
+    from .atomic import remove_stale_temporaries
 
     data, kwargs, kind = stem_image_to_layer_data(image)
     sidecar = sidecar_path(path)
+    remove_stale_temporaries(sidecar)  # left by a save that was killed
     if not sidecar.is_file():
         return [(data, kwargs, kind)]
+    name = Path(path).name
     try:
         ann = load_annotations(sidecar)
         extra = annotation_layer_data(ann)
     except Exception as exc:  # noqa: BLE001 - a damaged annotation file must never stop the image opening
-        warnings.warn(f"{Path(path).name}: the saved annotations in {sidecar.name} could not be read, so the "
-                      f"image opens without them ({exc})", UserWarning, stacklevel=2)
+        return [(data, kwargs, kind), *_recovered_layers(image, kwargs, Path(path), sidecar, exc)]
+    if tuple(ann.image.shape) != tuple(image.data.shape):
+        warnings.warn(f"{name}: the saved annotations in {sidecar.name} were made on an image of shape "
+                      f"{tuple(ann.image.shape)}, not {tuple(image.data.shape)}, so they are not shown (they would "
+                      f"not sit on the image). The file is left as it is; a save of new annotations keeps it as "
+                      f"{sidecar.name}.replaced-<time>.", UserWarning, stacklevel=2)
         return [(data, kwargs, kind)]
     if image_sha256(image.data) != ann.image.sha256:
-        warnings.warn(f"{Path(path).name} changed since its annotations were saved ({ann.saved_at or 'unknown time'}"
+        warnings.warn(f"{name} changed since its annotations were saved ({ann.saved_at or 'unknown time'}"
                       f"); they are restored, but check that they still fit the image", UserWarning, stacklevel=2)
     return [(data, _with_saved_placement(image, kwargs, ann.image, Path(path), sidecar.name), kind), *extra]
+
+
+def _recovered_layers(image: StemImage, kwargs: dict[str, Any], path: Path, sidecar: Path,
+                      error: Exception) -> list[LayerData]:
+    """The layers that can be recovered from a damaged annotation file, with a warning saying what happened."""
+    from ..annotations.layers import annotation_layer_data
+    from ..annotations.recovery import recover_annotations
+    from ..annotations.store import ImageReference
+
+    reference = ImageReference.from_array(image.data, name=image.name, scale=kwargs["scale"], units=kwargs["units"])
+    reason = str(error).replace(f"{sidecar}: ", "")
+    ann, notes = recover_annotations(sidecar, reference)
+    extra: list[LayerData] = []
+    if ann is not None and tuple(ann.image.shape) == tuple(image.data.shape):
+        ann.image.scale, ann.image.units, ann.image.translate = reference.scale, reference.units, reference.translate
+        try:
+            extra = annotation_layer_data(ann)
+        except Exception as exc:  # noqa: BLE001 - recovery is best effort
+            notes.append(f"the recovered layers could not be drawn ({type(exc).__name__}: {exc})")
+    elif ann is not None:
+        notes.append(f"they were made on an image of shape {tuple(ann.image.shape)}, not {tuple(image.data.shape)}")
+    if extra:
+        counts = [f"{len(layer.data)} {layer.kind}" for layer in ann.layers()]
+        what = f"What could be read is shown ({', '.join(counts)})"
+    else:
+        what = "Nothing could be recovered from it, so the image opens without them"
+    details = f" ({'; '.join(notes)})" if notes else ""
+    warnings.warn(f"{path.name}: the saved annotations in {sidecar.name} could not be read ({reason}). {what}"
+                  f"{details}. The file is left untouched: the next save keeps it as {sidecar.name}.damaged-<time> "
+                  "beside the new one, so nothing in it is lost.", UserWarning, stacklevel=3)
+    return extra
 
 
 def _with_saved_placement(image: StemImage, kwargs: dict[str, Any], ref: Any, path: Path,
@@ -180,7 +235,8 @@ def stem_image_to_layer_data(image: StemImage) -> LayerData:
     tuple
         ``(image.data, {"scale", "units", "name", "metadata", "colormap"}, "image")``
         with ``scale`` and ``units`` from :attr:`StemImage.scale` and
-        :attr:`StemImage.units` and a gray colormap.
+        :attr:`StemImage.units` and a gray colormap; a stack's axes are labelled
+        ``frame, y, x`` (``axis_labels``).
     """
     kwargs = {
         "scale": image.scale,
@@ -189,4 +245,6 @@ def stem_image_to_layer_data(image: StemImage) -> LayerData:
         "metadata": image.metadata,
         "colormap": "gray",
     }
+    if image.is_stack:
+        kwargs["axis_labels"] = ("frame", "y", "x")
     return image.data, kwargs, "image"

@@ -19,17 +19,30 @@ Decisions
   channels are read as one channel (:func:`.signal_layout.collapse_channels`);
   for JPEG, channels within 2 gray levels count as gray.
 * **Unknown extensions** raise :class:`UnsupportedFormatError` (a subclass
-  of :class:`StemReadError`). A missing file raises ``FileNotFoundError``.
+  of :class:`StemReadError`). A missing file raises ``FileNotFoundError``;
+  a folder, a symbolic link loop, something that is not a regular file and a
+  file the user may not read raise a :class:`StemReadError` that says so.
+* **Declared sizes** are checked before any data are read
+  (:func:`.limits.check_file`): a header that asks for more data than the
+  file holds, HDF5 chunks that were never written, or data over the memory
+  budget are refused at once, instead of a hang or gigabytes of memory.
+  EMD and hspy files are read lazily (rosettasciio's dask arrays) and each
+  signal is loaded only after its size is checked.
 * **Parser failures** (corrupt or truncated files, missing ``.ser`` next to
   an ``.emi``) become a :class:`StemReadError` naming the file and format.
+* **npy arrays** of shape (H, W, 1) are one image (a channel axis), not H
+  frames of W x 1 pixels; (H, W, 2) is gray plus alpha.
 * **TIA files.** A ``name_1.ser`` is read through its ``name.emi`` when that
   is present, since the ``.emi`` holds the metadata.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +50,9 @@ from typing import Any
 
 import numpy as np
 
+from .limits import check_file
 from .metadata import get_path
+from .parser_guards import harden
 from .signal_layout import collapse_channels
 from .signal_to_image import name_images, signal_to_image
 from .stem_image import StemImage, StemReadError
@@ -84,7 +99,7 @@ _JPEG_GRAY_TOLERANCE = 2
 # --------------------------------------------------------------------------- public
 
 
-def read_stem_file(path: str | Path) -> list[StemImage]:
+def read_stem_file(path: str | Path, lazy: bool = False) -> list[StemImage]:
     """Read every real-space image in a microscopy file.
 
     Parameters
@@ -93,6 +108,12 @@ def read_stem_file(path: str | Path) -> list[StemImage]:
         A ``.dm3``, ``.dm4``, ``.emd``, ``.ser``, ``.emi``, ``.mrc``,
         ``.tif``/``.tiff``, ``.hspy``, ``.npy``, ``.png`` or ``.jpg``/``.jpeg``
         file. For a TIA pair, either the ``.emi`` or the ``_1.ser`` works.
+    lazy : bool
+        Leave a stack's frames in the file until they are used: rosettasciio's
+        ``lazy=True`` (a dask array; for ``.npy``, one file read per frame), so a long
+        series can be analysed one frame at a time. 2D images are read whole
+        either way. A lazy stack's values are checked frame by frame when used
+        (an all-NaN frame is refused then, not here).
 
     Returns
     -------
@@ -108,22 +129,26 @@ def read_stem_file(path: str | Path) -> list[StemImage]:
     FileNotFoundError
         ``path`` does not exist.
     StemReadError
-        The file is corrupt, or holds no image (a spectrum, spectrum image,
-        4D-STEM data, a diffraction pattern, a colour picture, no finite
-        values). The message says what it holds and what to do.
+        The file is corrupt, declares more data than it holds or than memory
+        allows, holds no image (a spectrum, spectrum image, 4D-STEM data, a
+        diffraction pattern, a colour picture, no finite values), is a folder
+        or may not be read. The message says what it holds and what to do.
     """
     path = Path(path)
     fmt = _format_of(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    signals = _read_signals(path, fmt)
+    _check_path(path, fmt)
+    signals = _read_signals(path, fmt, lazy)
     images: list[StemImage] = []
     refused: list[str] = []
     for signal in signals:
         try:
-            images.append(signal_to_image(signal, path, reader=fmt.reader, label=fmt.label))
+            images.append(signal_to_image(signal, path, reader=fmt.reader, label=fmt.label, lazy=lazy))
         except StemReadError as exc:
             refused.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a lazy reader meets a truncated file only when reading the data
+            if not lazy:
+                raise
+            raise corrupt_file_error(path, fmt.label, exc) from exc
     if not images:
         if not refused:
             hint = (f" A TIA .emi holds only metadata: keep its data file '{path.stem}_1.ser' "
@@ -167,40 +192,86 @@ def _format_of(path: Path) -> _Format:
         ) from None
 
 
-def _read_signals(path: Path, fmt: _Format) -> list[dict[str, Any]]:
-    """Run the parser; any parser exception becomes a :class:`StemReadError`."""
+def _check_path(path: Path, fmt: _Format) -> None:
+    """A readable regular file, or ``FileNotFoundError`` / a :class:`StemReadError` saying what it is."""
     try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise StemReadError(f"{path}: a symbolic link to a file that does not exist "
+                                f"({os.readlink(path)}).") from None
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as exc:
+        why = ("a symbolic link that points back to itself (a loop)" if exc.errno == errno.ELOOP
+               else f"cannot be opened ({exc.strerror or exc})")
+        raise StemReadError(f"{path}: {why}.") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise StemReadError(f"{path} is a folder, not a {fmt.label} file; open a file inside it.")
+    if not stat.S_ISREG(info.st_mode):
+        raise StemReadError(f"{path} is not a regular file (a device, pipe or socket); copy the data to a file.")
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise StemReadError(f"{path}: permission denied; you may not read this file. Ask its owner, or copy it "
+                            "somewhere you can read it.") from None
+    except OSError as exc:
+        raise StemReadError(f"{path}: cannot be opened ({exc.strerror or exc}).") from None
+
+
+def _read_signals(path: Path, fmt: _Format, lazy: bool = False) -> list[dict[str, Any]]:
+    """Check the declared sizes, run the parser; any parser exception becomes a :class:`StemReadError`."""
+    try:
+        check_file(path, fmt.reader, fmt.label)
         if fmt.reader == "numpy":
-            return [_read_numpy(path)]
+            return [_read_numpy(path, lazy)]
         if fmt.reader == "imageio":
             return [_read_picture(path)]
         module = importlib.import_module(fmt.reader)
+        harden(fmt.reader)
         if fmt.reader == "rsciio.emd":
             return _read_emd(module, path)
         if path.suffix.lower() == ".ser":
-            return _read_ser(module, path)
-        return list(module.file_reader(str(path)))
+            return _read_ser(module, path, {"lazy": True} if lazy else {})
+        if fmt.reader == "rsciio.hspy":  # lazily: each signal is loaded once its size is checked
+            return list(module.file_reader(str(path), lazy=True))
+        return list(module.file_reader(str(path), **({"lazy": True} if lazy else {})))
     except StemReadError:
         raise
+    except PermissionError as exc:
+        raise StemReadError(f"{path}: permission denied ({exc}); you may not read this file or one it "
+                            "needs beside it.") from None
+    except MemoryError as exc:
+        raise StemReadError(f"Could not read {path.name} (format: {fmt.label}): not enough memory for its data "
+                            f"({exc}). The header may be damaged; if the data are real, crop or bin them "
+                            "first.") from None
     except Exception as exc:  # noqa: BLE001 - any parser failure is a user-facing read error
-        hint = ""
-        if fmt.reader == "rsciio.tia":
-            hint = (" A TIA .emi needs its '_1.ser' data file in the same folder, and a .ser"
-                    " its .emi; keep both with their original names.")
-        raise StemReadError(
-            f"Could not read {path.name} (format: {fmt.label}): the file looks corrupt or "
-            f"truncated, or is not in that format ({type(exc).__name__}: {exc}).{hint} Check "
-            "the copy, or export the image again from the acquisition software."
-        ) from exc
+        raise corrupt_file_error(path, fmt.label, exc) from exc
+
+
+def corrupt_file_error(path: Path, label: str, exc: Exception) -> StemReadError:
+    """The :class:`StemReadError` for a file its parser failed on (corrupt, truncated, wrong format).
+
+    Also used when a lazily read stack fails on a frame that is read later.
+    """
+    hint = ""
+    if label.startswith("FEI TIA"):
+        hint = (" A TIA .emi needs its '_1.ser' data file in the same folder, and a .ser"
+                " its .emi; keep both with their original names.")
+    return StemReadError(
+        f"Could not read {Path(path).name} (format: {label}): the file looks corrupt or "
+        f"truncated, or is not in that format ({type(exc).__name__}: {exc}).{hint} Check "
+        "the copy, or export the image again from the acquisition software."
+    )
 
 
 def _read_emd(module: Any, path: Path) -> list[dict[str, Any]]:
-    """Read an EMD file, images only first (Velox spectrum images are slow and need ``sparse``)."""
-    signals = list(module.file_reader(str(path), select_type="images"))
+    """Read an EMD file lazily, images only first (Velox spectrum images are slow and need ``sparse``)."""
+    signals = list(module.file_reader(str(path), select_type="images", lazy=True))
     if signals:
         return signals
-    try:  # no image: read everything to say what the file does hold
-        return list(module.file_reader(str(path)))
+    try:  # no image: read everything (lazily) to say what the file does hold
+        return list(module.file_reader(str(path), lazy=True))
     except Exception as exc:  # noqa: BLE001
         raise StemReadError(
             f"{path.name}: the EMD file holds no image signal (only spectra or spectrum images, "
@@ -209,31 +280,65 @@ def _read_emd(module: Any, path: Path) -> list[dict[str, Any]]:
         ) from exc
 
 
-def _read_ser(module: Any, path: Path) -> list[dict[str, Any]]:
+def _read_ser(module: Any, path: Path, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Read a TIA ``name_1.ser`` through its ``name.emi`` when present (it holds the metadata)."""
     match = re.fullmatch(r"(.+)_\d+", path.stem)
     emi = path.with_name(match.group(1) + ".emi") if match else None
     if emi is not None and emi.is_file():
         try:
-            signals = [s for s in module.file_reader(str(emi))
+            signals = [s for s in module.file_reader(str(emi), **(options or {}))
                        if get_path(s.get("metadata") or {}, "General.original_filename")[1]
                        == path.name]
         except Exception:  # noqa: BLE001 - fall back to the .ser alone
             signals = []
         if signals:
             return signals
-    return list(module.file_reader(str(path)))
+    return list(module.file_reader(str(path), **(options or {})))
 
 
-def _read_numpy(path: Path) -> dict[str, Any]:
-    """A ``.npy`` array as an rsciio-like signal dict (no calibration)."""
-    data = np.load(path, allow_pickle=False)
-    if data.ndim == 3 and data.shape[-1] in (3, 4) and min(data.shape[:2]) > 4:
+def _read_numpy(path: Path, lazy: bool = False) -> dict[str, Any]:
+    """A ``.npy`` array as an rsciio-like signal dict (no calibration); a stack frame by frame when ``lazy``."""
+    data = _lazy_npy_stack(path) if lazy else None
+    if data is None:
+        data = np.load(path, allow_pickle=False)
+    if data.ndim == 3 and data.shape[-1] == 1 and min(data.shape[:2]) > 4:
+        data = np.ascontiguousarray(data[..., 0])  # (H, W, 1): one channel, not H frames of W x 1
+    elif data.ndim == 3 and data.shape[-1] in (2, 3, 4) and min(data.shape[:2]) > 4:
         data = collapse_channels(data, path.name, tolerance=0)
     ndim = data.ndim
     axes = [{"size": n, "scale": 1.0, "offset": 0.0, "units": None,
              "navigate": ndim > 1 and i < ndim - 2} for i, n in enumerate(data.shape)]
     return {"data": data, "axes": axes, "metadata": {}, "original_metadata": {}}
+
+
+def _lazy_npy_stack(path: Path) -> Any:
+    """A dask array reading one frame of a C-ordered ``.npy`` stack per chunk with plain file reads (a
+    memory map would leave every frame read resident in the process); None for anything else."""
+    with open(path, "rb") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = header(fh)
+        except (ValueError, OSError):
+            return None
+        offset = fh.tell()
+    if len(shape) < 3 or fortran or dtype.hasobject or min(shape) == 0 or shape[-1] in (2, 3, 4):
+        return None
+    if path.stat().st_size < offset + int(np.prod(shape)) * dtype.itemsize:
+        raise ValueError(f"the file holds fewer bytes than its {shape} {dtype} header says (truncated)")
+    import dask
+    import dask.array as da
+
+    frame_shape = shape[-2:]
+    count = int(np.prod(frame_shape))
+
+    def read(index: int) -> np.ndarray:
+        with open(path, "rb") as fh:
+            fh.seek(offset + index * count * dtype.itemsize)
+            return np.fromfile(fh, dtype=dtype, count=count).reshape(frame_shape)
+
+    frames = [da.from_delayed(dask.delayed(read)(k), frame_shape, dtype) for k in range(int(np.prod(shape[:-2])))]
+    return da.stack(frames).reshape(shape)
 
 
 def _read_picture(path: Path) -> dict[str, Any]:

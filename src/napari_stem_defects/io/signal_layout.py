@@ -22,7 +22,9 @@ Decisions
   the two signal axes ``X`` then ``Y`` in array order (its NCEM EMD reader
   transposes the stored array), they are swapped back so rows are Y, as the
   file's own ``dim1 = Y`` label says.
-* **Empty, complex, non-numeric and all-NaN/inf data** are refused.
+* **Empty, complex, non-numeric and all-NaN/inf data** are refused, and so
+  are "images" with a side under :data:`MIN_IMAGE_SIDE` pixels (a (512, 512,
+  1) array is not 512 frames of 512 x 1 pixels).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ import numpy as np
 
 from .stem_image import StemReadError
 from .units import unit_kind
+
+#: Smallest side (pixels) of an image: narrower arrays are profiles or misread channel axes.
+MIN_IMAGE_SIDE = 4
 
 __all__ = [
     "axes_for",
@@ -146,8 +151,11 @@ def drop_unit_navigation(data: np.ndarray, axes: list[dict[str, Any]]
     return data.reshape([data.shape[i] for i in keep]), [axes[i] for i in keep]
 
 
-def check_values(data: np.ndarray, what: str) -> None:
+def check_values(data: np.ndarray, what: str, scan: bool = True) -> None:
     """Refuse empty, complex and all-NaN/inf data.
+
+    ``scan=False`` checks only the shape and type (a lazy array's values are
+    checked frame by frame when they are read).
 
     Raises
     ------
@@ -162,7 +170,7 @@ def check_values(data: np.ndarray, what: str) -> None:
                             "detector intensities. Open the real-space HAADF image instead.")
     if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
         raise StemReadError(f"{what} holds {data.dtype} values, not image intensities.")
-    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).any():
+    if scan and np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).any():
         raise StemReadError(f"{what} holds only NaN or infinite values; the acquisition or "
                             "export failed. Re-export the image.")
 
@@ -224,6 +232,12 @@ def image_layout(data: np.ndarray, axes: list[dict[str, Any]], what: str
         sig_i = sig_i[::-1]
         sig_shape = sig_shape[::-1]
     _check_real_space(axes[sig_i[0]], axes[sig_i[1]], what, sig_shape, nav_shape)
+    if min(sig_shape) < MIN_IMAGE_SIDE:
+        frames = f"{_shape_text(nav_shape)} frames of " if nav_shape else ""
+        raise StemReadError(
+            f"{what} holds {frames}{_shape_text(sig_shape)} pixels, not an image (a side under "
+            f"{MIN_IMAGE_SIDE} pixels). If the array has a channel or frame axis in another place, save it "
+            "as (y, x) or (t, y, x).")
     if len(nav_i) == 2:
         raise StemReadError(
             f"{what} holds 4D-STEM data (scan {_shape_text(nav_shape)}, patterns "

@@ -15,8 +15,13 @@ Decisions
   TIFF axis empty but the ImageJ header names one (``unit=nm``,
   ``unit=micron``), that unit is used with rsciio's scale. A negative scale
   (a flipped axis) counts by its absolute value.
+* **Implausible calibrations** (outside 0.1 pm to 10 µm per pixel, or y and
+  x sizes more than 20 % apart) are kept but warned about, and the warning
+  is stored as ``calibration_warning`` (:mod:`.calibration_checks`).
 * **Data** keep their dtype (no rescaling); they are copied into memory in
-  native byte order so no file stays open.
+  native byte order so no file stays open. Data read lazily (dask arrays)
+  are loaded only after their size is checked against the memory budget
+  (:func:`.limits.check_signal_sizes`).
 * **Names.** An image is named after the file stem; when a file holds
   several images, each name adds the signal title (or index), made unique.
 """
@@ -24,12 +29,15 @@ Decisions
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .calibration_checks import calibration_warning
+from .limits import check_signal_sizes
 from .metadata import (
     as_float,
     beam_energy_keV,
@@ -48,17 +56,17 @@ from .signal_layout import (
     image_layout,
     structured_rgb_to_gray,
 )
-from .stem_image import StemImage
+from .stem_image import StemImage, StemReadError
 from .units import to_angstrom, unit_kind
 
-__all__ = ["name_images", "signal_to_image"]
+__all__ = ["in_memory", "name_images", "signal_to_image"]
 
 
 # --------------------------------------------------------------------------- one signal
 
 
 def signal_to_image(signal: Mapping[str, Any], path: Path, *, reader: str,
-                    label: str) -> StemImage:
+                    label: str, lazy: bool = False) -> StemImage:
     """Check one rsciio signal dict and turn it into a :class:`StemImage`.
 
     Parameters
@@ -72,6 +80,10 @@ def signal_to_image(signal: Mapping[str, Any], path: Path, *, reader: str,
         The reader module (``"rsciio.tiff"`` enables the ImageJ unit fallback).
     label : str
         The readable format name, stored as ``file_format``.
+    lazy : bool
+        Keep a stack's data as the reader gave it (a dask array, read frame by
+        frame when used) and skip the scan of all values for NaN; a 2D image is
+        read into memory either way.
 
     Returns
     -------
@@ -90,13 +102,21 @@ def signal_to_image(signal: Mapping[str, Any], path: Path, *, reader: str,
     original = plain_dict(signal.get("original_metadata") or {})
 
     data = signal["data"]
+    # a lazy stack stays in its file (read frame by frame when used, each frame within the budget)
+    keep_lazy = lazy and np.ndim(data) >= 3 and hasattr(data, "shape") and hasattr(data, "dtype")
+    if not keep_lazy:
+        data = _loaded(signal, path, label)
     if getattr(data, "dtype", None) is not None and data.dtype.names:
-        data = structured_rgb_to_gray(np.asarray(data), what)
-    data = np.asarray(data)
+        data = structured_rgb_to_gray(in_memory(data), what)
+        keep_lazy = False
+    if not keep_lazy:
+        data = in_memory(data)
     axes = axes_for(data, list(signal.get("axes") or []))
     data, axes = drop_unit_navigation(data, axes)
-    check_values(data, what)
+    check_values(data, what, scan=not keep_lazy)
     data, nav, sig = image_layout(data, axes, what)
+    if keep_lazy and data.ndim == 2:  # a stack of one frame: read it now
+        data, keep_lazy = in_memory(data), False
 
     ax_y, ax_x = sig
     pixel_size, note = _pixel_size(ax_y, ax_x, original, reader, what)
@@ -114,8 +134,36 @@ def signal_to_image(signal: Mapping[str, Any], path: Path, *, reader: str,
     }
     if note:
         info["calibration_note"] = note
-    data = _native(data)
+    implausible = calibration_warning(pixel_size, what)
+    if implausible:
+        info["calibration_warning"] = implausible
+        warnings.warn(implausible, UserWarning, stacklevel=3)
+    data = data if keep_lazy else _native(data)
     return StemImage(data=data, pixel_size=pixel_size, name=path.stem, metadata=info)
+
+
+def in_memory(data: Any) -> np.ndarray:
+    """A numpy array of ``data``; a lazy (dask) array is read here, in this thread, never through a
+    dask.distributed cluster the caller may be running on."""
+    if hasattr(data, "compute") and not isinstance(data, np.ndarray):
+        data = data.compute(scheduler="synchronous")
+    return np.asarray(data)
+
+
+def _loaded(signal: Mapping[str, Any], path: Path, label: str) -> Any:
+    """The signal's data in memory: a lazy (dask) array is loaded once its size is checked."""
+    data = signal["data"]
+    if isinstance(data, np.ndarray) or not hasattr(data, "compute"):
+        return data
+    check_signal_sizes([signal], path, label)
+    try:
+        return in_memory(data)
+    except MemoryError as exc:
+        raise StemReadError(f"Could not read {path.name} (format: {label}): not enough memory for its data "
+                            f"({exc}).") from None
+    except Exception as exc:  # noqa: BLE001 - damaged data blocks: a read error, not a crash
+        raise StemReadError(f"Could not read {path.name} (format: {label}): its data blocks are damaged "
+                            f"({type(exc).__name__}: {exc}). Check the copy, or export the image again.") from None
 
 
 # --------------------------------------------------------------------------- calibration

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,8 @@ class StemImage:
             raise StemReadError(f"{self.name}: expected a 2D image or (t, y, x) stack, got shape {self.data.shape}")
         if self.pixel_size is not None:
             self.pixel_size = (float(self.pixel_size[0]), float(self.pixel_size[1]))
+            if not all(math.isfinite(v) and v > 0 for v in self.pixel_size):
+                raise StemReadError(f"{self.name}: pixel size {self.pixel_size} Å is not a pair of positive numbers")
         self.metadata.setdefault("pixel_size_A", self.pixel_size)
         self.metadata.setdefault("calibrated", self.pixel_size is not None)
         for key in ("beam_energy_keV", "detector", "collection_angles_mrad", "frame_interval_s",

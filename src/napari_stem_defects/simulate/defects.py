@@ -16,27 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..materials import ATOMIC_NUMBER, Material
+from ..vocabulary import CELL_CLASSES, DEFECT_TYPES, SITE_DEFECTS
 
-#: Cell classes, in the order models and tables use them.
-CELL_CLASSES: tuple[str, ...] = (
-    "perfect",
-    "V_X1",
-    "V_X2",
-    "V_M",
-    "V_X1+V_M",
-    "V_X2+V_M",
-    "M_X",
-    "X_M",
-    "dopant_M",
-    "sub_X",
-    "adatom",
-)
-#: Defect types a twin can be asked for (all cell classes but 'perfect').
-DEFECT_TYPES: tuple[str, ...] = CELL_CLASSES[1:]
-#: Per-site defect labels (the `defect` column of site tables).
-SITE_DEFECTS: tuple[str, ...] = (
-    "none", "V_X1", "V_X2", "V_M", "M_X", "X_M", "dopant_M", "sub_X", "adatom",
-)
+__all__ = ["CELL_CLASSES", "DEFECT_TYPES", "SITE_DEFECTS", "Occupancy", "default_dopant",
+           "default_substituent", "populate", "species_string"]
 
 _SYMBOL = {z: el for el, z in ATOMIC_NUMBER.items()}
 
@@ -53,6 +36,10 @@ class Occupancy:
         Per-site defect label (see :data:`SITE_DEFECTS`).
     cell_class : ndarray of shape (n_cells,), object
         Cell class (see :data:`CELL_CLASSES`).
+    x_slot : ndarray of shape (n_cells,), int, optional
+        Which slot of ``x`` a one-atom chalcogen defect (V_X1, V_X1+V_M,
+        sub_X) changed; -1 elsewhere. In a 1T cell the two slots are two
+        columns, so this says which column holds the defect.
     """
 
     m: np.ndarray
@@ -62,6 +49,7 @@ class Occupancy:
     x_defect: np.ndarray
     h_defect: np.ndarray
     cell_class: np.ndarray
+    x_slot: np.ndarray | None = None
 
 
 def species_string(slots: np.ndarray) -> str:
@@ -160,6 +148,7 @@ def populate(
     x_defect = np.full(n_cells, "none", dtype=object)
     h_defect = np.full(n_cells, "none", dtype=object)
     cell_class = np.full(n_cells, "perfect", dtype=object)
+    x_slot = np.full(n_cells, -1, dtype=np.int8)
 
     z_metal = ATOMIC_NUMBER[material.main_metal]
     z_chalc = ATOMIC_NUMBER[material.main_chalcogen]
@@ -184,6 +173,7 @@ def populate(
         if kind.startswith("V_X1"):
             x[cells, slot] = 0
             x_defect[cells] = "V_X1"
+            x_slot[cells] = slot
         elif kind.startswith("V_X2"):
             x[cells] = 0
             x_defect[cells] = "V_X2"
@@ -199,10 +189,11 @@ def populate(
         elif kind == "sub_X":
             x[cells, slot] = z_sub
             x_defect[cells] = "sub_X"
+            x_slot[cells] = slot
         elif kind == "adatom":
             h[cells, 0] = z_adatom
             h_defect[cells] = "adatom"
-    return Occupancy(m, x, h, m_defect, x_defect, h_defect, cell_class)
+    return Occupancy(m, x, h, m_defect, x_defect, h_defect, cell_class, x_slot)
 
 
 def _draw(fractions: Mapping[str, float], n: int, rng: np.random.Generator) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import atomic_write, atomic_write_text, json_default
+from ..io.atomic import atomic_save_npy, atomic_write, atomic_write_text, json_default
 from .twin import DigitalTwin
 
 #: File names written by :func:`write_twin` (a contract with users' scripts).
@@ -15,14 +15,17 @@ IMAGE_FILE = "image.tif"
 SITES_FILE = "sites.csv"
 CELLS_FILE = "cells.csv"
 META_FILE = "twin.json"
+#: Maps a composite twin (:func:`~napari_stem_defects.simulate.sample.simulate_sample`) also writes.
+MAP_FILES = {"phase_map": "phase_map.npy", "domain_map": "domain_map.npy"}
 
 
 def write_twin(twin: DigitalTwin, out_dir: str | Path) -> dict[str, Path]:
     """Write a twin as ``image.tif``, ``sites.csv``, ``cells.csv`` and ``twin.json``.
 
-    The TIFF is float32 with its calibration (nm per pixel, ImageJ style), so
-    the plugin's reader (and ImageJ, HyperSpy) opens it at the right scale.
-    Every file is written atomically.
+    A composite twin also gets ``phase_map.npy`` (uint8 phase codes) and
+    ``domain_map.npy`` (int32, domain + 1). The TIFF is float32 with its
+    calibration (nm per pixel, ImageJ style), so the plugin's reader (and
+    ImageJ, HyperSpy) opens it at the right scale. Every file is written atomically.
 
     Parameters
     ----------
@@ -34,7 +37,8 @@ def write_twin(twin: DigitalTwin, out_dir: str | Path) -> dict[str, Path]:
     Returns
     -------
     dict of str to Path
-        Paths written, keyed 'image', 'sites', 'cells', 'metadata'.
+        Paths written, keyed 'image', 'sites', 'cells', 'metadata' (and
+        'phase_map', 'domain_map' when the twin has them).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,6 +47,10 @@ def write_twin(twin: DigitalTwin, out_dir: str | Path) -> dict[str, Path]:
     atomic_write(paths["image"], lambda tmp: _write_tiff(tmp, twin.image, twin.pixel_size))
     atomic_write_text(paths["sites"], twin.sites.to_csv(index=False))
     atomic_write_text(paths["cells"], twin.cells.to_csv(index=False))
+    for key, name in MAP_FILES.items():
+        if isinstance(twin.extra.get(key), np.ndarray):
+            paths[key] = out / name
+            atomic_save_npy(paths[key], twin.extra[key])
     meta = {
         **twin.metadata,
         "shape": list(twin.image.shape),
@@ -51,6 +59,7 @@ def write_twin(twin: DigitalTwin, out_dir: str | Path) -> dict[str, Path]:
             "cells": int(len(twin.cells)),
             "site_defects": {k: int(v) for k, v in twin.sites["defect"].value_counts().items()},
             "cell_classes": {k: int(v) for k, v in twin.cells["class"].value_counts().items()},
+            **({"boundary_cells": int(twin.cells["boundary"].sum())} if "boundary" in twin.cells else {}),
         },
         "files": {k: p.name for k, p in paths.items()},
         "coordinates": "(y_px, x_px) = (row, col) in pixels, pixel centres on integers",

@@ -5,7 +5,8 @@ integers; the field of view of an image of shape (H, W) spans
 [-0.5, H - 0.5] x [-0.5, W - 0.5].
 
 Unit cell (i, j) holds the metal site at ``origin + i*a1 + j*a2`` and its
-partner X2 column at that position plus ``(a1 + a2) / 3``; the hollow
+partner X2 column at that position plus ``(a1 + a2) / 3`` (the basis follows
+:mod:`napari_stem_defects.cell_convention`); the hollow
 (interstitial) site of the cell is at ``+ 2 (a1 + a2) / 3``.
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..cell_convention import normalise_rotation
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,13 @@ class HoneycombLattice:
         """Build the lattice of constant ``a`` (Å) on pixels of ``pixel_size`` (Å).
 
         ``rotation_deg`` turns the lattice anticlockwise as displayed (y down).
+        The basis is chosen among the three equivalent ones (120 degrees apart)
+        so that a cell's X2 column, at ``+(a1 + a2) / 3``, follows the cell
+        convention (:mod:`napari_stem_defects.cell_convention`).
         """
         if a <= 0 or pixel_size <= 0:
             raise ValueError("lattice constant and pixel size must be positive")
-        t = np.deg2rad(rotation_deg)
+        t = np.deg2rad(normalise_rotation(rotation_deg))
         length = a / pixel_size
         # (dy, dx); y points down in an image, so anticlockwise on screen is -angle in y.
         a1 = length * np.array([-np.sin(t), np.cos(t)])

@@ -79,8 +79,9 @@ class DigitalTwin:
     @property
     def metadata(self) -> dict[str, Any]:
         """JSON-friendly description of how the twin was made (also a layer's metadata)."""
+        extra = {k: v for k, v in self.extra.items() if not isinstance(v, np.ndarray)}  # maps stay out
         return {**simulation_metadata(self.pixel_size, self.material, self.lattice, self.imaging, self.seed),
-                **self.extra}
+                **extra}
 
 
 def simulation_metadata(pixel_size: float, material: Material, lattice: HoneycombLattice,

@@ -294,8 +294,8 @@ def _plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=json_default))
 
 
-def _check_out(out: Path) -> Path:
-    """Refuse to write over the packaged weights."""
+def _check_out(out: Path, overwrite: bool = False) -> Path:
+    """Refuse to write over the packaged weights, or over an existing file unless ``overwrite``."""
     from ..network_io import packaged_weights_path
 
     shipped_dir = packaged_weights_path("x").parent.resolve()
@@ -305,6 +305,9 @@ def _check_out(out: Path) -> Path:
     if target.resolve().parent == shipped_dir:
         raise ValueError(f"{target} is inside the packaged models folder; the shipped models are never "
                          "overwritten. Choose another path, or a model name (--name)")
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists already; a trained model is never replaced without asking. "
+                              "Choose another path, or give --overwrite to replace it")
     return target
 
 
@@ -343,9 +346,21 @@ def base_provenance(kind: str, name: str | None, target: Path, base_meta: dict[s
 
 
 def write_model(model: Any, target: Path, meta: dict[str, Any], card_text: str) -> Path:
-    """Write the model card (``.md``) and the weights atomically; return the card's path."""
+    """Write the model card (``.md``) and the weights atomically; return the card's path.
+
+    Raises
+    ------
+    ValueError
+        The weights hold NaN or infinite values (the training diverged); nothing is written.
+    """
     from ..network_io import save_weights
 
+    import torch
+
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"the trained weights hold NaN or infinite values ({', '.join(bad[:3])}...): the training "
+                         "diverged (check the training set and the learning rate); nothing was written")
     card = target.with_suffix(".md")
     atomic_write_text(card, card_text)
     atomic_write(target, lambda tmp: save_weights(model, tmp, meta))
@@ -369,6 +384,7 @@ def finetune_cell_cnn(
     eval_every: int | None = None,
     name: str | None = None,
     command: str | None = None,
+    overwrite: bool = False,
 ) -> FinetuneResult | None:
     """Fine-tune the shipped cell classifier on training sets mixed with digital twins.
 
@@ -406,6 +422,8 @@ def finetune_cell_cnn(
         Model version name for the card (default the file's stem).
     command : str, optional
         The command line or action that started the run, recorded in the card.
+    overwrite : bool
+        Replace an existing file at ``out`` (default: refuse, before any training).
 
     Returns
     -------
@@ -415,13 +433,16 @@ def finetune_cell_cnn(
     Raises
     ------
     ValueError
-        Bad settings, unreadable datasets, or the packaged folder as ``out``.
+        Bad settings, unreadable datasets, the packaged folder as ``out``, or weights
+        that came out NaN (nothing is written).
+    FileExistsError
+        ``out`` exists and ``overwrite`` is False.
     """
     if steps < 1 or batch < 2:
         raise ValueError("steps must be at least 1 and batch at least 2")
     if not 0.0 <= float(twin_fraction) < 1.0:
         raise ValueError(f"twin_fraction must be in [0, 1), not {twin_fraction}")
-    target = _check_out(Path(out))
+    target = _check_out(Path(out), overwrite)
     t0 = time.time()
     data = load_cell_datasets(datasets)
     val = heldout_split(data["labels"], data["group"], val_fraction, seed)

@@ -395,6 +395,7 @@ def finetune_column_unet(
     eval_every: int | None = None,
     name: str | None = None,
     command: str | None = None,
+    overwrite: bool = False,
 ) -> FinetuneResult | None:
     """Fine-tune the shipped column U-Net on training sets mixed with digital twins.
 
@@ -440,6 +441,8 @@ def finetune_column_unet(
         Model version name for the card (default the file's stem).
     command : str, optional
         The command line or action that started the run, recorded in the card.
+    overwrite : bool
+        Replace an existing file at ``out`` (default: refuse, before any training).
 
     Returns
     -------
@@ -451,7 +454,10 @@ def finetune_column_unet(
     Raises
     ------
     ValueError
-        Bad settings, unreadable datasets, images too small, or the packaged folder as ``out``.
+        Bad settings, unreadable datasets, images too small, the packaged folder as ``out``,
+        or weights that came out NaN (nothing is written).
+    FileExistsError
+        ``out`` exists and ``overwrite`` is False.
     """
     if steps < 1 or batch < 1:
         raise ValueError("steps and batch must be at least 1")
@@ -459,7 +465,7 @@ def finetune_column_unet(
         raise ValueError(f"twin_fraction must be in [0, 1), not {twin_fraction}")
     if not 0.0 <= float(val_fraction) < 1.0:
         raise ValueError(f"the held-out fraction must be in [0, 1), not {val_fraction}")
-    target = _check_out(Path(out))
+    target = _check_out(Path(out), overwrite)
     t0 = time.time()
     examples, manifests = load_column_datasets(datasets)
     tiles = heldout_tiles([ex["image"].shape for ex in examples], val_tile, val_fraction, seed)
