@@ -1,0 +1,190 @@
+"""Defect classes on a multislice validation library, next to an intensity oracle and the fast twins.
+
+For every image of a library written by ``scripts/build_multislice_library.py`` (abTEM PRISM twins
+that no training ever saw), the whole analysis (``analyze_image``: columns, species, cells) is run
+with the shipped CNN and with the physics classifier, and scored against the library's truth:
+
+- column F1 (occupied lattice columns within nn/3) and position RMSE (pm) of matched columns;
+- species accuracy of matched occupied columns;
+- per-class F1 and cell-class macro-F1 of complete cells (each cell scored against the true contents
+  of the very sites it holds, :func:`~napari_stem_defects.cells.physics.reference_classes`);
+- the intensity oracle: knowing the true positions and classes, the integrated intensities of each
+  cell's metal, X2 and hollow columns (disc 0.4 nn, local background removed), normalised by the
+  image's median metal and X2 column, classified by their class means fitted on the same image
+  (pooled covariance): what intensity alone allows;
+- the same truth rendered by the fast engine (its calibrated cross-section table and probe, the
+  same dose), analysed the same way: the gap between the two rows is what the fast simulator misses.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_multislice_classes.py --library DIR [--settings 60kV 200kV]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_stem_defects.analyze import analyze_image
+from napari_stem_defects.cells.physics import reference_classes
+from napari_stem_defects.columns.evaluate import match_points
+from napari_stem_defects.io.rsciio_reader import read_stem_file
+from napari_stem_defects.io.stem_image import StemImage
+from napari_stem_defects.materials import parse_material
+from napari_stem_defects.simulate.imaging import ImagingParams, render
+from napari_stem_defects.training.cell_cnn import class_metrics
+from napari_stem_defects.vocabulary import CELL_CLASSES
+
+K = len(CELL_CLASSES)
+
+
+def load(folder: Path) -> tuple[np.ndarray, float, pd.DataFrame, pd.DataFrame, dict]:
+    """Image, pixel size (Å), true sites and cells, and metadata of one library image."""
+    meta = json.loads((folder / "twin.json").read_text())
+    image = read_stem_file(folder / "image.tif")[0]
+    sites = pd.read_csv(folder / "sites.csv", keep_default_na=False)
+    cells = pd.read_csv(folder / "cells.csv", keep_default_na=False)
+    return np.asarray(image.data, float), float(meta["pixel_size_A"][0]), sites, cells, meta
+
+
+def fast_image(sites: pd.DataFrame, shape: tuple[int, int], px: float, meta: dict, seed: int) -> np.ndarray:
+    """The library's truth imaged by the fast engine (its recorded equivalent imaging, same dose)."""
+    imaging = ImagingParams(**meta["imaging"])
+    lit = sites["cross_section_A2"].to_numpy(float) > 0
+    image, _ = render(sites[["y_px", "x_px"]].to_numpy(float)[lit], sites["cross_section_A2"].to_numpy(float)[lit],
+                      shape, px, imaging, np.random.default_rng(seed))
+    return image.astype(float)
+
+
+def _occupied(sites: pd.DataFrame) -> pd.DataFrame:
+    species = sites["species"].astype(str)
+    return sites[(sites["sublattice"] != "H") & (species != "") & (species != "empty")]
+
+
+def score(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, classifier: str) -> dict:
+    """Columns, species and the cells' confusion matrix of one analysis against the truth."""
+    nn = parse_material(material).a / np.sqrt(3) / px
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analysis = analyze_image(StemImage(image, (px, px), "library", {}), material=material,
+                                 classifier=classifier, force=True)
+    result, cells = analysis.columns[0], analysis.cells[0]
+    ours, true = _occupied(result.sites), _occupied(truth)
+    i, j = match_points(ours[["y_px", "x_px"]].to_numpy(float), true[["y_px", "x_px"]].to_numpy(float), nn / 3)
+    p, r = len(i) / max(len(ours), 1), len(i) / max(len(true), 1)
+    d = ours[["y_px", "x_px"]].to_numpy(float)[i] - true[["y_px", "x_px"]].to_numpy(float)[j]
+    species_ok = ours["species"].astype(str).to_numpy()[i] == true["species"].astype(str).to_numpy()[j]
+    ref = reference_classes(cells, result.sites, truth, nn, material)
+    ok = (ref != "") & cells["complete"].to_numpy(bool) & cells["class"].isin(CELL_CLASSES).to_numpy()
+    t = np.array([CELL_CLASSES.index(c) for c in ref[ok]], int)
+    q = np.array([CELL_CLASSES.index(c) for c in cells["class"].to_numpy()[ok]], int)
+    return {"f1": 2 * p * r / max(p + r, 1e-12), "rmse_pm": float(np.sqrt((d**2).sum(1).mean())) * px * 100,
+            "species": (int(species_ok.sum()), len(species_ok)),
+            "cm": np.bincount(t * K + q, minlength=K * K).reshape(K, K)}
+
+
+def oracle(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, cells: pd.DataFrame) -> np.ndarray:
+    """Confusion matrix of the intensity oracle on one image (true positions and classes known)."""
+    nn = parse_material(material).a / np.sqrt(3) / px
+    h, w = image.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    by_id = truth.set_index("site_id")
+    good = cells[(cells["x_site_id"] >= 0) & cells["class"].isin(CELL_CLASSES)]
+
+    def disc_sum(y: float, x: float) -> float:
+        r2 = (yy - y) ** 2 + (xx - x) ** 2
+        inner, ring = r2 < (0.4 * nn) ** 2, (r2 >= (0.75 * nn) ** 2) & (r2 < (1.25 * nn) ** 2)
+        if not inner.any():
+            return np.nan
+        return float(image[inner].sum() - inner.sum() * np.percentile(image[ring], 10))
+
+    feats, labels = [], []
+    for m_id, x_id, cls in zip(good["m_site_id"], good["x_site_id"], good["class"]):
+        m, x = by_id.loc[m_id], by_id.loc[x_id]
+        hy, hx = 2 * x.y_px - m.y_px, 2 * x.x_px - m.x_px
+        if not (nn < m.y_px < h - nn and nn < m.x_px < w - nn and nn < hy < h - nn and nn < hx < w - nn):
+            continue
+        feats.append([disc_sum(m.y_px, m.x_px), disc_sum(x.y_px, x.x_px), disc_sum(hy, hx)])
+        labels.append(CELL_CLASSES.index(cls))
+    f, y = np.asarray(feats, float), np.asarray(labels, int)
+    metal, chalcogen = np.nanmedian(f[:, 0]), np.nanmedian(f[:, 1])
+    f = f / np.array([metal, chalcogen, chalcogen])  # the hollow on the X2 column's scale
+    classes = np.unique(y)
+    means = np.array([f[y == c].mean(0) for c in classes])
+    resid = f - means[np.searchsorted(classes, y)]
+    cov = np.cov(resid.T) + 1e-6 * np.eye(3)
+    inv = np.linalg.inv(cov)
+    prior = np.log(np.array([(y == c).mean() for c in classes]))
+    dist = np.einsum("nki,ij,nkj->nk", f[:, None] - means[None], inv, f[:, None] - means[None])
+    pred = classes[np.argmax(prior[None] - 0.5 * dist, axis=1)]
+    return np.bincount(y * K + pred, minlength=K * K).reshape(K, K)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--library", required=True, type=Path)
+    parser.add_argument("--settings", nargs="*", default=None)
+    parser.add_argument("--classifiers", nargs="*", default=["cnn", "physics"])
+    args = parser.parse_args()
+    index = pd.read_csv(args.library / "index.csv")
+    if args.settings:
+        index = index[index["setting"].isin(args.settings)]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}; "
+          f"library {args.library} ({len(index)} images)\n")
+    rows, per_class = [], {}
+    t0 = time.time()
+    for (setting, dose), group in index.groupby(["setting", "dose"], sort=True):
+        acc: dict[str, dict] = {}
+        for row in group.itertuples(index=False):
+            image, px, sites, cells, meta = load(args.library / row.path)
+            fast = fast_image(sites, image.shape, px, meta, seed=int(row.seed) % 2**31)
+            for engine, img in (("multislice", image), ("fast", fast)):
+                for clf in args.classifiers:
+                    s = score(img, px, row.material, sites, clf)
+                    a = acc.setdefault((engine, clf), {"f1": [], "rmse": [], "sp": [0, 0], "cm": 0})
+                    a["f1"].append(s["f1"])
+                    a["rmse"].append(s["rmse_pm"])
+                    a["sp"][0] += s["species"][0]
+                    a["sp"][1] += s["species"][1]
+                    a["cm"] = a["cm"] + s["cm"]
+                o = acc.setdefault((engine, "oracle"), {"cm": 0})
+                o["cm"] = o["cm"] + oracle(img, px, row.material, sites, cells)
+        for (engine, clf), a in acc.items():
+            m = class_metrics(a["cm"])
+            per_class[(setting, dose, engine, clf)] = m
+            rows.append({"setting": setting, "dose": dose, "engine": engine, "classifier": clf,
+                         "column_F1": np.mean(a["f1"]) if "f1" in a else np.nan,
+                         "rmse_pm": np.mean(a["rmse"]) if "rmse" in a else np.nan,
+                         "species_acc": a["sp"][0] / max(a["sp"][1], 1) if "sp" in a else np.nan,
+                         "macro_F1": m["macro_f1"], "cells": m["n_cells"],
+                         "lowest": min(((c, v["f1"]) for c, v in m["per_class"].items() if v["support"]),
+                                       key=lambda cv: cv[1])})
+    table = pd.DataFrame(rows)
+    print("| setting | dose | image | classifier | column F1 | RMSE pm | species acc | cell macro-F1 | cells | "
+          "lowest class |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in table.itertuples(index=False):
+        low = f"{r.lowest[0]} {r.lowest[1]:.2f}"
+        num = (lambda v, f: "" if not np.isfinite(v) else format(v, f))
+        print(f"| {r.setting} | {r.dose:.0e} | {r.engine} | {r.classifier} | {num(r.column_F1, '.3f')} | "
+              f"{num(r.rmse_pm, '.1f')} | {num(r.species_acc, '.3f')} | {r.macro_F1:.3f} | {r.cells} | {low} |")
+    print("\nPer-class F1 (multislice images, 1e5 e/Å²):\n")
+    print("| setting | classifier | " + " | ".join(CELL_CLASSES) + " |")
+    print("|---|---|" + "---|" * K)
+    for (setting, dose, engine, clf), m in per_class.items():
+        if engine == "multislice" and dose == 1e5:
+            cells_ = " | ".join(f"{m['per_class'][c]['f1']:.2f} ({m['per_class'][c]['support']})" for c in CELL_CLASSES)
+            print(f"| {setting} | {clf} | {cells_} |")
+    print(f"\n({time.time() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
