@@ -91,7 +91,7 @@ def build(root: Path, settings: list[str], materials: list[str], threads: int, f
             # near 0 or 90 degrees (the two lattice orientations of a hexagonal layer, 90 = 30 mod 60): the
             # orthogonal periodic supercell then hugs the field of view (a 45-degree view costs twice)
             rotation = float(90.0 * rng.integers(0, 2) + rng.uniform(-10.0, 10.0))
-            imaging = ImagingParams(dose=None, microscope=microscope, background=float(rng.uniform(1e-3, 4e-3)),
+            imaging = ImagingParams(gamma=None, dose=None, microscope=microscope, background=float(rng.uniform(1e-3, 4e-3)),
                                     texture=float(rng.uniform(1e-4, 4e-4)), line_jitter=0.05)
             t0 = time.perf_counter()
             clean = simulate_multislice_twin(

@@ -98,7 +98,7 @@ def _peak(img, y, x):
 
 
 def test_fast_twin_column_cross_section_follow_the_table():
-    imaging = ImagingParams(microscope=HAADF80, **SHARP)
+    imaging = ImagingParams(gamma=None, microscope=HAADF80, **SHARP)
     twin = simulate_twin("MoWSSe", (256, 256), 0.08, rotation_deg=0.0, seed=7, imaging=imaging,
                          defects={"V_X1": 0.05, "X_M": 0.03})
     s = twin.sites
@@ -113,7 +113,7 @@ def test_fast_twin_column_cross_section_follow_the_table():
 
 
 def test_scale_and_per_content_factors_and_the_z_power_fallback():
-    base = ImagingParams(microscope=HAADF80)
+    base = ImagingParams(gamma=None, microscope=HAADF80)
     slots = np.array([[42, 0], [16, 16], [16, 34], [0, 0]])
     plain = slot_cross_sections(slots, base)
     scaled = slot_cross_sections(slots, dataclasses.replace(base, cross_section_scale=2.0,
@@ -123,11 +123,12 @@ def test_scale_and_per_content_factors_and_the_z_power_fallback():
     zpower = ImagingParams(gamma=1.7, cross_section=1e-4)
     assert slot_cross_sections(slots, zpower)[1] == pytest.approx(1e-4 * 2 * 16**1.7)
     assert content_cross_section("SSe", zpower) == pytest.approx(1e-4 * (16**1.7 + 34**1.7))
-    assert ImagingParams().column_model == "table" and zpower.column_model == "zpower"
+    # the Z-contrast model stays the default until the shipped models are retrained on the table
+    assert ImagingParams().column_model == "zpower" and ImagingParams(gamma=None).column_model == "table"
 
 
 def test_imaging_params_round_trip_through_a_plain_dict():
-    im = random_imaging(np.random.default_rng(3))
+    im = random_imaging(np.random.default_rng(3), column_model="table")
     again = ImagingParams(**json.loads(json.dumps(im.as_dict())))
     assert again == im
     assert isinstance(again.microscope, MicroscopeSettings)
@@ -135,7 +136,7 @@ def test_imaging_params_round_trip_through_a_plain_dict():
 
 def test_random_imaging_draws_microscopes_widely_and_stays_near_the_table():
     rng = np.random.default_rng(0)
-    draws = [random_imaging(rng) for _ in range(300)]
+    draws = [random_imaging(rng, column_model="table") for _ in range(300)]
     kv = np.array([d.microscope.energy_kV for d in draws])
     assert kv.min() == 60 and kv.max() == 300 and len(np.unique(kv)) > 100
     inner = np.array([d.microscope.detector_inner_mrad for d in draws])

@@ -75,7 +75,7 @@ def test_tiny_periodic_mos2_lattice_matches_the_table_and_its_probe():
     # the split between Mo and S2 Voronoi cells also depends on the probe's tails (cross-talk): the fast
     # model with the table's cross-sections and probe, rendered periodically, splits it the same way
     shape = probe_shape(TINY)
-    imaging = ImagingParams(microscope=TINY, probe_fwhm=shape.fwhm_A, tail_fraction=shape.tail_fraction,
+    imaging = ImagingParams(gamma=None, microscope=TINY, probe_fwhm=shape.fwhm_A, tail_fraction=shape.tail_fraction,
                             tail_width=shape.tail_width_A)
     sigmas = np.r_[np.full(4, mo_table), np.full(4, s2_table)]
     fast = _voronoi_sums(periodic_fraction(columns, sigmas, extent, fine.shape, imaging), extent, columns)
@@ -88,7 +88,7 @@ def test_tiny_periodic_mos2_lattice_matches_the_table_and_its_probe():
 def test_multislice_twin_holds_the_fast_twins_atoms_and_tables():
     kwargs = dict(material="MoS2", shape=(56, 56), pixel_size=0.16, rotation_deg=None, seed=5,
                   defects={"V_X1": 0.3, "V_M": 0.15, "M_X": 0.15})
-    imaging = ImagingParams(dose=None, microscope=COARSE, background=0.0, texture=0.0)
+    imaging = ImagingParams(gamma=None, dose=None, microscope=COARSE, background=0.0, texture=0.0)
     ms = simulate_multislice_twin(**kwargs, imaging=imaging)
     fast = simulate_twin(**kwargs, imaging=imaging)
     assert ms.sites.equals(fast.sites) and ms.cells.equals(fast.cells)

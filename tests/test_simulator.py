@@ -76,7 +76,7 @@ def test_every_occupied_site_is_a_local_maximum_at_high_dose():
 def test_vacancies_are_dim_and_single_chalcogens_half_as_bright():
     twin = simulate_twin(
         "MoS2", (256, 256), 0.1, rotation_deg=0.0, seed=5,
-        defects={"V_X1": 0.05, "V_X2": 0.05, "V_M": 0.05}, imaging=ImagingParams(dose=None, **SHARP),
+        defects={"V_X1": 0.05, "V_X2": 0.05, "V_M": 0.05}, imaging=ImagingParams(gamma=None, dose=None, **SHARP),
     )
     img, s = twin.image, twin.sites
     peak = {key: np.array([_peak(img, y, x) for y, x in grp[["y_px", "x_px"]].to_numpy()])

@@ -44,9 +44,10 @@ class ImagingParams:
     Parameters
     ----------
     gamma : float or None
-        None (default): column cross-sections from the multislice-calibrated table at
-        ``microscope``. A number: the Z-contrast model, cross-section
-        ``cross_section * sum(Z ** gamma)`` (kept for comparison and old scripts).
+        A number (default 1.7): the Z-contrast model, cross-section
+        ``cross_section * sum(Z ** gamma)`` (what the shipped models were trained on).
+        None: column cross-sections from the multislice-calibrated table at
+        ``microscope`` (:func:`calibrated_imaging` sets it up with the table's probe).
     cross_section : float
         HAADF cross-section (Å^2) per unit of Z**gamma (the Z-contrast model only).
     probe_fwhm : float
@@ -93,7 +94,7 @@ class ImagingParams:
         randomised around the table; contents not listed get 1.
     """
 
-    gamma: float | None = None
+    gamma: float | None = 1.7
     cross_section: float = 3.5e-5
     probe_fwhm: float = 1.0
     probe_ellipticity: float = 0.0
@@ -141,19 +142,20 @@ class ImagingParams:
 def random_imaging(
     rng: np.random.Generator,
     dose_range: tuple[float, float] = (1e3, 1e7),
-    column_model: str = "table",
+    column_model: str = "zpower",
 ) -> ImagingParams:
     """Draw imaging conditions widely, for training models that must meet real data.
 
-    With ``column_model="table"`` (default) draws a microscope setting (60-300 kV,
+    With ``column_model="table"`` draws a microscope setting (60-300 kV,
     convergence 15-35 mrad, detector inner 1.3-3.5 times the convergence within
     30-110 mrad, outer 140-300 mrad, source size 0.2-0.8 Å, thermal vibration in three
     draws out of four), takes the column cross-sections and the probe from the
     multislice-calibrated table at that setting and randomises around them: each
     content's cross-section by a few % (sd 3 %, within +-10 %), all of them together
     by 0.5-2 (detector efficiency), the probe core by 0.9-1.15 and its tail by +-30 %.
-    With ``"zpower"`` the columns follow ``sum Z**gamma`` with gamma 1.4-2.0 and the
-    probe is drawn freely (the model before the table; same draws as then).
+    With ``"zpower"`` (default: what the shipped models were trained on, until they are
+    retrained on the table) the columns follow ``sum Z**gamma`` with gamma 1.4-2.0 and the
+    probe is drawn freely.
     Both randomise the probe shape, background level, gradient and texture, dose
     (log-uniform), detector noise, gain, line jitter and drift.
 
