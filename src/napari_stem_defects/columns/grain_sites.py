@@ -24,6 +24,9 @@ from .lattice_sites import SiteModel, _affine, fit_site_model, index_peaks, site
 
 #: Largest distance (nn) between a peak and the site it is attached to.
 ATTACH_RADIUS: float = 0.3
+#: A site left without a peak takes the nearest free peak up to this far (nn) when that peak is nearer to it
+#: than to any other site: columns of a distorted patch (strain, drift, a bent film) stay on their sites.
+REACH_RADIUS: float = 0.45
 
 
 @dataclass
@@ -89,23 +92,30 @@ def place_grain_sites(peaks: np.ndarray, u: np.ndarray, v: np.ndarray, nn_px: fl
 
 
 def attach_peaks(positions: np.ndarray, peaks: np.ndarray, nn_px: float) -> np.ndarray:
-    """The peak attached to each site (-1: none): each peak to its nearest site within ATTACH_RADIUS, one per site.
+    """The peak attached to each site (-1: none), one per site.
+
+    Each peak goes to its nearest site within ATTACH_RADIUS (the nearest peak wins); then a site
+    still without one takes its nearest free peak within REACH_RADIUS, if that peak has no other
+    site nearer (a column displaced in a distorted patch is its site's column, not an off-lattice one).
 
     Examples
     --------
-    >>> sites = np.array([[0.0, 0.0], [0.0, 10.0]])
-    >>> attach_peaks(sites, np.array([[0.5, 9.0], [0.2, 0.1], [0.0, 0.8]]), nn_px=10.0).tolist()
-    [1, 0]
+    >>> sites = np.array([[0.0, 0.0], [0.0, 10.0], [0.0, 20.0]])
+    >>> attach_peaks(sites, np.array([[0.5, 9.0], [0.2, 0.1], [0.0, 0.8], [0.0, 24.0]]), nn_px=10.0).tolist()
+    [1, 0, 3]
     """
     out = np.full(len(positions), -1, dtype=np.int64)
     if len(positions) == 0 or len(peaks) == 0:
         return out
-    dist, site = cKDTree(positions).query(peaks, distance_upper_bound=ATTACH_RADIUS * nn_px)
-    ok = np.isfinite(dist)
-    order = np.flatnonzero(ok)[np.argsort(dist[ok])]
-    _, first = np.unique(site[order], return_index=True)
-    winners = order[first]
-    out[site[winners]] = winners
+    dist, site = cKDTree(positions).query(peaks, distance_upper_bound=REACH_RADIUS * nn_px)
+    for radius in (ATTACH_RADIUS, REACH_RADIUS):
+        free = np.ones(len(peaks), bool)
+        free[out[out >= 0]] = False
+        ok = free & (dist <= radius * nn_px) & (out[np.minimum(site, len(positions) - 1)] < 0)
+        order = np.flatnonzero(ok)[np.argsort(dist[ok])]
+        _, first = np.unique(site[order], return_index=True)
+        winners = order[first]
+        out[site[winners]] = winners
     return out
 
 
