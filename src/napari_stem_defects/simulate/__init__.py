@@ -1,11 +1,11 @@
 """Digital twins: fast, seeded HAADF-STEM simulations of 2H-MX2 monolayers with exact labels.
 
-Pure numpy/scipy. The main entry point is :func:`simulate_twin`; its column cross-sections come
-from a table calibrated to multislice (:mod:`.cross_sections`). :func:`simulate_multislice_twin`
-computes the same twin's image with abTEM (the ``multislice`` extra; imported only when called).
-Pure numpy/scipy. The main entry points are :func:`simulate_twin` (one 2H
-grain) and :func:`simulate_sample` (a composite specimen: grains, mirror
-twins, 1T/1T' regions, holes, amorphous patches, NaN masks).
+Pure numpy/scipy. The main entry points are :func:`simulate_twin` (one 2H grain) and
+:func:`simulate_sample` (a composite specimen: grains, mirror twins, 1T/1T' regions, holes,
+amorphous patches, NaN masks). Column cross-sections follow ``sum Z**gamma`` or, with
+:func:`calibrated_imaging`, a table calibrated to multislice (:mod:`.cross_sections`).
+:func:`simulate_multislice_twin` computes the same twin's image with abTEM (the ``multislice``
+extra; imported only when called).
 """
 
 from .defects import CELL_CLASSES, DEFECT_TYPES, SITE_DEFECTS, species_string
