@@ -49,6 +49,7 @@ def classify_cells_cnn(
     mode: str = "single",
     prior: str | float = "image",
     model: Any = None,
+    posteriors: dict[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """Cells of a site table, classified by the CNN on the image.
 
@@ -69,6 +70,9 @@ def classify_cells_cnn(
         by default each class's share is estimated from this image's cells.
     model : torch.nn.Module, optional
         Classifier; defaults to the packaged one.
+    posteriors : dict, optional
+        ``ColumnResult.posteriors``: a class claimed for many cells is held to the count of the
+        image's species fit (:func:`image_support`).
 
     Returns
     -------
@@ -86,7 +90,10 @@ def classify_cells_cnn(
     if nn_px is None:
         nn_px = median_nn(m, x, complete)
     probs = classify_cells(image, m, x, nn_px, mat, mode=mode, prior=prior, model=model).astype(np.float64)
-    return with_classes(cells, stated_composition(probs, mat), complete, "cnn")
+    probs = stated_composition(probs, mat)
+    if posteriors is not None:
+        probs = image_support(probs, posteriors, mat)
+    return with_classes(cells, probs, complete, "cnn")
 
 
 def stated_composition(probs: np.ndarray, material: str | Material) -> np.ndarray:
@@ -101,6 +108,62 @@ def stated_composition(probs: np.ndarray, material: str | Material) -> np.ndarra
     if np.all(weights == 1.0):
         return probs
     out = np.asarray(probs, dtype=np.float64) * weights[None, :]
+    return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
+
+
+#: A class the network gives at least this share of the cells must show in the columns' species fit.
+LARGE_SHARE: float = 0.10
+
+
+def image_support(probs: np.ndarray, posteriors: dict[str, pd.DataFrame], material: str | Material) -> np.ndarray:
+    """Class probabilities checked against the image's own species fit, renormalised.
+
+    A defect class the network gives to a large share of the cells (at least :data:`LARGE_SHARE`)
+    must be backed by a population of columns in the species fit, which is calibrated on the
+    image's perfect majority (:func:`~napari_stem_defects.columns.species.fit_species_physics`):
+    its count is expected from the fit's contents (the share of metal sites times the share of X2
+    columns of every pair of contents that forms the class). When the network claims more than
+    the fit holds, the class's probabilities are scaled down to the fit's count, so a broad
+    single population (thickness, contamination, a background gradient) is not counted as
+    defects. Smaller classes, and ``perfect``, are left to the network, which sees rare and
+    low-dose defects the intensity fit cannot separate.
+
+    Examples
+    --------
+    A quarter of a WSe2 image called substituted while the fit puts nearly every X2 column at Se2:
+
+    >>> post = {"M": pd.DataFrame({"W": [1.0] * 4}), "X": pd.DataFrame({"Se2": [1.0, 1.0, 1.0, 0.96],
+    ...                                                                "SSe": [0.0, 0.0, 0.0, 0.04]})}
+    >>> p = np.zeros((4, len(CELL_CLASSES)))
+    >>> p[:, CELL_CLASSES.index("perfect")] = [1.0, 1.0, 1.0, 0.2]
+    >>> p[:, CELL_CLASSES.index("sub_X")] = [0.0, 0.0, 0.0, 0.8]
+    >>> out = image_support(p, post, "WSe2")  # the fit holds 0.04 of the 0.8 substituted cells claimed
+    >>> round(float(out[3, CELL_CLASSES.index("sub_X")]), 2), CELL_CLASSES[int(out[3].argmax())]
+    (0.17, 'perfect')
+    """
+    from .joint import classes_of_pairs
+
+    mat = parse_material(material)
+    probs = np.asarray(probs, dtype=np.float64)
+    share = {}
+    for sub in ("M", "X"):
+        table = posteriors.get(sub)
+        if table is None or table.empty:
+            return probs
+        mass = table.sum(axis=0)
+        share[sub] = mass / max(float(mass.sum()), 1e-300)
+    pairs = classes_of_pairs([str(c) for c in share["M"].index], [str(c) for c in share["X"].index], mat, False)
+    pair_share = np.outer(share["M"].to_numpy(float), share["X"].to_numpy(float))
+    claimed = probs.sum(axis=0)
+    weights = np.ones(len(CELL_CLASSES))
+    for k, name in enumerate(CELL_CLASSES):
+        if name in ("perfect", "adatom") or claimed[k] < LARGE_SHARE * len(probs):
+            continue
+        held = float(pair_share[pairs == name].sum()) * len(probs)
+        weights[k] = min(1.0, max(held, 1e-3) / claimed[k])
+    if np.all(weights == 1.0):
+        return probs
+    out = probs * weights[None, :]
     return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
 
 
@@ -152,7 +215,8 @@ def classify_site_table(
     if image is None or np.ndim(image) != 2:
         raise ValueError("the CNN classifier needs the 2D image the sites were found on")
     mode = "two-stage" if classifier == "cnn-two-stage" else "single"
-    cells = classify_cells_cnn(image, sites, material, nn_px, mode=mode, prior=prior, model=model)
+    cells = classify_cells_cnn(image, sites, material, nn_px, mode=mode, prior=prior, model=model,
+                               posteriors=posteriors)
     cells = classify_1t_cells(cells, sites, material)
     verified = sites["verified"].astype(bool) if "verified" in sites else pd.Series(False, index=sites.index)
     if verified.any():

@@ -19,7 +19,9 @@ import numpy as np
 from ..materials import ATOMIC_NUMBER, CHALCOGENS, Material
 from .result import EMPTY, SpeciesFit
 
-_GAMMAS = np.round(np.arange(1.4, 2.11, 0.1), 2)
+_GAMMAS = np.round(np.arange(1.3, 2.41, 0.1), 2)
+#: Share of each sublattice's sites its stated contents must hold in a fit (the perfect majority).
+MAJORITY: float = 0.5
 #: Sites per sublattice used to choose gamma (the final fit uses all).
 _SEARCH_SITES = 3000
 _PRIOR_MAIN = 0.9
@@ -136,10 +138,18 @@ def fit_species_physics(
     def levels_at(g: float) -> dict[str, np.ndarray]:
         return {s: np.array([_z_sum(c[1], g) for c in cands[s]]) for s in subs}
 
-    scores = [(_em(xs, nbs, levels_at(g), prior, n_iter // 2)[0], float(g)) for g in _GAMMAS]
-    coarse = max(scores)[1]
-    fine = [coarse - 0.05, coarse, coarse + 0.05]
-    gamma = max((_em(xs, nbs, levels_at(g), prior, n_iter // 2)[0], g) for g in fine)[1]
+    main = {s: np.array([c[2] > 0 for c in cands[s]]) for s in subs}
+
+    def score(g: float) -> tuple[bool, float, float]:
+        """(the stated contents hold the majority of every sublattice, log-likelihood, gamma)."""
+        loglik, params = _em(xs, nbs, levels_at(g), prior, n_iter // 2)
+        held = all(float(params[3][s][main[s]].sum()) >= MAJORITY for s in subs if main[s].any())
+        return held, loglik, float(g)
+
+    # self-calibration on the perfect majority: of the exponents whose fit gives the stated contents most
+    # sites, the likeliest (a broad main peak must not turn into a rare content's population)
+    coarse = max(score(g) for g in _GAMMAS)[2]
+    gamma = max(score(g) for g in (coarse - 0.05, coarse, coarse + 0.05))[2]
     levels = levels_at(gamma)
     _, (scale, cross, sigma, weights) = _em(x, nb, levels, prior, n_iter)
     out = {}
