@@ -12,6 +12,8 @@ with the shipped CNN and with the physics classifier, and scored against the lib
   cell's metal, X2 and hollow columns (disc 0.4 nn, local background removed), normalised by the
   image's median metal and X2 column, classified by their class means fitted on the same image
   (pooled covariance): what intensity alone allows;
+- with ``--typed-settings``, the analysis is told each image's beam energy, convergence and detector
+  (as ``analyze --kv --convergence --detector``);
 - the same truth rendered by the fast engine (its calibrated cross-section table and probe, the
   same dose), analysed the same way: the gap between the two rows is what the fast simulator misses.
 
@@ -40,6 +42,7 @@ from napari_stem_defects.io.rsciio_reader import read_stem_file
 from napari_stem_defects.io.stem_image import StemImage
 from napari_stem_defects.materials import parse_material
 from napari_stem_defects.simulate.imaging import ImagingParams, render
+from napari_stem_defects.simulate.microscope import MicroscopeSettings
 from napari_stem_defects.training.cell_cnn import class_metrics
 from napari_stem_defects.vocabulary import CELL_CLASSES
 
@@ -69,13 +72,22 @@ def _occupied(sites: pd.DataFrame) -> pd.DataFrame:
     return sites[(sites["sublattice"] != "H") & (species != "") & (species != "empty")]
 
 
-def score(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, classifier: str) -> dict:
+def typed_settings(meta: dict) -> MicroscopeSettings:
+    """The library image's beam energy, convergence and detector as a user would type them (thermal lattice)."""
+    m = meta["imaging"]["microscope"]
+    return MicroscopeSettings(energy_kV=m["energy_kV"], convergence_mrad=m["convergence_mrad"],
+                              detector_inner_mrad=m["detector_inner_mrad"], detector_outer_mrad=m["detector_outer_mrad"],
+                              frozen_phonons=8)
+
+
+def score(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, classifier: str,
+          microscope: MicroscopeSettings | None = None) -> dict:
     """Columns, species and the cells' confusion matrix of one analysis against the truth."""
     nn = parse_material(material).a / np.sqrt(3) / px
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         analysis = analyze_image(StemImage(image, (px, px), "library", {}), material=material,
-                                 classifier=classifier, force=True)
+                                 classifier=classifier, force=True, microscope=microscope)
     result, cells = analysis.columns[0], analysis.cells[0]
     ours, true = _occupied(result.sites), _occupied(truth)
     i, j = match_points(ours[["y_px", "x_px"]].to_numpy(float), true[["y_px", "x_px"]].to_numpy(float), nn / 3)
@@ -133,6 +145,8 @@ def main() -> None:
     parser.add_argument("--library", required=True, type=Path)
     parser.add_argument("--settings", nargs="*", default=None)
     parser.add_argument("--classifiers", nargs="*", default=["cnn", "physics"])
+    parser.add_argument("--typed-settings", action="store_true",
+                        help="give the analysis each image's beam energy, convergence and detector (as analyze --kv ...)")
     args = parser.parse_args()
     index = pd.read_csv(args.library / "index.csv")
     if args.settings:
@@ -148,7 +162,8 @@ def main() -> None:
             fast = fast_image(sites, image.shape, px, meta, seed=int(row.seed) % 2**31)
             for engine, img in (("multislice", image), ("fast", fast)):
                 for clf in args.classifiers:
-                    s = score(img, px, row.material, sites, clf)
+                    s = score(img, px, row.material, sites, clf,
+                              typed_settings(meta) if args.typed_settings else None)
                     a = acc.setdefault((engine, clf), {"f1": [], "rmse": [], "sp": [0, 0], "cm": 0})
                     a["f1"].append(s["f1"])
                     a["rmse"].append(s["rmse_pm"])

@@ -46,3 +46,47 @@ def test_a_large_real_substituted_population_is_kept():
     assert truth > LARGE_SHARE * len(twin.cells)
     counts = _classes(StemImage(twin.image, (0.12, 0.12), "twin", {}), "WSe2")
     assert abs(counts.get("sub_X", 0) - truth) <= 0.2 * truth
+
+
+def test_typed_microscope_settings_decide_the_metal_sublattice_where_z_contrast_misleads():
+    """WSe2 at 60 kV with a 50 mrad inner angle: an Se2 column scatters as much as W or more (the multislice
+    table), so Z^1.7 takes the X2 columns for metals. Told the settings, the analysis takes the table's
+    ratio and finds W on the metal sites."""
+    from napari_stem_defects.cli import main
+    from napari_stem_defects.columns import detect_columns
+    from napari_stem_defects.simulate import MicroscopeSettings, calibrated_imaging
+
+    static = MicroscopeSettings(energy_kV=60, convergence_mrad=28, detector_inner_mrad=50, detector_outer_mrad=200)
+    twin = simulate_twin("WSe2", (256, 256), 0.12, rotation_deg=None, seed=4,
+                         imaging=calibrated_imaging(static, dose=1e5))
+    typed = MicroscopeSettings(energy_kV=60, convergence_mrad=28, detector_inner_mrad=50, detector_outer_mrad=200,
+                               frozen_phonons=8)
+
+    def metals_right(result) -> float:
+        metals = result.sites[result.sites["sublattice"] == "M"][["y_px", "x_px"]].to_numpy()
+        true = twin.sites[twin.sites["sublattice"] == "M"][["y_px", "x_px"]].to_numpy()
+        d = np.min(np.linalg.norm(metals[:, None] - true[None], axis=2), axis=1)
+        return float((d < twin.nn_px / 3).mean())
+
+    assert metals_right(detect_columns(twin.image, material="WSe2", pixel_size=0.12)) < 0.1
+    assert metals_right(detect_columns(twin.image, material="WSe2", pixel_size=0.12, microscope=typed)) > 0.95
+    # a typed energy the table does not cover is refused with a message, not guessed
+    with pytest.raises(SystemExit) as stop:
+        main(["analyze", "image.tif", "--material", "WSe2", "--kv", "20", "--out", "x"])
+    assert stop.value.code == 2
+
+
+def test_batch_takes_typed_settings_and_refuses_impossible_ones():
+    from napari_stem_defects.batch.cli import settings_from_args
+    from napari_stem_defects.batch.settings import BatchSettings
+    from napari_stem_defects.cli import build_parser
+
+    args = build_parser().parse_args(["batch", "in", "--out", "o", "--material", "WSe2", "--kv", "60",
+                                      "--detector", "50", "200"])
+    settings = settings_from_args(args)
+    typed = settings.analysis_kwargs()["microscope"]
+    assert typed.energy_kV == 60 and typed.detector_mrad == (50.0, 200.0) and typed.frozen_phonons > 0
+    assert BatchSettings(material="WSe2").analysis_kwargs()["microscope"] is None  # each file's own
+    bad = BatchSettings(material="WSe2", microscope={**settings.microscope, "energy_kV": 20.0})
+    with pytest.raises(ValueError, match="beam energy"):
+        bad.check()

@@ -237,6 +237,7 @@ def analyze_image(
     pixel_size_source: str = "file",
     mask: np.ndarray | None = None,
     include_boundary: bool = False,
+    microscope: Any = None,
 ) -> Analysis:
     """Detect the atom columns of every frame of an image, and classify its cells when the material is known.
 
@@ -283,6 +284,12 @@ def analyze_image(
     include_boundary : bool
         Count boundary cells (domain and grain boundaries, edges of holes, amorphous and masked
         areas) in the statistics; by default they are left out.
+    microscope : MicroscopeSettings, optional
+        The image's beam energy, convergence and detector angles: which sublattice is the metal
+        one then follows the multislice-calibrated table instead of Z^1.7 (see
+        :func:`~napari_stem_defects.columns.columns_from_map`). By default the file's, when its
+        metadata give both energy and detector angles
+        (:func:`~napari_stem_defects.simulate.microscope.settings_from_metadata`).
 
     Returns
     -------
@@ -310,6 +317,10 @@ def analyze_image(
     engine = None if heatmaps in (None, "none") else heatmaps
     if engine is not None:
         _check_heatmap_settings(engine, material, heatmap_threshold, heatmap_window, heatmap_min_area)
+    if microscope is None:
+        from .simulate.microscope import settings_from_metadata
+
+        microscope = settings_from_metadata(image.metadata)
     frames = image.data[None] if image.data.ndim == 2 else image.data
     lattice, lattice_finding = _lattice_of(frames[0], material, image.pixel_size)
     if not lattice_finding.ok and not force:
@@ -322,7 +333,7 @@ def analyze_image(
         dmap = compute_detection_map(frame, method, material=material, pixel_size=image.pixel_size, model=unet,
                                      lattice=lattice if t == 0 else None)
         result = columns_from_map(frame, dmap, threshold=threshold, refine=refine, material=material,
-                                  pixel_size=image.pixel_size, mask=mask)
+                                  pixel_size=image.pixel_size, mask=mask, microscope=microscope)
         if t == 0:
             check = check_image(frame, dmap.lattice, result.sites, result.nn_px, material, image.pixel_size,
                                 pixel_size_source=pixel_size_source, lattice_finding=lattice_finding,

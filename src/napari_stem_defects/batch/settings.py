@@ -44,6 +44,10 @@ class BatchSettings:
     mask : str, optional
         A mask file (``analyze --mask``) applied to every file of its shape; a file of
         another shape fails with a message.
+    microscope : dict, optional
+        Typed microscope settings (``analyze --kv --convergence --detector``, as
+        :meth:`~napari_stem_defects.simulate.microscope.MicroscopeSettings.as_dict`); by
+        default each file's own, when it records them.
     """
 
     material: str | None = None
@@ -62,6 +66,7 @@ class BatchSettings:
     force: bool = False
     include_boundary: bool = False
     mask: str | None = None
+    microscope: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (for JSON and for sending to workers)."""
@@ -80,7 +85,13 @@ class BatchSettings:
                 "heatmap_min_area": self.heatmap_min_area, "cell_model": self.cell_model,
                 "column_model": self.column_model, "force": self.force,
                 "include_boundary": self.include_boundary,
-                "pixel_size_source": "typed" if self.pixel_size else "file"}
+                "pixel_size_source": "typed" if self.pixel_size else "file",
+                "microscope": self._microscope()}
+
+    def _microscope(self) -> Any:
+        from ..simulate.microscope import MicroscopeSettings
+
+        return None if self.microscope is None else MicroscopeSettings.from_dict(dict(self.microscope))
 
     def check(self) -> None:
         """Refuse bad settings before any file is read.
@@ -108,6 +119,7 @@ class BatchSettings:
                                     self.heatmap_min_area)
         if self.pixel_size is not None and not float(self.pixel_size) > 0:
             raise ValueError(f"the pixel size must be a positive number of Å, got {self.pixel_size}")
+        self._microscope()  # settings outside the table are refused here, before any file
         self.models()
 
     def models(self) -> dict[str, dict[str, str]]:

@@ -229,6 +229,7 @@ def columns_from_map(
     material: str | Material | None = None,
     pixel_size: tuple[float, float] | float | None = None,
     mask: np.ndarray | None = None,
+    microscope: Any = None,
 ) -> ColumnResult:
     """Peaks, refinement, lattice sites and species from a (cached) detection map.
 
@@ -251,6 +252,11 @@ def columns_from_map(
     mask : ndarray of bool, shape (H, W), optional
         Pixels not to analyse (e.g. drawn by the user); NaN or infinite pixels
         of the image are always masked. No site is placed there.
+    microscope : MicroscopeSettings, optional
+        Beam energy, convergence and detector angles of the image: the metal sublattice is then
+        the one the multislice-calibrated table expects to be brighter or dimmer
+        (:func:`~napari_stem_defects.simulate.cross_sections.metal_x2_ratio` at these settings;
+        ``frozen_phonons > 0`` for a real, vibrating lattice), instead of Z^1.7.
 
     Returns
     -------
@@ -282,8 +288,17 @@ def columns_from_map(
     def measure(positions: np.ndarray) -> np.ndarray:
         return integrated_intensity(img, background, positions, nn)
 
+    ratio = None
+    if microscope is not None and mat is not None:
+        from ..simulate.cross_sections import metal_x2_ratio
+
+        ratio = metal_x2_ratio(mat, microscope)
     sites, fits, info, messages = build_site_table(peaks, refined_by, dmap.lattice.a1, dmap.lattice.a2, nn,
-                                                   img.shape, measure, mat, mask=masked, image=img)
+                                                   img.shape, measure, mat, mask=masked, image=img,
+                                                   metal_ratio=ratio)
+    if ratio is not None:
+        messages.append(f"metal sublattice from the multislice table at {microscope.describe()}: "
+                        f"a metal column {ratio:.2f} times as bright as an X2 column")
     if pixel_size is not None and np.isscalar(pixel_size):
         pixel_size = (float(pixel_size), float(pixel_size))
     return ColumnResult(
@@ -376,12 +391,14 @@ def detect_columns(
     threshold: float | None = None,
     refine: str = "gaussian",
     model: Any = None,
+    microscope: Any = None,
 ) -> ColumnResult:
     """Find every atom column of a 2D HAADF image of a 2H-MX2 monolayer.
 
     Runs :func:`compute_detection_map` and :func:`columns_from_map`; see
     them for the parameters (``model``: the deep method's U-Net, loaded or a
-    weights file; default the shipped one).
+    weights file; default the shipped one; ``microscope``: the image's
+    :class:`~napari_stem_defects.simulate.microscope.MicroscopeSettings`).
 
     Examples
     --------
@@ -396,7 +413,7 @@ def detect_columns(
     """
     dmap = compute_detection_map(image, method, material=material, pixel_size=pixel_size, model=model)
     return columns_from_map(image, dmap, threshold=threshold, refine=refine, material=material,
-                            pixel_size=pixel_size)
+                            pixel_size=pixel_size, microscope=microscope)
 
 
 def detect_columns_stack(

@@ -46,6 +46,7 @@ def build_site_table(
     material: Material | None,
     mask: np.ndarray | None = None,
     image: np.ndarray | None = None,
+    metal_ratio: float | None = None,
 ) -> tuple[pd.DataFrame, dict[str, SpeciesFit], dict, list[str]]:
     """Split the image into grains and domains, place every site, decide sublattices, cells and species.
 
@@ -71,6 +72,10 @@ def build_site_table(
         The image, to tell a domain's structure (2H hollow or 1T) by how bright
         each coset is above the darkest point of the cell; without it the
         measured intensities decide.
+    metal_ratio : float, optional
+        Expected metal / X2 column intensity ratio at the microscope's settings
+        (:func:`~napari_stem_defects.simulate.cross_sections.metal_x2_ratio`); decides which
+        sublattice is the metal one where Z contrast misleads (Se2 as bright as W at 60 kV).
 
     Returns
     -------
@@ -127,7 +132,8 @@ def build_site_table(
     grid, positions, coset, hollow, detected, how, intensity, grain, domain, peak_index = (
         a[keep] for a in (grid, positions, coset, hollow, detected, how, intensity, grain, domain, peak_index))
     steps = {p.grain: p.steps_px for p in placed}
-    sub, i, j, domains = _cells_of_domains(grid, coset, hollow, intensity, domain, grain, steps, material, messages)
+    sub, i, j, domains = _cells_of_domains(grid, coset, hollow, intensity, domain, grain, steps, material, messages,
+                                           metal_ratio)
     phase = np.where(hollow < 0, "1T", "2H").astype(object)
     boundary = _boundary(positions, domain, regions, nn_px)
     for entry in domains:  # a thin band with three occupied positions between domains is their boundary
@@ -348,7 +354,7 @@ def _domains(positions: np.ndarray, grain: np.ndarray, hollow: np.ndarray, nn_px
 _UP_STEPS = np.array([[1, 0], [0, 1], [-1, -1]])
 
 
-def _cells_of_domains(grid, coset, hollow, intensity, domain, grain, steps, material, messages):
+def _cells_of_domains(grid, coset, hollow, intensity, domain, grain, steps, material, messages, metal_ratio=None):
     """Sublattice ('M', 'X', 'H') and cell indices (i, j) of every site, domain by domain, and a description
     of each domain.
 
@@ -374,7 +380,7 @@ def _cells_of_domains(grid, coset, hollow, intensity, domain, grain, steps, mate
                for c in range(3)}
         if h_val >= 0:
             a, b = (c for c in range(3) if c != h_val)
-            metal, note = _metal_coset(a, b, med, material)
+            metal, note = _metal_coset(a, b, med, material, metal_ratio)
             if note and note not in messages:
                 messages.append(note)
             x_coset = a if metal == b else b
@@ -463,16 +469,23 @@ def _site_keys(grain: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return (g << 42) | (m << 21) | n
 
 
-def _metal_coset(a: int, b: int, med: dict[int, float], material: Material | None) -> tuple[int, str]:
-    """Which of two cosets holds metals, from the ratio of their median intensities."""
+def _metal_coset(a: int, b: int, med: dict[int, float], material: Material | None,
+                 metal_ratio: float | None = None) -> tuple[int, str]:
+    """Which of two cosets holds metals, from the ratio of their median intensities.
+
+    ``metal_ratio`` is the expected metal / X2 intensity ratio (from the multislice table at the
+    microscope settings); without it, ``sum Z**1.7`` of the material's columns.
+    """
     bright, dim = (a, b) if med[a] >= med[b] else (b, a)
     if material is None:
         return bright, "no material given: the brighter sublattice is taken as the metal one"
     if med[dim] <= 0 or med[bright] <= 0:
         return bright, "sublattice intensities are not positive: the brighter one is taken as metal"
-    expected = np.log(_expected_ratio(material))
+    typed = bool(metal_ratio) and bool(np.isfinite(metal_ratio))
+    expected = np.log(metal_ratio if typed else _expected_ratio(material))
     measured = np.log(med[bright] / med[dim])
-    if abs(expected) < 0.15:
+    # the table at the microscope's settings pins the ratio far better than Z^1.7 does
+    if abs(expected) < (0.05 if typed else 0.15):
         return bright, (f"in {material.name} metal and X2 columns are nearly equally bright; "
                         "the metal sublattice assignment is uncertain")
     return (bright, "") if abs(measured - expected) <= abs(-measured - expected) else (dim, "")

@@ -171,6 +171,30 @@ def load_table(path: str | None = None) -> CrossSectionTable:
     return table
 
 
+def metal_x2_ratio(material, settings: MicroscopeSettings) -> float:
+    """Expected intensity of a metal column over an X2 column of ``material`` at ``settings`` (table values,
+    averaged over the composition; the thermal values unless ``settings`` says otherwise).
+
+    Examples
+    --------
+    >>> s = MicroscopeSettings(energy_kV=80, convergence_mrad=30, detector_inner_mrad=70, detector_outer_mrad=200,
+    ...                        frozen_phonons=8)
+    >>> 1.5 < metal_x2_ratio("MoS2", s) < 3.5, 1.0 < metal_x2_ratio("WSe2", s) < 1.8
+    (True, True)
+    """
+    from ..materials import ATOMIC_NUMBER, parse_material
+
+    mat = parse_material(material)
+    metal = sum(f * column_cross_section(el, settings) for el, f in mat.metals.items())
+    x2 = 0.0
+    for a, fa in mat.chalcogens.items():
+        for b, fb in mat.chalcogens.items():
+            pair = "".join(sorted((a, b), key=ATOMIC_NUMBER.__getitem__))
+            content = f"{a}2" if a == b else pair
+            x2 += fa * fb * column_cross_section(content, settings)
+    return float(metal / x2) if x2 > 0 else float("nan")
+
+
 def column_cross_section(content: str, settings: MicroscopeSettings, table: CrossSectionTable | None = None) -> float:
     """Integrated HAADF cross-section of a column at ``settings``, in Å^2 of incident beam.
 

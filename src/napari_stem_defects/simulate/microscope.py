@@ -133,3 +133,49 @@ class MicroscopeSettings:
         if self.frozen_phonons:
             text += f", {self.frozen_phonons} frozen phonons ({self.phonon_sigma_A:g} Å)"
         return text
+
+
+def typed_settings(kv: float | None, convergence_mrad: float = 30.0,
+                   detector_mrad: tuple[float, float] = (70.0, 200.0)) -> MicroscopeSettings | None:
+    """The settings a user types (``--kv``, ``--convergence``, ``--detector``): a real, vibrating lattice
+    (the thermal table); None without a beam energy.
+
+    Examples
+    --------
+    >>> typed_settings(60, 28, (50, 200)).describe()
+    '60 kV, 28 mrad, ADF 50-200 mrad, 8 frozen phonons (0.07 Å)'
+    >>> typed_settings(None) is None
+    True
+    """
+    if kv is None:
+        return None
+    return MicroscopeSettings(energy_kV=float(kv), convergence_mrad=float(convergence_mrad),
+                              detector_inner_mrad=float(detector_mrad[0]), detector_outer_mrad=float(detector_mrad[1]),
+                              frozen_phonons=8)
+
+
+def settings_from_metadata(metadata: dict[str, Any]) -> MicroscopeSettings | None:
+    """The microscope settings a file records, when it gives both the beam energy and the detector angles.
+
+    Reads ``beam_energy_keV`` and ``collection_angles_mrad`` (inner, outer) of a
+    :class:`~napari_stem_defects.io.stem_image.StemImage`'s metadata, and ``convergence_mrad``
+    when present (default 30 mrad); a real specimen vibrates, so the thermal table is used.
+    Without the detector angles (most files) the settings are not guessed: the detector decides
+    whether an Se2 column looks brighter or dimmer than W.
+
+    Examples
+    --------
+    >>> settings_from_metadata({"beam_energy_keV": 60.0, "collection_angles_mrad": (50.0, 200.0)}).describe()
+    '60 kV, 30 mrad, ADF 50-200 mrad, 8 frozen phonons (0.07 Å)'
+    >>> settings_from_metadata({"beam_energy_keV": 60.0}) is None
+    True
+    """
+    energy, angles = metadata.get("beam_energy_keV"), metadata.get("collection_angles_mrad")
+    if energy is None or angles is None or len(angles) != 2:
+        return None
+    try:
+        return MicroscopeSettings(energy_kV=float(energy), convergence_mrad=float(metadata.get("convergence_mrad") or 30.0),
+                                  detector_inner_mrad=float(angles[0]), detector_outer_mrad=float(angles[1]),
+                                  frozen_phonons=8)
+    except (TypeError, ValueError):
+        return None  # outside the table (e.g. a 30 kV SEM-STEM): Z^1.7 as before
