@@ -189,9 +189,11 @@ def metal_x2_ratio(material, settings: MicroscopeSettings) -> float:
     x2 = 0.0
     for a, fa in mat.chalcogens.items():
         for b, fb in mat.chalcogens.items():
+            if mat.janus and a == b:
+                continue  # a Janus layer's X2 columns hold one atom of each side's chalcogen
             pair = "".join(sorted((a, b), key=ATOMIC_NUMBER.__getitem__))
             content = f"{a}2" if a == b else pair
-            x2 += fa * fb * column_cross_section(content, settings)
+            x2 += (fa * fb * (2.0 if mat.janus else 1.0)) * column_cross_section(content, settings)
     return float(metal / x2) if x2 > 0 else float("nan")
 
 
