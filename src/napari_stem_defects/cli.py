@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .cli_parser import _parse_defects, build_parser
+from .cli_parser import _parse_defects, build_parser, typed_microscope
 
 
 def read_stack(paths: Sequence[str], pixel_size: float | None = None) -> tuple[np.ndarray, float | None, str]:
@@ -221,13 +221,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _microscope(args: argparse.Namespace):
-    """The microscope settings typed on the command line (thermal lattice), or None without --kv."""
-    from .simulate.microscope import typed_settings
-
-    return typed_settings(args.kv, args.convergence, tuple(args.detector))
-
-
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .analyze import analyze_image, write_analysis
     from .io.rsciio_reader import read_stem_file
@@ -256,7 +249,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                              cell_model=args.cell_model, column_model=args.column_model, progress=progress,
                              force=args.force, pixel_size_source="typed" if args.pixel_size else "file",
                              mask=_read_mask(args.mask, image.data.shape[-2:]) if args.mask else None,
-                             include_boundary=args.include_boundaries, microscope=_microscope(args))
+                             include_boundary=args.include_boundaries, microscope=typed_microscope(args))
     paths = write_analysis(analysis, args.out, source=str(args.image))
     for warning in analysis.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -75,6 +75,26 @@ def _whole(minimum: int):
 _count = _whole(1)
 
 
+def add_microscope_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--kv``, ``--convergence`` and ``--detector`` of ``analyze`` and ``batch`` (read by :func:`typed_microscope`)."""
+    parser.add_argument("--kv", type=_number(60.0, 300.0), default=None,
+                        help="beam energy of the image in kV: with it, which sublattice holds the metals follows the "
+                             "multislice-calibrated table at --kv/--convergence/--detector (thermal lattice) "
+                             "instead of Z^1.7 (at 60 kV an Se2 column can be as bright as W); default: the file's, "
+                             "when it records energy and detector angles")
+    parser.add_argument("--convergence", type=_number(0.0, low_open=True), default=30.0,
+                        help="probe convergence semi-angle in mrad, with --kv (default 30)")
+    parser.add_argument("--detector", type=_number(0.0), nargs=2, default=(70.0, 200.0), metavar=("INNER", "OUTER"),
+                        help="annular detector angles in mrad, with --kv (default 70 200)")
+
+
+def typed_microscope(args: argparse.Namespace):  # -> MicroscopeSettings | None (imported lazily)
+    """The microscope settings of :func:`add_microscope_options` (thermal lattice), or None without ``--kv``."""
+    from .simulate.microscope import typed_settings
+
+    return typed_settings(args.kv, args.convergence, tuple(args.detector))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     from .heatmaps.regions import MIN_AREA_NN2
@@ -175,14 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--include-boundaries", action="store_true",
                      help="count cells on domain and grain boundaries and at the edges of holes, amorphous and "
                           "masked areas in the statistics (left out by default)")
-    ana.add_argument("--kv", type=_number(60.0, 300.0), default=None,
-                     help="beam energy of the image in kV: with it, which sublattice holds the metals follows the "
-                          "multislice-calibrated table at --kv/--convergence/--detector (thermal lattice) "
-                          "instead of Z^1.7 (at 60 kV an Se2 column can be as bright as W)")
-    ana.add_argument("--convergence", type=_number(0.0, low_open=True), default=30.0,
-                     help="probe convergence semi-angle in mrad, with --kv (default 30)")
-    ana.add_argument("--detector", type=_number(0.0), nargs=2, default=(70.0, 200.0), metavar=("INNER", "OUTER"),
-                     help="annular detector angles in mrad, with --kv (default 70 200)")
+    add_microscope_options(ana)
     ana.add_argument("--force", action="store_true",
                      help="analyse even when the image check fails (not a 2H monolayer of the stated material); "
                           "the findings are written into every output as warnings")

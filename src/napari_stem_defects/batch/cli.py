@@ -11,6 +11,7 @@ from pathlib import Path
 import math
 import sys
 
+from ..cli_parser import add_microscope_options, typed_microscope
 from ..heatmaps.regions import MIN_AREA_NN2
 from .settings import DEFAULT_TOLERANCE
 
@@ -60,12 +61,7 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     opts.add_argument("--mask", default=None, metavar="MASK",
                       help="pixels not to analyse, for every file of the mask's shape (.npy/.tif/.png, non-zero = "
                            "masked); a file of another shape fails")
-    opts.add_argument("--kv", type=float, default=None,
-                      help="beam energy in kV: the metal sublattice follows the multislice-calibrated table at "
-                           "--kv/--convergence/--detector (default: the file's, when it records energy and detector)")
-    opts.add_argument("--convergence", type=float, default=30.0, help="convergence semi-angle in mrad (default 30)")
-    opts.add_argument("--detector", type=float, nargs=2, default=(70.0, 200.0), metavar=("INNER", "OUTER"),
-                      help="annular detector angles in mrad (default 70 200)")
+    add_microscope_options(opts)
     opts.add_argument("--include-boundaries", action="store_true",
                       help="count boundary cells (domain and grain boundaries, hole, amorphous and masked edges) "
                            "in the statistics")
@@ -100,9 +96,7 @@ def settings_from_args(args: argparse.Namespace) -> "BatchSettings":  # noqa: F8
 
 
 def _typed_microscope(args: argparse.Namespace) -> dict | None:
-    from ..simulate.microscope import typed_settings
-
-    settings = typed_settings(args.kv, args.convergence, tuple(args.detector))
+    settings = typed_microscope(args)
     return None if settings is None else settings.as_dict()
 
 
