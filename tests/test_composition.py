@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from napari_stem_defects.cells.classes import composition_weights
+from napari_stem_defects.composition import composition_weights
 from napari_stem_defects.cells.classify import classify_site_table
 from napari_stem_defects.cells.physics import reference_classes
 from napari_stem_defects.columns import detect_columns

@@ -6,7 +6,7 @@ centred on X, channel 1 on M, rotation-normalised, nn = 11 px) and a context
 vector (:func:`context_vector`) describing the material, the scale and the
 image's normal columns, into the classes
 :data:`~napari_stem_defects.simulate.defects.CELL_CLASSES` the material
-allows (:func:`~napari_stem_defects.cells.classes.allowed_classes`).
+allows (:func:`~napari_stem_defects.composition.allowed_classes`).
 
 The network has two outputs: logits over the classes, and one "defective"
 logit. ``mode="single"`` uses the first (softmax); ``mode="two-stage"``
@@ -32,7 +32,7 @@ import numpy as np
 from ..materials import Material, parse_material
 from ..network_io import load_model, packaged_weights_path
 from ..vocabulary import CELL_CLASSES
-from .classes import class_mask
+from ..composition import class_mask
 from .crops import CANONICAL_NN_PX, CROP_SIZE, cell_crops, prepare_image, strength_context
 from .z_contrast import refine_antisites
 
@@ -226,7 +226,7 @@ def probabilities(logits: np.ndarray, mask: np.ndarray | None = None, mode: str 
     logits : ndarray, shape (N, C) or (N, C + 1)
         :func:`predict_logits` output.
     mask : ndarray of bool, shape (C,) or (N, C), optional
-        Allowed classes (:func:`~napari_stem_defects.cells.classes.class_mask`);
+        Allowed classes (:func:`~napari_stem_defects.composition.class_mask`);
         the others get probability 0.
     mode : {'single', 'two-stage'}
         'single': softmax of the class logits. 'two-stage': P(defective) from
