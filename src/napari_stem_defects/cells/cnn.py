@@ -162,23 +162,16 @@ def default_weights_path() -> Path:
 
 
 def load_cell_model(path: str | Path | None = None) -> Any:
-    """Load the cell classifier in evaluation mode (cached per path).
+    """Load the cell classifier in evaluation mode on the CPU (cached per path).
 
-    Parameters
-    ----------
-    path : str or Path, optional
-        Weights file written by :func:`napari_stem_defects.training.cell_cnn.save_weights`;
-        defaults to the packaged ``models/cell_cnn.pt``.
-
-    Returns
-    -------
-    torch.nn.Module
-        The model on the CPU, in eval mode, with its metadata dict as ``model.metadata``.
+    ``path`` is a file written by :func:`napari_stem_defects.training.cell_cnn.save_weights`, None
+    for the packaged ``models/cell_cnn.pt``; the model carries its metadata as ``model.metadata``
+    (see :func:`napari_stem_defects.network_io.load_model`).
 
     Raises
     ------
-    FileNotFoundError
-        If the weights file does not exist.
+    FileNotFoundError, napari_stem_defects.network_io.WeightsFileError
+        The file is missing, or not a cell classifier of this package.
     """
     return load_model(path, WEIGHTS_NAME, _build_from_metadata, "cell classifier", "scripts/train_cell_cnn.py")
 
