@@ -52,14 +52,14 @@ SEED_STUDY = {"one class vs lattice": 0.76, "ten classes, best": 0.88}
 CELL_FAMILY = {c: ("vacancy" if c.startswith("V_") else SITE_FAMILY.get(c)) for c in CELL_CLASSES}
 
 
-def cell_classifier_maps(twin) -> np.ndarray | None:
+def cell_classifier_maps(image: np.ndarray, material, pixel_size, microscope=None) -> np.ndarray | None:
     """The peer: per-family maps painted from the cell CNN's probabilities on detected columns."""
     try:
-        result = detect_columns(twin.image, material=twin.material, pixel_size=twin.pixel_size)
+        result = detect_columns(image, material=material, pixel_size=pixel_size, microscope=microscope)
     except ColumnDetectionError:
         return None
-    cells = classify_site_table(twin.image, result.sites, twin.material, "cnn", nn_px=result.nn_px)
-    h, w = twin.image.shape
+    cells = classify_site_table(image, result.sites, material, "cnn", nn_px=result.nn_px)
+    h, w = image.shape
     maps = np.zeros((len(HEATMAP_CLASSES), h, w), np.float32)
     fam_p = np.zeros((len(cells), len(HEATMAP_CLASSES)))
     for c in CELL_CLASSES[1:]:
@@ -95,7 +95,7 @@ def localisation(args) -> dict:
                     if name in ENGINES:
                         maps = compute_heatmaps(twin.image, twin.material, name, nn_px=nn).maps
                     else:
-                        maps = cell_classifier_maps(twin)
+                        maps = cell_classifier_maps(twin.image, twin.material, twin.pixel_size)
                         if maps is None:
                             continue
                     add_counts(totals[name][dose], localisation_counts(maps, twin.sites, nn))
