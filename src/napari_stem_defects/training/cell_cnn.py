@@ -226,6 +226,49 @@ def class_metrics(cm: np.ndarray) -> dict[str, Any]:
             "n_cells": int(cm.sum())}
 
 
+def augment(crops: Any, context: Any, rng: np.random.Generator) -> tuple[Any, Any]:
+    """Mirror about the M-X axis (p = 1/2), random gain (x0.8-1.25) and offset (sd 0.05) of a batch;
+    the strength part of the context (entries 6:) gets the same gain and offset.
+
+    Parameters
+    ----------
+    crops : torch.Tensor, shape (B, 2, S, S)
+    context : torch.Tensor, shape (B, 12)
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    crops, context : torch.Tensor
+        New tensors.
+    """
+    import torch
+
+    b = crops.shape[0]
+    x = crops.float().clone()
+    flip = torch.from_numpy(rng.random(b) < 0.5)
+    x[flip] = x[flip].flip(-2)
+    gain = torch.from_numpy(rng.uniform(0.8, 1.25, (b, 1)).astype(np.float32))
+    offset = torch.from_numpy(rng.normal(0, 0.05, (b, 1)).astype(np.float32))
+    x = x * gain[:, :, None, None] + offset[:, :, None, None]
+    ctx = context.float().clone()
+    ctx[:, 6:] = ctx[:, 6:] * gain + offset
+    return x, ctx
+
+
+def cell_loss(out: Any, labels: Any, allowed: Any) -> Any:
+    """The shipped classifier's loss: cross-entropy over the allowed classes (label smoothing 0.02
+    spread over them) plus half the binary cross-entropy of the "defective" output."""
+    from torch.nn import functional as F
+
+    n_cls = len(CELL_CLASSES)
+    logp = F.log_softmax(out[:, :n_cls].masked_fill(~allowed, -1e4), dim=1).masked_fill(~allowed, 0.0)
+    target = 0.98 * F.one_hot(labels, n_cls).float() + 0.02 * allowed.float() / allowed.sum(1, keepdim=True)
+    loss = -(target * logp).sum(1).mean()
+    if out.shape[1] > n_cls:
+        loss = loss + 0.5 * F.binary_cross_entropy_with_logits(out[:, n_cls], (labels > 0).float())
+    return loss
+
+
 def train(
     steps: int,
     batch: int,
@@ -272,7 +315,6 @@ def train(
     model, history
     """
     import torch
-    from torch.nn import functional as F
 
     torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
@@ -290,7 +332,6 @@ def train(
     ctx_t = torch.from_numpy(data["context"])
     mask_t = torch.from_numpy(data["mask"])
     labels_t = torch.from_numpy(data["labels"])
-    n_cls = len(CELL_CLASSES)
     model = build_cell_cnn()
     if init_state is not None:
         model.load_state_dict(init_state)
@@ -313,23 +354,11 @@ def train(
         step += 1
         cls = rng.integers(len(by_class), size=batch)
         idx = torch.from_numpy(np.array([by_class[c][rng.integers(len(by_class[c]))] for c in cls]))
-        x = crops_t[idx].float()
-        flip = torch.from_numpy(rng.random(batch) < 0.5)
-        x[flip] = x[flip].flip(-2)
-        gain = torch.from_numpy(rng.uniform(0.8, 1.25, (batch, 1)).astype(np.float32))
-        offset = torch.from_numpy(rng.normal(0, 0.05, (batch, 1)).astype(np.float32))
-        x = x * gain[:, :, None, None] + offset[:, :, None, None]
-        ctx = ctx_t[idx].clone()
-        ctx[:, 6:] = ctx[:, 6:] * gain + offset
+        x, ctx = augment(crops_t[idx], ctx_t[idx], rng)
         x, ctx, y, allowed = (t.to(device) for t in (x, ctx, labels_t[idx], mask_t[idx]))
         model.train()
         out = model(x, ctx)
-        logp = F.log_softmax(out[:, :n_cls].masked_fill(~allowed, -1e4), dim=1).masked_fill(~allowed, 0.0)
-        # label smoothing (0.02) spread over the allowed classes only
-        target = 0.98 * F.one_hot(y, n_cls).float() + 0.02 * allowed.float() / allowed.sum(1, keepdim=True)
-        loss = -(target * logp).sum(1).mean()
-        if out.shape[1] > n_cls:
-            loss = loss + 0.5 * F.binary_cross_entropy_with_logits(out[:, n_cls], (y > 0).float())
+        loss = cell_loss(out, y, allowed)
         opt.zero_grad()
         loss.backward()
         opt.step()
