@@ -36,9 +36,9 @@ from ..cells.classes import CLEAR_CONTRAST, allowed_classes, class_mask, dopant_
 from ..cells.cnn import build_cell_cnn, classify_cells, context_vector, predict_logits, probabilities
 from ..cells.crops import CANONICAL_NN_PX, cell_crops, prepare_image, strength_context
 from ..materials import KNOWN_MATERIALS, Material, parse_material
-from ..network_io import save_weights, state_snapshot  # noqa: F401  (save_weights re-exported for the scripts)
+from ..network_io import save_weights  # noqa: F401  (re-exported: cells.cnn names training.cell_cnn.save_weights)
 from ..simulate import CELL_CLASSES, DigitalTwin, random_imaging, simulate_twin
-from .schedule import TimeBudget, warmup_cosine
+from .scratch_loop import train_keeping_best
 
 TRAIN_SEED_BASE = 20_000_000
 VAL_SEED_BASE = 2_500_000
@@ -336,58 +336,31 @@ def train(
     if init_state is not None:
         model.load_state_dict(init_state)
     model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
-    sched = warmup_cosine(opt, steps)
     history: dict[str, Any] = {"steps": steps, "batch": batch, "seed": seed, "lr": lr, "n_twins": n_twins,
                                "n_train_crops": int(len(data["labels"])), "val": []}
-    best, best_state, run_loss = -1.0, None, []
-    budget = TimeBudget(sched, max_minutes, deadline)
-    if init_state is not None:
-        v = class_metrics(confusion(model, val))
-        best, best_state = v["macro_f1"], state_snapshot(model)
-        history["best"] = rec = {"step": 0, "macro_f1": v["macro_f1"], "accuracy": v["accuracy"],
-                                 "elapsed_s": time.time() - t0}
-        history["val"].append(rec)
-        log(f"step 0 (initial weights): val macro-F1 {v['macro_f1']:.4f} acc {v['accuracy']:.4f}")
-    step = 0
-    while step < sched.plan["steps"]:
-        step += 1
+
+    def batch_loss() -> Any:
         cls = rng.integers(len(by_class), size=batch)
         idx = torch.from_numpy(np.array([by_class[c][rng.integers(len(by_class[c]))] for c in cls]))
         x, ctx = augment(crops_t[idx], ctx_t[idx], rng)
         x, ctx, y, allowed = (t.to(device) for t in (x, ctx, labels_t[idx], mask_t[idx]))
-        model.train()
-        out = model(x, ctx)
-        loss = cell_loss(out, y, allowed)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        run_loss.append(loss.item())
-        out_of_time = budget.spent(step, refit=step == 200 or step % eval_every == 0)
-        if step % eval_every == 0 or step == sched.plan["steps"] or out_of_time:
-            v = class_metrics(confusion(model, val))
-            v2 = class_metrics(confusion(model, val, "two-stage"))
-            rec = {"step": step, "train_loss": float(np.mean(run_loss)), "macro_f1": v["macro_f1"],
-                   "accuracy": v["accuracy"], "macro_f1_two_stage": v2["macro_f1"], "elapsed_s": time.time() - t0}
-            run_loss = []
-            history["val"].append(rec)
-            log(f"step {step}: loss {rec['train_loss']:.4f} val macro-F1 {rec['macro_f1']:.4f} "
-                f"(two-stage {v2['macro_f1']:.4f}) acc {rec['accuracy']:.4f} ({rec['elapsed_s']:.0f} s)")
-            if v["macro_f1"] > best:
-                best = v["macro_f1"]
-                best_state = state_snapshot(model)
-                history["best"] = rec
-                if on_best is not None:
-                    on_best(model, history)
-        if out_of_time:
-            log(f"stopping at step {step}: time budget of {budget.seconds / 60:.1f} min spent")
-            break
-    model.load_state_dict(best_state)
-    model.to("cpu").eval()
-    history["steps_run"] = step
-    history["train_seconds"] = time.time() - t0
-    return model, history
+        return cell_loss(model(x, ctx), y, allowed)
+
+    def evaluate(step: int, train_loss: float | None) -> dict[str, Any]:
+        v = class_metrics(confusion(model, val))
+        if train_loss is None:
+            log(f"step 0 (initial weights): val macro-F1 {v['macro_f1']:.4f} acc {v['accuracy']:.4f}")
+            return {"step": 0, "macro_f1": v["macro_f1"], "accuracy": v["accuracy"], "elapsed_s": time.time() - t0}
+        v2 = class_metrics(confusion(model, val, "two-stage"))
+        rec = {"step": step, "train_loss": train_loss, "macro_f1": v["macro_f1"], "accuracy": v["accuracy"],
+               "macro_f1_two_stage": v2["macro_f1"], "elapsed_s": time.time() - t0}
+        log(f"step {step}: loss {rec['train_loss']:.4f} val macro-F1 {rec['macro_f1']:.4f} "
+            f"(two-stage {v2['macro_f1']:.4f}) acc {rec['accuracy']:.4f} ({rec['elapsed_s']:.0f} s)")
+        return rec
+
+    return train_keeping_best(model, history, steps=steps, lr=lr, eval_every=eval_every, batch_loss=batch_loss,
+                              evaluate=evaluate, score="macro_f1", initial=init_state is not None,
+                              max_minutes=max_minutes, deadline=deadline, on_best=on_best, log=log, t0=t0)
 
 
 def heldout_twin(material: str, dose: float, index: int, *, size: int = 256, seed_base: int = TEST_SEED_BASE,
