@@ -302,13 +302,10 @@ def train(
     the first step and kept if no later step beats them.
 
     ``device`` is where the network trains ("cpu", "cuda"; the crops stay in
-    memory on the CPU and go to the device a batch at a time). When a time
-    budget is given, the learning-rate schedule is fitted to end within it
-    (:func:`~napari_stem_defects.training.schedule.fit_to_budget`).
-    ``on_best(model, history)`` is called whenever the validation macro-F1
-    improves, e.g. to save a checkpoint that survives an interrupted run.
-    ``deadline`` (a ``time.time()`` value) ends the loop by then, whatever the
-    simulation of the twins took before it.
+    memory on the CPU and go to the device a batch at a time). The loop, the
+    time budget (``max_minutes``, ``deadline``: set before the twins are
+    simulated) and ``on_best`` are those of
+    :func:`~napari_stem_defects.training.scratch_loop.train_keeping_best`.
 
     Returns
     -------

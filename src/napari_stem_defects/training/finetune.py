@@ -288,11 +288,7 @@ def finetune_cell_cnn(
 
     Raises
     ------
-    ValueError
-        Bad settings, unreadable datasets, the packaged folder as ``out``, or weights
-        that came out NaN (nothing is written).
-    FileExistsError
-        ``out`` exists and ``overwrite`` is False.
+    {shared_raises}
     """
     check_settings(steps, batch, twin_fraction, min_batch=2)
     task = CellTask(datasets, steps=steps, batch=batch, twin_fraction=twin_fraction, val_fraction=val_fraction,

@@ -290,11 +290,7 @@ def finetune_column_unet(
 
     Raises
     ------
-    ValueError
-        Bad settings, unreadable datasets, images too small, the packaged folder as ``out``,
-        or weights that came out NaN (nothing is written).
-    FileExistsError
-        ``out`` exists and ``overwrite`` is False.
+    {shared_raises}
     """
     check_settings(steps, batch, twin_fraction)
     if not 0.0 <= float(val_fraction) < 1.0:

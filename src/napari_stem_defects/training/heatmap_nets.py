@@ -212,13 +212,10 @@ def train(
     overrides entries of the engine's architecture (e.g. ``channels``) and
     ``device`` is where the network trains ("cpu", "cuda"). On a GPU all the
     examples are moved to its memory and the network runs in bfloat16
-    autocast (the loss in float32). When a time budget is given, the
-    learning-rate schedule is fitted to end within it
-    (:func:`~napari_stem_defects.training.schedule.fit_to_budget`).
-    ``on_best(model, history)`` is called whenever the validation score
-    improves, e.g. to save a checkpoint that survives an interrupted run.
-    ``deadline`` (a ``time.time()`` value) ends the loop by then, whatever the
-    simulation of the twins took before it.
+    autocast (the loss in float32). The loop, the time budget
+    (``max_minutes``, ``deadline``: set before the twins are simulated) and
+    ``on_best`` are those of
+    :func:`~napari_stem_defects.training.scratch_loop.train_keeping_best`.
 
     Returns
     -------

@@ -80,13 +80,24 @@ overwrite : bool
     Replace an existing file at ``out`` (default: refuse, before any training)."""
 
 
+#: The errors every fine-tuning function raises (numpydoc ``Raises`` entries).
+SHARED_RAISES = """\
+ValueError
+    Bad settings, unreadable datasets (or images too small to train on), the
+    packaged folder as ``out``, or weights that came out NaN (nothing is written).
+FileExistsError
+    ``out`` exists and ``overwrite`` is False."""
+
+
 def shared_parameters(func: Callable) -> Callable:
-    """Put :data:`SHARED_PARAMETERS` where ``func``'s docstring says ``{shared_parameters}``."""
+    """Put :data:`SHARED_PARAMETERS` and :data:`SHARED_RAISES` where ``func``'s docstring says
+    ``{shared_parameters}`` and ``{shared_raises}``."""
+    shared = {"{shared_parameters}": SHARED_PARAMETERS, "{shared_raises}": SHARED_RAISES}
     lines = []
     for line in (func.__doc__ or "").splitlines():
-        if line.strip() == "{shared_parameters}":
+        if line.strip() in shared:
             indent = line[: len(line) - len(line.lstrip())]
-            lines += [indent + p if p else p for p in SHARED_PARAMETERS.splitlines()]
+            lines += [indent + p if p else p for p in shared[line.strip()].splitlines()]
         else:
             lines.append(line)
     func.__doc__ = "\n".join(lines)
