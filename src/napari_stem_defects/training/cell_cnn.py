@@ -343,17 +343,14 @@ def train(
         x, ctx, y, allowed = (t.to(device) for t in (x, ctx, labels_t[idx], mask_t[idx]))
         return cell_loss(model(x, ctx), y, allowed)
 
-    def evaluate(step: int, train_loss: float | None) -> dict[str, Any]:
+    def evaluate(initial: bool) -> tuple[dict[str, Any], str]:
         v = class_metrics(confusion(model, val))
-        if train_loss is None:
-            log(f"step 0 (initial weights): val macro-F1 {v['macro_f1']:.4f} acc {v['accuracy']:.4f}")
-            return {"step": 0, "macro_f1": v["macro_f1"], "accuracy": v["accuracy"], "elapsed_s": time.time() - t0}
+        if initial:
+            return ({"macro_f1": v["macro_f1"], "accuracy": v["accuracy"]},
+                    f"val macro-F1 {v['macro_f1']:.4f} acc {v['accuracy']:.4f}")
         v2 = class_metrics(confusion(model, val, "two-stage"))
-        rec = {"step": step, "train_loss": train_loss, "macro_f1": v["macro_f1"], "accuracy": v["accuracy"],
-               "macro_f1_two_stage": v2["macro_f1"], "elapsed_s": time.time() - t0}
-        log(f"step {step}: loss {rec['train_loss']:.4f} val macro-F1 {rec['macro_f1']:.4f} "
-            f"(two-stage {v2['macro_f1']:.4f}) acc {rec['accuracy']:.4f} ({rec['elapsed_s']:.0f} s)")
-        return rec
+        return ({"macro_f1": v["macro_f1"], "accuracy": v["accuracy"], "macro_f1_two_stage": v2["macro_f1"]},
+                f"val macro-F1 {v['macro_f1']:.4f} (two-stage {v2['macro_f1']:.4f}) acc {v['accuracy']:.4f}")
 
     return train_keeping_best(model, history, steps=steps, lr=lr, eval_every=eval_every, batch_loss=batch_loss,
                               evaluate=evaluate, score="macro_f1", initial=init_state is not None,

@@ -257,16 +257,10 @@ def train(
             out = model(x, cs[idx].to(device))
         return training_loss(out.float(), y, weight, dense)
 
-    def evaluate(step: int, train_loss: float | None) -> dict[str, Any]:
+    def evaluate(initial: bool) -> tuple[dict[str, Any], str]:
         f1 = validate(model, val, dense)
-        if train_loss is None:
-            log(f"step 0 (initial weights): val F1 {np.round(f1, 3).tolist()} mean {float(np.nanmean(f1)):.4f}")
-            return {"step": 0, "f1": f1.tolist(), "mean_f1": float(np.nanmean(f1)), "elapsed_s": time.time() - t0}
-        rec = {"step": step, "train_loss": train_loss, "f1": f1.tolist(), "mean_f1": float(np.nanmean(f1)),
-               "elapsed_s": time.time() - t0}
-        log(f"step {step}: loss {rec['train_loss']:.4f} val F1 {np.round(f1, 3).tolist()} "
-            f"mean {rec['mean_f1']:.4f} ({rec['elapsed_s']:.0f} s)")
-        return rec
+        mean = float(np.nanmean(f1))
+        return {"f1": f1.tolist(), "mean_f1": mean}, f"val F1 {np.round(f1, 3).tolist()} mean {mean:.4f}"
 
     return train_keeping_best(model, history, steps=steps, lr=lr, eval_every=eval_every, batch_loss=batch_loss,
                               evaluate=evaluate, score="mean_f1", initial=init_state is not None,

@@ -26,7 +26,7 @@ def train_keeping_best(
     lr: float,
     eval_every: int,
     batch_loss: Callable[[], Any],
-    evaluate: Callable[[int, float | None], dict[str, Any]],
+    evaluate: Callable[[bool], tuple[dict[str, Any], str]],
     score: str,
     initial: bool = False,
     max_minutes: float = 1e9,
@@ -56,10 +56,13 @@ def train_keeping_best(
     batch_loss : callable
         Draws a batch, runs the model (in training mode) and returns the loss tensor.
     evaluate : callable
-        ``evaluate(step, train_loss)`` scores the model on the validation set,
-        logs a line and returns the record (``train_loss`` is None at step 0).
+        ``evaluate(initial)`` scores the model on the validation set (``initial``:
+        before the first step) and returns the scores and a text saying them.
+        Each evaluation's record is ``step``, ``train_loss`` (the mean since the
+        previous one; not at step 0), the scores and ``elapsed_s``, and its log
+        line ``step N: loss L TEXT (E s)`` (``step 0 (initial weights): TEXT``).
     score : str
-        The record entry to maximise.
+        The score to maximise.
     initial : bool
         Score the model before the first step (step 0: weights it started from)
         and keep them if no later step beats them.
@@ -85,7 +88,9 @@ def train_keeping_best(
     best, best_state, losses = -1.0, None, []
     budget = TimeBudget(sched, max_minutes, deadline)
     if initial:
-        rec = evaluate(0, None)
+        scores, text = evaluate(True)
+        rec = {"step": 0, **scores, "elapsed_s": time.time() - t0}
+        log(f"step 0 (initial weights): {text}")
         best, best_state = rec[score], state_snapshot(model)
         history["best"] = rec
         history["val"].append(rec)
@@ -101,8 +106,10 @@ def train_keeping_best(
         losses.append(loss.item())
         out_of_time = budget.spent(step, refit=step == 200 or step % eval_every == 0)
         if step % eval_every == 0 or step == sched.plan["steps"] or out_of_time:
-            rec = evaluate(step, float(np.mean(losses)))
+            scores, text = evaluate(False)
+            rec = {"step": step, "train_loss": float(np.mean(losses)), **scores, "elapsed_s": time.time() - t0}
             losses = []
+            log(f"step {step}: loss {rec['train_loss']:.4f} {text} ({rec['elapsed_s']:.0f} s)")
             history["val"].append(rec)
             if rec[score] > best:
                 best, history["best"] = rec[score], rec
