@@ -25,6 +25,10 @@ The result is written atomically, weights (the
 :func:`~napari_stem_defects.network_io.save_weights` format, loadable by
 :func:`~napari_stem_defects.cells.cnn.load_cell_model`) and a model card
 (``.md``) beside them; the shipped file is never written.
+
+The loop, evaluation, cancelling and model writing are those every fine-tuning
+shares (:func:`~napari_stem_defects.training.loop.run_finetune`); this module
+holds the cells' part of it (:class:`CellTask`): data, batches, loss, metrics and card.
 """
 
 from __future__ import annotations

@@ -6,15 +6,9 @@ annotations (:func:`~napari_stem_defects.annotations.training_set.export_trainin
 and :func:`finetune_column_unet` makes a new version of the column detector
 (:mod:`napari_stem_defects.columns.unet`) from them.
 
-- Targets are made exactly as for the shipped model
-  (:mod:`napari_stem_defects.training.column_unet`): each image is resampled to
-  the canonical scale (nn distance :data:`~napari_stem_defects.columns.unet.CANONICAL_NN_PX`
-  pixels, from the nn distance the export measured) and normalised; the target
-  is a Gaussian blob (sigma ``SIGMA_FRACTION`` nn) at every occupied site of
-  the annotations (a site whose species is not "empty"; positions from the
-  points layer, so moved points count), and the loss weight is raised around
-  empty sites. Every site of an exported image is a label: the sites a person
-  did not touch count as accepted.
+- Targets are made exactly as for the shipped model, at its canonical scale
+  (:mod:`napari_stem_defects.training.column_sets`). Every site of an exported
+  image is a label: the sites a person did not touch count as accepted.
 - It always starts from the SHIPPED weights, never from an earlier fine-tuned
   model, and ``twin_fraction`` of every batch are crops of fresh digital twins
   (the shipped model's training distribution): what it knew is not forgotten.
@@ -34,6 +28,10 @@ Weights are written atomically in the
 :func:`~napari_stem_defects.network_io.save_weights` format (loadable by
 :func:`~napari_stem_defects.columns.unet.load_column_model`, ``weights_only=True``)
 with a model card (``.md``) beside them; the shipped file is never written.
+
+The loop, evaluation, cancelling and model writing are those every fine-tuning
+shares (:func:`~napari_stem_defects.training.loop.run_finetune`); this module
+holds the column U-Net's part of it (:class:`ColumnTask`).
 """
 
 from __future__ import annotations
