@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_stem_defects.cells.classes import allowed_classes
+from napari_stem_defects.composition import allowed_classes
 from napari_stem_defects.cells.classify import classify_site_table
 from napari_stem_defects.cells.cnn import PRIORS, classify_cells, load_cell_model
 from napari_stem_defects.cells.evaluate import (ideal_antisite_evidence, ideal_pair_f1, ideal_vx1_evidence,

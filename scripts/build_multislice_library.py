@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_stem_defects.cells.classes import allowed_classes
+from napari_stem_defects.composition import allowed_classes
 from napari_stem_defects.simulate import ImagingParams
 from napari_stem_defects.simulate.export import META_FILE, write_twin
 from napari_stem_defects.simulate.microscope import MicroscopeSettings

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from napari_stem_defects.heatmaps.classes import HEATMAP_CLASSES
     from napari_stem_defects.heatmaps.engines import WEIGHTS
-    from napari_stem_defects.heatmaps.evaluate import heldout_scores
+    from napari_stem_defects.training.heatmap_heldout import heldout_scores
     from napari_stem_defects.heatmaps.networks import PATCH_ARCH, UNET_ARCH
     from napari_stem_defects.network_io import read_weights
     from napari_stem_defects.training.heatmap_nets import family_weight_vector, train

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_stem_defects.cells.classes import (
+from napari_stem_defects.composition import (
     CLEAR_CONTRAST, allowed_classes, class_mask, dopant_elements, substituent_elements,
 )
 from napari_stem_defects.cells.physics import reference_classes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from napari_stem_defects.cells.classes import composition_weights
+from napari_stem_defects.composition import composition_weights
 from napari_stem_defects.cells.classify import classify_site_table
 from napari_stem_defects.cells.physics import reference_classes
 from napari_stem_defects.columns import detect_columns
@@ -37,3 +37,22 @@ def test_se_implanted_mos2_favours_substitution_where_intensity_cannot_tell():
         sub = truth == "sub_X"
         found[material] = (cells["class"].to_numpy()[sub] == "sub_X").mean()
     assert found["MoS2+Se"] >= 0.8 and found["MoS2+Se"] > found["MoS2"] + 0.3, found
+
+
+def test_analyze_reads_the_material_once_and_every_stage_agrees(monkeypatch):
+    # the formula is parsed at the edge (analyze) into a Material that every stage takes: the columns,
+    # the image check, the cells, the heatmaps and the joint decision never read the text again
+    import napari_stem_defects.materials as materials
+    from napari_stem_defects.analyze import analyze_image
+    from napari_stem_defects.io.stem_image import StemImage
+
+    twin = simulate_twin("MoS2+Se", (192, 192), 0.12, seed=5, imaging=ImagingParams(dose=1e6),
+                         defects={"sub_X": 0.05})
+    image = StemImage(data=twin.image.astype("float32"), pixel_size=(0.12, 0.12), name="twin", metadata={})
+    readings = []
+    original = materials._formula_items
+    monkeypatch.setattr(materials, "_formula_items", lambda text, name: readings.append(name) or original(text, name))
+    analysis = analyze_image(image, material="MoS2+Se", heatmaps="sliding-window")
+    assert readings == ["MoS2+Se"]
+    assert analysis.settings["material"] == "MoS2+Se"
+    assert len(analysis.cells[0]) > 50

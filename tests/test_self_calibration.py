@@ -77,7 +77,7 @@ def test_typed_microscope_settings_decide_the_metal_sublattice_where_z_contrast_
 
 
 def test_batch_takes_typed_settings_and_refuses_impossible_ones():
-    from napari_stem_defects.batch.cli import settings_from_args
+    from napari_stem_defects.cli_batch import settings_from_args
     from napari_stem_defects.batch.settings import BatchSettings
     from napari_stem_defects.cli import build_parser
 

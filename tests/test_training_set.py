@@ -83,7 +83,7 @@ def test_export_then_import_gives_back_identical_images_and_annotations(twins, t
 
 def test_cells_are_the_classifier_inputs_with_the_verified_labels(twins, tmp_path):
     from napari_stem_defects.annotations.training_set import cell_table_positions, nn_of_cells
-    from napari_stem_defects.cells.classes import class_mask
+    from napari_stem_defects.composition import class_mask
     from napari_stem_defects.cells.cnn import classify_cells, load_cell_model, predict_logits, probabilities
 
     sources, rows = _sources(twins)

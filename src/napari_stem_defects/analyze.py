@@ -36,19 +36,30 @@ import numpy as np
 import pandas as pd
 
 from .analysis_files import FORMAT_VERSION, write_analysis
-from .columns import SITES_CSV_COLUMNS, ColumnResult, compute_detection_map, columns_from_map
-from .columns.pipeline import lattice_spacing, validate_image
-from .columns.result import ColumnDetectionError
-from .image_check import Finding, ImageCheck, ImageCheckError, check_image, check_lattice
 from .cells.classify import classify_site_table
 from .cells.geometry import CELL_STRUCTURE_COLUMNS, with_structure
 from .cells.joint import one_answer
-from .columns.phase_map import phase_areas, phase_maps
-from .columns.result import SITE_STRUCTURE_COLUMNS
 from .cells.site_labels import site_defects
 from .cells.statistics import defect_statistics
+from .columns import (
+    SITES_CSV_COLUMNS,
+    ColumnResult,
+    columns_from_map,
+    compute_detection_map,
+)
+from .columns.phase_map import phase_areas, phase_maps
+from .columns.pipeline import lattice_spacing, validate_image
+from .columns.result import SITE_STRUCTURE_COLUMNS, ColumnDetectionError
 from .heatmaps.regions import MIN_AREA_NN2
+from .image_check import (
+    Finding,
+    ImageCheck,
+    ImageCheckError,
+    check_image,
+    check_lattice,
+)
 from .io.stem_image import StemImage
+from .materials import Material
 
 #: Heatmap engines ``analyze`` accepts ('none' for no heatmaps); the names of
 #: :data:`napari_stem_defects.heatmaps.engines.ENGINES`.
@@ -311,7 +322,9 @@ def analyze_image(
     if material:
         from .materials import parse_material
 
-        parse_material(material)  # an unknown formula stops here, with a message, before any work
+        # The one place the formula is read: an unknown one stops here, with a message, before any work;
+        # every stage below gets the parsed Material.
+        material = parse_material(material)
     model = _model("cells", cell_model) if (material and classifier != "physics") else None
     unet = _model("columns", column_model) if method == "deep" else None
     engine = None if heatmaps in (None, "none") else heatmaps
@@ -324,7 +337,7 @@ def analyze_image(
     frames = image.data[None] if image.data.ndim == 2 else image.data
     lattice, lattice_finding = _lattice_of(frames[0], material, image.pixel_size)
     if not lattice_finding.ok and not force:
-        raise ImageCheckError(ImageCheck(material=material, findings=[lattice_finding],
+        raise ImageCheckError(ImageCheck(material=material.name if material else None, findings=[lattice_finding],
                                          file_pixel_size=image.pixel_size))
     results, maps, regions = [], [], []
     window = heatmap_window
@@ -356,7 +369,8 @@ def analyze_image(
             regions.append(found)
         if progress is not None:
             progress(t + 1, len(frames))
-    settings = {"material": material, "method": method, "threshold": threshold, "refine": refine,
+    settings = {"material": material.name if material else None, "method": method, "threshold": threshold,
+                "refine": refine,
                 "classifier": classifier if material else None, "include_boundary": bool(include_boundary),
                 "mask": None if mask is None else int(np.count_nonzero(mask))}
     if unet is not None:
@@ -374,7 +388,7 @@ def analyze_image(
     return Analysis(image, results, settings, cells, maps, regions, check)
 
 
-def _lattice_of(frame: np.ndarray, material: str | None,
+def _lattice_of(frame: np.ndarray, material: Material | None,
                 pixel_size: tuple[float, float] | None) -> tuple[tuple[Any, float] | None, Finding]:
     """The frame's lattice and nn distance (as column detection finds them) and the lattice check's finding.
 
@@ -414,7 +428,7 @@ def _model(kind: str, name_or_path: str | Path | None) -> Any:
     return load_column_model(path)
 
 
-def _check_heatmap_settings(engine: str, material: str | None, threshold: float, window: float | None,
+def _check_heatmap_settings(engine: str, material: Material | None, threshold: float, window: float | None,
                             min_area: float) -> None:
     """Reject bad heatmap settings before the long work starts."""
     if engine not in HEATMAP_CHOICES:
@@ -429,7 +443,7 @@ def _check_heatmap_settings(engine: str, material: str | None, threshold: float,
         raise ValueError(f"the smallest heatmap region must be a non-negative area in nn^2, got {min_area}")
 
 
-def _heatmaps_of(frame: np.ndarray, material: str, engine: str, nn_px: float,
+def _heatmaps_of(frame: np.ndarray, material: Material, engine: str, nn_px: float,
                  pixel_size: tuple[float, float] | None, window: float | None, threshold: float,
                  min_area: float, where: str) -> tuple[Any, Any]:
     """Heatmaps and their regions of one frame; a ValueError says which heatmaps failed and why."""

@@ -223,6 +223,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .analyze import analyze_image, write_analysis
+    from .io.mask_file import read_mask
     from .io.rsciio_reader import read_stem_file
 
     images = read_stem_file(args.image)
@@ -248,7 +249,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                              heatmap_min_area=args.heatmap_min_area,
                              cell_model=args.cell_model, column_model=args.column_model, progress=progress,
                              force=args.force, pixel_size_source="typed" if args.pixel_size else "file",
-                             mask=_read_mask(args.mask, image.data.shape[-2:]) if args.mask else None,
+                             mask=read_mask(args.mask, image.data.shape[-2:]) if args.mask else None,
                              include_boundary=args.include_boundaries, microscope=typed_microscope(args))
     paths = write_analysis(analysis, args.out, source=str(args.image))
     for warning in analysis.warnings:
@@ -273,34 +274,6 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         for message in result.messages:
             print(f"note: {message}")
     return 0
-
-
-def _read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
-    """A user's mask file as a boolean array of the image's shape (non-zero: not analysed).
-
-    Raises
-    ------
-    ValueError
-        Unreadable, or not a 2D array of the image's shape.
-    """
-    from pathlib import Path
-
-    suffix = Path(path).suffix.lower()
-    try:
-        if suffix == ".npy":
-            mask = np.load(path, allow_pickle=False)
-        else:
-            import imageio.v3 as iio
-
-            mask = iio.imread(path)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read the mask {path}: {err}") from None
-    mask = np.asarray(mask)
-    if mask.ndim == 3 and mask.shape[-1] in (3, 4):
-        mask = mask[..., :3].max(axis=-1)
-    if mask.shape != tuple(shape):
-        raise ValueError(f"the mask {path} has shape {mask.shape}, the image {tuple(shape)}")
-    return mask != 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -402,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "train":
                 return _cmd_train(args)
             if args.command == "batch":
-                from .batch.cli import run_batch_command
+                from .cli_batch import run_batch_command
 
                 return run_batch_command(args)
             return _cmd_calibrate(args)

@@ -1,8 +1,8 @@
 """The argument parser of the ``napari-stem-defects`` command line, and the checked types of its options.
 
 :mod:`napari_stem_defects.cli` runs the commands; this module only says what they accept, so an
-option's type, range and help text live in one place (``batch`` adds its own from
-:mod:`napari_stem_defects.batch.cli`).
+option's type, range and help text live in one place (``analyze`` and ``batch`` share
+:func:`add_analysis_options`; :mod:`napari_stem_defects.cli_batch` turns ``batch``'s into settings).
 """
 
 from __future__ import annotations
@@ -97,7 +97,6 @@ def typed_microscope(args: argparse.Namespace):  # -> MicroscopeSettings | None 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    from .heatmaps.regions import MIN_AREA_NN2
     from .simulate.defects import DEFECT_TYPES
     from .simulate.presets import PRESETS
 
@@ -165,43 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ana.add_argument("image", help="STEM file (.dm3, .dm4, .emd, .ser, .emi, .mrc, .tif, .hspy, .npy, .png)")
     ana.add_argument("--out", required=True, help="output folder")
-    ana.add_argument("--pixel-size", type=_pixel_size, default=None, help="override the file's pixel size (Å)")
-    ana.add_argument("--material", default=None,
-                     help="e.g. MoS2, WSe2, MoWSSe; sets species names and which sublattice is the metal")
-    ana.add_argument("--method", choices=("classical", "deep"), default="classical",
-                     help="detection map: band-pass filter or the shipped U-Net (default classical)")
-    ana.add_argument("--threshold", type=_number(), default=None, help="peak threshold on the detection map")
-    ana.add_argument("--refine", choices=("gaussian", "com"), default="gaussian",
-                     help="sub-pixel refinement (default gaussian)")
-    ana.add_argument("--classifier", choices=("cnn", "cnn-two-stage", "physics"), default="cnn",
-                     help="cell classifier (with --material): the shipped CNN, its two-stage decision "
-                          "(perfect vs defective, then the kind), or the Z-contrast physics baseline (default cnn)")
-    ana.add_argument("--cell-model", default=None, metavar="NAME_OR_PATH",
-                     help="cell classifier weights for the CNN classifiers: a model version name "
-                          "(see `train --name`) or a .pt file (default the shipped model)")
-    ana.add_argument("--column-model", default=None, metavar="NAME_OR_PATH",
-                     help="column U-Net weights for --method deep: a model version name "
-                          "(see `train --what columns --name`) or a .pt file (default the shipped model)")
-    ana.add_argument("--heatmaps", choices=("none", "sliding-window", "attention-unet"), default="none",
-                     help="also write per-family defect probability maps (needs --material): "
-                          "DIR/heatmaps.npy, uncertainty.npy, heatmaps.json, regions.csv (default none)")
-    ana.add_argument("--heatmap-threshold", type=float, default=0.5, metavar="P",
-                     help="probability at which a pixel belongs to a region of regions.csv (default 0.5)")
-    ana.add_argument("--heatmap-window", type=float, default=None, metavar="PX",
-                     help="sliding-window side in image pixels (default automatic: 64 px when the lattice suits it)")
-    ana.add_argument("--mask", default=None, metavar="MASK",
-                     help="pixels not to analyse: a .npy, .tif or .png of the image's shape, non-zero = masked "
-                          "(NaN pixels of the image are always masked)")
-    ana.add_argument("--include-boundaries", action="store_true",
-                     help="count cells on domain and grain boundaries and at the edges of holes, amorphous and "
-                          "masked areas in the statistics (left out by default)")
-    add_microscope_options(ana)
-    ana.add_argument("--force", action="store_true",
-                     help="analyse even when the image check fails (not a 2H monolayer of the stated material); "
-                          "the findings are written into every output as warnings")
-    ana.add_argument("--heatmap-min-area", type=float, default=MIN_AREA_NN2, metavar="NN2",
-                     help="smallest region of regions.csv, in squared metal-to-chalcogen distances "
-                          f"(a point defect lights up about 0.8; default {MIN_AREA_NN2:g}; 0 keeps every speck)")
+    add_analysis_options(ana)
     dyn = sub.add_parser(
         "dynamics",
         help="image series: drift, column tracks, events and an instability map; "
@@ -274,7 +237,88 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=_count, default=None, help="torch threads (default torch's)")
     tr.add_argument("--twins", type=_whole(0), default=None, metavar="N",
                     help="digital twins in the pool mixed into batches (default 24 cells, 16 columns)")
-    from .batch.cli import add_batch_parser
-
     add_batch_parser(sub)
     return parser
+
+
+def add_analysis_options(group: argparse._ActionsContainer, *, batch: bool = False) -> None:
+    """The options of one analysis, shared by ``analyze`` and ``batch`` (``batch`` applies them to every file)."""
+    from .heatmaps.regions import MIN_AREA_NN2
+
+    whose = "every file's" if batch else "the file's"
+    group.add_argument("--pixel-size", type=_pixel_size, default=None, help=f"override {whose} pixel size (Å)")
+    group.add_argument("--material", default=None,
+                       help="e.g. MoS2, WSe2, MoWSSe; sets species names and which sublattice is the metal")
+    group.add_argument("--method", choices=("classical", "deep"), default="classical",
+                       help="detection map: band-pass filter or the shipped U-Net (default classical)")
+    group.add_argument("--threshold", type=_number(), default=None, help="peak threshold on the detection map")
+    group.add_argument("--refine", choices=("gaussian", "com"), default="gaussian",
+                       help="sub-pixel refinement (default gaussian)")
+    group.add_argument("--classifier", choices=("cnn", "cnn-two-stage", "physics"), default="cnn",
+                       help="cell classifier (with --material): the shipped CNN, its two-stage decision "
+                            "(perfect vs defective, then the kind), or the Z-contrast physics baseline (default cnn)")
+    group.add_argument("--cell-model", default=None, metavar="NAME_OR_PATH",
+                       help="cell classifier weights for the CNN classifiers: a model version name "
+                            "(see `train --name`) or a .pt file (default the shipped model)")
+    group.add_argument("--column-model", default=None, metavar="NAME_OR_PATH",
+                       help="column U-Net weights for --method deep: a model version name "
+                            "(see `train --what columns --name`) or a .pt file (default the shipped model)")
+    group.add_argument("--heatmaps", choices=("none", "sliding-window", "attention-unet"), default="none",
+                       help="also write per-family defect probability maps (needs --material): "
+                            "DIR/heatmaps.npy, uncertainty.npy, heatmaps.json, regions.csv (default none)")
+    group.add_argument("--heatmap-threshold", type=float, default=0.5, metavar="P",
+                       help="probability at which a pixel belongs to a region of regions.csv (default 0.5)")
+    group.add_argument("--heatmap-window", type=float, default=None, metavar="PX",
+                       help="sliding-window side in image pixels (default automatic: 64 px when the lattice suits it)")
+    group.add_argument("--heatmap-min-area", type=float, default=MIN_AREA_NN2, metavar="NN2",
+                       help="smallest region of regions.csv, in squared metal-to-chalcogen distances "
+                            f"(a point defect lights up about 0.8; default {MIN_AREA_NN2:g}; 0 keeps every speck)")
+    group.add_argument("--mask", default=None, metavar="MASK",
+                       help="pixels not to analyse: a .npy, .tif or .png of the image's shape, non-zero = masked "
+                            "(NaN pixels of the image are always masked)"
+                            + ("; a file of another shape fails" if batch else ""))
+    group.add_argument("--include-boundaries", action="store_true",
+                       help="count cells on domain and grain boundaries and at the edges of holes, amorphous and "
+                            "masked areas in the statistics (left out by default)")
+    add_microscope_options(group)
+    group.add_argument("--force", action="store_true",
+                       help="analyse even when the image check fails (not a 2H monolayer of the stated material); "
+                            + ("by default such a file is recorded as failed with what it looks like instead"
+                               if batch else "the findings are written into every output as warnings"))
+
+
+def add_batch_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``batch`` subcommand to the command line's subparsers."""
+    bat = sub.add_parser(
+        "batch",
+        help="analyse many files (folders, globs) like `analyze`, in parallel or on a dask cluster; "
+             "write DIR/<file>/..., DIR/dataset.csv, DIR/batch.json, DIR/report.html",
+        description="Run `analyze` on every file of the inputs (files, folders searched recursively for the "
+                    "formats this plugin reads, glob patterns) with the same settings. Each file's results go "
+                    "to DIR/<its path relative to the inputs>/; DIR/dataset.csv has one row per file, "
+                    "DIR/batch.json the settings, versions and model hashes, DIR/report.html the figures. "
+                    "A re-run with the same settings skips the files already done.",
+    )
+    bat.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns ('data/**/*.dm4')")
+    bat.add_argument("--out", required=True, help="output folder")
+    opts = bat.add_argument_group("analysis (as `analyze`)")
+    add_analysis_options(opts, batch=True)
+    from .batch.settings import DEFAULT_TOLERANCE
+
+    opts.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                      help="flag a file whose pixel size differs from its lattice's by more than this "
+                           f"(default {DEFAULT_TOLERANCE:g})")
+    run = bat.add_argument_group("how to run")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="local worker processes (1: in this process; default one per core, at most one "
+                            "per 3 GB of free memory)")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run on a dask.distributed cluster: its scheduler address (tcp://host:8786), a "
+                            "scheduler file, or 'config' for dask's scheduler-address setting")
+    run.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="torch/BLAS threads per file (default: the cores shared among the files running at once)")
+    run.add_argument("--retry-failed", action="store_true", help="analyse again files an earlier run failed on")
+    run.add_argument("--redo", action="store_true", help="analyse every file again, whatever was done before")
+    run.add_argument("--no-report", action="store_true", help="do not write report.html")
+    return bat

@@ -332,6 +332,6 @@ def record_note(record: dict[str, Any]) -> str:
 
 
 def _duration(seconds: float) -> str:
-    from ..batch.cli import _duration as duration
+    from ..batch.runner import format_duration
 
-    return duration(seconds)
+    return format_duration(seconds)

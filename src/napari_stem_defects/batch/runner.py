@@ -381,4 +381,19 @@ def _save(out: Path, records: dict[str, dict], info: dict, status: str,
     return dataset, path
 
 
-__all__ = ["BATCH_FORMAT", "BATCH_VERSION", "BatchProgress", "BatchResult", "run_batch"]
+def format_duration(seconds: float) -> str:
+    """A duration as a person reads it.
+
+    Examples
+    --------
+    >>> format_duration(42), format_duration(210), format_duration(4320 * 1.0), format_duration(7200)
+    ('42 s', '3.5 min', '72.0 min', '2.0 h')
+    """
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+__all__ = ["BATCH_FORMAT", "BATCH_VERSION", "BatchProgress", "BatchResult", "format_duration", "run_batch"]

@@ -218,9 +218,9 @@ def analyze_frames(image: Any, settings: BatchSettings, first: np.ndarray | None
 
     kwargs = settings.analysis_kwargs()
     if settings.mask:
-        from ..cli import _read_mask
+        from ..io.mask_file import read_mask
 
-        kwargs["mask"] = _read_mask(settings.mask, image.data.shape[-2:])
+        kwargs["mask"] = read_mask(settings.mask, image.data.shape[-2:])
     if image.data.ndim == 2:
         data = np.asarray(image.data) if first is None else first
         return analyze_image(StemImage(data, image.pixel_size, image.name, image.metadata), **kwargs)

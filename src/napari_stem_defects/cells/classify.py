@@ -99,10 +99,10 @@ def classify_cells_cnn(
 def stated_composition(probs: np.ndarray, material: str | Material) -> np.ndarray:
     """Class probabilities re-weighted by the composition the user states (``MoS2+Se``), renormalised.
 
-    See :func:`~napari_stem_defects.cells.classes.composition_weights`; without stated foreign atoms the
+    See :func:`~napari_stem_defects.composition.composition_weights`; without stated foreign atoms the
     probabilities are returned unchanged.
     """
-    from .classes import composition_weights
+    from ..composition import composition_weights
 
     weights = composition_weights(material)
     if np.all(weights == 1.0):

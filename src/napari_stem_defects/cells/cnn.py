@@ -6,7 +6,7 @@ centred on X, channel 1 on M, rotation-normalised, nn = 11 px) and a context
 vector (:func:`context_vector`) describing the material, the scale and the
 image's normal columns, into the classes
 :data:`~napari_stem_defects.simulate.defects.CELL_CLASSES` the material
-allows (:func:`~napari_stem_defects.cells.classes.allowed_classes`).
+allows (:func:`~napari_stem_defects.composition.allowed_classes`).
 
 The network has two outputs: logits over the classes, and one "defective"
 logit. ``mode="single"`` uses the first (softmax); ``mode="two-stage"``
@@ -32,7 +32,7 @@ import numpy as np
 from ..materials import Material, parse_material
 from ..network_io import load_model, packaged_weights_path
 from ..vocabulary import CELL_CLASSES
-from .classes import class_mask
+from ..composition import class_mask
 from .crops import CANONICAL_NN_PX, CROP_SIZE, cell_crops, prepare_image, strength_context
 from .z_contrast import refine_antisites
 
@@ -162,23 +162,16 @@ def default_weights_path() -> Path:
 
 
 def load_cell_model(path: str | Path | None = None) -> Any:
-    """Load the cell classifier in evaluation mode (cached per path).
+    """Load the cell classifier in evaluation mode on the CPU (cached per path).
 
-    Parameters
-    ----------
-    path : str or Path, optional
-        Weights file written by :func:`napari_stem_defects.training.cell_cnn.save_weights`;
-        defaults to the packaged ``models/cell_cnn.pt``.
-
-    Returns
-    -------
-    torch.nn.Module
-        The model on the CPU, in eval mode, with its metadata dict as ``model.metadata``.
+    ``path`` is a file written by :func:`napari_stem_defects.training.cell_cnn.save_weights`, None
+    for the packaged ``models/cell_cnn.pt``; the model carries its metadata as ``model.metadata``
+    (see :func:`napari_stem_defects.network_io.load_model`).
 
     Raises
     ------
-    FileNotFoundError
-        If the weights file does not exist.
+    FileNotFoundError, napari_stem_defects.network_io.WeightsFileError
+        The file is missing, or not a cell classifier of this package.
     """
     return load_model(path, WEIGHTS_NAME, _build_from_metadata, "cell classifier", "scripts/train_cell_cnn.py")
 
@@ -226,7 +219,7 @@ def probabilities(logits: np.ndarray, mask: np.ndarray | None = None, mode: str 
     logits : ndarray, shape (N, C) or (N, C + 1)
         :func:`predict_logits` output.
     mask : ndarray of bool, shape (C,) or (N, C), optional
-        Allowed classes (:func:`~napari_stem_defects.cells.classes.class_mask`);
+        Allowed classes (:func:`~napari_stem_defects.composition.class_mask`);
         the others get probability 0.
     mode : {'single', 'two-stage'}
         'single': softmax of the class logits. 'two-stage': P(defective) from

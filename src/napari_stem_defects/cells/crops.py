@@ -29,54 +29,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..network_io import normalize_image
+from ..network_inputs import CANONICAL_NN_PX, flatten_and_normalize
 
-#: Nearest-neighbour (metal to chalcogen) distance, in crop pixels.
-CANONICAL_NN_PX: float = 11.0
 #: Side of a crop, in canonical pixels (covers M, X and the hollow site around the X centre).
 CROP_SIZE: int = 32
 #: Quantiles of the metal and X2 column strengths of an image that calibrate the classifier.
 STRENGTH_QUANTILES: tuple[float, ...] = (0.25, 0.5, 0.75)
-
-def smooth_background(image: np.ndarray, nn_px: float) -> np.ndarray:
-    """The slowly varying background of a lattice image: the floor between its columns.
-
-    The image, smoothed at nn/4, takes its minimum over windows of 2.5 nn (each
-    holds several empty hollow sites), and that floor is smoothed at 1.5 nn.
-    Column intensities above it no longer depend on a background gradient.
-
-    Parameters
-    ----------
-    image : ndarray, shape (H, W)
-        Image (finite values).
-    nn_px : float
-        Metal to chalcogen distance in pixels.
-
-    Returns
-    -------
-    ndarray of float32, shape (H, W)
-
-    Examples
-    --------
-    >>> yy, xx = np.mgrid[:64, :64]
-    >>> lattice = (np.cos(yy * 2 * np.pi / 8) * np.cos(xx * 2 * np.pi / 8)) ** 8
-    >>> bg = smooth_background(lattice + xx / 64.0, 4.0)
-    >>> bool(abs((bg - xx / 64.0)[16:48, 16:48]).max() < 0.1)
-    True
-    """
-    x = ndimage.gaussian_filter(np.asarray(image, dtype=np.float32), float(nn_px) / 4.0, mode="nearest")
-    floor = ndimage.minimum_filter(x, size=max(3, int(round(2.5 * float(nn_px)))), mode="nearest")
-    return ndimage.gaussian_filter(floor, 1.5 * float(nn_px), mode="nearest")
-
-
-def flatten_and_normalize(image: np.ndarray, nn_px: float) -> np.ndarray:
-    """Normalise an image, subtract its :func:`smooth_background` and normalise again.
-
-    The input of every network that looks at the lattice (cell classifier, heatmap engines).
-    """
-    x = normalize_image(image)
-    return normalize_image(x - smooth_background(x, nn_px))
-
 
 def prepare_image(image: np.ndarray, nn_px: float) -> np.ndarray:
     """Subtract the smooth background, normalise and, when crops shrink the image, low-pass it.

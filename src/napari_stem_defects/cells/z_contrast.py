@@ -44,7 +44,7 @@ from scipy.special import logsumexp
 
 from ..materials import ATOMIC_NUMBER, Material, parse_material
 from ..vocabulary import CELL_CLASSES
-from .classes import allowed_classes, substituent_elements
+from ..composition import allowed_classes, substituent_elements
 from .column_amplitudes import column_amplitudes
 
 #: Power of the likelihood ratio in :func:`arbitrate`, chosen on tuning twins

@@ -22,13 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
+from ..network_inputs import CANONICAL_NN_PX, canonical_shape, resample  # noqa: F401 - the model's scale
 from ..network_io import load_model, normalize_image, packaged_weights_path
 from ..tiling import predict_dense
 
-#: Nearest-neighbour (metal to chalcogen) distance, in pixels, the model works at.
-CANONICAL_NN_PX: float = 11.0
 #: Architecture of the shipped model (channels per level; one max-pool between levels).
 DEFAULT_ARCH: dict[str, Any] = {"in_channels": 1, "channels": (16, 32, 64, 64)}
 #: File name of the packaged weights (in ``napari_stem_defects/models``).
@@ -113,23 +111,16 @@ def default_weights_path() -> Path:
 
 
 def load_column_model(path: str | Path | None = None) -> Any:
-    """Load the column U-Net in evaluation mode (cached per path).
+    """Load the column U-Net in evaluation mode on the CPU (cached per path).
 
-    Parameters
-    ----------
-    path : str or Path, optional
-        Weights file written by :func:`napari_stem_defects.training.column_unet.save_weights`;
-        defaults to the packaged ``models/column_unet.pt``.
-
-    Returns
-    -------
-    torch.nn.Module
-        The model on the CPU, in eval mode, with its metadata dict as ``model.metadata``.
+    ``path`` is a file written by :func:`napari_stem_defects.training.column_unet.save_weights`, None
+    for the packaged ``models/column_unet.pt``; the model carries its metadata as ``model.metadata``
+    (see :func:`napari_stem_defects.network_io.load_model`).
 
     Raises
     ------
-    FileNotFoundError
-        If the weights file does not exist.
+    FileNotFoundError, napari_stem_defects.network_io.WeightsFileError
+        The file is missing, or not a column U-Net of this package.
     """
     return load_model(path, WEIGHTS_NAME, _build_from_metadata, "column U-Net", "scripts/train_column_unet.py")
 
@@ -137,45 +128,6 @@ def load_column_model(path: str | Path | None = None) -> Any:
 def _build_from_metadata(meta: dict[str, Any]) -> Any:
     arch = meta.get("arch", DEFAULT_ARCH)
     return build_column_unet(int(arch.get("in_channels", 1)), tuple(arch.get("channels", DEFAULT_ARCH["channels"])))
-
-
-# --------------------------------------------------------------------------- pre-processing
-
-
-
-
-
-def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resample an image to ``shape`` (bilinear, pixel areas aligned); Gaussian anti-aliasing
-    when shrinking.
-
-    Pixel centre ``y`` maps to ``(y + 0.5) * shape[0] / image.shape[0] - 0.5``
-    (see :func:`resample_coordinates`).
-    """
-    x = np.asarray(image, dtype=np.float32)
-    factors = np.array(shape, dtype=float) / np.array(x.shape, dtype=float)
-    if np.allclose(factors, 1.0):
-        return x.copy()
-    sigma = np.maximum(0.0, (1.0 / factors - 1.0) / 2.0)
-    if np.any(sigma > 0.05):
-        x = ndimage.gaussian_filter(x, sigma, mode="reflect")
-    out = ndimage.zoom(x, factors, order=1, mode="nearest", grid_mode=True)
-    if out.shape != tuple(shape):  # zoom rounds the output shape; fix any off-by-one
-        out = np.pad(out, [(0, max(0, s - o)) for s, o in zip(shape, out.shape)], mode="edge")
-        out = out[: shape[0], : shape[1]]
-    return out.astype(np.float32, copy=False)
-
-
-def resample_coordinates(yx: np.ndarray, from_shape: tuple[int, int], to_shape: tuple[int, int]) -> np.ndarray:
-    """Map pixel coordinates (y, x) of an image of ``from_shape`` onto its :func:`resample` to ``to_shape``."""
-    f = np.array(to_shape, dtype=float) / np.array(from_shape, dtype=float)
-    return (np.asarray(yx, dtype=float) + 0.5) * f - 0.5
-
-
-def canonical_shape(shape: tuple[int, int], nn_px: float) -> tuple[int, int]:
-    """Shape of an image of ``shape`` resampled so that its nn distance becomes :data:`CANONICAL_NN_PX`."""
-    z = CANONICAL_NN_PX / float(nn_px)
-    return max(1, int(round(shape[0] * z))), max(1, int(round(shape[1] * z)))
 
 
 # --------------------------------------------------------------------------- inference

@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..columns.unet import canonical_shape, resample
 from ..materials import Material, parse_material
-from ..cells.crops import flatten_and_normalize
+from ..network_inputs import canonical_shape, flatten_and_normalize, resample
 from ..network_io import load_model
 from ..tiling import predict_dense, predict_windows
 from .classes import HEATMAP_CLASSES

@@ -16,8 +16,6 @@ whose site tables say where every defect is.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
@@ -120,30 +118,3 @@ def scores(counts: dict[str, dict[str, int]]) -> pd.DataFrame:
             "pixel_f1": 2 * c["tp_px"] / (union + c["tp_px"]) if union else float("nan"),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def heldout_scores(
-    engine: str, model: Any = None, doses: tuple[float, ...] = (1e4, 1e5, 1e6),
-    materials: tuple[str, ...] = ("MoS2", "WSe2", "MoTe2", "MoWSSe"), n_per: int = 4, *, size: int = 256,
-    threshold: float = 0.5, imaging: str = "clean", min_area_nn2: float = MIN_AREA_NN2,
-) -> dict[float, pd.DataFrame]:
-    """Scores per dose over held-out twins (seeds the heatmap networks never saw).
-
-    Twins are :func:`napari_stem_defects.training.cell_cnn.heldout_twin` from
-    :data:`napari_stem_defects.training.heatmap_nets.TEST_SEED_BASE`.
-    """
-    from ..training.cell_cnn import heldout_twin, twin_nn_px
-    from ..training.heatmap_nets import TEST_SEED_BASE
-    from .engines import compute_heatmaps
-
-    out = {}
-    for dose in doses:
-        total: dict[str, dict[str, int]] = {}
-        for mat in materials:
-            for i in range(n_per):
-                twin, _ = heldout_twin(mat, dose, i, size=size, seed_base=TEST_SEED_BASE, imaging=imaging)
-                nn = twin_nn_px(twin)
-                res = compute_heatmaps(twin.image, twin.material, engine, nn_px=nn, model=model)
-                add_counts(total, localisation_counts(res.maps, twin.sites, nn, threshold, min_area_nn2=min_area_nn2))
-        out[float(dose)] = scores(total)
-    return out

@@ -22,6 +22,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from ..network_inputs import CANONICAL_NN_PX  # noqa: F401 - the attention U-Net's scale
 from .classes import HEATMAP_CLASSES
 
 #: Side of the patch classifier's window, in network pixels.
@@ -30,8 +31,6 @@ WINDOW: int = 64
 NATIVE_STRIDE: int = 8
 #: A window is positive for a family when a defect of it lies this many nn from its centre or closer.
 CENTRE_RADIUS_NN: float = 0.9
-#: nn distance, in pixels, of the attention U-Net's input (as the column U-Net and the cell CNN).
-CANONICAL_NN_PX: float = 11.0
 #: Context pixels around each U-Net tile; beyond the image's edges they are its mirror image
 #: (:func:`napari_stem_defects.tiling.predict_dense`), and training crops show such edges too.
 UNET_TILE_MARGIN: int = 64

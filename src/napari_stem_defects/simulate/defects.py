@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..composition import CLEAR_CONTRAST, dopant_elements
 from ..materials import ATOMIC_NUMBER, Material
 from ..vocabulary import CELL_CLASSES, DEFECT_TYPES, SITE_DEFECTS
 
@@ -77,9 +78,7 @@ def species_string(slots: np.ndarray) -> str:
 def default_dopant(material: Material) -> str:
     """The usual substitutional metal dopant: W in Mo compounds, Mo in W compounds, unless it
     scatters like another content of the metal site (W like Te2 in MoTe2: V there instead; see
-    :func:`napari_stem_defects.cells.classes.dopant_elements`)."""
-    from ..cells.classes import CLEAR_CONTRAST, dopant_elements
-
+    :func:`napari_stem_defects.composition.dopant_elements`)."""
     clear = dopant_elements(material, CLEAR_CONTRAST)
     if clear:
         return clear[0]

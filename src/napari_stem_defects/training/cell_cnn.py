@@ -11,7 +11,7 @@ batches are drawn class-balanced. Cell positions are the ground-truth site
 positions plus a random error of up to 0.1 nn (as from a column detector).
 
 Only the classes the material allows are simulated and scored
-(:func:`~napari_stem_defects.cells.classes.allowed_classes`: no ``dopant_M``
+(:func:`~napari_stem_defects.composition.allowed_classes`: no ``dopant_M``
 in metal alloys, no ``sub_X`` in chalcogen alloys and Janus layers). Dopants
 are drawn from the clearly visible ones of the host
 (``dopant_elements(material, CLEAR_CONTRAST)``: heavy metals in MoS2, light
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cells.classes import CLEAR_CONTRAST, allowed_classes, class_mask, dopant_elements, substituent_elements
+from ..composition import CLEAR_CONTRAST, allowed_classes, class_mask, dopant_elements, substituent_elements
 from ..cells.cnn import build_cell_cnn, classify_cells, context_vector, predict_logits, probabilities
 from ..cells.crops import CANONICAL_NN_PX, cell_crops, prepare_image, strength_context
 from ..materials import KNOWN_MATERIALS, Material, parse_material

@@ -2,7 +2,7 @@
 
 Targets are made exactly as for the shipped model
 (:mod:`napari_stem_defects.training.column_unet`): each image is resampled to
-the canonical scale (nn distance :data:`~napari_stem_defects.columns.unet.CANONICAL_NN_PX`
+the canonical scale (nn distance :data:`~napari_stem_defects.network_inputs.CANONICAL_NN_PX`
 pixels, from the nn distance the export measured) and normalised; the target
 is a Gaussian blob (sigma ``SIGMA_FRACTION`` nn) at every occupied site of the
 annotations (a site whose species is not "empty"; positions from the points
@@ -68,7 +68,7 @@ def canonical_example(image: np.ndarray, yx: np.ndarray, occupied: np.ndarray, n
 
     Made as :func:`napari_stem_defects.training.column_unet.make_example` makes
     a twin's: the image resampled so that the nn distance is
-    :data:`~napari_stem_defects.columns.unet.CANONICAL_NN_PX` pixels (as
+    :data:`~napari_stem_defects.network_inputs.CANONICAL_NN_PX` pixels (as
     :func:`~napari_stem_defects.columns.unet.detection_map_with_model` does) and
     normalised; Gaussian blobs at the occupied sites; weight raised around empty ones.
 
@@ -87,7 +87,8 @@ def canonical_example(image: np.ndarray, yx: np.ndarray, occupied: np.ndarray, n
         ``image``, ``target``, ``weight`` (float32, canonical shape), ``occupied``
         and ``empty`` (canonical positions, (n, 2)) and ``nn_px`` (the canonical one).
     """
-    from ..columns.unet import CANONICAL_NN_PX, canonical_shape, normalize_image, resample, resample_coordinates
+    from ..network_inputs import CANONICAL_NN_PX, canonical_shape, resample, resample_coordinates
+    from ..network_io import normalize_image
     from .column_unet import EMPTY_WEIGHT, SIGMA_FRACTION, target_map
 
     img = np.asarray(image, dtype=np.float32)

@@ -17,12 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ..columns.unet import (
-    CANONICAL_NN_PX, DEFAULT_ARCH, build_column_unet, detection_map_with_model, normalize_image, predict_map,
-    resample, resample_coordinates,
-)
+from ..columns.unet import DEFAULT_ARCH, build_column_unet, detection_map_with_model, predict_map
+from ..network_inputs import CANONICAL_NN_PX, resample, resample_coordinates
 from ..materials import KNOWN_MATERIALS, parse_material
-from ..network_io import save_weights, state_snapshot  # noqa: F401  (save_weights re-exported for the scripts)
+from ..network_io import normalize_image, save_weights, state_snapshot  # noqa: F401  (save_weights re-exported for the scripts)
 from ..simulate import DigitalTwin, random_imaging, simulate_twin
 from .schedule import warmup_cosine
 

@@ -72,7 +72,7 @@ def load_cell_datasets(datasets: Sequence[str | Path]) -> dict[str, Any]:
         No dataset, an unreadable one, or no cells.
     """
     from ..annotations.training_set import read_cells
-    from ..cells.classes import class_mask
+    from ..composition import class_mask
 
     if not datasets:
         raise ValueError("give at least one training set folder")

@@ -33,11 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from ..columns.unet import resample, resample_coordinates
 from ..heatmaps.classes import HEATMAP_CLASSES, defect_sites, target_maps
-from ..cells.crops import flatten_and_normalize
 from ..heatmaps.engines import PATCH_NN_RANGE, heatmap_context
-from ..heatmaps.networks import CANONICAL_NN_PX, CENTRE_RADIUS_NN, UNET_TILE_MARGIN, WINDOW
+from ..heatmaps.networks import CENTRE_RADIUS_NN, UNET_TILE_MARGIN, WINDOW
+from ..network_inputs import CANONICAL_NN_PX, flatten_and_normalize, resample, resample_coordinates
 from .cell_cnn import random_cell_twin, twin_nn_px
 from .scratch_loop import train_keeping_best
 

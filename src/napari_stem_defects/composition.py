@@ -1,4 +1,4 @@
-"""Which cell classes a material allows: the defects Z-contrast can tell apart in that host.
+"""Which defect classes a material allows, and the priors its stated composition sets.
 
 A HAADF column's intensity grows roughly as the sum of Z^gamma over its atoms,
 with gamma between about 1.4 and 2.0. A defect class is only offered for a
@@ -30,8 +30,8 @@ import itertools
 
 import numpy as np
 
-from ..materials import ATOMIC_NUMBER, Material, parse_material
-from ..vocabulary import CELL_CLASSES
+from .materials import ATOMIC_NUMBER, Material, parse_material
+from .vocabulary import CELL_CLASSES
 
 #: Z-contrast exponents the distinction must hold for.
 GAMMAS: tuple[float, ...] = (1.7,)
