@@ -14,10 +14,6 @@ runs is kept in the new file's metadata under ``init_from``.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -27,32 +23,17 @@ DEFAULT_OUT = ROOT / "src" / "napari_stem_defects" / "models" / "cell_cnn.pt"
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, train, evaluate on held-out twins and save the weights."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=24000, help="optimiser steps")
-    parser.add_argument("--batch", type=int, default=256, help="crops per step")
-    parser.add_argument("--twins", type=int, default=5000, help="training twins")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="weights file to write")
-    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and training twins")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (Adam)")
-    parser.add_argument("--val", type=int, default=120, help="validation twins")
-    parser.add_argument("--eval-every", type=int, default=2000, help="steps between validations")
-    parser.add_argument("--max-minutes", type=float, default=1e9, help="stop the loop after this long")
-    parser.add_argument("--deadline-minutes", type=float, default=None,
-                        help="stop the loop this long after the start, simulation included")
+    from napari_stem_defects.training import script_args as sa
+
+    parser = sa.training_parser(
+        __doc__.splitlines()[0], steps=24000, batch=256, batch_help="crops per step", twins=5000, val=120,
+        eval_every=2000, out=DEFAULT_OUT, seed_help="seed of initialisation, sampling and training twins",
+        long_runs=True, eval_only=True)
     parser.add_argument("--test-per", type=int, default=10, help="held-out twins per material and dose (0: skip)")
     parser.add_argument("--mode", default="single", choices=("single", "two-stage"), help="held-out decision rule")
     parser.add_argument("--imaging", default="clean", choices=("clean", "random"),
                         help="held-out imaging: texture capped at 10^-3.5 (clean) or the full training range")
-    parser.add_argument("--workers", type=int, default=1, help="processes that simulate the training twins")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the training loop")
-    parser.add_argument("--device", default="cpu", help="where the network trains: cpu, cuda, cuda:1, ...")
-    parser.add_argument("--metrics-json", type=Path, default=None, help="also write the metrics here")
-    parser.add_argument("--init", type=Path, default=None, help="weights file to continue training from")
-    parser.add_argument("--eval-only", action="store_true",
-                        help="do not train: evaluate the weights in --out on the held-out twins")
     args = parser.parse_args(argv)
-
-    import time
 
     import torch
 
@@ -60,15 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     from napari_stem_defects.cells.crops import CANONICAL_NN_PX, CROP_SIZE
     from napari_stem_defects.network_io import read_weights
     from napari_stem_defects.simulate import CELL_CLASSES
-    from napari_stem_defects.training.cell_cnn import heldout_metrics, save_weights, train
+    from napari_stem_defects.training.cell_cnn import heldout_metrics, train
 
     torch.set_num_threads(args.threads)
-    deadline = None if args.deadline_minutes is None else time.time() + 60 * args.deadline_minutes
+    deadline = sa.deadline(args)
     report: dict = {}
     if args.eval_only:
         model = load_cell_model(args.out)
     else:
-        command = "python scripts/train_cell_cnn.py " + shlex.join(sys.argv[1:] if argv is None else argv)
         arch = {k: (list(v) if isinstance(v, tuple) else v) for k, v in DEFAULT_ARCH.items()}
         init_state, init_meta = None, None
         if args.init is not None:
@@ -84,40 +64,26 @@ def main(argv: list[str] | None = None) -> int:
             "context": "mean Z M / 74, std Z M / 20, mean Z X / 52, std Z X / 20, janus, log(nn_px / 11), "
                        "quartiles of metal then X2 column strengths (cells.crops.strength_context)",
             "output": "logits over classes, then one 'defective' logit (cells.cnn.probabilities)",
-            "training_command": command,
+            "training_command": sa.command_line("train_cell_cnn.py", argv),
             "torch_version": str(torch.__version__),
         }
         if init_meta is not None:
-            metadata["init_from"] = {k: init_meta.get(k) for k in
-                                     ("training_command", "date", "train_seconds", "validation", "init_from")}
-
-        def checkpoint(net: object, hist: dict) -> None:  # the best weights so far survive an interrupted run
-            save_weights(net, args.out, {
-                **metadata, "validation": {k: float(v) for k, v in hist["best"].items()}, "checkpoint": True,
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
-
+            metadata["init_from"] = sa.init_record(init_meta)
         model, history = train(
             args.steps, args.batch, args.seed, n_twins=args.twins, n_val=args.val, lr=args.lr,
             eval_every=args.eval_every, max_minutes=args.max_minutes, workers=args.workers,
             threads=args.threads, log=lambda s: print(s, flush=True), init_state=init_state,
-            device=args.device, on_best=checkpoint, deadline=deadline,
+            device=args.device, on_best=sa.checkpointer(args.out, metadata, sa.floats), deadline=deadline,
         )
         best = history["best"]
         print(f"best validation (step {best['step']}): macro-F1 {best['macro_f1']:.4f}; "
               f"training took {history['train_seconds'] / 60:.1f} min", flush=True)
-        metadata.update({
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "train_seconds": float(history["train_seconds"]),
-            "validation": {k: float(v) for k, v in best.items()},
-        })
-        save_weights(model, args.out, metadata)
-        print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)", flush=True)
+        sa.save_trained(model, args.out, metadata, history, sa.floats(best))
         report["history"] = history
     if args.test_per > 0:
         report["heldout"] = _heldout_tables(heldout_metrics(model, n_per=args.test_per, mode=args.mode,
                                                              imaging=args.imaging))
-    if args.metrics_json is not None:
-        args.metrics_json.write_text(json.dumps(report, indent=1, default=float))
+    sa.write_metrics(args, report)
     return 0
 
 

@@ -12,10 +12,6 @@ per dose (precision / recall / F1 of peaks picked from the map), and writes
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -25,36 +21,26 @@ DEFAULT_OUT = ROOT / "src" / "napari_stem_defects" / "models" / "column_unet.pt"
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, train, evaluate on held-out twins and save the weights."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000, help="optimiser steps")
-    parser.add_argument("--batch", type=int, default=8, help="crops per step")
+    from napari_stem_defects.training import script_args as sa
+
+    parser = sa.training_parser(
+        __doc__.splitlines()[0], steps=3000, batch=8, batch_help="crops per step", val=48, eval_every=250,
+        out=DEFAULT_OUT, seed_help="seed of initialisation, crops and training twins", eval_only=True)
     parser.add_argument("--size", type=int, default=128, help="crop size in canonical pixels")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="weights file to write")
-    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, crops and training twins")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (Adam)")
-    parser.add_argument("--val", type=int, default=48, help="validation twins")
-    parser.add_argument("--eval-every", type=int, default=250, help="steps between validations")
     parser.add_argument("--test-per-dose", type=int, default=12, help="held-out twins per dose (0: skip)")
-    parser.add_argument("--metrics-json", type=Path, default=None, help="also write the metrics here")
-    parser.add_argument("--eval-only", action="store_true",
-                        help="do not train: evaluate the weights in --out on the held-out twins")
     args = parser.parse_args(argv)
 
     import torch
 
     from napari_stem_defects.columns.unet import CANONICAL_NN_PX, DEFAULT_ARCH, load_column_model
-    from napari_stem_defects.training.column_unet import (
-        SIGMA_FRACTION, heldout_metrics, save_weights, train,
-    )
+    from napari_stem_defects.training.column_unet import SIGMA_FRACTION, heldout_metrics, train
 
     if args.eval_only:
         torch.set_num_threads(1)
         table = heldout_metrics(load_column_model(args.out), n_per_dose=args.test_per_dose)
-        report = {"heldout": _heldout_table(table)}
-        if args.metrics_json is not None:
-            args.metrics_json.write_text(json.dumps(report, indent=1, default=float))
+        sa.write_metrics(args, {"heldout": _heldout_table(table)})
         return 0
-    command = "python scripts/train_column_unet.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = sa.command_line("train_column_unet.py", argv)
     model, history = train(
         args.steps, args.batch, args.size, args.seed, lr=args.lr, n_val=args.val,
         eval_every=args.eval_every, log=lambda s: print(s, flush=True),
@@ -68,18 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         "target_sigma_nn": float(SIGMA_FRACTION),
         "output": "logits; sigmoid gives the detection map",
         "training_command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "train_seconds": float(history["train_seconds"]),
         "torch_version": str(torch.__version__),
-        "validation": {k: float(v) for k, v in best.items()},
     }
-    save_weights(model, args.out, metadata)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)", flush=True)
+    sa.save_trained(model, args.out, metadata, history, sa.floats(best))
     report = {"history": history}
     if args.test_per_dose > 0:
         report["heldout"] = _heldout_table(heldout_metrics(model, n_per_dose=args.test_per_dose))
-    if args.metrics_json is not None:
-        args.metrics_json.write_text(json.dumps(report, indent=1, default=float))
+    sa.write_metrics(args, report)
     return 0
 
 

@@ -13,9 +13,9 @@ from napari_stem_defects.annotations.training_set import export_training_set
 from napari_stem_defects.annotations.twins import twin_annotations  # noqa: E402
 from napari_stem_defects.cells.cnn import default_weights_path, load_cell_model  # noqa: E402
 from napari_stem_defects.simulate import ImagingParams, simulate_twin  # noqa: E402
-from napari_stem_defects.training.finetune import (  # noqa: E402
-    file_sha256, finetune_cell_cnn, heldout_split, load_shipped_cell_cnn,
-)
+from napari_stem_defects.training.finetune import finetune_cell_cnn, load_shipped_cell_cnn  # noqa: E402
+from napari_stem_defects.training.model_files import file_sha256  # noqa: E402
+from napari_stem_defects.training.splits import heldout_split  # noqa: E402
 
 FAST = {"steps": 6, "batch": 16, "n_twins": 2, "threads": 1, "eval_every": 3}
 

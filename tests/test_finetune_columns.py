@@ -19,11 +19,10 @@ from napari_stem_defects.columns.unet import (  # noqa: E402
     CANONICAL_NN_PX, build_column_unet, default_weights_path, load_column_model,
 )
 from napari_stem_defects.simulate import ImagingParams, simulate_twin  # noqa: E402
-from napari_stem_defects.training.finetune import file_sha256  # noqa: E402
-from napari_stem_defects.training.finetune_columns import (  # noqa: E402
-    annotation_sites, canonical_example, choose_crop, finetune_column_unet, heldout_mask, heldout_tiles,
-    load_shipped_column_unet, training_windows,
-)
+from napari_stem_defects.training.column_sets import annotation_sites, canonical_example  # noqa: E402
+from napari_stem_defects.training.finetune_columns import finetune_column_unet, load_shipped_column_unet  # noqa: E402
+from napari_stem_defects.training.model_files import file_sha256  # noqa: E402
+from napari_stem_defects.training.splits import choose_crop, heldout_mask, heldout_tiles, training_windows  # noqa: E402
 
 FAST = {"steps": 4, "batch": 4, "n_twins": 2, "n_val_twins": 1, "threads": 1, "eval_every": 2}
 TINY = ["--steps", "3", "--batch", "4", "--twins", "1", "--threads", "1"]

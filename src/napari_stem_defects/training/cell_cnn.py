@@ -36,9 +36,9 @@ from ..composition import CLEAR_CONTRAST, allowed_classes, class_mask, dopant_el
 from ..cells.cnn import build_cell_cnn, classify_cells, context_vector, predict_logits, probabilities
 from ..cells.crops import CANONICAL_NN_PX, cell_crops, prepare_image, strength_context
 from ..materials import KNOWN_MATERIALS, Material, parse_material
-from ..network_io import save_weights, state_snapshot  # noqa: F401  (save_weights re-exported for the scripts)
+from ..network_io import save_weights  # noqa: F401  (re-exported: cells.cnn names training.cell_cnn.save_weights)
 from ..simulate import CELL_CLASSES, DigitalTwin, random_imaging, simulate_twin
-from .schedule import TimeBudget, warmup_cosine
+from .scratch_loop import train_keeping_best
 
 TRAIN_SEED_BASE = 20_000_000
 VAL_SEED_BASE = 2_500_000
@@ -226,6 +226,49 @@ def class_metrics(cm: np.ndarray) -> dict[str, Any]:
             "n_cells": int(cm.sum())}
 
 
+def augment(crops: Any, context: Any, rng: np.random.Generator) -> tuple[Any, Any]:
+    """Mirror about the M-X axis (p = 1/2), random gain (x0.8-1.25) and offset (sd 0.05) of a batch;
+    the strength part of the context (entries 6:) gets the same gain and offset.
+
+    Parameters
+    ----------
+    crops : torch.Tensor, shape (B, 2, S, S)
+    context : torch.Tensor, shape (B, 12)
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    crops, context : torch.Tensor
+        New tensors.
+    """
+    import torch
+
+    b = crops.shape[0]
+    x = crops.float().clone()
+    flip = torch.from_numpy(rng.random(b) < 0.5)
+    x[flip] = x[flip].flip(-2)
+    gain = torch.from_numpy(rng.uniform(0.8, 1.25, (b, 1)).astype(np.float32))
+    offset = torch.from_numpy(rng.normal(0, 0.05, (b, 1)).astype(np.float32))
+    x = x * gain[:, :, None, None] + offset[:, :, None, None]
+    ctx = context.float().clone()
+    ctx[:, 6:] = ctx[:, 6:] * gain + offset
+    return x, ctx
+
+
+def cell_loss(out: Any, labels: Any, allowed: Any) -> Any:
+    """The shipped classifier's loss: cross-entropy over the allowed classes (label smoothing 0.02
+    spread over them) plus half the binary cross-entropy of the "defective" output."""
+    from torch.nn import functional as F
+
+    n_cls = len(CELL_CLASSES)
+    logp = F.log_softmax(out[:, :n_cls].masked_fill(~allowed, -1e4), dim=1).masked_fill(~allowed, 0.0)
+    target = 0.98 * F.one_hot(labels, n_cls).float() + 0.02 * allowed.float() / allowed.sum(1, keepdim=True)
+    loss = -(target * logp).sum(1).mean()
+    if out.shape[1] > n_cls:
+        loss = loss + 0.5 * F.binary_cross_entropy_with_logits(out[:, n_cls], (labels > 0).float())
+    return loss
+
+
 def train(
     steps: int,
     batch: int,
@@ -259,20 +302,16 @@ def train(
     the first step and kept if no later step beats them.
 
     ``device`` is where the network trains ("cpu", "cuda"; the crops stay in
-    memory on the CPU and go to the device a batch at a time). When a time
-    budget is given, the learning-rate schedule is fitted to end within it
-    (:func:`~napari_stem_defects.training.schedule.fit_to_budget`).
-    ``on_best(model, history)`` is called whenever the validation macro-F1
-    improves, e.g. to save a checkpoint that survives an interrupted run.
-    ``deadline`` (a ``time.time()`` value) ends the loop by then, whatever the
-    simulation of the twins took before it.
+    memory on the CPU and go to the device a batch at a time). The loop, the
+    time budget (``max_minutes``, ``deadline``: set before the twins are
+    simulated) and ``on_best`` are those of
+    :func:`~napari_stem_defects.training.scratch_loop.train_keeping_best`.
 
     Returns
     -------
     model, history
     """
     import torch
-    from torch.nn import functional as F
 
     torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
@@ -290,75 +329,32 @@ def train(
     ctx_t = torch.from_numpy(data["context"])
     mask_t = torch.from_numpy(data["mask"])
     labels_t = torch.from_numpy(data["labels"])
-    n_cls = len(CELL_CLASSES)
     model = build_cell_cnn()
     if init_state is not None:
         model.load_state_dict(init_state)
     model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
-    sched = warmup_cosine(opt, steps)
     history: dict[str, Any] = {"steps": steps, "batch": batch, "seed": seed, "lr": lr, "n_twins": n_twins,
                                "n_train_crops": int(len(data["labels"])), "val": []}
-    best, best_state, run_loss = -1.0, None, []
-    budget = TimeBudget(sched, max_minutes, deadline)
-    if init_state is not None:
-        v = class_metrics(confusion(model, val))
-        best, best_state = v["macro_f1"], state_snapshot(model)
-        history["best"] = rec = {"step": 0, "macro_f1": v["macro_f1"], "accuracy": v["accuracy"],
-                                 "elapsed_s": time.time() - t0}
-        history["val"].append(rec)
-        log(f"step 0 (initial weights): val macro-F1 {v['macro_f1']:.4f} acc {v['accuracy']:.4f}")
-    step = 0
-    while step < sched.plan["steps"]:
-        step += 1
+
+    def batch_loss() -> Any:
         cls = rng.integers(len(by_class), size=batch)
         idx = torch.from_numpy(np.array([by_class[c][rng.integers(len(by_class[c]))] for c in cls]))
-        x = crops_t[idx].float()
-        flip = torch.from_numpy(rng.random(batch) < 0.5)
-        x[flip] = x[flip].flip(-2)
-        gain = torch.from_numpy(rng.uniform(0.8, 1.25, (batch, 1)).astype(np.float32))
-        offset = torch.from_numpy(rng.normal(0, 0.05, (batch, 1)).astype(np.float32))
-        x = x * gain[:, :, None, None] + offset[:, :, None, None]
-        ctx = ctx_t[idx].clone()
-        ctx[:, 6:] = ctx[:, 6:] * gain + offset
+        x, ctx = augment(crops_t[idx], ctx_t[idx], rng)
         x, ctx, y, allowed = (t.to(device) for t in (x, ctx, labels_t[idx], mask_t[idx]))
-        model.train()
-        out = model(x, ctx)
-        logp = F.log_softmax(out[:, :n_cls].masked_fill(~allowed, -1e4), dim=1).masked_fill(~allowed, 0.0)
-        # label smoothing (0.02) spread over the allowed classes only
-        target = 0.98 * F.one_hot(y, n_cls).float() + 0.02 * allowed.float() / allowed.sum(1, keepdim=True)
-        loss = -(target * logp).sum(1).mean()
-        if out.shape[1] > n_cls:
-            loss = loss + 0.5 * F.binary_cross_entropy_with_logits(out[:, n_cls], (y > 0).float())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        run_loss.append(loss.item())
-        out_of_time = budget.spent(step, refit=step == 200 or step % eval_every == 0)
-        if step % eval_every == 0 or step == sched.plan["steps"] or out_of_time:
-            v = class_metrics(confusion(model, val))
-            v2 = class_metrics(confusion(model, val, "two-stage"))
-            rec = {"step": step, "train_loss": float(np.mean(run_loss)), "macro_f1": v["macro_f1"],
-                   "accuracy": v["accuracy"], "macro_f1_two_stage": v2["macro_f1"], "elapsed_s": time.time() - t0}
-            run_loss = []
-            history["val"].append(rec)
-            log(f"step {step}: loss {rec['train_loss']:.4f} val macro-F1 {rec['macro_f1']:.4f} "
-                f"(two-stage {v2['macro_f1']:.4f}) acc {rec['accuracy']:.4f} ({rec['elapsed_s']:.0f} s)")
-            if v["macro_f1"] > best:
-                best = v["macro_f1"]
-                best_state = state_snapshot(model)
-                history["best"] = rec
-                if on_best is not None:
-                    on_best(model, history)
-        if out_of_time:
-            log(f"stopping at step {step}: time budget of {budget.seconds / 60:.1f} min spent")
-            break
-    model.load_state_dict(best_state)
-    model.to("cpu").eval()
-    history["steps_run"] = step
-    history["train_seconds"] = time.time() - t0
-    return model, history
+        return cell_loss(model(x, ctx), y, allowed)
+
+    def evaluate(initial: bool) -> tuple[dict[str, Any], str]:
+        v = class_metrics(confusion(model, val))
+        if initial:
+            return ({"macro_f1": v["macro_f1"], "accuracy": v["accuracy"]},
+                    f"val macro-F1 {v['macro_f1']:.4f} acc {v['accuracy']:.4f}")
+        v2 = class_metrics(confusion(model, val, "two-stage"))
+        return ({"macro_f1": v["macro_f1"], "accuracy": v["accuracy"], "macro_f1_two_stage": v2["macro_f1"]},
+                f"val macro-F1 {v['macro_f1']:.4f} (two-stage {v2['macro_f1']:.4f}) acc {v['accuracy']:.4f}")
+
+    return train_keeping_best(model, history, steps=steps, lr=lr, eval_every=eval_every, batch_loss=batch_loss,
+                              evaluate=evaluate, score="macro_f1", initial=init_state is not None,
+                              max_minutes=max_minutes, deadline=deadline, on_best=on_best, log=log, t0=t0)
 
 
 def heldout_twin(material: str, dose: float, index: int, *, size: int = 256, seed_base: int = TEST_SEED_BASE,

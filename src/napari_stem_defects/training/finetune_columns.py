@@ -6,15 +6,9 @@ annotations (:func:`~napari_stem_defects.annotations.training_set.export_trainin
 and :func:`finetune_column_unet` makes a new version of the column detector
 (:mod:`napari_stem_defects.columns.unet`) from them.
 
-- Targets are made exactly as for the shipped model
-  (:mod:`napari_stem_defects.training.column_unet`): each image is resampled to
-  the canonical scale (nn distance :data:`~napari_stem_defects.network_inputs.CANONICAL_NN_PX`
-  pixels, from the nn distance the export measured) and normalised; the target
-  is a Gaussian blob (sigma ``SIGMA_FRACTION`` nn) at every occupied site of
-  the annotations (a site whose species is not "empty"; positions from the
-  points layer, so moved points count), and the loss weight is raised around
-  empty sites. Every site of an exported image is a label: the sites a person
-  did not touch count as accepted.
+- Targets are made exactly as for the shipped model, at its canonical scale
+  (:mod:`napari_stem_defects.training.column_sets`). Every site of an exported
+  image is a label: the sites a person did not touch count as accepted.
 - It always starts from the SHIPPED weights, never from an earlier fine-tuned
   model, and ``twin_fraction`` of every batch are crops of fresh digital twins
   (the shipped model's training distribution): what it knew is not forgotten.
@@ -34,22 +28,27 @@ Weights are written atomically in the
 :func:`~napari_stem_defects.network_io.save_weights` format (loadable by
 :func:`~napari_stem_defects.columns.unet.load_column_model`, ``weights_only=True``)
 with a model card (``.md``) beside them; the shipped file is never written.
+
+The loop, evaluation, cancelling and model writing are those every fine-tuning
+shares (:func:`~napari_stem_defects.training.loop.run_finetune`); this module
+holds the column U-Net's part of it (:class:`ColumnTask`).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .finetune import (
-    FINETUNE_SEED_BASE, FinetuneResult, _check_out, _plain, base_provenance, dataset_summary, heldout_split,
-    torch_session, write_model,
+from .loop import (
+    FINETUNE_SEED_BASE, FinetuneResult, FinetuneTask, check_settings, run_finetune, shared_parameters, twin_share,
 )
+from .column_sets import load_column_datasets, twin_examples
+from .model_files import card_dataset_lines, card_provenance_lines, dataset_summary
+from .splits import choose_crop, heldout_mask, heldout_tiles
 
 #: Per-image manifest entries a column model's card records of each training set.
 COLUMN_IMAGE_KEYS = ("name", "source_file", "sha256", "material", "pixel_size_A", "nn_px", "n_sites")
@@ -64,253 +63,6 @@ VAL_TWIN_OFFSET = 9_000
 DEFAULT_N_TWINS = 16
 #: Default number of fresh twins scored before and after fine-tuning.
 DEFAULT_N_VAL_TWINS = 4
-#: Smallest training crop side (canonical pixels).
-MIN_CROP = 32
-#: The network halves the resolution three times: crop sides are multiples of this.
-_ALIGN = 8
-
-
-# --------------------------------------------------------------------------- data
-
-
-def annotation_sites(ann: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Site positions (pixels) of an image's annotations and whether each site holds a column.
-
-    From the sites (points) layer when there is one: positions from the layer
-    data (moved points count), occupied unless the species is "empty" (or
-    blank). Without a sites layer, from the cells' metal and X2 sites (and
-    adatoms), as the dataset's masks are made
-    (:func:`~napari_stem_defects.annotations.training_set.annotation_mask`).
-
-    Parameters
-    ----------
-    ann : Annotations
-
-    Returns
-    -------
-    yx : ndarray of float, shape (N, 2)
-    occupied : ndarray of bool, shape (N,)
-
-    Raises
-    ------
-    ValueError
-        Annotations with neither sites nor cells.
-    """
-    from ..annotations.training_set import _occupied, cell_table_positions
-
-    if ann.sites is not None and len(ann.sites.features):
-        feats = ann.sites.features
-        data = np.asarray(ann.sites.data, dtype=np.float64)
-        yx = data[:, -2:] if len(data) == len(feats) else feats[["y_px", "x_px"]].to_numpy(float)
-        return yx.reshape(-1, 2), _occupied(feats["species"].tolist())
-    if ann.cells is None or not len(ann.cells.features):
-        raise ValueError(f"the annotations of {ann.image.name!r} have neither sites nor cells")
-    cells = ann.cells.features
-    m, x, complete = cell_table_positions(cells)
-    yx = [m, x[complete]]
-    occ = [_occupied(cells["m_species"].tolist()), _occupied(cells.loc[complete, "x_species"].tolist())]
-    if "adatom" in cells:
-        ad = complete & cells["adatom"].to_numpy(bool)
-        yx.append(2 * x[ad] - m[ad])
-        occ.append(np.ones(int(ad.sum()), bool))
-    return np.concatenate(yx).reshape(-1, 2), np.concatenate(occ)
-
-
-def canonical_example(image: np.ndarray, yx: np.ndarray, occupied: np.ndarray, nn_px: float) -> dict[str, Any]:
-    """An image and its sites at the U-Net's canonical scale, with target and loss weight.
-
-    Made as :func:`napari_stem_defects.training.column_unet.make_example` makes
-    a twin's: the image resampled so that the nn distance is
-    :data:`~napari_stem_defects.network_inputs.CANONICAL_NN_PX` pixels (as
-    :func:`~napari_stem_defects.columns.unet.detection_map_with_model` does) and
-    normalised; Gaussian blobs at the occupied sites; weight raised around empty ones.
-
-    Parameters
-    ----------
-    image : ndarray, shape (H, W)
-    yx : ndarray, shape (N, 2)
-        Site positions in pixels of ``image``.
-    occupied : ndarray of bool, shape (N,)
-    nn_px : float
-        Metal to chalcogen distance in pixels of ``image``.
-
-    Returns
-    -------
-    dict
-        ``image``, ``target``, ``weight`` (float32, canonical shape), ``occupied``
-        and ``empty`` (canonical positions, (n, 2)) and ``nn_px`` (the canonical one).
-    """
-    from ..network_inputs import CANONICAL_NN_PX, canonical_shape, resample, resample_coordinates
-    from ..network_io import normalize_image
-    from .column_unet import EMPTY_WEIGHT, SIGMA_FRACTION, target_map
-
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim != 2:
-        raise ValueError(f"expected a 2D image, got shape {img.shape}")
-    if not (np.isfinite(nn_px) and nn_px > 0):
-        raise ValueError(f"the nn distance must be a positive number, not {nn_px!r}")
-    finite = np.isfinite(img)
-    if not finite.all():
-        img = np.where(finite, img, np.median(img[finite]) if finite.any() else 0.0).astype(np.float32)
-    shape = canonical_shape(img.shape, nn_px)
-    x = normalize_image(resample(img, shape))
-    pos = resample_coordinates(np.asarray(yx, float).reshape(-1, 2), img.shape, shape)
-    occ = np.asarray(occupied, bool)
-    sigma = SIGMA_FRACTION * CANONICAL_NN_PX
-    return {
-        "image": x,
-        "target": target_map(pos[occ], shape, sigma),
-        "weight": 1 + EMPTY_WEIGHT * target_map(pos[~occ], shape, 1.5 * sigma),
-        "occupied": pos[occ],
-        "empty": pos[~occ],
-        "nn_px": CANONICAL_NN_PX,
-    }
-
-
-def load_column_datasets(datasets: Sequence[str | Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Canonical-scale examples of every image of some training sets.
-
-    Parameters
-    ----------
-    datasets : sequence of str or Path
-        Training set folders.
-
-    Returns
-    -------
-    examples : list of dict
-        One :func:`canonical_example` per image, plus ``name`` and ``dataset``.
-    manifests : list of dict
-        Each dataset's manifest (with its resolved ``path``).
-
-    Raises
-    ------
-    ValueError
-        No dataset, an unreadable one, an image without an nn distance, or no sites.
-    """
-    from ..annotations.training_set import read_training_set
-
-    if not datasets:
-        raise ValueError("give at least one training set folder")
-    examples, manifests = [], []
-    for path in datasets:
-        ts = read_training_set(path)
-        manifests.append({**ts.manifest, "path": str(Path(path).expanduser().resolve())})
-        for entry, (image, ann) in zip(ts.manifest["images"], ts.items):
-            nn = entry.get("nn_px")
-            if nn is None:
-                raise ValueError(f"{path}: image {entry.get('name')!r} has no nn distance in the manifest")
-            yx, occ = annotation_sites(ann)
-            ex = canonical_example(image, yx, occ, float(nn))
-            ex.update(name=str(entry.get("name")), dataset=str(path))
-            examples.append(ex)
-    if not examples or sum(len(ex["occupied"]) for ex in examples) == 0:
-        raise ValueError("the training sets hold no occupied sites to learn from")
-    return examples, manifests
-
-
-def tile_edges(length: int, tile: int) -> np.ndarray:
-    """Edges of about ``tile``-pixel tiles covering ``length`` pixels (at least one tile)."""
-    n = max(1, int(round(length / float(tile))))
-    return np.linspace(0, length, n + 1).round().astype(int)
-
-
-def heldout_tiles(shapes: Sequence[tuple[int, int]], tile: int, val_fraction: float,
-                  seed: int = 0) -> list[list[tuple[int, int, int, int]]]:
-    """Held-out tiles of each image: ``val_fraction`` of all tiles, spread over the images, seeded.
-
-    Parameters
-    ----------
-    shapes : sequence of (int, int)
-        Image shapes (canonical pixels).
-    tile : int
-        Tile side, about (images are cut into equal tiles of about this side).
-    val_fraction : float
-        Share of the tiles held out, in [0, 1); at least one tile stays in training.
-    seed : int
-
-    Returns
-    -------
-    list of list of (y0, y1, x0, x1)
-        The held-out tiles of each image.
-
-    Examples
-    --------
-    >>> tiles = heldout_tiles([(128, 128), (128, 256)], 64, 0.25)
-    >>> sum(len(t) for t in tiles)
-    3
-    """
-    grids = []
-    for h, w in shapes:
-        ey, ex = tile_edges(h, tile), tile_edges(w, tile)
-        grids.append([(ey[i], ey[i + 1], ex[j], ex[j + 1]) for i in range(len(ey) - 1) for j in range(len(ex) - 1)])
-    groups = np.concatenate([np.full(len(g), k) for k, g in enumerate(grids)]) if grids else np.zeros(0, int)
-    val = heldout_split(np.zeros(len(groups), int), groups, val_fraction, seed)
-    out, start = [], 0
-    for g in grids:
-        out.append([t for t, v in zip(g, val[start:start + len(g)]) if v])
-        start += len(g)
-    return out
-
-
-def heldout_mask(shape: tuple[int, int], tiles: Sequence[tuple[int, int, int, int]]) -> np.ndarray:
-    """Boolean mask of the held-out pixels of an image."""
-    mask = np.zeros(shape, bool)
-    for y0, y1, x0, x1 in tiles:
-        mask[y0:y1, x0:x1] = True
-    return mask
-
-
-def training_windows(heldout: np.ndarray, crop: int) -> np.ndarray:
-    """Top-left corners (flat indices into the (H - crop + 1, W - crop + 1) grid) of the ``crop``-pixel
-    windows that hold no held-out pixel.
-
-    Examples
-    --------
-    >>> m = np.zeros((4, 4), bool); m[0, 0] = True
-    >>> training_windows(m, 3).tolist()  # of the 2 x 2 corners, all but (0, 0)
-    [1, 2, 3]
-    """
-    h, w = heldout.shape
-    if h < crop or w < crop:
-        return np.zeros(0, np.int64)
-    s = np.zeros((h + 1, w + 1), np.int64)
-    s[1:, 1:] = heldout.astype(np.int64).cumsum(0).cumsum(1)
-    count = s[crop:, crop:] - s[:-crop, crop:] - s[crop:, :-crop] + s[:-crop, :-crop]
-    return np.flatnonzero(count == 0)
-
-
-def choose_crop(masks: Sequence[np.ndarray], crop: int) -> tuple[int, list[np.ndarray]]:
-    """The largest crop side (multiple of 8, from ``crop`` down to :data:`MIN_CROP`) with training
-    windows in some image, and those windows per image.
-
-    Raises
-    ------
-    ValueError
-        No image has room for a :data:`MIN_CROP`-pixel crop outside the held-out tiles.
-    """
-    c = max(MIN_CROP, int(crop) // _ALIGN * _ALIGN)
-    while c >= MIN_CROP:
-        windows = [training_windows(m, c) for m in masks]
-        if any(len(w) for w in windows):
-            return c, windows
-        c -= _ALIGN
-    raise ValueError("the training images are too small to train on outside the held-out tiles "
-                     f"(no {MIN_CROP} x {MIN_CROP} canonical px crop fits); lower the held-out fraction "
-                     "or export larger images")
-
-
-def twin_examples(n: int, size: int, seed_base: int, *, augment: bool = True,
-                  cancel: threading.Event | None = None) -> list[dict[str, Any]] | None:
-    """``n`` fresh twin examples (:func:`~napari_stem_defects.training.column_unet.make_example`)
-    of side ``size`` with seeds ``seed_base``, ``seed_base + 1``...; None when cancelled."""
-    from .column_unet import make_example
-
-    out = []
-    for k in range(int(n)):
-        if cancel is not None and cancel.is_set():
-            return None
-        out.append(make_example(int(seed_base) + k, int(size), augment=augment))
-    return out
 
 
 # --------------------------------------------------------------------------- model and metrics
@@ -376,6 +128,115 @@ def _twin_metrics(model: Any, examples: Sequence[dict[str, Any]]) -> dict[str, A
 # --------------------------------------------------------------------------- fine-tuning
 
 
+class ColumnTask(FinetuneTask):
+    """The column U-Net's part of :func:`~napari_stem_defects.training.loop.run_finetune`: crops of the
+    training part of the images and of twins, the shipped model's loss, held-out detection metrics
+    and fresh twins scored before and after (the arguments are those of :func:`finetune_column_unet`)."""
+
+    kind = "columns"
+    rng_stream = 31
+    base_keys = ("canonical_nn_px", "target_sigma_nn", "output")
+
+    def __init__(self, datasets: Sequence[str | Path], *, steps: int, batch: int, twin_fraction: float,
+                 val_fraction: float, lr: float, seed: int, crop: int, val_tile: int, n_twins: int,
+                 n_val_twins: int) -> None:
+        self.datasets, self.steps, self.batch, self.lr, self.seed = datasets, steps, batch, lr, seed
+        self.twin_fraction, self.val_fraction = float(twin_fraction), float(val_fraction)
+        self.crop, self.val_tile, self.n_twins, self.n_val_twins = crop, val_tile, n_twins, n_val_twins
+
+    def prepare(self, cancel: threading.Event | None) -> bool:
+        self.examples, self.manifests = load_column_datasets(self.datasets)
+        self.tiles = heldout_tiles([ex["image"].shape for ex in self.examples], self.val_tile, self.val_fraction,
+                                   self.seed)
+        masks = [heldout_mask(ex["image"].shape, t) for ex, t in zip(self.examples, self.tiles)]
+        self.crop, self.windows = choose_crop(masks, self.crop)
+        n_val, n_train = 0, 0
+        for ex, m in zip(self.examples, masks):
+            iy, ix = np.clip(np.round(ex["occupied"]).astype(int), 0, np.array(m.shape) - 1).T
+            inside = m[iy, ix]
+            n_val += int(inside.sum())
+            n_train += int((~inside).sum())
+        self.n_train, self.n_val = n_train, n_val
+        self.n_twin_batch = min(twin_share(self.batch, self.twin_fraction, self.n_twins), self.batch - 1)
+        self.twin_base = COLUMN_TWIN_SEED_BASE + 10_000 * int(self.seed)
+        self.twins = twin_examples(self.n_twins if self.n_twin_batch else 0, self.crop + 32, self.twin_base,
+                                   cancel=cancel)
+        if self.twins is None:
+            return False
+        self.val_twins = twin_examples(self.n_val_twins, max(self.crop, 96) + 64, self.twin_base + VAL_TWIN_OFFSET,
+                                       augment=False, cancel=cancel)
+        return self.val_twins is not None
+
+    def load_model(self) -> tuple[Any, dict[str, Any], Path]:
+        return load_shipped_column_unet()
+
+    def evaluate(self, model: Any) -> dict[str, Any]:
+        return heldout_metrics(model, self.examples, self.tiles)
+
+    def eval_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"val_precision": metrics["precision"], "val_recall": metrics["recall"], "val_f1": metrics["f1"]}
+
+    def begin(self, model: Any) -> None:
+        self.twins_before = _twin_metrics(model, self.val_twins)
+        counts = np.array([len(w) for w in self.windows], float)
+        self.p_image = counts / counts.sum()
+        self.dices: list[float] = []
+
+    def batch_loss(self, model: Any, rng: np.random.Generator) -> Any:
+        import torch
+
+        from .column_unet import _loss, augment_crop
+
+        crop, crops = self.crop, []
+        for k in rng.choice(len(self.examples), size=self.batch - self.n_twin_batch, p=self.p_image):
+            ex, w = self.examples[k], self.windows[k]
+            y0, x0 = np.unravel_index(w[rng.integers(len(w))], (ex["image"].shape[0] - crop + 1,
+                                                               ex["image"].shape[1] - crop + 1))
+            window = {key: ex[key][y0:y0 + crop, x0:x0 + crop] for key in ("image", "target", "weight")}
+            crops.append(augment_crop(window, rng, crop))
+        for k in rng.integers(len(self.twins), size=self.n_twin_batch) if self.n_twin_batch else []:
+            crops.append(augment_crop(self.twins[int(k)], rng, crop))
+        x, t, wt = (torch.from_numpy(np.stack([c[j] for c in crops])[:, None]) for j in range(3))
+        logits = model(x)
+        with torch.no_grad():
+            p = torch.sigmoid(logits)
+            self.dices.append(float((2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)))
+        return _loss(logits, t, wt)
+
+    def tally(self) -> dict[str, Any]:
+        rec = {"dice": float(np.mean(self.dices))}
+        self.dices = []
+        return rec
+
+    def end(self, model: Any) -> None:
+        self.twins_after = _twin_metrics(model, self.val_twins)
+
+    def metadata(self, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+        base, n_twins, n_val_twins = self.twin_base, self.n_twins, self.n_val_twins
+        settings = {"steps": self.steps, "batch": self.batch, "twin_fraction": self.twin_fraction,
+                    "val_fraction": self.val_fraction, "lr": self.lr, "seed": self.seed, "crop": self.crop,
+                    "val_tile": self.val_tile, "n_twins": int(n_twins) if self.n_twin_batch else 0,
+                    "n_val_twins": int(n_val_twins),
+                    "twin_seeds": [base, base + n_twins - 1] if self.n_twin_batch else None,
+                    "val_twin_seeds": [base + VAL_TWIN_OFFSET, base + VAL_TWIN_OFFSET + n_val_twins - 1]
+                    if n_val_twins else None}
+        return {
+            "settings": settings,
+            "datasets": [dataset_summary(m, COLUMN_IMAGE_KEYS, totals=False) for m in self.manifests],
+            "images": [{"name": ex["name"], "dataset": ex["dataset"], "canonical_shape": list(ex["image"].shape),
+                        "n_occupied": int(len(ex["occupied"])), "n_empty": int(len(ex["empty"])),
+                        "heldout_tiles": [list(t) for t in ts]} for ex, ts in zip(self.examples, self.tiles)],
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "heldout": {"before": before, "after": after},
+            "twins": {"before": self.twins_before, "after": self.twins_after},
+        }
+
+    def card(self, meta: dict[str, Any]) -> str:
+        return model_card(meta)
+
+
+@shared_parameters
 def finetune_column_unet(
     datasets: Sequence[str | Path],
     out: str | Path,
@@ -400,50 +261,23 @@ def finetune_column_unet(
 ) -> FinetuneResult | None:
     """Fine-tune the shipped column U-Net on training sets mixed with digital twins.
 
+    The held-out part is ``val_fraction`` of the images' tiles
+    (:func:`~napari_stem_defects.training.splits.heldout_tiles`). Training
+    records hold ``loss`` and ``dice`` (the soft Dice overlap of the batches),
+    evaluations ``val_precision``, ``val_recall`` and ``val_f1``.
+
     Parameters
     ----------
-    datasets : sequence of str or Path
-        Training set folders (:func:`~napari_stem_defects.annotations.training_set.export_training_set`).
-    out : str or Path
-        Weights file to write (``.pt`` added if missing); the model card goes
-        beside it (``.md``). Never the packaged models folder.
-    steps, batch : int
-        Optimiser steps and crops per batch.
-    twin_fraction : float
-        Share of each batch drawn from digital-twin crops, in [0, 1).
-    val_fraction : float
-        Share of the images' tiles held out, in [0, 1).
-    lr : float
-        Peak learning rate (Adam, warm-up then cosine decay).
-    seed : int
-        Seed of the split, the twins, the crops and torch.
-    threads : int, optional
-        torch threads while training (restored afterwards).
-    progress : callable, optional
-        Called with ``{"step", "steps", "loss", "dice"}`` every few steps (mean
-        training loss and soft Dice overlap since the last call) and with
-        ``{"step", "steps", "val_precision", "val_recall", "val_f1"}`` at each
-        evaluation of the held-out tiles (step 0 is the shipped model).
-    cancel : threading.Event, optional
-        When set, training stops and nothing is written.
+    {shared_parameters}
     crop : int
         Side of the training crops in canonical pixels (lowered, down to
-        :data:`MIN_CROP`, when the images leave no room outside the held-out tiles).
+        :data:`~napari_stem_defects.training.splits.MIN_CROP`, when the images
+        leave no room outside the held-out tiles).
     val_tile : int
         Side, about, of the tiles the held-out split is made of (canonical pixels).
-    n_twins : int
-        Twins in the pool mixed into batches (ignored when ``twin_fraction`` is 0).
     n_val_twins : int
         Fresh twins scored before and after (what the shipped model was trained
         for; 0 to skip).
-    eval_every : int, optional
-        Steps between evaluations (default ``steps // 5``).
-    name : str, optional
-        Model version name for the card (default the file's stem).
-    command : str, optional
-        The command line or action that started the run, recorded in the card.
-    overwrite : bool
-        Replace an existing file at ``out`` (default: refuse, before any training).
 
     Returns
     -------
@@ -454,149 +288,15 @@ def finetune_column_unet(
 
     Raises
     ------
-    ValueError
-        Bad settings, unreadable datasets, images too small, the packaged folder as ``out``,
-        or weights that came out NaN (nothing is written).
-    FileExistsError
-        ``out`` exists and ``overwrite`` is False.
+    {shared_raises}
     """
-    if steps < 1 or batch < 1:
-        raise ValueError("steps and batch must be at least 1")
-    if not 0.0 <= float(twin_fraction) < 1.0:
-        raise ValueError(f"twin_fraction must be in [0, 1), not {twin_fraction}")
+    check_settings(steps, batch, twin_fraction)
     if not 0.0 <= float(val_fraction) < 1.0:
         raise ValueError(f"the held-out fraction must be in [0, 1), not {val_fraction}")
-    target = _check_out(Path(out), overwrite)
-    t0 = time.time()
-    examples, manifests = load_column_datasets(datasets)
-    tiles = heldout_tiles([ex["image"].shape for ex in examples], val_tile, val_fraction, seed)
-    masks = [heldout_mask(ex["image"].shape, t) for ex, t in zip(examples, tiles)]
-    crop, windows = choose_crop(masks, crop)
-    n_val, n_train = 0, 0
-    for ex, m in zip(examples, masks):
-        iy, ix = np.clip(np.round(ex["occupied"]).astype(int), 0, np.array(m.shape) - 1).T
-        inside = m[iy, ix]
-        n_val += int(inside.sum())
-        n_train += int((~inside).sum())
-    n_twin_batch = int(round(batch * float(twin_fraction))) if n_twins > 0 else 0
-    if n_twin_batch >= batch:
-        n_twin_batch = batch - 1
-    base = COLUMN_TWIN_SEED_BASE + 10_000 * int(seed)
-    twins = twin_examples(n_twins if n_twin_batch else 0, crop + 32, base, cancel=cancel)
-    if twins is None:
-        return None
-    val_twins = twin_examples(n_val_twins, max(crop, 96) + 64, base + VAL_TWIN_OFFSET, augment=False, cancel=cancel)
-    if val_twins is None:
-        return None
-    eval_every = max(1, int(eval_every) if eval_every else max(1, steps // 5))
-    report_every = max(1, min(10, steps // 20))
-
-    with torch_session(threads, seed):
-        run = _train(examples, tiles, windows, crop, twins, n_twin_batch, val_twins, steps=steps, batch=batch,
-                     lr=lr, seed=seed, eval_every=eval_every, report_every=report_every, progress=progress,
-                     cancel=cancel)
-    if run is None or (cancel is not None and cancel.is_set()):
-        return None
-    model, history, before, after, twins_before, twins_after, base_meta, base_path = run
-
-    settings = {"steps": steps, "batch": batch, "twin_fraction": float(twin_fraction),
-                "val_fraction": float(val_fraction), "lr": lr, "seed": seed, "crop": crop, "val_tile": val_tile,
-                "n_twins": int(n_twins) if n_twin_batch else 0, "n_val_twins": int(n_val_twins),
-                "twin_seeds": [base, base + n_twins - 1] if n_twin_batch else None,
-                "val_twin_seeds": [base + VAL_TWIN_OFFSET, base + VAL_TWIN_OFFSET + n_val_twins - 1]
-                if n_val_twins else None}
-    meta = _plain({
-        **{k: base_meta[k] for k in ("canonical_nn_px", "target_sigma_nn", "output") if k in base_meta},
-        "arch": base_meta.get("arch", {}),
-        **base_provenance("columns", name, target, base_meta, base_path, command),
-        "settings": settings,
-        "datasets": [dataset_summary(m, COLUMN_IMAGE_KEYS, totals=False) for m in manifests],
-        "images": [{"name": ex["name"], "dataset": ex["dataset"], "canonical_shape": list(ex["image"].shape),
-                    "n_occupied": int(len(ex["occupied"])), "n_empty": int(len(ex["empty"])),
-                    "heldout_tiles": [list(t) for t in ts]} for ex, ts in zip(examples, tiles)],
-        "n_train": n_train,
-        "n_val": n_val,
-        "heldout": {"before": before, "after": after},
-        "twins": {"before": twins_before, "after": twins_after},
-        "history": history,
-        "train_seconds": time.time() - t0,
-    })
-    card = write_model(model, target, meta, model_card(meta))
-    return FinetuneResult(target, card, history, before, after, n_train, n_val, meta)
-
-
-def _train(examples: list[dict[str, Any]], tiles: list, windows: list[np.ndarray], crop: int,
-           twins: list[dict[str, Any]], n_twin_batch: int, val_twins: list[dict[str, Any]], *, steps: int,
-           batch: int, lr: float, seed: int, eval_every: int, report_every: int,
-           progress: Callable[[dict[str, Any]], None] | None, cancel: threading.Event | None) -> tuple | None:
-    """The training loop of :func:`finetune_column_unet` (torch's RNG already seeded)."""
-    import torch
-
-    from .column_unet import _loss, augment_crop
-    from .schedule import warmup_cosine
-
-    rng = np.random.default_rng([int(seed), 31])
-    model, base_meta, base_path = load_shipped_column_unet()
-    history: list[dict[str, Any]] = []
-
-    def evaluate(step: int) -> dict[str, Any]:
-        m = heldout_metrics(model, examples, tiles)
-        if m:
-            rec = {"step": step, "steps": steps, "val_precision": m["precision"], "val_recall": m["recall"],
-                   "val_f1": m["f1"]}
-            history.append(rec)
-            if progress is not None:
-                progress(dict(rec))
-        return m
-
-    before = evaluate(0)
-    twins_before = _twin_metrics(model, val_twins)
-    if cancel is not None and cancel.is_set():
-        return None
-    counts = np.array([len(w) for w in windows], float)
-    p_image = counts / counts.sum()
-    n_data = batch - n_twin_batch
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = warmup_cosine(opt, steps)
-    losses, dices = [], []
-    for step in range(1, steps + 1):
-        if cancel is not None and cancel.is_set():
-            return None
-        crops = []
-        for k in rng.choice(len(examples), size=n_data, p=p_image):
-            ex, w = examples[k], windows[k]
-            y0, x0 = np.unravel_index(w[rng.integers(len(w))], (ex["image"].shape[0] - crop + 1,
-                                                               ex["image"].shape[1] - crop + 1))
-            window = {key: ex[key][y0:y0 + crop, x0:x0 + crop] for key in ("image", "target", "weight")}
-            crops.append(augment_crop(window, rng, crop))
-        for k in rng.integers(len(twins), size=n_twin_batch) if n_twin_batch else []:
-            crops.append(augment_crop(twins[int(k)], rng, crop))
-        x, t, wt = (torch.from_numpy(np.stack([c[j] for c in crops])[:, None]) for j in range(3))
-        model.train()
-        logits = model(x)
-        loss = _loss(logits, t, wt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.item()))
-        with torch.no_grad():
-            p = torch.sigmoid(logits)
-            dices.append(float((2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)))
-        if step % report_every == 0 or step == steps:
-            rec = {"step": step, "steps": steps, "loss": float(np.mean(losses)), "dice": float(np.mean(dices))}
-            history.append(rec)
-            losses, dices = [], []
-            if progress is not None:
-                progress(dict(rec))
-        if step % eval_every == 0 and step != steps:
-            evaluate(step)
-    if cancel is not None and cancel.is_set():
-        return None
-    model.eval()
-    after = evaluate(steps)
-    twins_after = _twin_metrics(model, val_twins)
-    return model, history, before, after, twins_before, twins_after, base_meta, base_path
+    task = ColumnTask(datasets, steps=steps, batch=batch, twin_fraction=twin_fraction, val_fraction=val_fraction,
+                      lr=lr, seed=seed, crop=crop, val_tile=val_tile, n_twins=n_twins, n_val_twins=n_val_twins)
+    return run_finetune(task, out, steps=steps, lr=lr, seed=seed, threads=threads, progress=progress,
+                        cancel=cancel, eval_every=eval_every, name=name, command=command, overwrite=overwrite)
 
 
 # --------------------------------------------------------------------------- model card
@@ -620,10 +320,7 @@ def model_card(meta: dict[str, Any]) -> str:
         "A fine-tuned version of the shipped column U-Net (napari-stem-defects `columns.unet`, the `deep` "
         "detection method).",
         "",
-        f"- **Base model**: the shipped `{meta['base_file']}` (sha256 `{meta['base_sha256'][:16]}...`); "
-        "fine-tuning always starts from it, never from an earlier fine-tuned model.",
-        f"- **Created**: {meta['created']} by {meta.get('created_by') or 'unknown'} with {meta['software']}",
-        f"- **Command**: `{meta['command']}`" if meta.get("command") else "- **Command**: (not recorded)",
+        *card_provenance_lines(meta),
         f"- **Settings**: {s['steps']} steps, batch {s['batch']} crops of {s['crop']} canonical px, twin fraction "
         f"{s['twin_fraction']:g} ({s['n_twins']} twins), held-out fraction {s['val_fraction']:g} of "
         f"~{s['val_tile']} px tiles, lr {s['lr']:g}, seed {s['seed']}",
@@ -637,13 +334,10 @@ def model_card(meta: dict[str, Any]) -> str:
         "",
         "## Datasets",
         "",
+        *card_dataset_lines(meta, lambda img: f"{img['name']} ({img['material']}, {img.get('n_sites')} sites, nn "
+                            f"{float(img['nn_px'] or 0):.2f} px; file {img['source_file']}, "
+                            f"sha256 {str(img['sha256'])[:12]}...)"),
     ]
-    for d in meta["datasets"]:
-        lines.append(f"- `{d['path']}` (created {d.get('created')} by {d.get('created_by')})")
-        for img in d["images"]:
-            lines.append(f"  - {img['name']} ({img['material']}, {img.get('n_sites')} sites, nn "
-                         f"{float(img['nn_px'] or 0):.2f} px; file {img['source_file']}, "
-                         f"sha256 {str(img['sha256'])[:12]}...)")
     lines += ["", "## Column detection: shipped versus fine-tuned", ""]
     rows = [*_row(f"held-out tiles ({after.get('n_tiles', 0)})", before, after),
             *_row(f"fresh twins ({s['n_val_twins']})", meta["twins"]["before"], meta["twins"]["after"])]
@@ -673,7 +367,6 @@ def model_card(meta: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "COLUMN_TWIN_SEED_BASE", "DEFAULT_N_TWINS", "DEFAULT_N_VAL_TWINS", "annotation_sites", "canonical_example",
-    "choose_crop", "finetune_column_unet", "heldout_metrics", "heldout_mask", "heldout_tiles",
-    "load_column_datasets", "load_shipped_column_unet", "model_card", "tile_edges", "training_windows",
+    "COLUMN_TWIN_SEED_BASE", "ColumnTask", "DEFAULT_N_TWINS", "DEFAULT_N_VAL_TWINS", "finetune_column_unet",
+    "heldout_metrics", "load_shipped_column_unet", "model_card",
 ]

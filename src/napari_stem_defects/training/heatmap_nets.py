@@ -37,9 +37,8 @@ from ..heatmaps.classes import HEATMAP_CLASSES, defect_sites, target_maps
 from ..heatmaps.engines import PATCH_NN_RANGE, heatmap_context
 from ..heatmaps.networks import CENTRE_RADIUS_NN, UNET_TILE_MARGIN, WINDOW
 from ..network_inputs import CANONICAL_NN_PX, flatten_and_normalize, resample, resample_coordinates
-from ..network_io import state_snapshot
 from .cell_cnn import random_cell_twin, twin_nn_px
-from .schedule import TimeBudget, warmup_cosine
+from .scratch_loop import train_keeping_best
 
 TRAIN_SEED_BASE = 40_000_000
 VAL_SEED_BASE = 4_500_000
@@ -212,13 +211,10 @@ def train(
     overrides entries of the engine's architecture (e.g. ``channels``) and
     ``device`` is where the network trains ("cpu", "cuda"). On a GPU all the
     examples are moved to its memory and the network runs in bfloat16
-    autocast (the loss in float32). When a time budget is given, the
-    learning-rate schedule is fitted to end within it
-    (:func:`~napari_stem_defects.training.schedule.fit_to_budget`).
-    ``on_best(model, history)`` is called whenever the validation score
-    improves, e.g. to save a checkpoint that survives an interrupted run.
-    ``deadline`` (a ``time.time()`` value) ends the loop by then, whatever the
-    simulation of the twins took before it.
+    autocast (the loss in float32). The loop, the time budget
+    (``max_minutes``, ``deadline``: set before the twins are simulated) and
+    ``on_best`` are those of
+    :func:`~napari_stem_defects.training.scratch_loop.train_keeping_best`.
 
     Returns
     -------
@@ -248,56 +244,26 @@ def train(
     if init_state is not None:
         model.load_state_dict(init_state)
     model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
-    sched = warmup_cosine(opt, steps)
     history: dict[str, Any] = {"engine": engine, "steps": steps, "batch": batch, "n_twins": n_twins, "val": [],
                                "family_weights": dict(family_weights or {})}
-    best, best_state, losses = -1.0, None, []
-    budget = TimeBudget(sched, max_minutes, deadline)
-    if init_state is not None:
-        f1 = validate(model, val, dense)
-        best, best_state = float(np.nanmean(f1)), state_snapshot(model)
-        history["best"] = {"step": 0, "f1": f1.tolist(), "mean_f1": best, "elapsed_s": time.time() - t0}
-        history["val"].append(history["best"])
-        log(f"step 0 (initial weights): val F1 {np.round(f1, 3).tolist()} mean {best:.4f}")
-    step = 0
-    while step < sched.plan["steps"]:
-        step += 1
+
+    def batch_loss() -> Any:
         idx = torch.from_numpy(rng.integers(len(xs), size=batch)).to(xs.device)
         x = xs[idx].to(device).float()[:, None]
         y = ys[idx].to(device).float()
         x, y = _augment(x, y, rng, dense)
-        model.train()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
             out = model(x, cs[idx].to(device))
-        loss = training_loss(out.float(), y, weight, dense)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        out_of_time = budget.spent(step, refit=step == 200 or step % eval_every == 0)
-        if step % eval_every == 0 or step == sched.plan["steps"] or out_of_time:
-            f1 = validate(model, val, dense)
-            rec = {"step": step, "train_loss": float(np.mean(losses)), "f1": f1.tolist(),
-                   "mean_f1": float(np.nanmean(f1)), "elapsed_s": time.time() - t0}
-            losses = []
-            history["val"].append(rec)
-            log(f"step {step}: loss {rec['train_loss']:.4f} val F1 {np.round(f1, 3).tolist()} "
-                f"mean {rec['mean_f1']:.4f} ({rec['elapsed_s']:.0f} s)")
-            if rec["mean_f1"] > best:
-                best, history["best"] = rec["mean_f1"], rec
-                best_state = state_snapshot(model)
-                if on_best is not None:
-                    on_best(model, history)
-        if out_of_time:
-            log(f"stopping at step {step}: time budget of {budget.seconds / 60:.1f} min spent")
-            break
-    model.load_state_dict(best_state)
-    model.to("cpu").eval()
-    history["steps_run"] = step
-    history["train_seconds"] = time.time() - t0
-    return model, history
+        return training_loss(out.float(), y, weight, dense)
+
+    def evaluate(initial: bool) -> tuple[dict[str, Any], str]:
+        f1 = validate(model, val, dense)
+        mean = float(np.nanmean(f1))
+        return {"f1": f1.tolist(), "mean_f1": mean}, f"val F1 {np.round(f1, 3).tolist()} mean {mean:.4f}"
+
+    return train_keeping_best(model, history, steps=steps, lr=lr, eval_every=eval_every, batch_loss=batch_loss,
+                              evaluate=evaluate, score="mean_f1", initial=init_state is not None,
+                              max_minutes=max_minutes, deadline=deadline, on_best=on_best, log=log, t0=t0)
 
 
 def family_weight_vector(family_weights: dict[str, float] | None) -> Any:
