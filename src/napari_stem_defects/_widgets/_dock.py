@@ -148,6 +148,14 @@ class StemDock(Container):
             if tips:
                 part.setToolTip(tips[0])
 
+    def run_area(self, run_text: str, run_tip: str, *, what: str,
+                 result_tip: str = "what the last run found") -> Container:
+        """Make the dock's ``run_button``, ``cancel_button``, ``progress`` bar and ``result`` line
+        (:func:`run_controls`, :func:`text_label`); returns the row of the two buttons."""
+        self.run_button, self.cancel_button, self.progress, buttons = run_controls(run_text, run_tip, what=what)
+        self.result = text_label(tooltip=result_tip)
+        return buttons
+
     def say(self, message: str) -> None:
         """Show a message in the dock's result line and the viewer's status bar."""
         label = getattr(self, "result", None)

@@ -21,6 +21,7 @@ from qtpy.QtCore import QObject, Signal
 
 from ..materials import KNOWN_MATERIALS
 from ._jobs import JobRunner
+from ._parts import MicroscopeRow
 
 if TYPE_CHECKING:
     import napari
@@ -96,6 +97,9 @@ class BatchWidget(Container):
                                  value="none")
         self.pixel_size = FloatSpinBox(label="pixel size (Å)", min=0.0, max=100.0, step=0.001, value=0.0,
                                        tooltip="0: each file's own calibration")
+        self.microscope = MicroscopeRow(tooltip="beam energy, detector and convergence angles of every file; empty: "
+                                                "each file's own (when it records them), else Z^1.7 decides which "
+                                                "sublattice holds the metals")
         self.workers = SpinBox(label="workers", min=1, max=max(1, available_cores()), value=default_workers(),
                                tooltip="processes analysing files at once (1: in napari's process)")
         self.retry = CheckBox(text="retry failed files", value=False)
@@ -115,8 +119,8 @@ class BatchWidget(Container):
         self.body = Container(labels=True)
         self.body.extend([self.inputs, buttons, self.pattern, self.out,
                      self.from_docks, self.material, self.method, self.classifier, self.heatmaps, self.pixel_size,
-                     self.workers, self.retry, self.redo, self.run_button, self.cancel_button, self.progress,
-                     self.status, self.files, self.open_results, self.open_report])
+                     self.microscope, self.workers, self.retry, self.redo, self.run_button, self.cancel_button,
+                     self.progress, self.status, self.files, self.open_results, self.open_report])
         from qtpy.QtWidgets import QFrame, QScrollArea
 
         self.scroll = QScrollArea()
@@ -184,8 +188,12 @@ class BatchWidget(Container):
             if extra.get(key) == "shipped":
                 extra.pop(key)
         material = None if self.material.value == _NO_MATERIAL else self.material.value
+        microscope, note = self.microscope.settings()
+        if note:
+            raise ValueError(note)
         return BatchSettings(material=material, method=self.method.value, classifier=self.classifier.value,
-                             heatmaps=self.heatmaps.value, pixel_size=self.pixel_size.value or None, **extra)
+                             heatmaps=self.heatmaps.value, pixel_size=self.pixel_size.value or None,
+                             microscope=None if microscope is None else microscope.as_dict(), **extra)
 
     # ------------------------------------------------------------------ running
 
