@@ -20,6 +20,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import QObject, Signal
 
 from ..materials import KNOWN_MATERIALS
+from ._dock import DockScroll, TabWithSiblings, fit_to_width, row
 from ._jobs import JobRunner
 from ._parts import MicroscopeRow
 
@@ -114,19 +115,18 @@ class BatchWidget(Container):
         self.files.native.setMinimumHeight(60)
         self.open_results = PushButton(text="Open results as layers", enabled=False)
         self.open_report = PushButton(text="Open report", enabled=False)
-        buttons = Container(layout="horizontal", labels=False, widgets=[self.add_files, self.add_folder, self.remove])
-        buttons.margins = (0, 0, 0, 0)
-        self.body = Container(labels=True)
-        self.body.extend([self.inputs, buttons, self.pattern, self.out,
-                     self.from_docks, self.material, self.method, self.classifier, self.heatmaps, self.pixel_size,
-                     self.microscope, self.workers, self.retry, self.redo, self.run_button, self.cancel_button,
-                     self.progress, self.status, self.files, self.open_results, self.open_report])
-        from qtpy.QtWidgets import QFrame, QScrollArea
-
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setWidget(self.body.native)
+        labelled = lambda *widgets: Container(labels=True, widgets=list(widgets))  # noqa: E731
+        self.body = Container(labels=False)
+        self.body.extend([labelled(self.inputs), row(self.add_files, self.add_folder, self.remove),
+                          labelled(self.pattern, self.out), self.from_docks,
+                          labelled(self.material, self.method, self.classifier, self.heatmaps, self.pixel_size),
+                          self.microscope, labelled(self.workers), self.retry, self.redo, self.run_button,
+                          self.cancel_button, self.progress, self.status, labelled(self.files), self.open_results,
+                          self.open_report])
+        fit_to_width(self.body.native)
+        # the docks' scroll area (a laptop's height, a fixed width), tabbed onto the plugin's other docks
+        self.scroll = DockScroll(self.body.native)
+        self._tabs = TabWithSiblings(self.native)
         self.native.layout().addWidget(self.scroll)
         self.native.layout().setContentsMargins(0, 0, 0, 0)
         self._relay = _Relay(self.native)
