@@ -36,7 +36,7 @@ from ..annotations.edits import CLASS_KEYS, EditHistory, species_keys
 from ..cells.shapes_layer import low_confidence_mask
 from ..cells.statistics import defect_statistics
 from ..layer_calibration import calibration_note
-from ..simulate.defects import CELL_CLASSES
+from ..vocabulary import CELL_CLASSES
 from ._dock import Section, StemDock, adopt_material, is_grey_image, layer_choice, material_choice, pixel_size, row
 from ._dock import text_label as _text
 from ._jobs import JobRunner
