@@ -38,7 +38,7 @@ PLOT_FONT_SIZE, PLOT_LEGEND_SIZE = 9, 8
 _SCALE_BAR_SHOWN: weakref.WeakSet = weakref.WeakSet()
 
 
-class _DockScroll(QScrollArea):
+class DockScroll(QScrollArea):
     """The scroll area napari docks: fixed preferred width, small minimum height."""
 
     def __init__(self, body: Any) -> None:
@@ -59,10 +59,10 @@ class _DockScroll(QScrollArea):
         return QSize(DOCK_MIN_WIDTH, DOCK_MIN_HEIGHT)
 
 
-class _TabWithSiblings(QObject):
+class TabWithSiblings(QObject):
     """Tabs a newly docked plugin dock onto another of the plugin's docks on the same side (once)."""
 
-    def __init__(self, scroll: QScrollArea) -> None:
+    def __init__(self, scroll: QWidget) -> None:
         super().__init__(scroll)
         self._dock: QDockWidget | None = None
         self._done = False
@@ -117,9 +117,9 @@ class StemDock(Container):
         self._viewer = viewer
         self.margins = (4, 4, 4, 4)
         body = Container.native.fget(self)
-        self._scroll = _DockScroll(body)
+        self._scroll = DockScroll(body)
         self._scroll._magic_widget = self  # napari's dock finds the magicgui widget through it
-        self._tabs = _TabWithSiblings(self._scroll)
+        self._tabs = TabWithSiblings(self._scroll)
         viewer.layers.events.inserted.connect(lambda *_: show_scale_bar(viewer))
         show_scale_bar(viewer)
 
@@ -134,19 +134,16 @@ class StemDock(Container):
         return Container.native.fget(self)
 
     def finish(self) -> None:
-        """Make long layer names and choices shrink with the dock instead of widening it, and give the
-        parts of composite controls (a slider's number box) the control's tooltip."""
-        for combo in self.body.findChildren(QComboBox):
-            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(8)
-        for part in self.body.findChildren(QAbstractSpinBox):
-            parent = part.parentWidget()
-            if part.toolTip() or parent is None:
-                continue
-            tips = [w.toolTip() for w in parent.findChildren(QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly)
-                    if w.toolTip()]
-            if tips:
-                part.setToolTip(tips[0])
+        """Make long layer names and choices shrink with the dock (:func:`fit_to_width`)."""
+        fit_to_width(self.body)
+
+    def run_area(self, run_text: str, run_tip: str, *, what: str,
+                 result_tip: str = "what the last run found") -> Container:
+        """Make the dock's ``run_button``, ``cancel_button``, ``progress`` bar and ``result`` line
+        (:func:`run_controls`, :func:`text_label`); returns the row of the two buttons."""
+        self.run_button, self.cancel_button, self.progress, buttons = run_controls(run_text, run_tip, what=what)
+        self.result = text_label(tooltip=result_tip)
+        return buttons
 
     def say(self, message: str) -> None:
         """Show a message in the dock's result line and the viewer's status bar."""
@@ -204,6 +201,22 @@ class Section(Container):
     def add_native(self, widget: Any) -> None:
         """Add a Qt widget (a plot canvas) below the controls."""
         self.content.native.layout().addWidget(widget)
+
+
+def fit_to_width(body: QWidget) -> None:
+    """Make long layer names and choices in ``body`` shrink with the dock instead of widening it, and give
+    the parts of composite controls (a slider's number box) the control's tooltip."""
+    for combo in body.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
+    for part in body.findChildren(QAbstractSpinBox):
+        parent = part.parentWidget()
+        if part.toolTip() or parent is None:
+            continue
+        tips = [w.toolTip() for w in parent.findChildren(QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly)
+                if w.toolTip()]
+        if tips:
+            part.setToolTip(tips[0])
 
 
 def row(*widgets: Widget, label: str = "") -> Container:
@@ -413,7 +426,8 @@ def scale_bar_of(viewer: Any) -> Any:
 
 
 __all__ = [
-    "DOCK_MIN_WIDTH", "DOCK_WIDTH", "Section", "StemDock", "adopt_material", "current_frame", "is_grey_image",
+    "DOCK_MIN_WIDTH", "DOCK_WIDTH", "DockScroll", "Section", "StemDock", "TabWithSiblings", "adopt_material",
+    "current_frame", "fit_to_width", "is_grey_image",
     "layer_choice", "material_choice", "pixel_size", "plot_canvas", "plot_style", "row", "run_controls",
     "scale_bar_of", "show_scale_bar", "show_scale_bar_in_current_viewer", "text_label",
 ]

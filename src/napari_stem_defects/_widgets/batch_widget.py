@@ -20,7 +20,9 @@ from magicgui.widgets import (
 from qtpy.QtCore import QObject, Signal
 
 from ..materials import KNOWN_MATERIALS
+from ._dock import DockScroll, TabWithSiblings, fit_to_width, row
 from ._jobs import JobRunner
+from ._parts import MicroscopeRow
 
 if TYPE_CHECKING:
     import napari
@@ -96,6 +98,9 @@ class BatchWidget(Container):
                                  value="none")
         self.pixel_size = FloatSpinBox(label="pixel size (Å)", min=0.0, max=100.0, step=0.001, value=0.0,
                                        tooltip="0: each file's own calibration")
+        self.microscope = MicroscopeRow(tooltip="beam energy, detector and convergence angles of every file; empty: "
+                                                "each file's own (when it records them), else Z^1.7 decides which "
+                                                "sublattice holds the metals")
         self.workers = SpinBox(label="workers", min=1, max=max(1, available_cores()), value=default_workers(),
                                tooltip="processes analysing files at once (1: in napari's process)")
         self.retry = CheckBox(text="retry failed files", value=False)
@@ -110,19 +115,18 @@ class BatchWidget(Container):
         self.files.native.setMinimumHeight(60)
         self.open_results = PushButton(text="Open results as layers", enabled=False)
         self.open_report = PushButton(text="Open report", enabled=False)
-        buttons = Container(layout="horizontal", labels=False, widgets=[self.add_files, self.add_folder, self.remove])
-        buttons.margins = (0, 0, 0, 0)
-        self.body = Container(labels=True)
-        self.body.extend([self.inputs, buttons, self.pattern, self.out,
-                     self.from_docks, self.material, self.method, self.classifier, self.heatmaps, self.pixel_size,
-                     self.workers, self.retry, self.redo, self.run_button, self.cancel_button, self.progress,
-                     self.status, self.files, self.open_results, self.open_report])
-        from qtpy.QtWidgets import QFrame, QScrollArea
-
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setWidget(self.body.native)
+        labelled = lambda *widgets: Container(labels=True, widgets=list(widgets))  # noqa: E731
+        self.body = Container(labels=False)
+        self.body.extend([labelled(self.inputs), row(self.add_files, self.add_folder, self.remove),
+                          labelled(self.pattern, self.out), self.from_docks,
+                          labelled(self.material, self.method, self.classifier, self.heatmaps, self.pixel_size),
+                          self.microscope, labelled(self.workers), self.retry, self.redo, self.run_button,
+                          self.cancel_button, self.progress, self.status, labelled(self.files), self.open_results,
+                          self.open_report])
+        fit_to_width(self.body.native)
+        # the docks' scroll area (a laptop's height, a fixed width), tabbed onto the plugin's other docks
+        self.scroll = DockScroll(self.body.native)
+        self._tabs = TabWithSiblings(self.native)
         self.native.layout().addWidget(self.scroll)
         self.native.layout().setContentsMargins(0, 0, 0, 0)
         self._relay = _Relay(self.native)
@@ -184,8 +188,12 @@ class BatchWidget(Container):
             if extra.get(key) == "shipped":
                 extra.pop(key)
         material = None if self.material.value == _NO_MATERIAL else self.material.value
+        microscope, note = self.microscope.settings()
+        if note:
+            raise ValueError(note)
         return BatchSettings(material=material, method=self.method.value, classifier=self.classifier.value,
-                             heatmaps=self.heatmaps.value, pixel_size=self.pixel_size.value or None, **extra)
+                             heatmaps=self.heatmaps.value, pixel_size=self.pixel_size.value or None,
+                             microscope=None if microscope is None else microscope.as_dict(), **extra)
 
     # ------------------------------------------------------------------ running
 

@@ -17,10 +17,8 @@ from magicgui.widgets import CheckBox, Container, FloatSpinBox, PushButton
 from ..calibration import (
     DEFAULT_TOLERANCE, CalibrationReport, LatticeNotFoundError, check_calibration, lattice_spots, power_spectrum,
 )
-from ..layer_calibration import (
-    calibration_note, file_pixel_size, layer_pixel_size, microscope_settings, set_microscope_settings,
-    set_pixel_size,
-)
+from ..layer_calibration import calibration_note, file_pixel_size, layer_pixel_size, set_pixel_size
+from ._parts import MicroscopeRow
 from ._dock import (
     Section, StemDock, adopt_material, current_frame, is_grey_image, layer_choice, material_choice, plot_canvas,
     plot_style, text_label,
@@ -33,6 +31,11 @@ if TYPE_CHECKING:
 TYPED = "typed in the calibration dock"
 #: Colour of each order's spot markers in the power spectrum.
 _SPOT_COLOURS = {1: "#33BBEE", 2: "#EE7733"}
+
+
+def _value_and_button(value_tip: str, text: str, tip: str) -> tuple[Any, PushButton]:
+    """A pixel size shown (a label) and the button that adopts it (disabled until there is one)."""
+    return text_label(tooltip=value_tip), PushButton(text=text, enabled=False, tooltip=tip)
 
 
 class CalibrationWidget(StemDock):
@@ -64,25 +67,15 @@ class CalibrationWidget(StemDock):
         self.apply = PushButton(text="Set typed size",
                                 tooltip="use the typed pixel size for this image (layer scale, every dock, the "
                                         "statistics)")
-        self.file_value = text_label(tooltip="the pixel size stored in the image file")
-        self.use_file = PushButton(text="Use file value", enabled=False,
-                                   tooltip="go back to the pixel size the image file stores")
+        self.file_value, self.use_file = _value_and_button("the pixel size stored in the image file", "Use file value",
+                                                           "go back to the pixel size the image file stores")
         self.measure = PushButton(text="Measure lattice",
                                   tooltip="find the lattice in the power spectrum and compute the pixel size the "
                                           "material implies (for a stack: the frame shown)")
-        self.lattice_value = text_label(tooltip="the pixel size the material's lattice implies")
-        self.adopt = PushButton(text="Use lattice value", enabled=False,
-                                tooltip="use the pixel size measured from the lattice (y and x separately)")
+        self.lattice_value, self.adopt = _value_and_button(
+            "the pixel size the material's lattice implies", "Use lattice value",
+            "use the pixel size measured from the lattice (y and x separately)")
         self.result = text_label(tooltip="what the last measurement found")
-        self.kv = FloatSpinBox(label="beam energy (kV)", value=0.0, min=0.0, max=2000.0, step=10.0,
-                               tooltip="accelerating voltage of the microscope in kV (read from the file when it "
-                                       "stores it); 0 = unknown")
-        self.inner = FloatSpinBox(label="detector inner (mrad)", value=0.0, min=0.0, max=1000.0, step=1.0,
-                                  tooltip="inner collection semi-angle of the HAADF detector in mrad; 0 = unknown")
-        self.outer = FloatSpinBox(label="detector outer (mrad)", value=0.0, min=0.0, max=1000.0, step=1.0,
-                                  tooltip="outer collection semi-angle of the HAADF detector in mrad; 0 = unknown")
-        self.convergence = FloatSpinBox(label="convergence (mrad)", value=0.0, min=0.0, max=200.0, step=0.5,
-                                        tooltip="probe convergence semi-angle in mrad; 0 = unknown")
         self.figure, self.canvas = plot_canvas(300)
         spectrum = Section("Power spectrum", expanded=True,
                            tooltip="the log power spectrum of the image with the lattice spots the measurement "
@@ -96,8 +89,12 @@ class CalibrationWidget(StemDock):
                                                       self.lattice_value, self.adopt, self.result],
                         expanded=True, labels=False,
                         tooltip="measure the lattice and compare the pixel size it implies with the file's")
-        scope = Section("Microscope", [self.kv, self.inner, self.outer, self.convergence], expanded=False,
-                        tooltip="microscope settings, kept in the image layer's metadata")
+        scope = MicroscopeRow(self.layer, self.say, kv_max=2000.0, angle_max=1000.0, expanded=False,
+                              stored=lambda: setattr(self._viewer, "status",
+                                                     "Microscope settings stored in the layer's metadata."),
+                              tooltip="microscope settings, kept in the image layer's metadata")
+        self.microscope = scope
+        self.kv, self.inner, self.outer, self.convergence = scope.fields
         self.extend([form, size, check, spectrum, scope])
         self.finish()
         self.measure.changed.connect(self._on_measure)
@@ -107,8 +104,6 @@ class CalibrationWidget(StemDock):
         self.square.changed.connect(self._on_square)
         self.size_y.changed.connect(self._on_square)
         self.layer.changed.connect(self._on_layer)
-        for spin in (self.kv, self.inner, self.outer, self.convergence):
-            spin.changed.connect(self._on_microscope)
         self._on_layer()
         self._draw(None)
 
@@ -126,7 +121,6 @@ class CalibrationWidget(StemDock):
             layer.events.scale.connect(self._show_calibration)  # a scale set in the console shows here
             adopt_material(self.material, layer.metadata.get("material"))
         self._show_calibration()
-        self._show_microscope()
 
     def _show_calibration(self, *_) -> None:
         """Fill the pixel size fields and lines from the layer."""
@@ -143,16 +137,6 @@ class CalibrationWidget(StemDock):
         self.file_value.value = ("" if layer is None else "The file stores no pixel size." if file is None
                                  else f"File: {_size_text(file)}.")
         self.use_file.enabled = file is not None and (size is None or not np.allclose(file, size, rtol=1e-6))
-
-    def _show_microscope(self) -> None:
-        layer = self.layer.value
-        settings = {} if layer is None else microscope_settings(layer)
-        angles = settings.get("collection_angles_mrad") or (0.0, 0.0)
-        values = {self.kv: settings.get("beam_energy_keV"), self.inner: angles[0], self.outer: angles[1],
-                  self.convergence: settings.get("convergence_angle_mrad")}
-        for spin, value in values.items():
-            with spin.changed.blocked():
-                spin.value = float(value or 0.0)
 
     def _clear(self, *_) -> None:
         self._report = None
@@ -205,20 +189,6 @@ class CalibrationWidget(StemDock):
             self.say(f"Pixel size set to the file's {_size_text(file)}.")
             return True
         return False
-
-    def _on_microscope(self, *_) -> None:
-        layer = self.layer.value
-        if layer is None:
-            return
-        inner, outer = float(self.inner.value), float(self.outer.value)
-        try:
-            set_microscope_settings(layer, beam_energy_keV=float(self.kv.value) or None,
-                                    collection_angles_mrad=(inner, outer) if outer > 0 else None,
-                                    convergence_angle_mrad=float(self.convergence.value) or None)
-        except ValueError as err:
-            self.say(f"Microscope settings not stored ({err}).")
-            return
-        self._viewer.status = "Microscope settings stored in the layer's metadata."
 
     # ------------------------------------------------------------------ the lattice
     def _on_measure(self, *_) -> CalibrationReport | None:

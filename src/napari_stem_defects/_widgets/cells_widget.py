@@ -15,7 +15,6 @@ import html
 import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
@@ -28,14 +27,14 @@ from ..cells.shapes_layer import (
     cells_to_shapes_data, class_colour, class_counts, estimate_lattice_vectors, legend_html, low_confidence_mask,
 )
 from ..cells.statistics import DefectStatistics, defect_statistics
-from ..io.atomic import atomic_write
 from ..layer_calibration import calibration_note
 from ..model_registry import SHIPPED
 from ._dock import (
     Section, StemDock, adopt_material, current_frame, is_grey_image, layer_choice, material_choice, pixel_size,
-    plot_canvas, plot_style, run_controls, text_label,
+    plot_canvas, plot_style, text_label,
 )
 from ._jobs import JobRunner
+from ._parts import CsvExport, ask_csv_path, put_shapes
 from ._model_choice import ModelChoice
 
 if TYPE_CHECKING:
@@ -81,13 +80,10 @@ class CellsRun:
 
 def ask_save_path(parent: Any, default: str) -> str:
     """Ask for a CSV file to write ("" when cancelled); tests replace this function."""
-    from qtpy.QtWidgets import QFileDialog
-
-    path, _ = QFileDialog.getSaveFileName(parent, "Export defect statistics", default, "CSV files (*.csv)")
-    return str(path or "")
+    return ask_csv_path(parent, "Export defect statistics", default)
 
 
-class CellsWidget(StemDock):
+class CellsWidget(CsvExport, StemDock):
     """Classify unit cells from detected columns; show them, their legend, statistics and a bar chart.
 
     Parameters
@@ -115,9 +111,8 @@ class CellsWidget(StemDock):
         self.threshold = FloatSpinBox(label="low confidence <", min=0.0, max=1.0, step=0.05, value=0.8,
                                       tooltip="cells whose class probability is below this (0-1) are marked unsure "
                                               "(thick edge, tinted face) for review. Default 0.80")
-        self.run_button, self.cancel_button, self.progress, buttons = run_controls(
-            "Classify cells", "classify every unit cell of the sites layer", what="the classification")
-        self.result = text_label(tooltip="what the last run found")
+        buttons = self.run_area("Classify cells", "classify every unit cell of the sites layer",
+                                what="the classification")
         self.legend = text_label(tooltip="class colours (cell edges) and counts")
         self.statistics = text_label(tooltip="counts, shares and concentrations of the complete cells")
         self.export_button = PushButton(text="Export statistics CSV", enabled=False,
@@ -304,8 +299,6 @@ class CellsWidget(StemDock):
 
     def _show(self, image, run: CellsRun, job: dict[str, Any]):
         """Put the cells in the Shapes layer "<image> cells", replacing its data if it exists."""
-        from napari.layers import Shapes
-
         name = f"{image.name} cells"
         meta = {"material": job["material"], "classifier": job["classifier"],
                 "model": None if job["classifier"] == "physics" else job["model"], "sites_layer": job["points"].name,
@@ -314,21 +307,7 @@ class CellsWidget(StemDock):
         data, kwargs, _ = cells_to_shapes_data(
             run.cells, run.a1, run.a2, scale=tuple(image.scale)[-2:], units=tuple(str(u) for u in image.units)[-2:],
             translate=tuple(image.translate)[-2:], name=name, low_confidence=self.threshold.value, metadata=meta)
-        existing = self._viewer.layers[name] if name in self._viewer.layers else None
-        if isinstance(existing, Shapes) and existing.ndim == 2:
-            existing.selected_data = set()
-            existing.data = []
-            existing.add(list(data), shape_type="polygon", edge_width=list(kwargs["edge_width"]),
-                         edge_color=kwargs["edge_color"], face_color=kwargs["face_color"])
-            existing.features = kwargs["features"]
-            for attr in ("scale", "units", "translate"):
-                setattr(existing, attr, kwargs[attr])
-            existing.metadata.update(kwargs["metadata"])
-            existing.refresh()
-            return existing
-        if existing is not None:
-            self._viewer.layers.remove(existing)
-        return self._viewer.add_shapes(data, **kwargs)
+        return put_shapes(self._viewer, data, kwargs)
 
     def _draw_bars(self, stats: DefectStatistics | None) -> None:
         """Bar chart of the defect classes present (perfect cells in the title)."""
@@ -346,30 +325,16 @@ class CellsWidget(StemDock):
                     label.set_horizontalalignment("right")
         self.canvas.draw_idle()
 
-    def export_csv(self, path: str | None = None) -> Path | None:
-        """Write the statistics table and the composition of the last run to a CSV file (atomically).
-
-        Parameters
-        ----------
-        path : str, optional
-            Target file; asked with a file dialog when not given.
-        """
+    def _csv_export(self) -> tuple[pd.DataFrame, str, str] | str:
+        """The statistics table and the composition of the last run (:func:`statistics_table`) for ``export_csv``."""
         run = self.last_run
         if run is None or run.stats is None:
-            self._say("Classify cells first.")
-            return None
-        if path is None:
-            path = ask_save_path(self.native, f"{getattr(self.layer.value, 'name', 'cells')}_defects.csv")
-        if not path:
-            return None
-        table = statistics_table(run.stats)
-        try:
-            atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
-        except OSError as err:
-            self._say(f"Cannot write {path} ({err}).")
-            return None
-        self._say(f"Statistics written to {path}.")
-        return Path(path)
+            return "Classify cells first."
+        name = f"{getattr(self.layer.value, 'name', 'cells')}_defects.csv"
+        return statistics_table(run.stats), name, "Statistics written to {path}."
+
+    def _ask_csv_path(self, default: str) -> str:
+        return ask_save_path(self.native, default)
 
 
 def statistics_table(stats: DefectStatistics) -> pd.DataFrame:

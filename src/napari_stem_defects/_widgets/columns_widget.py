@@ -12,7 +12,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
@@ -25,18 +24,21 @@ from ..columns import pipeline
 from ..columns.points_layer import (
     legend_html, marker_legend_html, result_to_points_data, species_colour, stack_results_to_points_data,
 )
-from ..columns.result import EMPTY, ColumnResult
+from ..columns.result import ColumnResult
 from ..image_check import check_detection
 from ..model_registry import SHIPPED
 from ._dock import (
     Section, StemDock, adopt_material, current_frame, is_grey_image, layer_choice, material_choice, pixel_size,
-    plot_canvas, plot_style, run_controls, text_label,
+    plot_canvas, plot_style, text_label,
 )
 from ._jobs import show_elapsed
 from ._structure import is_mask_layer as _is_mask_layer
 from ._structure import mask_of as _mask_of
 from ._structure import show_structure
 from ._model_choice import ModelChoice
+from ._parts import MicroscopeRow
+from .columns_run import DetectionJob, DetectionRun, columns_layer_name, map_key, method_label
+from .columns_run import summary as run_summary
 
 if TYPE_CHECKING:
     import napari
@@ -50,42 +52,6 @@ _CACHE_BYTES = 512 * 2**20
 class _Relay(QObject):
     """Carries progress from the worker thread to the GUI thread (a queued Qt connection)."""
     progress = Signal(float)
-
-
-@dataclass
-class DetectionRun:
-    """What one run produced.
-
-    Attributes
-    ----------
-    results, errors : dict of (int or None) to ColumnResult, str
-        Result, or why it failed, per analysed frame (key None for a 2D image).
-    cancelled : bool
-        The run was cancelled before it finished.
-    check : ImageCheck or None
-        With a material: whether the image is a 2H monolayer of it
-        (:mod:`napari_stem_defects.image_check`). When it failed and
-        "analyse anyway" was off, ``results`` is empty and no layer was added.
-    layer : napari.layers.Points or None
-        The Points layer that shows the columns.
-    """
-
-    results: dict[int | None, ColumnResult] = field(default_factory=dict)
-    errors: dict[int | None, str] = field(default_factory=dict)
-    cancelled: bool = False
-    check: Any = None
-    layer: Any = None
-
-
-@dataclass
-class _Job:
-    layer: Any
-    key: str
-    data: Any
-    frames: tuple[int | None, ...]
-    params: dict[str, Any]
-    mask: np.ndarray | None = None
-    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class ColumnsWidget(StemDock):
@@ -132,6 +98,7 @@ class ColumnsWidget(StemDock):
                                  tooltip="optional: a Labels or Shapes layer (drawn with the image's scale) whose "
                                          "painted or enclosed pixels are not analysed: no sites, no cells, no area "
                                          "(NaN pixels of the image are always left out). Default none")
+        self.microscope = MicroscopeRow(self.layer, self._say)
         self.force = CheckBox(text="analyse anyway", value=False,
                               tooltip="show the columns even when the image check finds the image is not a 2H "
                                       "monolayer of the material (another lattice, another material, a wrong "
@@ -139,9 +106,8 @@ class ColumnsWidget(StemDock):
         self.all_frames = CheckBox(text="all frames", value=False, enabled=False,
                                    tooltip="for an image series: detect the columns of every frame (default: the "
                                            "frame shown)")
-        self.run_button, self.cancel_button, self.progress, buttons = run_controls(
-            "Detect columns", "find every atom column of the image with the settings above", what="the detection")
-        self.result = text_label(tooltip="what the last run found")
+        buttons = self.run_area("Detect columns", "find every atom column of the image with the settings above",
+                                what="the detection")
         self.legend = text_label(tooltip="species colours and counts of the columns layer")
         self.markers = text_label(marker_legend_html(), tooltip="what the marker shapes mean")
         self.details = text_label(tooltip="messages and settings of the last run")
@@ -152,7 +118,7 @@ class ColumnsWidget(StemDock):
         self.plot.add_native(self.canvas)
         form = Container(labels=True, widgets=[self.layer, self.method, self.model, self.material, self.threshold,
                                                self.refine, self.mask, self.all_frames, self.force])
-        self.extend([form, buttons, self.progress, self.result, self.legend, self.markers,
+        self.extend([form, self.microscope, buttons, self.progress, self.result, self.legend, self.markers,
                      Section("Details", [self.details], expanded=False, labels=False,
                              tooltip="messages of the detection and the settings it used"), self.plot])
         self.finish()
@@ -167,7 +133,7 @@ class ColumnsWidget(StemDock):
         self.cancel_button.changed.connect(self.cancel)
         self.layer.changed.connect(self._on_layer)
         self.method.changed.connect(self._on_method)
-        for widget in (self.threshold, self.refine, self.material, self.model):
+        for widget in (self.threshold, self.refine, self.material, self.model, *self.microscope.fields):
             widget.changed.connect(self._on_parameter)
         viewer.dims.events.current_step.connect(lambda *_: self._draw_histogram(only_if_changed=True))
         self._on_layer()
@@ -190,7 +156,7 @@ class ColumnsWidget(StemDock):
         """Re-run the cheap steps when every map they need is cached; otherwise wait for Run."""
         job = self._make_job()
         with self._lock:
-            cached = job is not None and all(_map_key(job, f) in self._cache for f in job.frames)
+            cached = job is not None and all(map_key(job, f) in self._cache for f in job.frames)
         if cached:
             self._debounce.start()
 
@@ -200,7 +166,7 @@ class ColumnsWidget(StemDock):
     def _say(self, message: str) -> None:
         self.say(message)
 
-    def _make_job(self) -> _Job | None:
+    def _make_job(self) -> DetectionJob | None:
         layer = self.layer.value
         if layer is None:
             return None
@@ -215,7 +181,8 @@ class ColumnsWidget(StemDock):
                   "pixel_size": pixel_size(layer), "image_layer": layer.name, "force": bool(self.force.value),
                   "mask": None if self.mask.value is None else self.mask.value.name}
         mask = _mask_of(self.mask.value, data.shape[-2:], frames[0])
-        return _Job(layer, layer.unique_id, data, frames, params, mask=mask)
+        microscope, note = self.microscope.settings()
+        return DetectionJob(layer, layer.unique_id, data, frames, params, mask=mask, microscope=microscope, note=note)
 
     def _current_frame(self, layer) -> int:
         """The stack frame the viewer shows (dims position mapped through the layer's scale)."""
@@ -273,7 +240,7 @@ class ColumnsWidget(StemDock):
             self._job.cancel.set()  # a flag, not worker.quit(): quitting would drop the partial result
             self._say("Cancelling...")
 
-    def _work(self, job: _Job, report: Callable[[float], None]) -> Generator[float, None, DetectionRun]:
+    def _work(self, job: DetectionJob, report: Callable[[float], None]) -> Generator[float, None, DetectionRun]:
         """Maps (cached), then columns, frame by frame; yields the fraction done."""
         run, n, p = DetectionRun(), len(job.frames), job.params
         for k, frame in enumerate(job.frames):
@@ -281,7 +248,7 @@ class ColumnsWidget(StemDock):
                 if job.cancel.is_set():
                     raise InterruptedError("cancelled")
                 image = np.asarray(job.data if frame is None else job.data[frame])
-                key = _map_key(job, frame)
+                key = map_key(job, frame)
                 with self._lock:
                     dmap = self._cache.get(key)
                 if dmap is None:
@@ -295,7 +262,7 @@ class ColumnsWidget(StemDock):
                     raise InterruptedError("cancelled")
                 run.results[frame] = pipeline.columns_from_map(
                     image, dmap, threshold=p["threshold"], refine=p["refine"], material=p["material"],
-                    pixel_size=p["pixel_size"], mask=job.mask)
+                    pixel_size=p["pixel_size"], mask=job.mask, microscope=job.microscope)
                 if run.check is None and p["material"]:  # before any layer: is it the material said?
                     run.check = check_detection(image, run.results[frame], dmap.lattice, p["material"],
                                                 p["pixel_size"])
@@ -347,7 +314,7 @@ class ColumnsWidget(StemDock):
             self._pending = False
             self.run()
 
-    def _apply(self, job: _Job, run: DetectionRun) -> DetectionRun:
+    def _apply(self, job: DetectionJob, run: DetectionRun) -> DetectionRun:
         """Show a finished run: Points layer, summary, legend, histogram."""
         if run.check is not None and not run.check.ok and not run.check.forced:
             self._say(f"Not shown: {run.check.message} Tick 'analyse anyway' to see the columns regardless.")
@@ -361,7 +328,9 @@ class ColumnsWidget(StemDock):
             if job.layer.ndim == 2:
                 self._show_structure(job.layer, stored[None][0])
                 self._viewer.layers.selection.active = run.layer  # the columns stay the layer to correct
-        summary, details = _summary(run, params)
+        summary, details = run_summary(run, params)
+        if job.note and run.results:  # typed microscope settings outside the multislice table
+            summary += f"\n{job.note[0].upper()}{job.note[1:]}."
         if run.check is not None and (run.check.warnings or run.check.forced):
             summary += "\n" + " ".join(run.check.warnings + ([run.check.message] if run.check.forced else []))
         self._say(summary)
@@ -440,48 +409,3 @@ class ColumnsWidget(StemDock):
                     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), handlelength=1.0, borderaxespad=0.3)
                 ax.set_yticks([])  # densities: their scale says nothing
         self.canvas.draw_idle()
-
-
-def _map_key(job: _Job, frame: int | None) -> tuple:
-    """Cache key of a detection map: image layer, frame, method and (deep method) model version."""
-    return (job.key, frame, job.params["method"], job.params["model"])
-
-
-#: Kept for code that imported it from here; the docks share it from ``_dock``.
-_pixel_size = pixel_size
-
-
-def method_label(params: dict[str, Any]) -> str:
-    """Which detector made a layer: 'classical', 'deep', or 'deep: <model version>'."""
-    method, model = params.get("method", "classical"), params.get("model")
-    return method if method != "deep" or model in (None, SHIPPED) else f"{method}: {model}"
-
-
-def columns_layer_name(image_name: str, params: dict[str, Any]) -> str:
-    """``<image> columns`` for the classical method, ``<image> columns (<method>)`` for the others.
-
-    Examples
-    --------
-    >>> columns_layer_name("scan", {"method": "classical"}), columns_layer_name("scan", {"method": "deep"})
-    ('scan columns', 'scan columns (deep)')
-    >>> columns_layer_name("scan", {"method": "deep", "model": "mine-v2"})
-    'scan columns (deep: mine-v2)'
-    """
-    label = method_label(params)
-    return f"{image_name} columns" if label == "classical" else f"{image_name} columns ({label})"
-
-
-def _summary(run: DetectionRun, params: dict[str, Any]) -> tuple[str, str]:
-    """A few lines for the dock (what was found, what failed), and the details (messages, settings)."""
-    lines, details = [], []
-    for frame, r in list(run.results.items())[:3]:
-        where, n_empty = ("" if frame is None else f"Frame {frame}: "), int((r.sites["species"] == EMPTY).sum())
-        lines.append(f"{where}{len(r.sites)} sites ({int(r.sites['detected'].sum())} columns found, "
-                     f"{n_empty} empty), nn {r.nn_px:.1f} px.")
-        details += [f"{where}{m}" for m in r.messages]
-    lines += [f"... {len(run.results)} frames analysed in all."] * (len(run.results) > 3)
-    lines += [f"Cannot detect columns ({'' if f is None else f'frame {f}: '}{e})." for f, e in run.errors.items()]
-    lines += ["Cancelled."] * run.cancelled
-    details += [f"{method_label(params)}, threshold {params['threshold']:.2f}, {params['refine']}, "
-                f"{params['material']}."] * bool(run.results)
-    return "\n".join(lines), "\n".join(details)

@@ -18,53 +18,42 @@ removed or the viewer closes, so no correction is lost; an earlier annotation
 file that could not be read is kept aside, never overwritten, and the dock says
 where. "Export training set" writes the verified cells as a dataset for "Train
 a model".
+
+This module builds the dock and follows its layers; the editing and undo are in
+:mod:`.correct_edit`, saving and autosave in :mod:`.correct_save`, the export in
+:mod:`.correct_export`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, Container, ProgressBar, PushButton
-from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtCore import QTimer
 
-from ..annotations.edits import (
-    CLASS_KEYS, EditHistory, apply_edit, mark_human, next_uncertain, set_cell_class,
-    set_site_species, site_species_choices, species_keys, sync_positions,
-)
-from ..annotations.store import AnnotationFileError, load_annotations, sidecar_path
-from ..annotations.training_set import safe_name
+from ..annotations.edits import CLASS_KEYS, EditHistory, species_keys
 from ..cells.shapes_layer import low_confidence_mask
 from ..cells.statistics import defect_statistics
-from ..columns.result import EMPTY
 from ..layer_calibration import calibration_note
-from ..simulate.defects import CELL_CLASSES
+from ..vocabulary import CELL_CLASSES
 from ._dock import Section, StemDock, adopt_material, is_grey_image, layer_choice, material_choice, pixel_size, row
 from ._dock import text_label as _text
 from ._jobs import JobRunner
-from ._correct_styles import restyle_cells, restyle_points
-from ._review import NEXT_KEY, PREVIOUS_KEY, REDO_KEY, UNDO_KEY, focus_on_cell, shortcut_table
+from ._review import NEXT_KEY, PREVIOUS_KEY, REDO_KEY, UNDO_KEY, shortcut_table
 from ._snapshot_writer import SnapshotWriter
 from .cells_widget import column_layers, statistics_html
+from .correct_edit import SPECIES_KEYS, CorrectEdits
+from .correct_export import CorrectExport
+from .correct_save import AUTOSAVE_MS, EXPECTED_ERRORS, CorrectSaving, WindowCloseFilter
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
     import napari
 
 log = logging.getLogger(__name__)
-#: Errors that mean "this cannot be saved / exported / read", shown as a message in the dock.
-EXPECTED_ERRORS = (ValueError, AnnotationFileError, FileNotFoundError, KeyError, IndexError, OSError)
-#: Pause after the last edit before the autosave, in milliseconds.
-AUTOSAVE_MS = 2000
-#: Keys of the other actions (napari key names): NEXT_KEY, PREVIOUS_KEY, UNDO_KEY, REDO_KEY from ``_review``.
-#: Sublattices in the order their species are offered.
-_SUBLATTICES = ("M", "X", "H")
-#: The species shortcuts, by position in the species list (whatever keys ``species_keys`` gives).
-_SPECIES_KEYS = tuple(species_keys([str(k) for k in range(9)]).values())
 
 
 def ask_save_path(parent: Any, default: str) -> str:
@@ -92,24 +81,7 @@ def ask_annotation_files(parent: Any, default: str) -> list[str]:
     return [str(p) for p in paths or ()]
 
 
-class _WindowCloseFilter(QObject):
-    """Calls ``callback`` when the watched window is about to close (owned by the dock, gone with it)."""
-
-    def __init__(self, owner: Any, window: Any, callback: Callable[[], None]) -> None:
-        super().__init__(owner)
-        self._callback = callback
-        window.installEventFilter(self)
-
-    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
-        if event.type() == QEvent.Type.Close:
-            try:
-                self._callback()
-            except Exception:  # closing must never fail
-                log.exception("saving the annotations on close failed")
-        return False
-
-
-class CorrectWidget(StemDock):
+class CorrectWidget(CorrectEdits, CorrectSaving, CorrectExport, StemDock):
     """Correct sites and cells by hand, with undo, review by uncertainty, saving and export.
 
     Parameters
@@ -132,7 +104,7 @@ class CorrectWidget(StemDock):
         self._edits = 0  # corrections made so far: a snapshot is "saved" only if none came after it
         self._files: dict[str, Path] = {}  # image layer id -> the .npy written for an image without a file
         self._applying = 0
-        self._before_points: tuple[np.ndarray, pd.DataFrame] | None = None
+        self._before_points = None  # (data, features) before a points edit in the viewer
         self._known: dict[int, int] = {}  # id(layer) -> id(layer.features) as this widget last set them
         self._watched_sites = self._watched_cells = None
         self._current_cell: int | None = None
@@ -216,7 +188,7 @@ class CorrectWidget(StemDock):
         viewer.layers.events.inserted.connect(self._auto_pick)
         viewer.layers.selection.events.active.connect(self._show_keys)
         window = getattr(getattr(viewer, "window", None), "_qt_window", None)
-        self._close_filter = None if window is None else _WindowCloseFilter(self.native, window, self.flush)
+        self._close_filter = None if window is None else WindowCloseFilter(self.native, window, self.flush)
         for combo in (self.image, self.sites, self.cells):
             combo.reset_choices()
         self._on_image()
@@ -262,7 +234,7 @@ class CorrectWidget(StemDock):
                 old.selected_data.events.items_changed.disconnect(self._on_point_selection)
             except (RuntimeError, ValueError, TypeError):
                 pass
-            self._unbind(old, [*_SPECIES_KEYS, UNDO_KEY, REDO_KEY])
+            self._unbind(old, [*SPECIES_KEYS, UNDO_KEY, REDO_KEY])
         self._watched_sites = layer
         self.history.clear()
         if layer is not None:
@@ -270,7 +242,7 @@ class CorrectWidget(StemDock):
             layer.events.features.connect(self._on_features)
             layer.selected_data.events.items_changed.connect(self._on_point_selection)
             self._known[id(layer)] = id(layer.features)
-            for k, key in enumerate(_SPECIES_KEYS, start=1):
+            for k, key in enumerate(SPECIES_KEYS, start=1):
                 layer.bind_key(key, lambda _layer, k=k: self._species_key(k), overwrite=True)
             self._bind_undo(layer)
         self._adopt_material()
@@ -376,570 +348,15 @@ class CorrectWidget(StemDock):
                                  f"(confidence &lt; {threshold:.2f}).<br>"
                                  f"{statistics_html(stats, calibration_note(self.image.value))}")
 
-    # ------------------------------------------------------------------ species
-    def _sublattices_of_selection(self) -> list[str]:
-        points = self.sites.value
-        if points is None or not len(points.selected_data) or "sublattice" not in points.features:
-            return []
-        rows = sorted(int(i) for i in points.selected_data if int(i) < len(points.features))
-        return list(dict.fromkeys(points.features["sublattice"].astype(str).to_numpy()[rows]))
+    # ------------------------------------------------------------------ dialogs (module functions tests replace)
+    def _ask_image_file(self, default: str) -> str:
+        return ask_save_path(self.native, default)
 
-    def _species_choices(self, *_) -> list[str]:
-        """Species for the sublattice of the selected points (all sublattices' when mixed or none)."""
-        try:
-            choices = site_species_choices(self.material.value)
-        except (ValueError, KeyError):
-            return [EMPTY]
-        subs = [s for s in self._sublattices_of_selection() if s in choices] or list(_SUBLATTICES)
-        return list(dict.fromkeys(s for sub in subs for s in choices.get(sub, [])))
+    def _ask_export_folder(self, default: str) -> str:
+        return ask_directory(self.native, default)
 
-    def _on_point_selection(self, *_) -> None:
-        self.species.reset_choices()
-        self._show_keys()
-
-    def _species_key(self, k: int) -> None:
-        """The k-th species shortcut: the k-th species of the list, for the selected points."""
-        choices = list(self.species.choices)
-        if k - 1 < len(choices):
-            self.set_species(choices[k - 1])
-
-    def set_species(self, species: str | None = None, indices: Sequence[int] | None = None) -> bool:
-        """Give the selected sites (or ``indices``) a person's species.
-
-        Parameters
-        ----------
-        species : str, optional
-            The species; the dropdown's by default.
-        indices : sequence of int, optional
-            Rows of the sites layer; its selection by default.
-
-        Returns
-        -------
-        bool
-            True when sites were changed.
-        """
-        points = self.sites.value
-        if points is None:
-            self._say("Pick the sites (Points) layer first.")
-            return False
-        species = species if species is not None else self.species.value
-        rows = sorted(int(i) for i in (points.selected_data if indices is None else indices))
-        if not rows or species is None:
-            self._say("Select sites first (Points layer, select mode).")
-            return False
-        features = points.features.reset_index(drop=True)
-        if "sublattice" in features:
-            allowed = site_species_choices(self.material.value)
-            subs = features["sublattice"].astype(str).to_numpy()[rows]
-            wrong = [s for s in dict.fromkeys(subs) if species not in allowed.get(s, [species])]
-            if wrong:
-                self._say(f"'{species}' is not a species of {', '.join(wrong)} sites in {self.material.value}.")
-                return False
-        after = set_site_species(features, rows, species)
-        self._edit(points, "species", "sites", rows, features, after)
-        self._say(f"{len(rows)} site(s) set to {species}.")
-        return True
-
-    # ------------------------------------------------------------------ classes
-    def set_class(self, cls: str | None = None, indices: Sequence[int] | None = None) -> bool:
-        """Give the selected cells (or ``indices``) a person's class.
-
-        Parameters
-        ----------
-        cls : str, optional
-            The class; the dropdown's by default.
-        indices : sequence of int, optional
-            Rows of the cells layer; its selection by default.
-
-        Returns
-        -------
-        bool
-            True when cells were changed.
-        """
-        cells = self.cells.value
-        if cells is None:
-            self._say("Pick the cells (Shapes) layer first (classify cells to make one).")
-            return False
-        cls = cls if cls is not None else self.cell_class.value
-        rows = sorted(int(i) for i in (cells.selected_data if indices is None else indices))
-        if not rows:
-            self._say("Select cells first (cells layer, select mode), or press Next uncertain.")
-            return False
-        features = cells.features.reset_index(drop=True)
-        try:
-            after = set_cell_class(features, rows, cls)
-        except (ValueError, IndexError) as err:
-            self._say(f"Cannot set the class ({err}).")
-            return False
-        self._edit(cells, "class", "cells", rows, features, after)
-        self._say(f"{len(rows)} cell(s) set to {cls}.")
-        return True
-
-    def next_uncertain(self, step: int = 1) -> int | None:
-        """Select the least confident unverified cell (the next one after the current) and zoom to it.
-
-        Parameters
-        ----------
-        step : {1, -1}
-            1: the next, less uncertain cell; -1: back to the previous one.
-
-        Returns
-        -------
-        int or None
-            Its row in the cells layer; None when every cell is verified.
-        """
-        cells = self.cells.value
-        if cells is None or len(cells.features) == 0:
-            self._say("Pick the cells (Shapes) layer first (classify cells to make one).")
-            return None
-        features = cells.features
-        n = len(features)
-        # only the two columns the order needs (no copy of the whole table: 15k cells in a few ms)
-        order = pd.DataFrame({
-            "confidence": (pd.to_numeric(features["confidence"], errors="coerce").to_numpy(float, copy=True)
-                           if "confidence" in features else np.full(n, np.nan)),
-            "verified": features["verified"].to_numpy(bool) if "verified" in features else np.zeros(n, bool)})
-        selected = [int(i) for i in cells.selected_data]
-        current = selected[0] if len(selected) == 1 else self._current_cell
-        if current is not None and current >= n:
-            current = None
-        if current is not None and current == self._current_cell and self._current_confidence is not None:
-            # a class set by hand makes the confidence 1: continue from where the model put this cell
-            order.loc[current, "confidence"] = self._current_confidence
-        row = next_uncertain(order, current, step=step)
-        if row is None:
-            self._say("Every cell is verified.")
-            return None
-        self._current_cell = row
-        self._current_confidence = float(order.at[row, "confidence"])
-        focus_on_cell(self._viewer, cells, row)
-        cls = features["class"].iat[row] if "class" in features else "?"
-        self._say(f"Cell {row}: {cls} (confidence {self._current_confidence:.2f}). Set its class with its key, or "
-                  f"{NEXT_KEY} / {PREVIOUS_KEY} for the next / previous.")
-        return row
-
-    def previous_uncertain(self) -> int | None:
-        """Go back to the previous uncertain cell (the one reviewed before the current); see :meth:`next_uncertain`."""
-        return self.next_uncertain(step=-1)
-
-    # ------------------------------------------------------------------ edits and undo
-    @contextmanager
-    def _applying_edits(self):
-        self._applying += 1
-        try:
-            yield
-        finally:
-            self._applying -= 1
-
-    def _set_features(self, layer, features: pd.DataFrame) -> None:
-        with self._applying_edits():
-            layer.features = features.reset_index(drop=True)
-        self._known[id(layer)] = id(layer.features)
-
-    def _edit(self, layer, kind: str, role: str, rows: Sequence[int], before: pd.DataFrame,
-              after: pd.DataFrame) -> None:
-        """Apply an edit of rows to a layer, remember it for undo, restyle, recount, schedule the autosave."""
-        self.history.record(kind, rows, before, after, layer=role)
-        self._set_features(layer, after)
-        self._after_edit(role, rows)
-
-    def _after_edit(self, role: str, rows: Sequence[int] | None = None) -> None:
-        if role == "sites":
-            self._restyle_points()
-        else:
-            self._restyle_cells(rows)
-            self._show_statistics()
-        self._changed()
-
-    def _changed(self) -> None:
-        self._edits += 1
-        self.unsaved = True
-        self._timer.start()
-        self._show_status()
-
-    def undo(self) -> bool:
-        """Undo the last edit (species, class, or points added/moved/deleted)."""
-        return self._step(self.history.undo(), "Undid")
-
-    def redo(self) -> bool:
-        """Redo the last undone edit."""
-        return self._step(self.history.redo(), "Redid")
-
-    def _step(self, edit, verb: str) -> bool:
-        if edit is None:
-            self._say("Nothing to undo." if verb == "Undid" else "Nothing to redo.")
-            return False
-        layer = self.sites.value if edit.layer == "sites" else self.cells.value
-        if layer is None:
-            self._say("The layer of that edit is gone.")
-            return False
-        has_data = edit.after_data is not None
-        data = np.asarray(layer.data) if has_data else None
-        try:
-            features, data = apply_edit(edit, layer.features.reset_index(drop=True), data)
-        except (IndexError, ValueError) as err:
-            self._say(f"Cannot {'undo' if verb == 'Undid' else 'redo'} that edit ({err}).")
-            return False
-        with self._applying_edits():
-            if has_data and data is not None:
-                if len(data) != len(layer.data):
-                    layer.selected_data = set()
-                layer.data = data
-            layer.features = features
-        self._known[id(layer)] = id(layer.features)
-        self._after_edit(edit.layer or "cells", None if edit.indices is None else list(edit.indices))
-        self._say(f"{verb} {edit.kind} edit.")
-        return True
-
-    def _on_features(self, event: Any) -> None:
-        """Features replaced by someone else (a new detection or classification): the undo history no longer applies."""
-        layer = event.source
-        if self._applying or self._known.get(id(layer)) == id(layer.features):
-            return
-        self._known[id(layer)] = id(layer.features)
-        self.history.clear()
-        self._current_cell = None
-        if layer is self.cells.value:
-            self._show_statistics()
-        # a model's new output is not a correction: it is saved with the next edit or "Save", not autosaved
-
-    def _on_cells_data(self, event: Any) -> None:
-        """Cells added or deleted (in the viewer, or by a new classification): the undo history no longer applies."""
-        if self._applying or str(getattr(event, "action", "")) not in ("added", "removed"):
-            return
-        self.history.clear()
-        self._current_cell = None
-        self._show_statistics()
-
-    def _on_points_data(self, event: Any) -> None:
-        """Points added, moved or deleted in the viewer: sync their positions, mark them, remember for undo."""
-        if self._applying:
-            return
-        layer, action = event.source, str(getattr(event, "action", ""))
-        if action in ("adding", "removing", "changing"):
-            self._before_points = (np.array(layer.data, copy=True), layer.features.reset_index(drop=True).copy())
-            return
-        before, self._before_points = self._before_points, None
-        if before is None or action not in ("added", "removed", "changed"):
-            return
-        data = np.asarray(layer.data)
-        features = layer.features.reset_index(drop=True)
-        if len(features) != len(data):
-            return
-        if action == "added":
-            rows = list(range(len(before[0]), len(data)))
-            features = self._new_sites(features, rows)
-            features = sync_positions(features, data, layer.scale, rows)
-        elif action == "changed":
-            if len(data) != len(before[0]):
-                return
-            moved = np.flatnonzero(np.any(np.abs(data - before[0]) > 1e-9, axis=1))
-            if not moved.size:
-                return
-            features = mark_human(sync_positions(features, data, layer.scale, moved), moved)
-        self._set_features(layer, features)
-        self.history.record_points(before[0], before[1], data, features, kind=f"points {action}", layer="sites")
-        self._after_edit("sites")
-
-    def _new_sites(self, features: pd.DataFrame, rows: list[int]) -> pd.DataFrame:
-        """Features of points a person added: the dropdown's species, no lattice site, verified, 'human'.
-
-        They get ``site_id`` -1 and cell indices -1 (they belong to no unit cell; an
-        added adatom still marks the cell it sits in, by position).
-        """
-        out = features.copy()
-        if not rows:
-            return out
-        species = self.species.value or EMPTY
-        choices = site_species_choices(self.material.value)
-        subs = self._sublattices_of_selection()
-        sub = next((s for s in subs if species in choices.get(s, [])), None) or next(
-            (s for s in _SUBLATTICES if species in choices.get(s, [])), "M")
-        values = {"sublattice": sub, "species": species, "probability": 1.0, "intensity": np.nan,
-                  "detected": species != EMPTY, "refined_by": "human", "site_id": -1, "i": -1, "j": -1}
-        for column, value in values.items():
-            if column not in out:
-                continue
-            if isinstance(out[column].dtype, pd.CategoricalDtype) and value not in out[column].cat.categories:
-                out[column] = out[column].cat.add_categories([value])
-            elif out[column].dtype == bool and not isinstance(value, (bool, np.bool_)):
-                out[column] = out[column].astype(object)
-            elif out[column].dtype.kind in "iu" and isinstance(value, float):
-                out[column] = out[column].astype(float)
-            out.iloc[rows, out.columns.get_loc(column)] = value
-        return mark_human(out, rows)
-
-    # ------------------------------------------------------------------ styles
-    def _restyle_points(self) -> None:
-        """Colours, markers and legend of the sites from their features."""
-        with self._applying_edits():
-            restyle_points(self.sites.value)
-
-    def _restyle_cells(self, rows: Sequence[int] | None = None) -> None:
-        """Edge and face colours, edge widths and legend of the cells (of ``rows``, or all)."""
-        with self._applying_edits():
-            restyle_cells(self.cells.value, rows)
-
-    # ------------------------------------------------------------------ saving
-    def _image_file(self, image) -> Path | None:
-        """The image's file: where it was read from, or the .npy written for it here."""
-        from ..annotations.layers import image_path_of
-
-        if image is None:
-            return None
-        path = image_path_of(image)
-        return Path(path) if path is not None else self._files.get(image.unique_id)
-
-    def _target(self, autosave: bool = False) -> Path | None:
-        """The annotation file: beside the image file, or (autosave only) in the autosave folder."""
-        image = self.image.value
-        if image is None:
-            return None
-        try:
-            file = self._image_file(image)
-        except (ImportError, AttributeError):
-            file = None
-        if file is not None:
-            return sidecar_path(file)
-        if not autosave:
-            return None
-        return sidecar_path(_autosave_folder() / f"{safe_name(image.name, max_length=None)}.npy")
-
-    def _annotations(self, image_file: Path | None):
-        from ..annotations.layers import annotations_from_layers
-
-        return annotations_from_layers(self.image.value, self.sites.value, self.cells.value,
-                                       material=self.material.value, image_file=image_file)
-
-    def save(self, image_file: str | Path | None = None) -> Path | None:
-        """Write the annotations beside the image file (atomically).
-
-        Parameters
-        ----------
-        image_file : str or Path, optional
-            Only for an image without a file (sample data, a computed image): the
-            ``.npy`` file to write the image to first (asked with a dialog when not
-            given). The annotations go beside it.
-
-        Returns
-        -------
-        Path or None
-            The annotation file written, None when nothing was written (the reason is shown).
-        """
-        from ..io.atomic import atomic_save_npy
-
-        image = self.image.value
-        if image is None:
-            self._say("Open or select an image first.")
-            return None
-        if self.sites.value is None and self.cells.value is None:
-            self._say("Nothing to save: detect columns or classify cells first.")
-            return None
-        file = self._image_file(image)
-        if file is None:
-            if image_file is None:
-                image_file = ask_save_path(self.native, str(Path.home() / f"{safe_name(image.name, max_length=None)}.npy"))
-            if not image_file:
-                return None
-            file = Path(image_file)
-            if file.suffix.lower() != ".npy":
-                file = file.with_name(file.name + ".npy")
-            try:
-                atomic_save_npy(file, np.asarray(image.data))
-            except OSError as err:
-                self._say(f"Cannot write the image to {file} ({err}).")
-                return None
-            self._files[image.unique_id] = file
-        target = self._write(sidecar_path(file), file)
-        if target is not None:
-            self._say(" ".join([f"Annotations saved to {target}.", *self._kept]))
-        return target
-
-    def _write(self, target: Path, image_file: Path | None, blocking: bool = True) -> Path | Any | None:
-        """Snapshot the layers here and write them to ``target``: now, or in the background.
-
-        Returns
-        -------
-        Path, worker or None
-            ``target`` once written (blocking), the started worker, or None on failure (shown).
-        """
-        def failed(err: Exception) -> None:
-            self._say(f"Cannot save the annotations to {target} ({err}).")
-
-        try:
-            ann = self._annotations(image_file)
-        except EXPECTED_ERRORS as err:
-            return failed(err)
-        number, edits = self.writer.take(), self._edits
-        if not blocking:
-            return self.writer.start(ann, target, number, lambda _: self._written(target, edits), failed)
-        try:
-            self.writer.store(ann, target, number)
-        except EXPECTED_ERRORS as err:
-            return failed(err)
-        return self._written(target, edits)
-
-    def _written(self, target: Path, edits: int) -> Path:
-        """A snapshot taken after ``edits`` corrections is on disk: saved, unless more came since."""
-        self._kept = self.writer.take_notes()
-        if self._kept:  # an earlier file that could not be read was kept aside: say where, where it stays seen
-            from napari.utils.notifications import show_warning
-
-            self._say(" ".join(self._kept))
-            show_warning(" ".join(self._kept))
-        self.saved_to = target
-        if edits == self._edits:
-            self.unsaved = False
-            self.history.mark_saved()
-            self._timer.stop()
-        self._show_status()
-        return target
-
-    def autosave(self, blocking: bool = True) -> Path | Any | None:
-        """Write the corrections now, to the image's annotation file or the autosave folder.
-
-        An image without a file is written once as ``<name>.npy`` in the autosave
-        folder, so opening that file with the plugin restores the corrections.
-
-        Parameters
-        ----------
-        blocking : bool
-            Write on the calling thread and return the file (closing, scripts,
-            tests). Otherwise (the autosave timer) only the snapshot of the
-            layers is taken here and the writing runs in a background worker,
-            which is returned; corrections made meanwhile stay "unsaved" and go
-            with the next autosave.
-        """
-        self._timer.stop()
-        image = self.image.value
-        if not self.unsaved or image is None or (self.sites.value is None and self.cells.value is None):
-            return None
-        if not blocking and self.writer.busy:  # one background write at a time: try again after the pause
-            self._timer.start()
-            return self.writer.worker
-        try:
-            file = self._image_file(image)
-        except (ImportError, AttributeError):
-            file = None
-        if file is None:
-            from ..io.atomic import atomic_save_npy
-
-            file = _autosave_folder() / f"{safe_name(image.name, max_length=None)}.npy"
-            try:
-                atomic_save_npy(file, np.asarray(image.data))
-            except OSError as err:
-                self._say(f"Cannot autosave to {file.parent} ({err}).")
-                return None
-            self._files[image.unique_id] = file
-        target = self._write(sidecar_path(file), file, blocking)
-        if isinstance(target, Path):
-            self._viewer.status = f"Corrections autosaved to {target}."
-        return target
-
-    def flush(self) -> None:
-        """Autosave now if corrections are waiting (closing the viewer, removing the layers)."""
-        if self.unsaved:
-            self.autosave()
-
-    # ------------------------------------------------------------------ training set
-    def export_training_set(self, out_dir: str | Path | None = None, others: Sequence[str | Path] | None = None,
-                            *, blocking: bool = False) -> Path | Any | None:
-        """Export the verified cells of this image (and of other annotation files) as a training set.
-
-        Parameters
-        ----------
-        out_dir : str or Path, optional
-            Dataset folder (new, empty, or a training set to replace); asked with a dialog when not given.
-        others : sequence of str or Path, optional
-            Annotation files of other images to export too; asked with a dialog when not
-            given and "export other annotated images too" is ticked.
-        blocking : bool
-            Work on the calling thread and return the manifest path; otherwise start a worker.
-
-        Returns
-        -------
-        Path, worker or None
-            The manifest (blocking), the started worker, or None when nothing was exported.
-        """
-        if self.exporter.busy:
-            return self.exporter.worker
-        image = self.image.value
-        if image is None or self.cells.value is None:
-            self._say("Classify cells (and verify some) before exporting a training set.")
-            return None
-        if out_dir is None:
-            out_dir = ask_directory(self.native, str(Path.home()))
-        if not out_dir:
-            return None
-        if others is None:
-            others = ask_annotation_files(self.native, str(Path.home())) if self.export_others.value else []
-        try:
-            sources = [(np.asarray(image.data), self._annotations(self._image_file(image)))]
-            sources += [_annotated_image(path) for path in others]
-        except EXPECTED_ERRORS as err:
-            self._say(f"Cannot export ({err}).")
-            return None
-        job = {"sources": sources, "out": Path(out_dir), "verified_only": not self.export_all.value}
-        self._say(f"Exporting {len(sources)} image(s) to {out_dir}...")
-        return self.exporter.start(_export_work, job, self._export_done, blocking=blocking, what="The export")
-
-    def _export_done(self, job: dict[str, Any], result: Any) -> Path | None:
-        if isinstance(result, str):
-            self._say(result)
-            return None
-        self._say(f"Training set written to {Path(result).parent} ({len(job['sources'])} image(s)); "
-                  "train with the 'Train a model' dock.")
-        return Path(result)
-
-
-def _export_work(job: dict[str, Any], report: Callable[[float], None]) -> Generator[float, None, Any]:
-    """Write the training set; returns the manifest path or a message."""
-    from ..annotations.training_set import export_training_set
-
-    yield 0.0
-    try:
-        manifest = export_training_set(job["sources"], job["out"], verified_only=job["verified_only"],
-                                       progress=lambda done, n: report(done / max(n, 1)))
-    except EXPECTED_ERRORS as err:
-        return f"Cannot export the training set ({err})."
-    except Exception as err:  # a bug, not bad input: log it, never a traceback dialog
-        log.exception("training set export failed")
-        return f"The export failed unexpectedly ({type(err).__name__}: {err}); details in the log."
-    yield 1.0
-    return manifest
-
-
-def _annotated_image(path: str | Path) -> tuple[np.ndarray, Any]:
-    """An annotation file and the image it refers to (read with the plugin's reader).
-
-    Raises
-    ------
-    FileNotFoundError
-        The image file is missing (the message names it).
-    AnnotationFileError
-        The annotation file cannot be read.
-    """
-    from ..io.rsciio_reader import read_stem_file
-
-    ann = load_annotations(path)
-    if not ann.image.file:
-        raise FileNotFoundError(f"{path} names no image file")
-    file = Path(ann.image.file)
-    if not file.is_file():
-        raise FileNotFoundError(f"the image of {path} is missing ({file})")
-    images = read_stem_file(file)
-    shape = tuple(ann.image.shape)
-    match = next((im for im in images if tuple(np.shape(im.data)) == shape), None)
-    if match is None:
-        raise ValueError(f"{file} holds no image of shape {shape} (the one {path} was made on)")
-    return np.asarray(match.data), ann
-
-
-def _autosave_folder() -> Path:
-    """``autosave`` beside the user models folder."""
-    from ..model_registry import user_models_dir
-
-    return user_models_dir().parent / "autosave"
+    def _ask_other_files(self, default: str) -> list[str]:
+        return ask_annotation_files(self.native, default)
 
 
 def _is_points(layer: Any) -> bool:
@@ -954,4 +371,5 @@ def _is_shapes(layer: Any) -> bool:
     return isinstance(layer, Shapes)
 
 
-__all__ = ["CorrectWidget", "ask_annotation_files", "ask_directory", "ask_save_path"]
+__all__ = ["AUTOSAVE_MS", "EXPECTED_ERRORS", "CorrectWidget", "ask_annotation_files", "ask_directory",
+           "ask_save_path"]

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,19 +23,21 @@ from qtpy.QtCore import QTimer
 from ..calibration import LatticeNotFoundError
 from ..columns import ColumnDetectionError
 from ..heatmaps import engines
-from ..heatmaps.engines import ENGINES, HeatmapResult
+from ..heatmaps.engines import ENGINES
 from ..heatmaps.layers import heatmap_layers, legend_html, region_description, region_shapes
 from ..heatmaps.regions import MIN_AREA_NN2, REGION_COLUMNS, Regions, find_regions, min_region_px
-from ..io.atomic import atomic_write
 from ._dock import (
     Section, StemDock, adopt_material, current_frame, is_grey_image, layer_choice, material_choice, pixel_size,
-    row, run_controls, text_label,
+    row, text_label,
 )
 from ._jobs import JobRunner
+from ._parts import CsvExport, ask_csv_path, put_shapes
+from .heatmaps_run import HeatmapsRun, region_counts, summary
 from .cells_widget import column_layers
 
 if TYPE_CHECKING:
     import napari
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 #: Errors that mean "this image cannot be analysed", shown as a message.
@@ -48,64 +48,18 @@ OUTLINES: tuple[str, ...] = ("contours", "boxes")
 UNITS: tuple[str, ...] = ("px", "Å")
 
 
-@dataclass
-class HeatmapsRun:
-    """What one heatmap run produced (the cache the threshold and outline work on).
-
-    Attributes
-    ----------
-    result : HeatmapResult or None
-        The maps, uncertainty, engine, window and stride used.
-    regions : Regions or None
-        Regions of the maps at the current threshold.
-    image : napari.layers.Image or None
-        The analysed image layer.
-    frame : int or None
-        Stack frame analysed (None for a 2D image).
-    placement : dict
-        ``scale``, ``units`` and ``translate`` (last two axes) of the image.
-    pixel_size : (float, float) or None
-        Å per pixel (y, x) when known.
-    params : dict
-        Settings of the run (material, engine, nn_px and where it came from).
-    error : str
-        Why nothing was computed ("" when it worked).
-    cancelled : bool
-        The run was cancelled before it finished (nothing is shown).
-    layers : list
-        The probability and uncertainty Image layers.
-    shapes : napari.layers.Shapes or None
-        The regions layer.
-    """
-
-    result: HeatmapResult | None = None
-    regions: Regions | None = None
-    image: Any = None
-    frame: int | None = None
-    placement: dict[str, Any] = field(default_factory=dict)
-    pixel_size: tuple[float, float] | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    error: str = ""
-    cancelled: bool = False
-    layers: list = field(default_factory=list)
-    shapes: Any = None
-
-
 def ask_save_path(parent: Any, default: str) -> str:
     """Ask for a CSV file to write ("" when cancelled); tests replace this function."""
-    from qtpy.QtWidgets import QFileDialog
-
-    path, _ = QFileDialog.getSaveFileName(parent, "Export defect regions", default, "CSV files (*.csv)")
-    return str(path or "")
+    return ask_csv_path(parent, "Export defect regions", default)
 
 
-class HeatmapsWidget(StemDock):
+class HeatmapsWidget(CsvExport, StemDock):
     """Compute defect probability heatmaps of an image and outline the regions above a threshold.
 
     Parameters
     ----------
     viewer : napari.viewer.Viewer
-        The viewer whose 2D images and 3D stacks are offered.
+        The viewer whose greyscale images are offered (a stack is mapped at the frame shown).
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -142,9 +96,9 @@ class HeatmapsWidget(StemDock):
                                tooltip="write each region's family and peak probability beside it (off by "
                                        "default: hundreds of labels hide the image; hover over a region or "
                                        "select it to read them)")
-        self.run_button, self.cancel_button, self.progress, buttons = run_controls(
-            "Compute heatmaps", "compute the defect probability maps of the image", what="the computation")
-        self.result = text_label(tooltip="engine, window and the regions found")
+        buttons = self.run_area("Compute heatmaps", "compute the defect probability maps of the image",
+                                what="the computation",
+                                result_tip="engine, window and the regions found")
         self.legend = text_label(tooltip="map colours and region edges of each defect family")
         self.selection = text_label("Hover over a region (status bar) or select it to read its family and "
                                     "probability.", tooltip="the selected region(s)")
@@ -389,34 +343,10 @@ class HeatmapsWidget(StemDock):
 
     def _show_regions(self, run: HeatmapsRun):
         """Put the regions in the Shapes layer "<image> defect regions", updating it in place if it exists."""
-        from napari.layers import Shapes
-
         data, kwargs = region_shapes(run.regions, run.image.name, boxes=self.outline.value == "boxes",
                                      labels=bool(self.label_regions.value), **run.placement)
         kwargs["metadata"] = {**kwargs["metadata"], "frame": run.frame, "engine": run.result.engine}
-        name = kwargs["name"]
-        existing = self._viewer.layers[name] if name in self._viewer.layers else None
-        if isinstance(existing, Shapes) and existing.ndim == 2:
-            no_text = {"string": {"constant": ""}}
-            existing.selected_data = set()
-            existing.text = no_text  # the labels follow the features, which are set after the shapes
-            existing.data = []
-            if len(data):
-                existing.add(list(data), shape_type=kwargs["shape_type"], edge_width=kwargs["edge_width"],
-                             edge_color=kwargs["edge_color"], face_color=kwargs["face_color"])
-            existing.features = kwargs["features"]
-            existing.text = kwargs["text"] if kwargs["text"] is not None else no_text
-            for attr in ("scale", "units", "translate"):
-                setattr(existing, attr, kwargs[attr])
-            existing.metadata.update(kwargs["metadata"])
-            existing.refresh()
-            self._watch_selection(existing)
-            return existing
-        if existing is not None:
-            self._viewer.layers.remove(existing)
-        if kwargs["text"] is None:
-            kwargs.pop("text")
-        added = self._viewer.add_shapes(list(data), **kwargs)
+        added = put_shapes(self._viewer, data, kwargs)
         self._watch_selection(added)
         return added
 
@@ -449,60 +379,17 @@ class HeatmapsWidget(StemDock):
         return text
 
     # ------------------------------------------------------------------ export
-    def export_csv(self, path: str | None = None) -> Path | None:
-        """Write the region table (:data:`REGION_COLUMNS`) of the last run to a CSV file, atomically.
-
-        Parameters
-        ----------
-        path : str, optional
-            Target file; asked with a file dialog when not given.
-        """
+    def _csv_export(self) -> tuple[pd.DataFrame, str, str] | str:
+        """The region table (:data:`REGION_COLUMNS`) of the last run, for ``export_csv``."""
         run = self.last_run
         if run is None or run.regions is None:
-            self._say("Compute heatmaps first.")
-            return None
-        if path is None:
-            name = getattr(run.image, "name", "image")
-            path = ask_save_path(self.native, f"{name}_defect_regions.csv")
-        if not path:
-            return None
+            return "Compute heatmaps first."
         table = run.regions.table.loc[:, list(REGION_COLUMNS)]
-        try:
-            atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
-        except OSError as err:
-            self._say(f"Cannot write {path} ({err}).")
-            return None
-        self._say(f"{len(table)} regions (threshold {run.regions.threshold:.2f}) written to {path}.")
-        return Path(path)
+        done = f"{len(table)} regions (threshold {run.regions.threshold:.2f}) written to {{path}}."
+        return table, f"{getattr(run.image, 'name', 'image')}_defect_regions.csv", done
 
-
-def region_counts(regions: Regions, classes: tuple[str, ...]) -> dict[str, int]:
-    """Number of regions of each family (0 for the families without any)."""
-    found = regions.table["class"].value_counts()
-    return {c: int(found.get(c, 0)) for c in classes}
-
-
-def _length(px: float | None, pixel_size: tuple[float, float] | None) -> str:
-    if px is None:
-        return "?"
-    return f"{px:.1f} px" + ("" if pixel_size is None else f" ({px * float(np.mean(pixel_size)):.2f} Å)")
-
-
-def summary(run: HeatmapsRun, counts: dict[str, int]) -> str:
-    """Engine, window and stride used, the lattice spacing's source and the regions per family."""
-    result, params = run.result, run.params
-    where = f"'{getattr(run.image, 'name', 'image')}'" + ("" if run.frame is None else
-                                                           f" (frame {run.frame}, current frame only)")
-    if result.window_px is not None:
-        how = f"window {_length(result.window_px, run.pixel_size)}, stride {_length(result.stride_px, run.pixel_size)}"
-    else:
-        how = "per-pixel maps (no window)"
-    nn_px = params.get("nn_px") if params.get("nn_px") is not None else result.nn_px
-    nn = (f"nn {nn_px:.2f} px {params.get('nn_source', 'measured from the image')}" if nn_px is not None
-          else f"lattice {params.get('nn_source', 'measured from the image')}")
-    regions = ", ".join(f"{c} {n}" for c, n in counts.items())
-    return (f"{result.engine} heatmaps of {where}, {params.get('material', '')}: {how}; {nn}.\n"
-            f"Regions at threshold {run.regions.threshold:.2f}, at least {run.regions.min_area_px} px: {regions}.")
+    def _ask_csv_path(self, default: str) -> str:
+        return ask_save_path(self.native, default)
 
 
 __all__ = ["HeatmapsRun", "HeatmapsWidget", "ask_save_path", "region_counts", "summary"]
