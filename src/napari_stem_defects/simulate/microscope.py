@@ -158,8 +158,9 @@ def settings_from_metadata(metadata: dict[str, Any]) -> MicroscopeSettings | Non
     """The microscope settings a file records, when it gives both the beam energy and the detector angles.
 
     Reads ``beam_energy_keV`` and ``collection_angles_mrad`` (inner, outer) of a
-    :class:`~napari_stem_defects.io.stem_image.StemImage`'s metadata, and ``convergence_mrad``
-    when present (default 30 mrad); a real specimen vibrates, so the thermal table is used.
+    :class:`~napari_stem_defects.io.stem_image.StemImage`'s metadata, and the convergence
+    semi-angle when present (``convergence_angle_mrad``, the key an image layer's calibration uses,
+    or ``convergence_mrad``; default 30 mrad); a real specimen vibrates, so the thermal table is used.
     Without the detector angles (most files) the settings are not guessed: the detector decides
     whether an Se2 column looks brighter or dimmer than W.
 
@@ -167,6 +168,9 @@ def settings_from_metadata(metadata: dict[str, Any]) -> MicroscopeSettings | Non
     --------
     >>> settings_from_metadata({"beam_energy_keV": 60.0, "collection_angles_mrad": (50.0, 200.0)}).describe()
     '60 kV, 30 mrad, ADF 50-200 mrad, 8 frozen phonons (0.07 Å)'
+    >>> settings_from_metadata({"beam_energy_keV": 60.0, "collection_angles_mrad": (50.0, 200.0),
+    ...                         "convergence_angle_mrad": 25.0}).convergence_mrad
+    25.0
     >>> settings_from_metadata({"beam_energy_keV": 60.0}) is None
     True
     """
@@ -174,7 +178,8 @@ def settings_from_metadata(metadata: dict[str, Any]) -> MicroscopeSettings | Non
     if energy is None or angles is None or len(angles) != 2:
         return None
     try:
-        return MicroscopeSettings(energy_kV=float(energy), convergence_mrad=float(metadata.get("convergence_mrad") or 30.0),
+        convergence = metadata.get("convergence_angle_mrad") or metadata.get("convergence_mrad") or 30.0
+        return MicroscopeSettings(energy_kV=float(energy), convergence_mrad=float(convergence),
                                   detector_inner_mrad=float(angles[0]), detector_outer_mrad=float(angles[1]),
                                   frozen_phonons=8)
     except (TypeError, ValueError):
