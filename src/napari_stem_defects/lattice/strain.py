@@ -1,0 +1,294 @@
+"""Strain and rotation of the metal sublattice against the reference lattice of each domain.
+
+Every metal site of a domain carries cell indices (i, j) (see :mod:`~napari_stem_defects.columns.site_table`),
+so the domain's reference lattice is a least-squares fit ``position = origin + i A1 + j A2`` over its detected
+metal sites, all of them or those in a reference region; with ``reference='material'`` the basis keeps the
+fitted orientation but takes the material's nominal lattice constant. Each site's local basis (b1, b2) is the
+same fit over its neighbours within ``window`` cells; ``F = [b1 b2] [A1 A2]^-1`` is the local deformation and
+``F - I`` the displacement gradient, whose symmetric part is the strain (exx, eyy, exy; x to the right, y down
+the image) and whose antisymmetric part the rotation (degrees, positive anticlockwise as displayed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from scipy.interpolate import LinearNDInterpolator
+
+#: Columns added to ``sites.csv`` by ``analyze --strain`` (NaN on sites that are not detected metals).
+STRAIN_COLUMNS = ("exx", "eyy", "exy", "rotation_deg")
+#: Fewest detected metal sites a domain (or its part in the reference region) needs for a reference lattice.
+MIN_REFERENCE_SITES = 6
+
+
+@dataclass
+class ReferenceLattice:
+    """A domain's reference lattice: metal (i, j) at ``origin + i a1 + j a2`` (y, x pixels)."""
+
+    domain: int
+    origin: np.ndarray
+    a1: np.ndarray
+    a2: np.ndarray
+    n_sites: int
+    source: str
+
+    def positions(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """(y, x) of metal sites (i, j) on this lattice."""
+        return self.origin + np.outer(i, self.a1) + np.outer(j, self.a2)
+
+
+@dataclass
+class StrainResult:
+    """What :func:`measure_strain` returns.
+
+    Attributes
+    ----------
+    table : DataFrame
+        Index: the site table's index; columns :data:`STRAIN_COLUMNS` plus ``uy_px``, ``ux_px`` (displacement
+        from the reference lattice); NaN on every site that is not a detected metal.
+    references : dict of int to ReferenceLattice
+    messages : list of str
+    """
+
+    table: pd.DataFrame
+    references: dict[int, ReferenceLattice]
+    messages: list[str] = field(default_factory=list)
+
+
+def strain_from_gradient(grad: np.ndarray) -> np.ndarray:
+    """(N, 4) exx, eyy, exy, rotation_deg from displacement gradients (N, 2, 2) in (x, y) order.
+
+    Examples
+    --------
+    >>> strain_from_gradient(np.array([[[0.01, 0.0], [0.0, 0.0]]])).round(4).tolist()
+    [[0.01, 0.0, 0.0, 0.0]]
+    """
+    grad = np.asarray(grad, float)
+    exx, eyy = grad[:, 0, 0], grad[:, 1, 1]
+    exy = 0.5 * (grad[:, 0, 1] + grad[:, 1, 0])
+    f = grad + np.eye(2)
+    rotation = np.degrees(np.arctan2(f[:, 0, 1] - f[:, 1, 0], f[:, 0, 0] + f[:, 1, 1]))
+    return np.stack([exx, eyy, exy, rotation], axis=1)
+
+
+def metal_rows(sites: pd.DataFrame) -> np.ndarray:
+    """Boolean mask of the detected metal sites (the ones that carry a measured position)."""
+    metal = sites["sublattice"].to_numpy() == "M"
+    if "detected" in sites:
+        metal &= sites["detected"].to_numpy(bool)
+    return metal
+
+
+def _domains(sites: pd.DataFrame) -> np.ndarray:
+    return sites["domain"].to_numpy(np.int64) if "domain" in sites else np.zeros(len(sites), np.int64)
+
+
+def fit_reference(yx: np.ndarray, ij: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-squares origin, a1, a2 of ``yx = origin + i a1 + j a2``."""
+    design = np.column_stack([np.ones(len(ij)), ij.astype(float)])
+    coef, *_ = np.linalg.lstsq(design, yx, rcond=None)
+    return coef[0], coef[1], coef[2]
+
+
+def _nominal_basis(a1: np.ndarray, a2: np.ndarray, a_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """The basis of lattice constant ``a_px`` closest (by rotation) to the fitted (a1, a2), in (y, x)."""
+    b = np.column_stack([a1[::-1], a2[::-1]])  # (x, y) columns
+    angle = np.degrees(np.arctan2(b[1, 1], b[0, 1]) - np.arctan2(b[1, 0], b[0, 0]))
+    angle = (angle + 180.0) % 360.0 - 180.0
+    phi = np.deg2rad(60.0 * np.round(angle / 60.0))
+    ideal = a_px * np.array([[1.0, np.cos(phi)], [0.0, np.sin(phi)]])
+    u, _, vt = np.linalg.svd(b @ np.linalg.inv(ideal))  # polar decomposition: the rotation part
+    rot = u @ vt
+    ref = rot @ ideal
+    return ref[::-1, 0], ref[::-1, 1]
+
+
+def reference_lattices(sites: pd.DataFrame, reference: str | np.ndarray = "domain",
+                       a_px: float | None = None) -> tuple[dict[int, ReferenceLattice], list[str]]:
+    """Reference lattice of every domain.
+
+    Parameters
+    ----------
+    sites : DataFrame
+        Site table (``y_px, x_px, sublattice, i, j``, optional ``detected``, ``domain``).
+    reference : {'domain', 'material'} or ndarray of bool (H, W)
+        'domain': fit over all the domain's detected metals; 'material': that fit's orientation with the
+        nominal lattice constant ``a_px``; a mask: fit over the metals inside it (a domain with fewer than
+        :data:`MIN_REFERENCE_SITES` there falls back to all its metals, with a message).
+    a_px : float, optional
+        Nominal lattice constant in pixels (needed for 'material').
+
+    Returns
+    -------
+    dict of int to ReferenceLattice, list of str
+    """
+    if isinstance(reference, str) and reference not in ("domain", "material"):
+        raise ValueError(f"reference must be 'domain', 'material' or a mask of the image, not {reference!r}")
+    if isinstance(reference, str) and reference == "material" and not (a_px and a_px > 0):
+        raise ValueError("a 'material' reference needs the material and a calibrated pixel size")
+    metal = metal_rows(sites)
+    yx = sites[["y_px", "x_px"]].to_numpy(float)
+    ij = sites[["i", "j"]].to_numpy(np.int64)
+    domains = _domains(sites)
+    inside = np.ones(len(sites), bool)
+    if not isinstance(reference, str):
+        mask = np.asarray(reference, bool)
+        r = np.clip(np.rint(yx).astype(int), 0, np.array(mask.shape) - 1)
+        inside = mask[r[:, 0], r[:, 1]]
+    out, messages = {}, []
+    for d in np.unique(domains[metal]):
+        rows = metal & (domains == d)
+        source = "domain"
+        if not isinstance(reference, str):
+            if (rows & inside).sum() >= MIN_REFERENCE_SITES:
+                rows, source = rows & inside, "region"
+            else:
+                messages.append(f"domain {d} has fewer than {MIN_REFERENCE_SITES} metal sites in the reference "
+                                "region: its own average lattice is its reference")
+        if rows.sum() < 3:
+            continue
+        origin, a1, a2 = fit_reference(yx[rows], ij[rows])
+        if isinstance(reference, str) and reference == "material":
+            a1, a2 = _nominal_basis(a1, a2, float(a_px))
+            origin = np.mean(yx[rows] - ij[rows] @ np.stack([a1, a2]), axis=0)
+            source = "material"
+        out[int(d)] = ReferenceLattice(int(d), origin, a1, a2, int(rows.sum()), source)
+    return out, messages
+
+
+def _neighbour_lookup(ij: np.ndarray, domains: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Row of the site at (domain, i + di, j + dj) for every site and offset, -1 where none; (N, K)."""
+    pad = int(np.abs(offsets).max())
+    lo = ij.min(axis=0) - pad
+    span = ij.max(axis=0) - lo + pad + 1
+    key = lambda d, a, b: (d * span[0] + (a - lo[0])) * span[1] + (b - lo[1])  # noqa: E731
+    keys = key(domains, ij[:, 0], ij[:, 1])
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    out = np.full((len(ij), len(offsets)), -1, np.int64)
+    for k, (di, dj) in enumerate(offsets):
+        want = key(domains, ij[:, 0] + di, ij[:, 1] + dj)
+        pos = np.clip(np.searchsorted(sorted_keys, want), 0, len(keys) - 1)
+        hit = sorted_keys[pos] == want
+        out[hit, k] = order[pos[hit]]
+    return out
+
+
+def window_offsets(window: int) -> np.ndarray:
+    """Cell offsets (di, dj) of a hexagonal window of ``window`` cells around a site (itself included)."""
+    r = range(-window, window + 1)
+    return np.array([(a, b) for a in r for b in r if abs(a + b) <= window], np.int64)
+
+
+def local_bases(yx: np.ndarray, ij: np.ndarray, domains: np.ndarray, window: int = 2) -> np.ndarray:
+    """Local basis (b1, b2) of every site: least squares over its neighbours within ``window`` cells.
+
+    Returns
+    -------
+    ndarray of shape (N, 2, 2)
+        [:, :, 0] = b1 and [:, :, 1] = b2, in (y, x); NaN where fewer than 5 neighbours were found.
+    """
+    offsets = window_offsets(window)
+    nb = _neighbour_lookup(ij, domains, offsets)
+    ok = nb >= 0
+    d = np.column_stack([np.ones(len(offsets)), offsets]).astype(float)  # (K, 3)
+    w = ok.astype(float)
+    normal = np.einsum("nk,ka,kb->nab", w, d, d)
+    pos = np.where(ok[..., None], yx[np.clip(nb, 0, None)], 0.0)  # (N, K, 2)
+    rhs = np.einsum("nk,ka,nkc->nac", w, d, pos)
+    good = ok.sum(axis=1) >= 5
+    good &= np.abs(np.linalg.det(normal)) > 1e-6
+    coef = np.full((len(yx), 3, 2), np.nan)
+    if good.any():
+        coef[good] = np.linalg.solve(normal[good], rhs[good])
+    return np.stack([coef[:, 1, :], coef[:, 2, :]], axis=2)
+
+
+def measure_strain(sites: pd.DataFrame, reference: str | np.ndarray = "domain", a_px: float | None = None,
+                   window: int = 2) -> StrainResult:
+    """Strain, rotation and displacement of every detected metal site against its domain's reference lattice.
+
+    Parameters
+    ----------
+    sites : DataFrame
+        Site table of the columns stage.
+    reference, a_px
+        See :func:`reference_lattices`.
+    window : int
+        Half-width in cells of the neighbourhood a local basis is fitted over (2: 19 cells).
+
+    Returns
+    -------
+    StrainResult
+    """
+    if window < 1:
+        raise ValueError(f"the strain window must be at least one cell, got {window}")
+    refs, messages = reference_lattices(sites, reference, a_px)
+    table = pd.DataFrame(np.nan, index=sites.index, columns=[*STRAIN_COLUMNS, "uy_px", "ux_px"])
+    metal = metal_rows(sites)
+    if not metal.any():
+        return StrainResult(table, refs, messages + ["no detected metal sites: no strain"])
+    sub = sites[metal]
+    yx = sub[["y_px", "x_px"]].to_numpy(float)
+    ij = sub[["i", "j"]].to_numpy(np.int64)
+    domains = _domains(sub)
+    bases = local_bases(yx, ij, domains, window)
+    values = np.full((len(sub), 6), np.nan)
+    for d, ref in refs.items():
+        rows = domains == d
+        ref_xy = np.column_stack([ref.a1[::-1], ref.a2[::-1]])
+        loc_xy = bases[rows][:, ::-1, :]  # (n, 2(x, y), 2)
+        grad = loc_xy @ np.linalg.inv(ref_xy) - np.eye(2)
+        values[rows, :4] = strain_from_gradient(grad)
+        values[rows, 4:] = yx[rows] - ref.positions(ij[rows, 0], ij[rows, 1])
+    table.loc[sub.index, :] = values
+    return StrainResult(table, refs, messages)
+
+
+def strain_maps(sites: pd.DataFrame, strain: pd.DataFrame, shape: tuple[int, int], nn_px: float,
+                smooth_px: float | None = None) -> np.ndarray:
+    """Smooth maps of :data:`STRAIN_COLUMNS` on the image grid, NaN outside the crystal.
+
+    Linear interpolation between the metal sites, a NaN-aware Gaussian of ``smooth_px`` (default one nn
+    distance), and NaN farther than two nn distances from any measured site.
+
+    Returns
+    -------
+    ndarray of float32, shape (4, H, W)
+    """
+    h, w = (int(s) for s in shape)
+    values = strain.loc[:, list(STRAIN_COLUMNS)].to_numpy(float)
+    good = np.isfinite(values).all(axis=1)
+    out = np.full((len(STRAIN_COLUMNS), h, w), np.nan, np.float32)
+    if good.sum() < 3:
+        return out
+    yx = sites.loc[strain.index[good], ["y_px", "x_px"]].to_numpy(float)
+    yy, xx = np.mgrid[0:h, 0:w]
+    try:
+        interp = LinearNDInterpolator(yx, values[good])
+    except Exception:  # collinear sites (qhull): nothing to draw
+        return out
+    grid = interp(yy.ravel().astype(float), xx.ravel().astype(float)).reshape(h, w, -1)
+    seen = np.zeros((h, w), bool)
+    r = np.rint(yx).astype(int)
+    keep = (r[:, 0] >= 0) & (r[:, 0] < h) & (r[:, 1] >= 0) & (r[:, 1] < w)
+    seen[r[keep, 0], r[keep, 1]] = True
+    crystal = ndimage.distance_transform_edt(~seen) <= 2.0 * nn_px
+    sigma = nn_px if smooth_px is None else float(smooth_px)
+    for k in range(grid.shape[-1]):
+        m = grid[..., k]
+        finite = np.isfinite(m)
+        if sigma > 0:
+            num = ndimage.gaussian_filter(np.where(finite, m, 0.0), sigma)
+            den = ndimage.gaussian_filter(finite.astype(float), sigma)
+            m = np.where(den > 1e-3, num / np.maximum(den, 1e-3), np.nan)
+        out[k] = np.where(crystal & finite, m, np.nan)
+    return out
+
+
+__all__ = ["MIN_REFERENCE_SITES", "STRAIN_COLUMNS", "ReferenceLattice", "StrainResult", "fit_reference",
+           "local_bases", "measure_strain", "metal_rows", "reference_lattices", "strain_from_gradient",
+           "strain_maps", "window_offsets"]
