@@ -9,11 +9,24 @@ from scipy.spatial import cKDTree
 
 from napari_stem_defects.columns import detect_columns
 from napari_stem_defects.lattice.class_average import class_average, relaxation_summary
-from napari_stem_defects.lattice.cross_section import beam_normalisation, column_cross_sections
+from napari_stem_defects.lattice.cross_section import (
+    beam_normalisation,
+    column_cross_sections,
+)
 from napari_stem_defects.lattice.profiles import defect_profiles
-from napari_stem_defects.lattice.strain import STRAIN_COLUMNS, measure_strain, strain_maps
+from napari_stem_defects.lattice.strain import (
+    STRAIN_COLUMNS,
+    measure_strain,
+    strain_maps,
+)
 from napari_stem_defects.simulate import ImagingParams, simulate_twin
-from napari_stem_defects.simulate.strain_field import PointRelaxation, StrainGradient, UniformStrain, true_strain
+from napari_stem_defects.simulate.strain_field import (
+    PointRelaxation,
+    StrainGradient,
+    UniformStrain,
+    true_shell_relaxation,
+    true_strain,
+)
 
 PX = 0.12
 A_PX = 3.16 / PX
@@ -87,28 +100,13 @@ def _relaxed_twin(amplitude_px=-0.3, size=512, seed=2, dose=1e5):
     return twin, result, centres
 
 
-def _true_first_shell(twin, centres):
-    """Mean radial displacement (pm) of the metals one lattice constant from the defects, from the truth."""
-    cells = twin.cells
-    ideal = twin.lattice.metal_positions(cells[["i", "j"]].to_numpy())
-    actual = twin.sites.set_index("site_id").loc[cells["m_site_id"].clip(lower=0), ["y_px", "x_px"]].to_numpy()
-    tree, values = cKDTree(ideal), []
-    for c in centres:
-        for k in tree.query_ball_point(c, 1.1 * A_PX):
-            d = ideal[k] - c
-            r = np.hypot(*d)
-            if r > 0.5 * A_PX and cells["class"].iloc[k] != "V_M":
-                values.append(np.dot(actual[k] - ideal[k], d / r))
-    return float(np.mean(values)) * PX * 100
-
-
 def test_class_average_recovers_the_relaxation_around_a_vacancy():
     twin, result, centres = _relaxed_twin()
     avg = class_average(twin.image, result.sites, centres, "V_M", A_PX, PX * 100)
     assert avg.n == len(centres) >= 8
     assert avg.snr > 2 * avg.snr_single  # averaging n instances raises the SNR by about sqrt(n)
     mean, err, r0 = relaxation_summary(avg)
-    truth = _true_first_shell(twin, centres)
+    truth = true_shell_relaxation(twin, centres)
     assert truth < -2.0  # the field moves the first shell inwards by about 3 pm
     assert r0 == pytest.approx(316, abs=5)
     assert 0 < err < 1.0
@@ -125,7 +123,7 @@ def test_profiles_follow_the_known_radial_field():
     profiles = defect_profiles(result.sites, strain.table, {"V_M": centres}, A_PX, PX * 100)
     disp = profiles[profiles["quantity"] == "radial_displacement"].set_index("r_pm")
     first = disp.iloc[(disp.index.to_numpy() - 237).__abs__().argmin()]
-    truth = _true_first_shell(twin, centres)
+    truth = true_shell_relaxation(twin, centres)
     assert first["ci95_low_pm"] - 1.0 < truth < first["ci95_high_pm"] + 1.0
     assert first["n_instances"] == len(centres)
     bonds = profiles[profiles["quantity"] == "metal_metal_distance"]

@@ -8,7 +8,11 @@ from qtpy.QtWidgets import QApplication
 
 from napari_stem_defects._widgets.cells_widget import CellsWidget
 from napari_stem_defects._widgets.columns_widget import ColumnsWidget
-from napari_stem_defects._widgets.lattice_widget import MAP_LAYERS, REFERENCES, LatticeWidget
+from napari_stem_defects._widgets.lattice_widget import (
+    MAP_LAYERS,
+    REFERENCES,
+    LatticeWidget,
+)
 from napari_stem_defects.simulate import ImagingParams, simulate_twin
 from napari_stem_defects.simulate.strain_field import UniformStrain
 
@@ -68,14 +72,14 @@ def test_dock_shows_maps_profiles_and_gallery(setup, qtbot):
 
 
 def test_region_reference_without_a_region_says_so(setup):
-    viewer, image, widget = setup
+    _viewer, _image, widget = setup
     widget.reference.value = REFERENCES[2]
     assert widget.run(blocking=True) is None
     assert "reference region" in widget.result.value
 
 
 def test_region_reference_uses_the_drawn_region(setup):
-    viewer, image, widget = setup
+    viewer, _image, widget = setup
     viewer.add_shapes([np.array([[0, 0], [0, 15], [38, 15], [38, 0]])], shape_type="rectangle", name="ref",
                       scale=(1.0, 1.0))
     widget.region.reset_choices()

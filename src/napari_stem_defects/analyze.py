@@ -379,15 +379,10 @@ def analyze_image(
         result.sites = one_answer(result.sites, table, material, result.posteriors)
     lattice = []
     if strain:
-        from .lattice.analysis import analyse_frame
-        from .materials import parse_material
+        from .lattice.analysis import analyse_frames
 
         settings["strain"] = {"reference": strain_reference}
-        meta = dict(image.metadata)
-        if material and "lattice_constant_A" not in meta:
-            meta["lattice_constant_A"] = parse_material(material).a
-        lattice = [analyse_frame(frame, r.sites, cells[t] if cells else None, r.nn_px, image.pixel_size, meta,
-                                 strain_reference) for t, (frame, r) in enumerate(zip(frames, results))]
+        lattice = analyse_frames(image, frames, results, cells, material, strain_reference)
     return Analysis(image, results, settings, cells, maps, regions, check, lattice)
 
 

@@ -21,8 +21,18 @@ from magicgui.widgets import ComboBox, Container
 
 from ..lattice.analysis import LatticeFrame, analyse_frame
 from ..lattice.class_average import relaxation_summary
-from ._dock import (Section, StemDock, current_frame, is_grey_image, layer_choice, pixel_size, plot_canvas,
-                    plot_style, run_controls, text_label)
+from ._dock import (
+    Section,
+    StemDock,
+    current_frame,
+    is_grey_image,
+    layer_choice,
+    pixel_size,
+    plot_canvas,
+    plot_style,
+    run_controls,
+    text_label,
+)
 from ._jobs import JobRunner
 from .cells_widget import CellsWidget, column_layers
 
@@ -211,7 +221,7 @@ class LatticeWidget(StemDock):
     def _draw_profiles(self, run: LatticeFrame) -> None:
         fig = self.profile_figure
         fig.clear()
-        style, fg = plot_style(fig, self._viewer)
+        style, _fg = plot_style(fig, self._viewer)
         prof = run.profiles
         with matplotlib.rc_context(style):
             axes = fig.subplots(2, 1, sharex=True)
@@ -272,4 +282,4 @@ def _nn_of(sites) -> float:
     return float(np.median(d[:, 1]))
 
 
-__all__ = ["LatticeWidget", "MAP_LAYERS", "REFERENCES"]
+__all__ = ["MAP_LAYERS", "REFERENCES", "LatticeWidget"]

@@ -95,6 +95,19 @@ def analyse_frame(image: np.ndarray, sites: pd.DataFrame, cells: pd.DataFrame | 
     return LatticeFrame(values, maps, profiles, averages, messages)
 
 
+def analyse_frames(image: Any, frames: np.ndarray, results: list[Any], cells: list[pd.DataFrame],
+                   material: str | None, reference: str = "domain") -> list[LatticeFrame]:
+    """:func:`analyse_frame` of every frame of an ``analyze`` run (a StemImage, its (T, H, W) frames, their
+    ColumnResults and classified cells); the material gives the nominal lattice constant."""
+    meta = dict(image.metadata)
+    if material and "lattice_constant_A" not in meta:
+        from ..materials import parse_material
+
+        meta["lattice_constant_A"] = parse_material(material).a
+    return [analyse_frame(frame, r.sites, cells[t] if cells else None, r.nn_px, image.pixel_size, meta, reference)
+            for t, (frame, r) in enumerate(zip(frames, results))]
+
+
 def gallery_figure(averages: list[ClassAverage], columns: int = 4, size: float = 1.6):
     """A matplotlib Figure: one panel per class average with its class, n and SNR (no pyplot state)."""
     from matplotlib.figure import Figure
@@ -155,4 +168,4 @@ def write_lattice_files(frames: list[LatticeFrame], out: Path, stack: bool) -> d
     return paths
 
 
-__all__ = ["LATTICE_SITE_COLUMNS", "LatticeFrame", "analyse_frame", "gallery_figure", "write_lattice_files"]
+__all__ = ["LATTICE_SITE_COLUMNS", "LatticeFrame", "analyse_frame", "analyse_frames", "gallery_figure", "write_lattice_files"]

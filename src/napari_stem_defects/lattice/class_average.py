@@ -62,8 +62,8 @@ class _Frames:
     mean_basis: np.ndarray  # (2, 2)
 
 
-def instance_frames(sites: pd.DataFrame, centres: np.ndarray, a_px: float, inner: float = 1.5,
-                    outer: float = 4.0) -> tuple[_Frames, np.ndarray]:
+def instance_frames(sites: pd.DataFrame, centres: np.ndarray, a_px: float, inner: float = 3.0,
+                    outer: float = 6.0) -> tuple[_Frames, np.ndarray]:
     """The local lattice of every instance from the detected metals in the ring ``inner..outer`` (cells).
 
     Returns
@@ -218,8 +218,11 @@ def class_average(image: np.ndarray, sites: pd.DataFrame, centres: np.ndarray, n
     d = fitted - zero
     rhat = (ideal - half) / np.linalg.norm(ideal - half, axis=1, keepdims=True)
     radial = np.sum(d * rhat, axis=1)
-    err = np.nanstd(np.sum((boots - zero) * rhat, axis=2), axis=0, ddof=1) if boots is not None else \
-        np.full(len(ideal), np.nan)
+    err = np.full(len(ideal), np.nan)
+    if boots is not None:
+        radial_boots = np.sum((boots - zero) * rhat, axis=2)
+        enough = np.isfinite(radial_boots).sum(axis=0) > 1
+        err[enough] = np.nanstd(radial_boots[:, enough], axis=0, ddof=1)
     columns = pd.DataFrame({"class": name, "sublattice": grid["sublattice"], "ti": grid["ti"], "tj": grid["tj"],
                             "r_pm": grid["r_px"] * scale, "dy_pm": d[:, 0] * scale, "dx_pm": d[:, 1] * scale,
                             "radial_pm": radial * scale, "radial_err_pm": err * scale, "n_averaged": len(patches)})

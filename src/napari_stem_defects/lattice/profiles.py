@@ -100,12 +100,14 @@ def _ring_means(points: np.ndarray, values: np.ndarray, centres: np.ndarray, edg
 
 
 def _summarise(per_instance: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over instances (rows) of every ring, its 95 % interval (1.96 standard errors) and the count."""
     n = np.isfinite(per_instance).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.nanmean(np.where(n[None] > 0, per_instance, 0.0), axis=0) if len(per_instance) else \
-            np.full(per_instance.shape[1], np.nan)
-        mean = np.where(n > 0, mean, np.nan)
-        sd = np.array([np.nanstd(col, ddof=1) if k > 1 else np.nan for col, k in zip(per_instance.T, n)])
+    mean = np.full(per_instance.shape[1], np.nan)
+    sd = np.full(per_instance.shape[1], np.nan)
+    for k in np.flatnonzero(n > 0):
+        col = per_instance[np.isfinite(per_instance[:, k]), k]
+        mean[k] = col.mean()
+        sd[k] = col.std(ddof=1) if len(col) > 1 else np.nan
     half = 1.96 * sd / np.sqrt(np.maximum(n, 1))
     return mean, mean - half, mean + half, n
 

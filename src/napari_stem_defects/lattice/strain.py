@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from scipy.interpolate import LinearNDInterpolator
 
 #: Columns added to ``sites.csv`` by ``analyze --strain`` (NaN on sites that are not detected metals).
 STRAIN_COLUMNS = ("exx", "eyy", "exy", "rotation_deg")
@@ -164,7 +163,7 @@ def _neighbour_lookup(ij: np.ndarray, domains: np.ndarray, offsets: np.ndarray) 
     pad = int(np.abs(offsets).max())
     lo = ij.min(axis=0) - pad
     span = ij.max(axis=0) - lo + pad + 1
-    key = lambda d, a, b: (d * span[0] + (a - lo[0])) * span[1] + (b - lo[1])  # noqa: E731
+    key = lambda d, a, b: (d * span[0] + (a - lo[0])) * span[1] + (b - lo[1])
     keys = key(domains, ij[:, 0], ij[:, 1])
     order = np.argsort(keys)
     sorted_keys = keys[order]
@@ -195,15 +194,33 @@ def local_bases(yx: np.ndarray, ij: np.ndarray, domains: np.ndarray, window: int
     nb = _neighbour_lookup(ij, domains, offsets)
     ok = nb >= 0
     d = np.column_stack([np.ones(len(offsets)), offsets]).astype(float)  # (K, 3)
-    w = ok.astype(float)
-    normal = np.einsum("nk,ka,kb->nab", w, d, d)
     pos = np.where(ok[..., None], yx[np.clip(nb, 0, None)], 0.0)  # (N, K, 2)
+    w = ok.astype(float)
+    coef = _weighted_fit(w, d, pos)
+    # one robust pass: neighbours far off the first fit (a misplaced peak, a missed column) are left out
+    resid = np.linalg.norm(pos - np.einsum("ka,nac->nkc", d, np.nan_to_num(coef)), axis=2)
+    resid = np.where(ok, resid, np.nan)
+    with np.errstate(invalid="ignore"):
+        spread = 1.4826 * np.nanmedian(resid, axis=1, keepdims=True)
+    limit = np.maximum(4.0 * np.nan_to_num(spread, nan=np.inf), 0.5)
+    w = (ok & (resid <= limit)).astype(float)
+    return _bases(_weighted_fit(w, d, pos))
+
+
+def _weighted_fit(w: np.ndarray, d: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Per-site weighted least squares of ``pos = d @ coef``: (N, 3, 2) coefficients, NaN where underdetermined."""
+    normal = np.einsum("nk,ka,kb->nab", w, d, d)
     rhs = np.einsum("nk,ka,nkc->nac", w, d, pos)
-    good = ok.sum(axis=1) >= 5
+    good = (w > 0).sum(axis=1) >= 5
     good &= np.abs(np.linalg.det(normal)) > 1e-6
-    coef = np.full((len(yx), 3, 2), np.nan)
+    coef = np.full((len(w), 3, 2), np.nan)
     if good.any():
         coef[good] = np.linalg.solve(normal[good], rhs[good])
+    return coef
+
+
+def _bases(coef: np.ndarray) -> np.ndarray:
+    """(N, 2, 2) bases (columns b1, b2) from fitted (origin, b1, b2) coefficients."""
     return np.stack([coef[:, 1, :], coef[:, 2, :]], axis=2)
 
 
@@ -252,8 +269,9 @@ def strain_maps(sites: pd.DataFrame, strain: pd.DataFrame, shape: tuple[int, int
                 smooth_px: float | None = None) -> np.ndarray:
     """Smooth maps of :data:`STRAIN_COLUMNS` on the image grid, NaN outside the crystal.
 
-    Linear interpolation between the metal sites, a NaN-aware Gaussian of ``smooth_px`` (default one nn
-    distance), and NaN farther than two nn distances from any measured site.
+    Every measured metal site's values are put on its pixel and spread by a normalised Gaussian of
+    ``smooth_px`` (default one nn distance): each pixel holds the Gaussian-weighted mean of the sites around
+    it; pixels farther than two nn distances from any measured site are NaN.
 
     Returns
     -------
@@ -263,29 +281,22 @@ def strain_maps(sites: pd.DataFrame, strain: pd.DataFrame, shape: tuple[int, int
     values = strain.loc[:, list(STRAIN_COLUMNS)].to_numpy(float)
     good = np.isfinite(values).all(axis=1)
     out = np.full((len(STRAIN_COLUMNS), h, w), np.nan, np.float32)
-    if good.sum() < 3:
-        return out
     yx = sites.loc[strain.index[good], ["y_px", "x_px"]].to_numpy(float)
-    yy, xx = np.mgrid[0:h, 0:w]
-    try:
-        interp = LinearNDInterpolator(yx, values[good])
-    except Exception:  # collinear sites (qhull): nothing to draw
-        return out
-    grid = interp(yy.ravel().astype(float), xx.ravel().astype(float)).reshape(h, w, -1)
-    seen = np.zeros((h, w), bool)
     r = np.rint(yx).astype(int)
     keep = (r[:, 0] >= 0) & (r[:, 0] < h) & (r[:, 1] >= 0) & (r[:, 1] < w)
-    seen[r[keep, 0], r[keep, 1]] = True
-    crystal = ndimage.distance_transform_edt(~seen) <= 2.0 * nn_px
-    sigma = nn_px if smooth_px is None else float(smooth_px)
-    for k in range(grid.shape[-1]):
-        m = grid[..., k]
-        finite = np.isfinite(m)
-        if sigma > 0:
-            num = ndimage.gaussian_filter(np.where(finite, m, 0.0), sigma)
-            den = ndimage.gaussian_filter(finite.astype(float), sigma)
-            m = np.where(den > 1e-3, num / np.maximum(den, 1e-3), np.nan)
-        out[k] = np.where(crystal & finite, m, np.nan)
+    if keep.sum() < 3:
+        return out
+    r, vals = r[keep], values[good][keep]
+    flat = r[:, 0] * w + r[:, 1]
+    count = np.bincount(flat, minlength=h * w).reshape(h, w).astype(float)
+    crystal = ndimage.distance_transform_edt(count == 0) <= 2.0 * nn_px
+    sigma = max(float(nn_px if smooth_px is None else smooth_px), 0.5)
+    den = ndimage.gaussian_filter(count, sigma, mode="constant")
+    for k in range(len(STRAIN_COLUMNS)):
+        total = np.bincount(flat, vals[:, k], minlength=h * w).reshape(h, w)
+        num = ndimage.gaussian_filter(total, sigma, mode="constant")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[k] = np.where(crystal & (den > 1e-6), num / den, np.nan)
     return out
 
 

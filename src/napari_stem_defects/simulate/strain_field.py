@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from ..lattice.strain import strain_from_gradient
 
@@ -137,4 +138,25 @@ def true_strain(field, points: np.ndarray, cells: np.ndarray | None = None, clas
     return strain_from_gradient(grad)
 
 
-__all__ = ["PointRelaxation", "StrainGradient", "UniformStrain", "true_strain"]
+def true_shell_relaxation(twin, centres: np.ndarray, defect_class: str = "V_M", shell: float = 1.0) -> float:
+    """Mean radial displacement (pm) of a twin's metals ``shell`` lattice constants from ``centres``, from its truth.
+
+    Displacements are the metal sites' positions less their ideal lattice positions; metals of cells of
+    ``defect_class`` (the vacancies themselves) are left out.
+    """
+    cells = twin.cells
+    a_px = twin.material.a / twin.pixel_size
+    ideal = twin.lattice.metal_positions(cells[["i", "j"]].to_numpy())
+    actual = twin.sites.set_index("site_id").loc[cells["m_site_id"].clip(lower=0), ["y_px", "x_px"]].to_numpy()
+    tree = cKDTree(ideal)
+    values = []
+    for c in np.asarray(centres, float).reshape(-1, 2):
+        for k in tree.query_ball_point(c, (shell + 0.1) * a_px):
+            d = ideal[k] - c
+            r = np.hypot(*d)
+            if r > (shell - 0.5) * a_px and cells["class"].iloc[k] != defect_class and cells["m_site_id"].iloc[k] >= 0:
+                values.append(np.dot(actual[k] - ideal[k], d / r))
+    return float(np.mean(values)) * twin.pixel_size * 100 if values else float("nan")
+
+
+__all__ = ["PointRelaxation", "StrainGradient", "UniformStrain", "true_shell_relaxation", "true_strain"]
