@@ -265,6 +265,18 @@ def measure_strain(sites: pd.DataFrame, reference: str | np.ndarray = "domain", 
     return StrainResult(table, refs, messages)
 
 
+def _linear_upsampling(n: int, m: int, step: int) -> np.ndarray:
+    """Sparse (n, m) matrix interpolating linearly from a grid of ``m`` cells of ``step`` px to ``n`` pixels."""
+    from scipy.sparse import csr_matrix
+
+    where = np.clip((np.arange(n) + 0.5) / step - 0.5, 0, m - 1)
+    lo = np.floor(where).astype(int)
+    hi = np.minimum(lo + 1, m - 1)
+    frac = where - lo
+    rows = np.r_[np.arange(n), np.arange(n)]
+    return csr_matrix((np.r_[1 - frac, frac], (rows, np.r_[lo, hi])), shape=(n, m))
+
+
 def strain_maps(sites: pd.DataFrame, strain: pd.DataFrame, shape: tuple[int, int], nn_px: float,
                 smooth_px: float | None = None) -> np.ndarray:
     """Smooth maps of :data:`STRAIN_COLUMNS` on the image grid, NaN outside the crystal.
@@ -287,16 +299,24 @@ def strain_maps(sites: pd.DataFrame, strain: pd.DataFrame, shape: tuple[int, int
     if keep.sum() < 3:
         return out
     r, vals = r[keep], values[good][keep]
-    flat = r[:, 0] * w + r[:, 1]
-    count = np.bincount(flat, minlength=h * w).reshape(h, w).astype(float)
-    crystal = ndimage.distance_transform_edt(count == 0) <= 2.0 * nn_px
     sigma = max(float(nn_px if smooth_px is None else smooth_px), 0.5)
-    den = ndimage.gaussian_filter(count, sigma, mode="constant")
+    step = max(1, int(sigma // 4))  # the maps are smooth: work on a grid of step px, then interpolate back
+    gh, gw = -(-h // step), -(-w // step)
+    flat = (r[:, 0] // step) * gw + r[:, 1] // step
+    count = np.bincount(flat, minlength=gh * gw).reshape(gh, gw).astype(float)
+    crystal = ndimage.distance_transform_edt(count == 0, sampling=step) <= 2.0 * nn_px + step
+    den = ndimage.gaussian_filter(count, sigma / step, mode="constant")
+    up_y, up_x = _linear_upsampling(h, gh, step), _linear_upsampling(w, gw, step)
     for k in range(len(STRAIN_COLUMNS)):
-        total = np.bincount(flat, vals[:, k], minlength=h * w).reshape(h, w)
-        num = ndimage.gaussian_filter(total, sigma, mode="constant")
+        total = np.bincount(flat, vals[:, k], minlength=gh * gw).reshape(gh, gw)
+        num = ndimage.gaussian_filter(total, sigma / step, mode="constant")
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[k] = np.where(crystal & (den > 1e-6), num / den, np.nan)
+            coarse = np.where(crystal & (den > 1e-6), num / den, np.nan)
+        known = np.isfinite(coarse)
+        weight = up_y @ (up_x @ known.astype(float).T).T
+        value = up_y @ (up_x @ np.where(known, coarse, 0.0).T).T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[k] = np.where(weight > 0.5, value / weight, np.nan)
     return out
 
 
