@@ -44,3 +44,16 @@ def test_cli_material_reference_needs_a_material(tmp_path, capsys):
                  "--pixel-size", "0.12", "--out", str(tmp_path / "a")])
     assert code == 2
     assert "lattice constant" in capsys.readouterr().err
+
+
+def test_batch_strain_writes_the_lattice_files_and_a_gallery_in_the_report(tmp_path):
+    twin = tmp_path / "in"
+    assert main(["simulate", "--material", "MoS2", "--shape", "192", "192", "--pixel-size", "0.12",
+                 "--defect", "V_M=0.05", "--seed", "7", "--out", str(twin)]) == 0
+    out = tmp_path / "batch"
+    assert main(["batch", str(twin / "image.tif"), "--out", str(out), "--material", "MoS2", "--classifier",
+                 "physics", "--strain", "--workers", "1"]) == 0
+    folder = next(p.parent for p in out.rglob("defect_profiles.csv"))
+    assert {"exx", "cross_section_A2"} <= set(pd.read_csv(folder / "sites.csv").columns)
+    assert (folder / "class_averages.png").is_file()
+    assert "Class-averaged defects" in (out / "report.html").read_text()

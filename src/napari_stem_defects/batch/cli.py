@@ -52,6 +52,10 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                       help="sliding-window side in image pixels (default automatic)")
     opts.add_argument("--heatmap-min-area", type=float, default=MIN_AREA_NN2, metavar="NN2",
                       help=f"smallest region in squared M-X distances (default {MIN_AREA_NN2:g})")
+    opts.add_argument("--strain", action="store_true",
+                      help="also measure strain, rotation, profiles around defects and class averages (as analyze)")
+    opts.add_argument("--strain-reference", choices=("domain", "material"), default="domain",
+                      help="reference lattice of the strain (as analyze; default domain)")
     opts.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                       help="flag a file whose pixel size differs from its lattice's by more than this "
                            f"(default {DEFAULT_TOLERANCE:g})")
@@ -90,7 +94,7 @@ def settings_from_args(args: argparse.Namespace) -> "BatchSettings":  # noqa: F8
                          heatmap_window=args.heatmap_window, heatmap_min_area=args.heatmap_min_area,
                          cell_model=args.cell_model, column_model=args.column_model, pixel_size=args.pixel_size,
                          calibration_tolerance=args.tolerance, force=args.force,
-                         include_boundary=args.include_boundaries,
+                         include_boundary=args.include_boundaries, strain=args.strain, strain_reference=args.strain_reference,
                          mask=None if args.mask is None else str(Path(args.mask).resolve()),
                          microscope=_typed_microscope(args))
 
