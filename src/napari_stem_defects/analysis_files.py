@@ -49,6 +49,10 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, source: str | None =
         atomic_write_text(paths["summary"], json.dumps(analysis.summary(), indent=2, default=json_default))
     if analysis.heatmaps:
         paths.update(_write_heatmaps(analysis, out, source))
+    if analysis.lattice:
+        from .lattice.analysis import write_lattice_files
+
+        paths.update(write_lattice_files(analysis.lattice, out, stack))
     info = {
         "format_version": FORMAT_VERSION,
         "software": f"napari-stem-defects {__version__}",
@@ -65,6 +69,8 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, source: str | None =
         "domain_map_file": "domain_map.npy",
         "frames": [_frame_info(r) for r in analysis.columns],
     }
+    if analysis.lattice:
+        info["lattice_messages"] = [f.messages for f in analysis.lattice]
     atomic_write_text(paths["analysis"], json.dumps(info, indent=2, default=json_default))
     return paths
 

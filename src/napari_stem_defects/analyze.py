@@ -96,6 +96,7 @@ class Analysis:
     heatmaps: list[Any] = field(default_factory=list)
     regions: list[Any] = field(default_factory=list)
     check: ImageCheck | None = None
+    lattice: list[Any] = field(default_factory=list)
 
     @property
     def warnings(self) -> list[str]:
@@ -123,6 +124,9 @@ class Analysis:
                 table["defect"] = site_defects(result.sites, self.cells[frame])
             for column in SITE_STRUCTURE_COLUMNS:  # added later than the others: after them
                 table[column] = with_structure(result.sites)[column].to_numpy()
+            if self.lattice:  # analyze --strain (lattice.analysis.LATTICE_SITE_COLUMNS): after all others
+                for column, values in self.lattice[frame].site_values.items():
+                    table[column] = values.to_numpy()
             if stack:
                 table.insert(0, "frame", frame)
             parts.append(table)
@@ -249,6 +253,8 @@ def analyze_image(
     mask: np.ndarray | None = None,
     include_boundary: bool = False,
     microscope: Any = None,
+    strain: bool = False,
+    strain_reference: str = "domain",
 ) -> Analysis:
     """Detect the atom columns of every frame of an image, and classify its cells when the material is known.
 
@@ -385,7 +391,13 @@ def analyze_image(
              for frame, r in zip(frames, results)] if material else []
     for result, table in zip(results, cells):  # one answer per column: species follow their cell's class
         result.sites = one_answer(result.sites, table, material, result.posteriors)
-    return Analysis(image, results, settings, cells, maps, regions, check)
+    lattice = []
+    if strain:
+        from .lattice.analysis import analyse_frames
+
+        settings["strain"] = {"reference": strain_reference}
+        lattice = analyse_frames(image, frames, results, cells, material, strain_reference)
+    return Analysis(image, results, settings, cells, maps, regions, check, lattice)
 
 
 def _lattice_of(frame: np.ndarray, material: Material | None,

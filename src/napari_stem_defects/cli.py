@@ -250,7 +250,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                              cell_model=args.cell_model, column_model=args.column_model, progress=progress,
                              force=args.force, pixel_size_source="typed" if args.pixel_size else "file",
                              mask=read_mask(args.mask, image.data.shape[-2:]) if args.mask else None,
-                             include_boundary=args.include_boundaries, microscope=typed_microscope(args))
+                             include_boundary=args.include_boundaries, microscope=typed_microscope(args),
+                             strain=args.strain, strain_reference=args.strain_reference)
     paths = write_analysis(analysis, args.out, source=str(args.image))
     for warning in analysis.warnings:
         print(f"warning: {warning}", file=sys.stderr)

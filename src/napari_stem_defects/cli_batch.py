@@ -24,7 +24,8 @@ def settings_from_args(args: argparse.Namespace) -> "BatchSettings":  # noqa: F8
                          heatmap_window=args.heatmap_window, heatmap_min_area=args.heatmap_min_area,
                          cell_model=args.cell_model, column_model=args.column_model, pixel_size=args.pixel_size,
                          calibration_tolerance=args.tolerance, force=args.force,
-                         include_boundary=args.include_boundaries,
+                         include_boundary=args.include_boundaries, strain=args.strain,
+                         strain_reference=args.strain_reference,
                          mask=None if args.mask is None else str(Path(args.mask).resolve()),
                          microscope=_typed_microscope(args))
 

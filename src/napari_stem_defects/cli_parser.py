@@ -281,6 +281,13 @@ def add_analysis_options(group: argparse._ActionsContainer, *, batch: bool = Fal
                        help="count cells on domain and grain boundaries and at the edges of holes, amorphous and "
                             "masked areas in the statistics (left out by default)")
     add_microscope_options(group)
+    group.add_argument("--strain", action="store_true",
+                       help="also measure the lattice: exx, eyy, exy, rotation_deg, cross_section_A2 in sites.csv; "
+                            "DIR/strain_maps.npy, defect_profiles.csv, class_averages.npz/.png, "
+                            "class_average_columns.csv")
+    group.add_argument("--strain-reference", choices=("domain", "material"), default="domain",
+                       help="reference lattice of the strain: each domain's average (default) or the material's "
+                            "nominal lattice constant (needs --material and a pixel size)")
     group.add_argument("--force", action="store_true",
                        help="analyse even when the image check fails (not a 2H monolayer of the stated material); "
                             + ("by default such a file is recorded as failed with what it looks like instead"

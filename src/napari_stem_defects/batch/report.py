@@ -221,6 +221,9 @@ def _section(out: Path, record: dict, anchor: str) -> dict[str, Any]:
         path = out / record["file"] / rel if rel else None
         if path is not None and path.is_file():
             figures.append({"title": title, "png": _b64(path.read_bytes()), "wide": key in ("overview", "heatmaps")})
+    gallery = out / str(record.get("file")) / "class_averages.png"  # batch --strain (lattice.analysis)
+    if record.get("file") and gallery.is_file():
+        figures.append({"title": "Class-averaged defects (n, SNR)", "png": _b64(gallery.read_bytes()), "wide": False})
     classes = []
     for c in ("perfect", *_DEFECTS):
         count = totals.get("counts", {}).get(c)

@@ -67,6 +67,8 @@ class BatchSettings:
     include_boundary: bool = False
     mask: str | None = None
     microscope: dict[str, Any] | None = None
+    strain: bool = False
+    strain_reference: str = "domain"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (for JSON and for sending to workers)."""
@@ -86,7 +88,8 @@ class BatchSettings:
                 "column_model": self.column_model, "force": self.force,
                 "include_boundary": self.include_boundary,
                 "pixel_size_source": "typed" if self.pixel_size else "file",
-                "microscope": self._microscope()}
+                "microscope": self._microscope(), "strain": self.strain,
+                "strain_reference": self.strain_reference}
 
     def _microscope(self) -> Any:
         from ..simulate.microscope import MicroscopeSettings

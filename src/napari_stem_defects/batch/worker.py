@@ -40,7 +40,8 @@ RECORD_NAME = "batch_record.json"
 RECORD_FORMAT, RECORD_VERSION = "napari-stem-defects batch record", 1
 #: Files ``analyze`` may write into a file's folder (removed when a re-run does not write them again).
 ANALYSIS_FILES = ("sites.csv", "cells.csv", "summary.json", "analysis.json", "heatmaps.npy", "uncertainty.npy",
-                  "heatmaps.json", "regions.csv")
+                  "heatmaps.json", "regions.csv", "strain_maps.npy", "defect_profiles.csv", "class_averages.npz",
+                  "class_average_columns.csv", "class_averages.png")
 #: Folder of a file's report figures, inside its results folder.
 FIGURES_DIR = "figures"
 #: Largest side of the central crop the calibration check measures the lattice on.
@@ -224,7 +225,7 @@ def analyze_frames(image: Any, settings: BatchSettings, first: np.ndarray | None
     if image.data.ndim == 2:
         data = np.asarray(image.data) if first is None else first
         return analyze_image(StemImage(data, image.pixel_size, image.name, image.metadata), **kwargs)
-    columns, cells, maps, regions, used, check = [], [], [], [], None, None
+    columns, cells, maps, regions, used, check, lattice = [], [], [], [], None, None, []
     for t in range(image.data.shape[0]):
         if cancel is not None and cancel():
             raise InterruptedError("cancelled")
@@ -244,7 +245,8 @@ def analyze_frames(image: Any, settings: BatchSettings, first: np.ndarray | None
         cells += part.cells
         maps += part.heatmaps
         regions += part.regions
-    return Analysis(image, columns, used or {}, cells, maps, regions, check)
+        lattice += part.lattice
+    return Analysis(image, columns, used or {}, cells, maps, regions, check, lattice)
 
 
 def _read_frame(image: Any, t: int | None) -> np.ndarray:

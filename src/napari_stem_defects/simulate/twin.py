@@ -113,6 +113,7 @@ def simulate_twin(
     dopant: str | None = None,
     substituent: str | None = None,
     adatom: str | None = None,
+    displacement: Any = None,
 ) -> DigitalTwin:
     """Simulate a HAADF-STEM image of a 2H-MX2 monolayer with exact labels.
 
@@ -135,6 +136,11 @@ def simulate_twin(
         Seed; the same seed and arguments give the same twin.
     dopant, substituent, adatom : str, optional
         Elements for dopant_M, sub_X and adatom defects.
+    displacement : callable, optional
+        A known displacement field put into every site's position (ground truth of strain mapping):
+        ``displacement(points, cell_metals, cell_classes)`` gives (dy, dx) px for undisplaced (y, x)
+        points, from the undisplaced metal positions and classes of all cells (see
+        :mod:`~napari_stem_defects.simulate.strain_field`).
 
     Returns
     -------
@@ -152,7 +158,7 @@ def simulate_twin(
     imaging = imaging or ImagingParams()
     rng = np.random.default_rng(seed)
     layout = twin_layout(mat, shape, pixel_size, rotation_deg, defects, imaging, rng,
-                         dopant=dopant, substituent=substituent, adatom=adatom)
+                         dopant=dopant, substituent=substituent, adatom=adatom, displacement=displacement)
     weights = {key: column_cross_section(getattr(layout.occupancy, key), imaging) for key in ("m", "x", "h")}
     positions = np.concatenate(layout.positions)
     cross = np.concatenate([weights["m"], weights["x"], weights["h"]])
@@ -212,13 +218,15 @@ def twin_layout(
     defects: Mapping[str, float] | None,
     imaging: ImagingParams,
     rng: np.random.Generator,
+    displacement: Any = None,
     **elements: str | None,
 ) -> TwinLayout:
     """Draw a twin's lattice (rotation, origin), cells and atoms from ``rng``.
 
     The fast and the multislice engines both call this first with a fresh
     ``default_rng(seed)``, so twins of the same seed and arguments hold the same atoms.
-    ``elements`` are the ``dopant``, ``substituent`` and ``adatom`` of :func:`populate`.
+    ``elements`` are the ``dopant``, ``substituent`` and ``adatom`` of :func:`populate`;
+    ``displacement`` moves every site after the atoms are drawn (see :func:`simulate_twin`).
     """
     h, w = (int(s) for s in shape)
     if h < 8 or w < 8:
@@ -237,6 +245,11 @@ def twin_layout(
     hollow = apply_drift(lattice.metal_positions(ij) + lattice.hollow_offset, imaging.drift)
     in_m, in_x, in_h = (inside(p, (h, w)) for p in (metal, chalc, hollow))
     occ = populate(mat, len(ij), in_m & in_x & in_h, defects, rng, **elements)
+    if displacement is not None:
+        cell_metals, classes = lattice.metal_positions(ij), occ.cell_class
+        ideal = (cell_metals, cell_metals + lattice.x_offset, cell_metals + lattice.hollow_offset)
+        metal, chalc, hollow = (apply_drift(p + displacement(p, cell_metals, classes), imaging.drift) for p in ideal)
+        in_m, in_x, in_h = (inside(p, (h, w)) for p in (metal, chalc, hollow))
     return TwinLayout((h, w), lattice, float(rotation_deg), ij, (metal, chalc, hollow), (in_m, in_x, in_h), occ)
 
 
