@@ -39,13 +39,8 @@ from napari_stem_defects.lattice.strain import (
     strain_maps,
 )
 from napari_stem_defects.simulate import ImagingParams, simulate_twin
-from napari_stem_defects.simulate.strain_field import (
-    PointRelaxation,
-    StrainGradient,
-    UniformStrain,
-    true_shell_relaxation,
-    true_strain,
-)
+from napari_stem_defects.lattice.evaluate import true_shell_relaxation, true_strain
+from napari_stem_defects.simulate.strain_field import PointRelaxation, StrainGradient, UniformStrain
 from napari_stem_defects.simulate.twin import with_dose
 
 PX = 0.12

@@ -3,7 +3,8 @@
 A field maps the undisplaced (y, x) pixel positions of every site (and the undisplaced metal positions
 and classes of every cell, for fields centred on defects) to displacements (dy, dx) in pixels.
 :func:`~napari_stem_defects.simulate.twin.simulate_twin` takes one as ``displacement=``; the truth of the
-strain at any point then follows from :func:`true_strain` (central differences of the field).
+strain at any point then follows from :func:`napari_stem_defects.lattice.evaluate.true_strain` (central
+differences of the field).
 
 Strain convention (the same as :mod:`napari_stem_defects.lattice.strain`): x to the right, y down the
 image, ``exx, eyy, exy`` the symmetric part of the displacement gradient and ``rotation_deg`` positive
@@ -15,9 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
-
-from ..lattice.strain import strain_from_gradient
 
 
 @dataclass(frozen=True)
@@ -118,45 +116,4 @@ class PointRelaxation:
         return out
 
 
-def true_strain(field, points: np.ndarray, cells: np.ndarray | None = None, classes: np.ndarray | None = None,
-                step: float = 0.05) -> np.ndarray:
-    """exx, eyy, exy and rotation (degrees) of ``field`` at undisplaced ``points`` (y, x), by central differences.
-
-    Returns
-    -------
-    ndarray of shape (N, 4)
-        Columns exx, eyy, exy, rotation_deg.
-    """
-    p = np.asarray(points, float)
-    grad = np.zeros((len(p), 2, 2))  # [component (x, y), derivative (x, y)]
-    for k, axis in enumerate((1, 0)):  # d/dx then d/dy
-        e = np.zeros(2)
-        e[axis] = step
-        du = (field(p + e, cells, classes) - field(p - e, cells, classes)) / (2 * step)
-        grad[:, 0, k] = du[:, 1]
-        grad[:, 1, k] = du[:, 0]
-    return strain_from_gradient(grad)
-
-
-def true_shell_relaxation(twin, centres: np.ndarray, defect_class: str = "V_M", shell: float = 1.0) -> float:
-    """Mean radial displacement (pm) of a twin's metals ``shell`` lattice constants from ``centres``, from its truth.
-
-    Displacements are the metal sites' positions less their ideal lattice positions; metals of cells of
-    ``defect_class`` (the vacancies themselves) are left out.
-    """
-    cells = twin.cells
-    a_px = twin.material.a / twin.pixel_size
-    ideal = twin.lattice.metal_positions(cells[["i", "j"]].to_numpy())
-    actual = twin.sites.set_index("site_id").loc[cells["m_site_id"].clip(lower=0), ["y_px", "x_px"]].to_numpy()
-    tree = cKDTree(ideal)
-    values = []
-    for c in np.asarray(centres, float).reshape(-1, 2):
-        for k in tree.query_ball_point(c, (shell + 0.1) * a_px):
-            d = ideal[k] - c
-            r = np.hypot(*d)
-            if r > (shell - 0.5) * a_px and cells["class"].iloc[k] != defect_class and cells["m_site_id"].iloc[k] >= 0:
-                values.append(np.dot(actual[k] - ideal[k], d / r))
-    return float(np.mean(values)) * twin.pixel_size * 100 if values else float("nan")
-
-
-__all__ = ["PointRelaxation", "StrainGradient", "UniformStrain", "true_shell_relaxation", "true_strain"]
+__all__ = ["PointRelaxation", "StrainGradient", "UniformStrain"]
