@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_stem_defects.annotations.store import load_annotations, save_annotations
-from napari_stem_defects.annotations.training_set import export_training_set
+from napari_stem_defects.annotations.training_set_export import export_training_set
 from napari_stem_defects.annotations.twins import twin_annotations
 from napari_stem_defects.cells.cnn import classify_cells, load_cell_model
 from napari_stem_defects.simulate import CELL_CLASSES, ImagingParams, simulate_twin

@@ -137,7 +137,7 @@ def read_annotated_image(path: str) -> tuple[np.ndarray, object]:
 
 def _cmd_export_training(args: argparse.Namespace) -> int:
     from .annotations.store import image_sha256
-    from .annotations.training_set import export_training_set
+    from .annotations.training_set_export import export_training_set
 
     sources = []
     for path in args.annotations:

@@ -38,7 +38,7 @@ from ..annotations.edits import (
     set_site_species, site_species_choices, species_keys, sync_positions,
 )
 from ..annotations.store import AnnotationFileError, load_annotations, sidecar_path
-from ..annotations.training_set import safe_name
+from ..annotations.training_set_export import safe_name
 from ..cells.shapes_layer import low_confidence_mask
 from ..cells.statistics import defect_statistics
 from ..columns.result import EMPTY
@@ -894,7 +894,7 @@ class CorrectWidget(StemDock):
 
 def _export_work(job: dict[str, Any], report: Callable[[float], None]) -> Generator[float, None, Any]:
     """Write the training set; returns the manifest path or a message."""
-    from ..annotations.training_set import export_training_set
+    from ..annotations.training_set_export import export_training_set
 
     yield 0.0
     try:

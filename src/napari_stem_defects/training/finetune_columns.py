@@ -96,7 +96,7 @@ def annotation_sites(ann: Any) -> tuple[np.ndarray, np.ndarray]:
     ValueError
         Annotations with neither sites nor cells.
     """
-    from ..annotations.training_set import _occupied, cell_table_positions
+    from ..annotations.training_inputs import _occupied, cell_table_positions
 
     if ann.sites is not None and len(ann.sites.features):
         feats = ann.sites.features
