@@ -34,9 +34,10 @@ from magicgui.widgets import CheckBox, ComboBox, Container, ProgressBar, PushBut
 from qtpy.QtCore import QEvent, QObject, QTimer
 
 from ..annotations.edits import (
-    CLASS_KEYS, EditHistory, apply_edit, mark_human, next_uncertain, set_cell_class,
+    CLASS_KEYS, mark_human, next_uncertain, set_cell_class,
     set_site_species, site_species_choices, species_keys, sync_positions,
 )
+from ..annotations.history import EditHistory, apply_edit
 from ..annotations.store import AnnotationFileError, load_annotations, sidecar_path
 from ..annotations.training_set_export import safe_name
 from ..cells.shapes_layer import low_confidence_mask
