@@ -489,7 +489,7 @@ def check_layer(layer: Any, image_shape: Sequence[int] | None) -> None:
                       f"{where}: frame coordinates outside the image's {n_frames} frames")
     _check_features(layer.features, layer.kind, where, n_frames)
     _need(isinstance(layer.metadata, Mapping), f"{where}.metadata must be an object")
-    from .store import jsonable  # what is written: numpy values as plain ones
+    from .json_text import jsonable  # what is written: numpy values as plain ones
 
     _check_metadata(jsonable(dict(layer.metadata)), where)
 

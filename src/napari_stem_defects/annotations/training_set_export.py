@@ -253,7 +253,7 @@ def _write_annotations(ann: Annotations, path: Path) -> None:
     """Write annotations in the :mod:`.store` format, atomically, as they are: their own provenance
     (saved_at, saved_by, software) and image file kept (an export is not a new save, and the
     caller's object is not changed)."""
-    from .store import dumps_document
+    from .json_text import dumps_document
 
     atomic_write_text(path, dumps_document(ann.to_dict(folder=None)))
 
