@@ -45,7 +45,8 @@ import pandas as pd
 from ..io.atomic import atomic_write_text
 from ..provenance import current_user, now_iso, software
 from .json_text import dumps_document, jsonable, same_json
-from .schema import check_annotations, check_document, check_header, check_size, parse_json
+from .schema import check_annotations, check_document, check_header
+from .strict_json import check_size, parse_json
 from .tables import decode_array, decode_table, encode_array, encode_table
 
 __all__ = [
