@@ -306,7 +306,7 @@ def _read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import ImagingParams, simulate_twin
     from .simulate.export import write_twin
-    from .simulate.imaging import calibrated_imaging
+    from .simulate.imaging_conditions import calibrated_imaging
     from .simulate.microscope import MicroscopeSettings
     from .simulate.presets import PRESETS
 

@@ -9,7 +9,8 @@ extra; imported only when called).
 """
 
 from .defects import CELL_CLASSES, DEFECT_TYPES, SITE_DEFECTS, species_string
-from .imaging import ImagingParams, calibrated_imaging, random_imaging
+from .imaging import ImagingParams
+from .imaging_conditions import calibrated_imaging, random_imaging
 from .lattice import HoneycombLattice
 from .microscope import MicroscopeSettings
 from .multislice import simulate_multislice_twin
