@@ -105,24 +105,14 @@ def simulate_sample(
 
     Parameters
     ----------
-    material : str or Material
-        Host, e.g. ``"MoS2"`` (every phase and patch uses it).
-    shape : tuple of int
-        Image (H, W) in pixels.
-    pixel_size : float
-        Å per pixel.
+    material, shape, pixel_size, imaging, seed, dopant, substituent, adatom
+        As :func:`~.twin.simulate_twin`; every phase and patch is of the one host material.
     regions : sequence of regions or their dicts, optional
         The specimen, painted in order (see :mod:`~napari_stem_defects.simulate.regions`);
         None draws a layout from the seed (:func:`~napari_stem_defects.simulate.regions.random_regions`).
     defects : mapping of str to float, optional
         Fraction of the eligible cells of each domain with each defect type
         (1T domains take only :data:`PHASE_DEFECTS` ['1T']).
-    imaging : ImagingParams, optional
-        Imaging conditions.
-    seed : int, optional
-        Seed; the same seed and arguments give the same twin.
-    dopant, substituent, adatom : str, optional
-        Elements for dopant_M, sub_X and adatom defects.
 
     Returns
     -------
