@@ -12,7 +12,7 @@ Sections:
    the cells of a pool of such twins; a person reviewing by uncertainty
    corrects the N least confident cells (N = 50, 200), here by setting them to
    their true class; the corrections are exported
-   (:func:`~napari_stem_defects.annotations.training_set.export_training_set`)
+   (:func:`~napari_stem_defects.annotations.training_set_export.export_training_set`)
    and the shipped model is fine-tuned on them mixed with digital twins
    (:func:`~napari_stem_defects.training.finetune.finetune_cell_cnn`, its
    defaults). Accuracy and macro-F1 are measured before and after on held-out
@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_stem_defects.annotations.store import load_annotations, save_annotations
-from napari_stem_defects.annotations.training_set import export_training_set
+from napari_stem_defects.annotations.training_set_export import export_training_set
 from napari_stem_defects.annotations.twins import twin_annotations
 from napari_stem_defects.cells.cnn import classify_cells, load_cell_model
 from napari_stem_defects.simulate import CELL_CLASSES, ImagingParams, simulate_twin

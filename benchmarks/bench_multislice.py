@@ -37,7 +37,8 @@ from napari_stem_defects.materials import ATOMIC_NUMBER
 from napari_stem_defects.simulate import ImagingParams, simulate_twin
 from napari_stem_defects.simulate.column_calibration import column_cross_section_multislice, configure_abtem
 from napari_stem_defects.simulate.cross_sections import column_cross_section
-from napari_stem_defects.simulate.imaging import calibrated_imaging, content_cross_section, render
+from napari_stem_defects.simulate.imaging import content_cross_section, render
+from napari_stem_defects.simulate.imaging_conditions import calibrated_imaging
 from napari_stem_defects.simulate.microscope import MicroscopeSettings
 from napari_stem_defects.simulate.multislice import simulate_multislice_twin
 from napari_stem_defects.simulate.structure import column_elements

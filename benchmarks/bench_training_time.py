@@ -15,7 +15,7 @@ from pathlib import Path
 
 def make_dataset(folder: Path) -> Path:
     """A training set of one 256 x 256 MoS2 twin whose cells are all verified."""
-    from napari_stem_defects.annotations.training_set import export_training_set
+    from napari_stem_defects.annotations.training_set_export import export_training_set
     from napari_stem_defects.annotations.twins import twin_annotations
     from napari_stem_defects.simulate import ImagingParams, simulate_twin
 

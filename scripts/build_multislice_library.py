@@ -130,7 +130,8 @@ def refresh(root: Path) -> None:
     import pandas as pd
 
     from napari_stem_defects.io.atomic import atomic_write_text
-    from napari_stem_defects.simulate.imaging import calibrated_imaging, content_cross_section
+    from napari_stem_defects.simulate.imaging import content_cross_section
+    from napari_stem_defects.simulate.imaging_conditions import calibrated_imaging
 
     for meta_path in sorted(root.glob("*/*/dose_*/" + META_FILE)):
         meta = json.loads(meta_path.read_text())

@@ -10,8 +10,6 @@ from napari_stem_defects.annotations.edits import (
     CLASS_KEYS,
     SOURCE_HUMAN,
     SOURCE_MODEL,
-    EditHistory,
-    apply_edit,
     mark_human,
     next_uncertain,
     set_cell_class,
@@ -20,6 +18,7 @@ from napari_stem_defects.annotations.edits import (
     species_keys,
     sync_positions,
 )
+from napari_stem_defects.annotations.history import EditHistory, apply_edit
 from napari_stem_defects.cells.physics import PROBABILITY_COLUMNS
 from napari_stem_defects.simulate.defects import CELL_CLASSES
 

@@ -18,7 +18,8 @@ from napari_stem_defects.simulate.cross_sections import (
     load_table,
     probe_shape,
 )
-from napari_stem_defects.simulate.imaging import calibrated_imaging, content_cross_section
+from napari_stem_defects.simulate.imaging import content_cross_section
+from napari_stem_defects.simulate.imaging_conditions import calibrated_imaging
 from napari_stem_defects.simulate.imaging import column_cross_section as slot_cross_sections
 from napari_stem_defects.simulate.microscope import MicroscopeSettings
 from napari_stem_defects.simulate.twin import with_dose

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_stem_defects.annotations.training_set import export_training_set
+from napari_stem_defects.annotations.training_set_export import export_training_set
 from napari_stem_defects.annotations.twins import twin_annotations  # noqa: E402
 from napari_stem_defects.cells.cnn import default_weights_path, load_cell_model  # noqa: E402
 from napari_stem_defects.simulate import ImagingParams, simulate_twin  # noqa: E402

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_stem_defects import model_registry as reg  # noqa: E402
-from napari_stem_defects.annotations.training_set import export_training_set
+from napari_stem_defects.annotations.training_set_export import export_training_set
 from napari_stem_defects.annotations.twins import twin_annotations  # noqa: E402
 from napari_stem_defects.cli import main  # noqa: E402
 from napari_stem_defects.columns import detect_columns  # noqa: E402

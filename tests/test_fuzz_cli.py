@@ -14,7 +14,7 @@ import pytest
 
 from fuzz_files import huge
 from napari_stem_defects.annotations import save_annotations, sidecar_path
-from napari_stem_defects.annotations.training_set import export_training_set
+from napari_stem_defects.annotations.training_set_export import export_training_set
 from napari_stem_defects.annotations.twins import twin_annotations
 from napari_stem_defects.cli import main
 from napari_stem_defects.simulate import ImagingParams, simulate_twin

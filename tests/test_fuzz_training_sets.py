@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from napari_stem_defects.annotations.training_checks import check_cells, check_manifest
 from napari_stem_defects.annotations.training_set import (
     TrainingSetError,
-    export_training_set,
     read_cells,
     read_training_set,
 )
+from napari_stem_defects.annotations.training_set_export import export_training_set
 from napari_stem_defects.annotations.twins import twin_annotations
 from napari_stem_defects.simulate import ImagingParams, simulate_twin
 

@@ -10,7 +10,7 @@ from skimage.filters import window
 from skimage.registration import phase_cross_correlation
 
 from napari_stem_defects.simulate import ImagingParams, StackTwin, simulate_stack
-from napari_stem_defects.simulate.stack import EMPTY, EVENT_COLUMNS, EVENT_KINDS, STACK_SITE_COLUMNS
+from napari_stem_defects.simulate.stack_events import EMPTY, EVENT_COLUMNS, EVENT_KINDS, STACK_SITE_COLUMNS
 
 # noise-free and without the random background, so two frames differ only by the drift
 CLEAN = ImagingParams(dose=None, background_variation=0.0, texture=0.0)

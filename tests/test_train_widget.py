@@ -10,7 +10,7 @@ from napari_stem_defects._widgets.cells_widget import CellsWidget
 from napari_stem_defects._widgets.columns_widget import ColumnsWidget
 from napari_stem_defects._widgets.train_widget import TrainWidget
 from napari_stem_defects.annotations.edits import set_cell_class
-from napari_stem_defects.annotations.training_set import export_training_set
+from napari_stem_defects.annotations.training_set_export import export_training_set
 from napari_stem_defects.annotations.twins import twin_annotations
 from napari_stem_defects.model_registry import SHIPPED, list_models, model_card_path
 from napari_stem_defects.simulate import ImagingParams, simulate_twin

@@ -7,9 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from napari_stem_defects.annotations.training_inputs import MASK_VALUES
 from napari_stem_defects.annotations.training_set import (
-    FORMAT, MASK_VALUES, TrainingSetError, export_training_set, import_training_set, read_training_set,
+    FORMAT, TrainingSetError, import_training_set, read_training_set,
 )
+from napari_stem_defects.annotations.training_set_export import export_training_set
 from napari_stem_defects.annotations.twins import twin_annotations
 from napari_stem_defects.simulate import CELL_CLASSES, ImagingParams, simulate_twin
 
@@ -82,7 +84,7 @@ def test_export_then_import_gives_back_identical_images_and_annotations(twins, t
 
 
 def test_cells_are_the_classifier_inputs_with_the_verified_labels(twins, tmp_path):
-    from napari_stem_defects.annotations.training_set import cell_table_positions, nn_of_cells
+    from napari_stem_defects.annotations.training_inputs import cell_table_positions, nn_of_cells
     from napari_stem_defects.composition import class_mask
     from napari_stem_defects.cells.cnn import classify_cells, load_cell_model, predict_logits, probabilities
 

@@ -21,18 +21,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .image_values import finite_intensities
+from .lattice_spectrum import (
+    LatticeNotFoundError,
+    find_hexagons,
+    refine_lattice,
+    scored_spectrum,
+    weak_first_order,
+)
 from .materials import Material, parse_material
 
 #: Default tolerance on the relative difference of file and measured pixel size.
 DEFAULT_TOLERANCE = 0.03
-#: Minimum strength of a first-order spot over the radial background (log-power units, e-fold).
-MIN_SPOT_SCORE = 2.5
-_MAX_FFT = 2048
-
-
-class LatticeNotFoundError(ValueError):
-    """No hexagonal lattice could be found in the image's Fourier transform."""
 
 
 @dataclass(frozen=True)
@@ -151,20 +150,20 @@ def measure_lattice(image: np.ndarray, max_order: int = 3) -> LatticeMeasurement
     ValueError
         If the image is not 2D/3D, is smaller than 32 x 32, or holds no finite values.
     """
-    power, log_power, score, k_y, k_x, radius = _spectrum(image)
+    power, log_power, score, k_y, k_x, radius = scored_spectrum(image)
     n_y, n_x = power.shape
     # Of all hexagons of spots, keep the lattice that explains the most periodic power:
     # the fundamental one explains its harmonics too; artefacts (filter ripples,
     # quantisation) stand out of a smoothed image's background but carry little power.
     best = None
-    for g1, g2, first_score in _find_hexagons(score, log_power, k_y, k_x, radius, min(n_y, n_x)):
-        refined = _refine(log_power, score, g1, g2, (n_y, n_x), max_order)
+    for g1, g2, first_score in find_hexagons(score, log_power, k_y, k_x, radius, min(n_y, n_x)):
+        refined = refine_lattice(log_power, score, g1, g2, (n_y, n_x), max_order)
         if best is None or refined[3] > best[0][3]:
             best = (refined, first_score)
     (g1, g2, n_spots, _), first_score = best
-    finer = _weak_first_order(score, g1, g2, (n_y, n_x))
+    finer = weak_first_order(score, g1, g2, (n_y, n_x))
     if finer is not None:
-        g1, g2, n_spots, _ = _refine(log_power, score, *finer, (n_y, n_x), max_order)
+        g1, g2, n_spots, _ = refine_lattice(log_power, score, *finer, (n_y, n_x), max_order)
     basis = np.stack([g1, g2])  # rows: reciprocal vectors (ky, kx)
     real = np.linalg.inv(basis).T  # rows: a1, a2 with a_i . g_j = delta_ij
     d = 1.0 / np.array([np.linalg.norm(g1), np.linalg.norm(g2), np.linalg.norm(g1 - g2)])
@@ -198,7 +197,7 @@ def measure_lattice_near(image: np.ndarray, d100_px: float, tolerance: float = 0
     LatticeNotFoundError
         If no hexagon near that spacing stands out.
     """
-    power, log_power, score, _, _, _ = _spectrum(image)
+    power, log_power, score, _, _, _ = scored_spectrum(image)
     n_y, n_x = power.shape
     k0 = 1.0 / float(d100_px)
     relative = np.linspace(1 - tolerance, 1 + tolerance, 41)
@@ -226,7 +225,7 @@ def measure_lattice_near(image: np.ndarray, d100_px: float, tolerance: float = 0
     radii = np.array([radius])
     g1 = radius * np.array([np.sin(angle), np.cos(angle)])
     g2 = radius * np.array([np.sin(angle + np.pi / 3), np.cos(angle + np.pi / 3)])
-    r1, r2, n_spots, _ = _refine(log_power, score, g1, g2, (n_y, n_x), max_order)
+    r1, r2, n_spots, _ = refine_lattice(log_power, score, g1, g2, (n_y, n_x), max_order)
     if n_spots >= 6 and abs(np.linalg.norm(r1) / radii[i] - 1) < tolerance:
         g1, g2 = r1, r2
     basis = np.stack([g1, g2])
@@ -234,51 +233,6 @@ def measure_lattice_near(image: np.ndarray, d100_px: float, tolerance: float = 0
     d = 1.0 / np.array([np.linalg.norm(g1), np.linalg.norm(g2), np.linalg.norm(g1 - g2)])
     return LatticeMeasurement(g1=g1, g2=g2, a1=real[0], a2=real[1], d_spacings_px=d, n_spots=int(n_spots),
                               score=float(hexes[i, j]))
-
-
-def strong_spots(image: np.ndarray, n_spots: int = 40, min_score: float = MIN_SPOT_SCORE
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The strongest spots of an image's power spectrum, whatever lattice they belong to.
-
-    Parameters
-    ----------
-    image : ndarray
-        2D image or (t, y, x) stack (its central 2048 x 2048 at most).
-    n_spots : int
-        At most this many spots, strongest first.
-    min_score : float
-        Lowest strength over the radial background (log units) of a spot.
-
-    Returns
-    -------
-    vectors : ndarray, shape (K, 2)
-        Spot positions (ky, kx) in cycles per pixel (both members of each +-k pair).
-    power : ndarray, shape (K,)
-        Their power, in the units of the spectrum.
-    """
-    from skimage.feature import peak_local_max
-
-    power, log_power, score, k_y, k_x, radius = _spectrum(image)
-    n_y, n_x = power.shape
-    valid = (radius > 4.0 / min(n_y, n_x)) & (radius < 0.45)
-    peaks = peak_local_max(np.where(valid, score, -np.inf), min_distance=2, threshold_abs=min_score,
-                           exclude_border=False)
-    if len(peaks) == 0:
-        return np.zeros((0, 2)), np.zeros(0)
-    # the whitened score's maxima can sit a bin off the power's: take each spot's power maximum nearby
-    for n, (py, px) in enumerate(peaks):
-        y0, x0 = max(py - 1, 0), max(px - 1, 0)
-        win = power[y0:py + 2, x0:px + 2]
-        dy, dx = np.unravel_index(np.argmax(win), win.shape)
-        peaks[n] = (y0 + dy, x0 + dx)
-    peaks = np.unique(peaks, axis=0)
-    strength = power[peaks[:, 0], peaks[:, 1]]
-    order = np.argsort(-strength)[:n_spots]
-    vectors = []
-    for py, px in peaks[order]:
-        sy, sx = _centroid_offset(log_power, int(py), int(px), half=1)
-        vectors.append(((py + sy - n_y // 2) / n_y, (px + sx - n_x // 2) / n_x))
-    return np.array(vectors), strength[order]
 
 
 def pixel_size_from_lattice(lattice: LatticeMeasurement, material: str | Material) -> tuple[float, float]:
@@ -347,15 +301,6 @@ def check_calibration(
     )
 
 
-def power_spectrum(image: np.ndarray) -> np.ndarray:
-    """The centred power spectrum the lattice is measured in (Hann window; a stack's frames averaged).
-
-    Element ``[n_y // 2 + i, n_x // 2 + j]`` is the power at ``(i / n_y, j / n_x)`` cycles per
-    pixel; very large images are cropped to their central 2048 x 2048 pixels first.
-    """
-    return _power_spectrum(image)
-
-
 def lattice_spots(lattice: LatticeMeasurement, max_order: int = 2) -> np.ndarray:
     """Where the lattice puts its spots: ``m g1 + k g2`` for ``|m|, |k| <= max_order`` inside Nyquist.
 
@@ -383,150 +328,3 @@ def lattice_spots(lattice: LatticeMeasurement, max_order: int = 2) -> np.ndarray
     return np.array(out, float).reshape(-1, 3)
 
 
-def _spectrum(image: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Power spectrum, its log, the whitened score and the frequency grids (ky, kx, |k| in cycles/px)."""
-    power = _power_spectrum(image)
-    n_y, n_x = power.shape
-    ky = (np.arange(n_y) - n_y // 2) / n_y
-    kx = (np.arange(n_x) - n_x // 2) / n_x
-    k_y, k_x = np.meshgrid(ky, kx, indexing="ij")
-    radius = np.hypot(k_y, k_x)
-    log_power = np.log(power + 1e-30)
-    return power, log_power, _whiten(log_power, radius, min(n_y, n_x)), k_y, k_x, radius
-
-
-def _power_spectrum(image: np.ndarray) -> np.ndarray:
-    """Hann-windowed, centred power spectrum; stacks average over frames."""
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise ValueError(f"expected a 2D image or (t, y, x) stack, got shape {np.shape(image)}")
-    if min(arr.shape[1:]) < 32:
-        raise ValueError(f"image {arr.shape[1:]} is too small to measure a lattice (need 32 x 32 or more)")
-    # crop the centre of very large images: enough spots, bounded time
-    cy, cx = (max(0, (s - _MAX_FFT) // 2) for s in arr.shape[1:])
-    arr = arr[:, cy : cy + _MAX_FFT, cx : cx + _MAX_FFT]
-    frames = arr[: min(len(arr), 16)].astype(np.float64)
-    window = np.outer(np.hanning(frames.shape[1]), np.hanning(frames.shape[2]))
-    total = np.zeros(frames.shape[1:])
-    for frame in frames:
-        frame, _ = finite_intensities(frame, np.float64)  # NaN, 1e300 scales and hot pixels made harmless
-        frame = (frame - frame.mean()) * window
-        total += np.abs(np.fft.fftshift(np.fft.fft2(frame))) ** 2
-    if not np.any(total > 0):
-        raise LatticeNotFoundError("the image is flat: no lattice can be measured")
-    return total
-
-
-def _whiten(log_power: np.ndarray, radius: np.ndarray, n: int) -> np.ndarray:
-    """Log power minus its median at each radius, lightly smoothed."""
-    ring = np.round(radius * n).astype(int)
-    order = np.argsort(ring, axis=None)
-    flat_ring = ring.ravel()[order]
-    flat_val = log_power.ravel()[order]
-    bounds = np.searchsorted(flat_ring, np.arange(ring.max() + 2))
-    median = np.array([np.median(flat_val[bounds[i] : bounds[i + 1]]) if bounds[i + 1] > bounds[i] else 0.0
-                       for i in range(ring.max() + 1)])
-    return ndimage.gaussian_filter(log_power - median[ring], 1.0)
-
-
-def _find_hexagons(score, log_power, k_y, k_x, radius, n):
-    """Every strong spot with partners at +-60 degrees (or +60 and 180): candidate first orders.
-
-    Returns a list of (g1, g2, mean spot score); raises LatticeNotFoundError if empty.
-    """
-    from skimage.feature import peak_local_max
-
-    valid = (radius > 4.0 / n) & (radius < 0.45)
-    masked = np.where(valid, score, -np.inf)
-    peaks = peak_local_max(masked, min_distance=2, threshold_abs=MIN_SPOT_SCORE, exclude_border=False)
-    # the strongest spots in absolute power: lattice spots, not ripples of a quiet background
-    peaks = peaks[np.argsort(-log_power[peaks[:, 0], peaks[:, 1]])[:60]]
-    if len(peaks) < 6:
-        raise LatticeNotFoundError(
-            "no lattice found: fewer than six spots stand out in the FFT (noise, amorphous area, "
-            "or a lattice too fine or coarse for the pixel size)"
-        )
-    vec = np.stack([k_y[peaks[:, 0], peaks[:, 1]], k_x[peaks[:, 0], peaks[:, 1]]], axis=1)
-    strength = score[peaks[:, 0], peaks[:, 1]]
-    found = []
-    for idx in np.argsort(np.linalg.norm(vec, axis=1)):
-        g = vec[idx]
-        partners = []
-        for turn in (np.pi / 3, -np.pi / 3, 2 * np.pi / 3, np.pi):
-            c, s = np.cos(turn), np.sin(turn)
-            target = np.array([c * g[0] - s * g[1], s * g[0] + c * g[1]])
-            dist = np.linalg.norm(vec - target, axis=1)
-            j = int(np.argmin(dist))
-            partners.append(j if dist[j] < 0.15 * np.linalg.norm(g) else None)
-        if all(p is not None for p in partners[:3]) or (partners[0] is not None and partners[3] is not None):
-            g2 = vec[partners[0]]
-            used = [idx] + [p for p in partners if p is not None]
-            found.append((g, g2, float(np.mean(strength[used]))))
-    if not found:
-        raise LatticeNotFoundError("no lattice found: the FFT spots do not form a hexagon")
-    return found
-
-
-def _weak_first_order(score, g1, g2, shape, min_score=1.0):
-    """If (g1, g2) is the (110) hexagon, the (100) spots (|g|/sqrt(3), turned 30 degrees) are weak
-    but present (M and X2 columns differ in a TMD); return that finer basis, else None."""
-    n_y, n_x = shape
-    h1, h2 = (2 * g1 - g2) / 3, (g1 + g2) / 3
-    values = []
-    for g in (h1, h2, h1 - h2, -h1, -h2, h2 - h1):
-        cy, cx = int(round(g[0] * n_y + n_y // 2)), int(round(g[1] * n_x + n_x // 2))
-        values.append(score[max(cy - 1, 0) : cy + 2, max(cx - 1, 0) : cx + 2].max())
-    values = np.array(values)
-    if values.mean() > min_score and values.min() > min_score / 2:
-        return h1, h2
-    return None
-
-
-def _refine(log_power, score, g1, g2, shape, max_order):
-    """Sub-pixel spot positions (log-parabola fit) and a least-squares fit of g1, g2 to all orders.
-
-    Returns refined g1, g2, the number of spots used and their summed power.
-    """
-    n_y, n_x = shape
-    rows, targets, total = [], [], 0.0
-    for m in range(-max_order, max_order + 1):
-        for k in range(-max_order, max_order + 1):
-            if (m, k) == (0, 0):
-                continue
-            g = m * g1 + k * g2
-            if np.abs(g).max() > 0.45:
-                continue
-            cy, cx = int(round(g[0] * n_y + n_y // 2)), int(round(g[1] * n_x + n_x // 2))
-            if not (2 <= cy < n_y - 2 and 2 <= cx < n_x - 2):
-                continue
-            win = score[cy - 2 : cy + 3, cx - 2 : cx + 3]
-            dy, dx = np.unravel_index(np.argmax(win), win.shape)
-            py, px = cy + dy - 2, cx + dx - 2
-            if score[py, px] < MIN_SPOT_SCORE or not (1 <= py < n_y - 1 and 1 <= px < n_x - 1):
-                continue
-            sy, sx = _centroid_offset(log_power, py, px)
-            rows.append((m, k))
-            total += float(np.exp(log_power[py, px]))
-            targets.append(((py + sy - n_y // 2) / n_y, (px + sx - n_x // 2) / n_x))
-    if len(rows) < 3:
-        return g1, g2, len(rows), total
-    design = np.array(rows, dtype=float)
-    solution, *_ = np.linalg.lstsq(design, np.array(targets), rcond=None)
-    return solution[0], solution[1], len(rows), total
-
-
-def _centroid_offset(log_power: np.ndarray, py: int, px: int, half: int = 2) -> tuple[float, float]:
-    """Power-weighted centroid of a spot (above its window's floor) relative to pixel (py, px).
-
-    Unbiased for spots smeared symmetrically (scan jitter), unlike a peak fit.
-    """
-    y0, x0 = max(py - half, 0), max(px - half, 0)
-    win = np.exp(log_power[y0 : py + half + 1, x0 : px + half + 1] - log_power[py, px])
-    win = np.clip(win - win.min(), 0.0, None)
-    total = win.sum()
-    if total <= 0:
-        return 0.0, 0.0
-    yy, xx = np.mgrid[y0 : y0 + win.shape[0], x0 : x0 + win.shape[1]]
-    return float((win * yy).sum() / total - py), float((win * xx).sum() / total - px)

@@ -137,7 +137,7 @@ def read_annotated_image(path: str) -> tuple[np.ndarray, object]:
 
 def _cmd_export_training(args: argparse.Namespace) -> int:
     from .annotations.store import image_sha256
-    from .annotations.training_set import export_training_set
+    from .annotations.training_set_export import export_training_set
 
     sources = []
     for path in args.annotations:
@@ -280,7 +280,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import ImagingParams, simulate_twin
     from .simulate.export import write_twin
-    from .simulate.imaging import calibrated_imaging
+    from .simulate.imaging_conditions import calibrated_imaging
     from .simulate.microscope import MicroscopeSettings
     from .simulate.presets import PRESETS
 

@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from .calibration import LatticeMeasurement, pixel_size_from_lattice, strong_spots
+from .calibration import LatticeMeasurement, pixel_size_from_lattice
+from .lattice_spectrum import strong_spots
 from .image_check_sites import (ALLOY_SPREAD, GAMMA_RANGE, Finding, SublatticeLevels, check_composition,
                                 check_honeycomb, ratio_fits, ratio_range, sublattice_levels)
 from .materials import KNOWN_MATERIALS, LATTICE_CONSTANT, Material, parse_material

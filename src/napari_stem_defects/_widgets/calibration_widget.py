@@ -15,8 +15,9 @@ import numpy as np
 from magicgui.widgets import CheckBox, Container, FloatSpinBox, PushButton
 
 from ..calibration import (
-    DEFAULT_TOLERANCE, CalibrationReport, LatticeNotFoundError, check_calibration, lattice_spots, power_spectrum,
+    DEFAULT_TOLERANCE, CalibrationReport, LatticeNotFoundError, check_calibration, lattice_spots,
 )
+from ..lattice_spectrum import power_spectrum
 from ..layer_calibration import calibration_note, file_pixel_size, layer_pixel_size, set_pixel_size
 from ._parts import MicroscopeRow
 from ._dock import (

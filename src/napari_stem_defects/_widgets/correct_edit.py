@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ..annotations.edits import (
-    apply_edit, mark_human, next_uncertain, set_cell_class, set_site_species, site_species_choices, species_keys,
-    sync_positions,
+    mark_human, next_uncertain, set_cell_class, set_site_species, site_species_choices, species_keys, sync_positions,
 )
+from ..annotations.history import apply_edit
 from ..columns.result import EMPTY
 from ._correct_styles import restyle_cells, restyle_points
 from ._review import NEXT_KEY, PREVIOUS_KEY, focus_on_cell
@@ -36,7 +36,7 @@ class CorrectEdits:
     """Corrections by hand with undo: the editing half of the "Correct labels" dock.
 
     Uses the dock's ``sites``, ``cells``, ``material``, ``species`` and ``cell_class`` controls,
-    its ``history`` (:class:`~napari_stem_defects.annotations.edits.EditHistory`), ``_say``,
+    its ``history`` (:class:`~napari_stem_defects.annotations.history.EditHistory`), ``_say``,
     ``_show_keys``, ``_show_statistics`` and ``_show_status``, and its autosave ``_timer``.
     """
 

@@ -1,6 +1,6 @@
 """Export in the "Correct labels" dock: the verified cells of this image (and of other annotation files)
 written as a training set for the "Train a model" dock
-(:func:`napari_stem_defects.annotations.training_set.export_training_set`, in a worker).
+(:func:`napari_stem_defects.annotations.training_set_export.export_training_set`, in a worker).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class CorrectExport:
 
 def _export_work(job: dict[str, Any], report: Callable[[float], None]) -> Generator[float, None, Any]:
     """Write the training set; returns the manifest path or a message."""
-    from ..annotations.training_set import export_training_set
+    from ..annotations.training_set_export import export_training_set
 
     yield 0.0
     try:

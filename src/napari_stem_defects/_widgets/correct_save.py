@@ -19,7 +19,7 @@ import numpy as np
 from qtpy.QtCore import QEvent, QObject
 
 from ..annotations.store import AnnotationFileError, sidecar_path
-from ..annotations.training_set import safe_name
+from ..annotations.training_set_export import safe_name
 
 log = logging.getLogger(__name__)
 #: Errors that mean "this cannot be saved / exported / read", shown as a message in the dock.

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import CheckBox, ComboBox, Container, ProgressBar, PushButton
 from qtpy.QtCore import QTimer
 
-from ..annotations.edits import CLASS_KEYS, EditHistory, species_keys
+from ..annotations.edits import CLASS_KEYS, species_keys
+from ..annotations.history import EditHistory
 from ..cells.shapes_layer import low_confidence_mask
 from ..cells.statistics import defect_statistics
 from ..layer_calibration import calibration_note

@@ -8,7 +8,8 @@
 * :mod:`.recovery`: what can be read from a damaged file (:func:`recover_annotations`).
 * :mod:`.layers`: annotations from napari layers and back to layer data
   (duck-typed; no napari import).
-* :mod:`.edits`: set a class or species, review by uncertainty, undo/redo.
+* :mod:`.edits`: set a class or species, review by uncertainty.
+* :mod:`.history`: undo/redo of those edits.
 
 No module here imports napari or Qt.
 """
@@ -19,9 +20,6 @@ from .edits import (
     CLASS_KEYS,
     SOURCE_HUMAN,
     SOURCE_MODEL,
-    Edit,
-    EditHistory,
-    apply_edit,
     mark_human,
     next_uncertain,
     set_cell_class,
@@ -30,6 +28,7 @@ from .edits import (
     species_keys,
     sync_positions,
 )
+from .history import Edit, EditHistory, apply_edit
 from .layers import annotation_layer_data, annotations_from_layers, image_path_of
 from .store import (
     FORMAT,

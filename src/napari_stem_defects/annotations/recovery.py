@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from . import schema
-from .schema import max_file_bytes
+from .strict_json import max_file_bytes, parse_json
 from .store import FORMAT, KINDS, VERSION, Annotations, ImageReference, LayerAnnotation
 from .tables import decode_array, decode_table
 
@@ -72,7 +72,7 @@ def close_truncated_json(text: str) -> str | None:
 
 def _parse(raw: bytes, notes: list[str]) -> Any:
     try:
-        return schema.parse_json(raw)
+        return parse_json(raw)
     except ValueError as exc:
         first = str(exc)
     try:

@@ -10,7 +10,7 @@ file name.
 
 Three layers of checks:
 
-1. :func:`parse_json`: strict JSON: UTF-8, no key twice in one object (the
+1. :func:`~.strict_json.parse_json` (in :mod:`.strict_json`): strict JSON: UTF-8, no key twice in one object (the
    last one would win in silence), no nesting deeper than the format needs,
    no number too long to convert.
 2. :func:`check_document`: the file's structure before anything is decoded:
@@ -29,7 +29,6 @@ them); known ones must be right.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -41,11 +40,8 @@ import pandas as pd
 from ..simulate.defects import CELL_CLASSES, SITE_DEFECTS
 from ..vocabulary import INCOMPLETE, PHASES
 
-__all__ = ["MAX_DEPTH", "check_annotations", "check_document", "check_header", "check_layer", "check_size",
-           "max_file_bytes", "parse_json", "unique_ids"]
+__all__ = ["check_annotations", "check_document", "check_header", "check_layer", "unique_ids"]
 
-#: Deepest nesting of JSON containers accepted (the format needs about 8).
-MAX_DEPTH = 64
 #: Positions may lie this many image sizes outside the image (points added off the image).
 POSITION_MARGIN = 4
 #: Site sublattices.
@@ -64,87 +60,6 @@ _FORMULA = re.compile(r"(?:[A-Z][a-z]?\d*(?:\.\d+)?)+")
 _PLACEHOLDER = re.compile(r"[MXH]\d+")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _FLOAT_DTYPES = ("float32", "float64")
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(f"the key {key!r} appears twice in one object (which one is meant?)")
-        out[key] = value
-    return out
-
-
-def _depth(obj: Any) -> int:
-    """Nesting depth of JSON containers (iterative: never a RecursionError)."""
-    deepest, stack = 0, [(obj, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, level)
-            if level > MAX_DEPTH:
-                return level
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((c, level + 1) for c in children if isinstance(c, (dict, list)))
-    return deepest
-
-
-def parse_json(raw: bytes) -> Any:
-    """Parse an annotation file's bytes as strict JSON.
-
-    Raises
-    ------
-    ValueError
-        Not UTF-8, not JSON, a key twice in one object, nested deeper than
-        :data:`MAX_DEPTH`, or a number too long to convert.
-
-    Examples
-    --------
-    >>> parse_json(b'{"a": [1, 2.5, null]}')
-    {'a': [1, 2.5, None]}
-    >>> parse_json(b'{"a": 1, "a": 2}')
-    Traceback (most recent call last):
-    ...
-    ValueError: the key 'a' appears twice in one object (which one is meant?)
-    """
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not valid JSON (not UTF-8 text: {exc})") from None
-    try:
-        doc = json.loads(text, object_pairs_hook=_pairs)
-    except _DuplicateKey as exc:
-        raise ValueError(str(exc)) from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ValueError(f"not a readable annotation file: containers nested far deeper than the {MAX_DEPTH} "
-                         "levels the format uses") from None
-    except ValueError as exc:  # e.g. an integer of more digits than Python converts
-        raise ValueError(f"not a readable annotation file: {exc}") from None
-    if _depth(doc) > MAX_DEPTH:
-        raise ValueError(f"not a readable annotation file: containers nested deeper than the {MAX_DEPTH} "
-                         "levels the format uses")
-    return doc
-
-
-def max_file_bytes() -> int:
-    """The largest annotation file read (bytes): an eighth of the reader's memory budget, at least 64 MiB."""
-    from ..io.limits import memory_budget
-
-    return max(64 << 20, memory_budget() // 8)
-
-
-def check_size(size: int) -> None:
-    """Refuse a file too large to be an annotation file (parsing it could exhaust memory)."""
-    limit = max_file_bytes()
-    if size > limit:
-        raise ValueError(f"{size / 2**20:.0f} MiB is far larger than any annotation file this plugin writes or "
-                         f"can read safely here ({limit / 2**20:.0f} MiB); it is not one")
 
 
 def check_header(doc: Any, fmt: str, version: int) -> None:
@@ -489,7 +404,7 @@ def check_layer(layer: Any, image_shape: Sequence[int] | None) -> None:
                       f"{where}: frame coordinates outside the image's {n_frames} frames")
     _check_features(layer.features, layer.kind, where, n_frames)
     _need(isinstance(layer.metadata, Mapping), f"{where}.metadata must be an object")
-    from .store import jsonable  # what is written: numpy values as plain ones
+    from .json_text import jsonable  # what is written: numpy values as plain ones
 
     _check_metadata(jsonable(dict(layer.metadata)), where)
 

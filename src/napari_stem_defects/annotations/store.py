@@ -32,10 +32,7 @@ other values are dropped.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
-import secrets
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,12 +44,14 @@ import pandas as pd
 
 from ..io.atomic import atomic_write_text
 from ..provenance import current_user, now_iso, software
-from .schema import check_annotations, check_document, check_header, check_size, parse_json
+from .json_text import dumps_document, jsonable, same_json
+from .schema import check_annotations, check_document, check_header
+from .strict_json import check_size, parse_json
 from .tables import decode_array, decode_table, encode_array, encode_table
 
 __all__ = [
     "FORMAT", "SIDECAR_SUFFIX", "VERSION", "AnnotationFileError", "Annotations", "ImageReference",
-    "LayerAnnotation", "image_sha256", "jsonable", "load_annotations", "save_annotations", "sidecar_path",
+    "LayerAnnotation", "image_sha256", "load_annotations", "save_annotations", "sidecar_path",
 ]
 
 #: The ``format`` entry of every annotation file.
@@ -217,7 +216,7 @@ class LayerAnnotation:
                                           other.features.reset_index(drop=True), check_exact=True)
         except AssertionError:
             return False
-        return _same_json(self.metadata, other.metadata)
+        return same_json(self.metadata, other.metadata)
 
 
 @dataclass
@@ -424,54 +423,7 @@ def _decode_document(doc: dict[str, Any], p: Path) -> Annotations:
                        saved_at=doc.get("saved_at"), saved_by=doc.get("saved_by"), software=doc.get("software"))
 
 
-# --- helpers ---------------------------------------------------------------------------------------------
-
-_DROP = object()
-
-
-def jsonable(obj: Any) -> Any:
-    """A JSON-able copy of ``obj``: numpy values as plain ones, paths as strings, the rest dropped.
-
-    Dict entries whose value cannot be written are left out, list items
-    become None; dict keys become strings.
-
-    Examples
-    --------
-    >>> jsonable({"a": np.float32(0.5), "b": object(), 1: (np.int64(2), "x")})
-    {'a': 0.5, '1': [2, 'x']}
-    """
-    out = _jsonable(obj)
-    return None if out is _DROP else out
-
-
-def _jsonable(obj: Any) -> Any:
-    from ..io.atomic import json_default
-
-    if obj is None or isinstance(obj, (str, bool, int, float)):
-        return obj
-    if isinstance(obj, (np.generic, np.ndarray)):
-        try:
-            return _jsonable(json_default(obj))
-        except TypeError:
-            return _DROP
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if not isinstance(k, (str, int, float, bool, np.generic)) and k is not None:
-                continue
-            value = _jsonable(v)
-            if value is not _DROP:
-                out[str(k.item() if isinstance(k, np.generic) else k)] = value
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [None if (v := _jsonable(x)) is _DROP else v for x in obj]
-    return _DROP
-
-
-def _same_json(a: Any, b: Any) -> bool:
-    return json.dumps(jsonable(a), sort_keys=True) == json.dumps(jsonable(b), sort_keys=True)
+# --- file paths ---------------------------------------------------------------------------------------------
 
 
 def _relative_file(file: str | None, folder: str | os.PathLike | None) -> str | None:
@@ -491,42 +443,3 @@ def _absolute_file(file: str | None, folder: Path) -> str | None:
         return None
     p = Path(file)
     return str(p) if p.is_absolute() else os.path.abspath(folder / p)
-
-
-
-def dumps_document(doc: Any) -> str:
-    """JSON with indent 1, each table column and each array row on one line (readable, compact)."""
-    raw: list[str] = []
-    token = secrets.token_hex(4)
-
-    def compact(value: Any) -> str:
-        raw.append(json.dumps(value, separators=(",", ":"), allow_nan=True))
-        return f"\x00{token}:{len(raw) - 1}\x00"
-
-    def compact_rows(array: dict[str, Any]) -> str:
-        text = json.dumps(array["values"], separators=(",", ":"), allow_nan=True)
-        ndim = len(array["shape"])
-        if ndim > 1 and not str(array["dtype"]).lstrip("<>|=").startswith("U"):  # no brackets inside values
-            between = "]" * (ndim - 1) + "," + "[" * (ndim - 1)  # only found between rows
-            text = text.replace(between, between.replace(",", ",\n    "))
-            text = "[\n    " + text[1:-1] + "\n   ]"
-        raw.append(text)
-        return f"\x00{token}:{len(raw) - 1}\x00"
-
-    def walk(obj: Any, key: str | None = None) -> Any:
-        if isinstance(obj, dict):
-            if {"dtype", "shape", "values"} <= obj.keys():  # an encoded array: one line per row
-                return {**obj, "shape": compact(obj["shape"]), "values": compact_rows(obj)}
-            if {"columns", "dtypes", "values"} <= obj.keys():  # an encoded table: one line per column
-                return {**obj, "columns": compact(obj["columns"]), "dtypes": compact(obj["dtypes"]),
-                        "values": [compact(v) for v in obj["values"]],
-                        "categories": {k: {**c, "values": compact(c["values"])}
-                                       for k, c in obj.get("categories", {}).items()}}
-            return {k: walk(v, k) for k, v in obj.items()}
-        if isinstance(obj, list) and key in ("shape", "scale", "units", "translate"):
-            return compact(obj)
-        return obj
-
-    text = json.dumps(walk(doc), indent=1, allow_nan=True)
-    pattern = re.compile(r'"\\u0000' + token + r':(\d+)\\u0000"')
-    return pattern.sub(lambda m: raw[int(m.group(1))], text) + "\n"

@@ -9,12 +9,14 @@ extra; imported only when called).
 """
 
 from .defects import CELL_CLASSES, DEFECT_TYPES, SITE_DEFECTS, species_string
-from .imaging import ImagingParams, calibrated_imaging, random_imaging
+from .imaging import ImagingParams
+from .imaging_conditions import calibrated_imaging, random_imaging
 from .lattice import HoneycombLattice
 from .microscope import MicroscopeSettings
 from .multislice import simulate_multislice_twin
 from .regions import Amorphous, Disc, Grain, HalfPlane, Hole, Mask, MirrorRegion, PhaseRegion, Polygon, Rect
-from .sample import SAMPLE_CELL_COLUMNS, SAMPLE_SITE_COLUMNS, simulate_sample
+from .sample import simulate_sample
+from .sample_tables import SAMPLE_CELL_COLUMNS, SAMPLE_SITE_COLUMNS
 from .stack import StackTwin, simulate_stack
 from .twin import CELL_COLUMNS, SITE_COLUMNS, DigitalTwin, simulate_twin, with_dose
 

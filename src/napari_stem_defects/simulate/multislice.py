@@ -43,7 +43,8 @@ import numpy as np
 from ..materials import Material, parse_material
 from .column_calibration import PROTOCOL, configure_abtem, nice_size, plane_slices
 from .defects import populate
-from .imaging import ImagingParams, _background, calibrated_imaging, column_cross_section, record
+from .imaging import ImagingParams, _background, column_cross_section, record
+from .imaging_conditions import calibrated_imaging
 from .microscope import MicroscopeSettings
 from .structure import Supercell, site_atoms, unit_positions
 from .twin import DigitalTwin, TwinLayout, _tables, twin_layout
@@ -95,7 +96,7 @@ def simulate_multislice_twin(
         from it (``dose=None`` gives the clean detected fraction). Its probe fields only
         set the margin of cells drawn around the image (as for the fast twin); the
         probe itself is abTEM's. The twin's ``imaging`` records the fast-twin
-        equivalent (:func:`~.imaging.calibrated_imaging` at the settings).
+        equivalent (:func:`~.imaging_conditions.calibrated_imaging` at the settings).
     threads : int
         FFT threads for abTEM.
     progress : callable, optional

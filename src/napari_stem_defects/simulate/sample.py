@@ -36,13 +36,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy.spatial import cKDTree
 
 from ..cell_convention import normalise_rotation
 from ..materials import ATOMIC_NUMBER, Material, parse_material
-from ..vocabulary import DEFECT_TYPES, INCOMPLETE, PHASE_CODES, PHASES
-from .defects import Occupancy, _draw, populate, species_string
+from ..vocabulary import DEFECT_TYPES, PHASES
+from .defects import Occupancy, _draw, populate
 from .imaging import ImagingParams, apply_drift, column_cross_section, render
 from .lattice import HoneycombLattice, inside
 from .regions import (
@@ -58,6 +57,9 @@ from .regions import (
     region_to_dict,
 )
 from .sample_geometry import (
+    H_ROLE,
+    M_ROLE,
+    X_ROLE,
     GrainPositions,
     Step,
     distort_1t_prime,
@@ -70,12 +72,9 @@ from .sample_geometry import (
     times,
     undrift,
 )
-from .twin import CELL_COLUMNS, SITE_COLUMNS, DigitalTwin
+from .sample_tables import sample_maps, sample_tables
+from .twin import DigitalTwin
 
-#: Columns of the site table of a composite twin: those of every twin, then domain and phase.
-SAMPLE_SITE_COLUMNS: tuple[str, ...] = (*SITE_COLUMNS, "domain", "phase")
-#: Columns of its cell table: those of every twin, then domain, phase, boundary and the 1T second column.
-SAMPLE_CELL_COLUMNS: tuple[str, ...] = (*CELL_COLUMNS, "domain", "phase", "boundary", "x2_site_id", "x2_species")
 #: Defect types each phase's cells may take (a 1T cell has no hollow site and no X2 column to swap).
 PHASE_DEFECTS: dict[str, tuple[str, ...]] = {
     "2H": DEFECT_TYPES, "1T": ("V_X1", "V_X2", "V_M", "V_X1+V_M", "V_X2+V_M", "dopant_M", "sub_X"),
@@ -84,8 +83,6 @@ PHASE_DEFECTS: dict[str, tuple[str, ...]] = {
 BOUNDARY_NN: float = 1.5
 #: Atoms of two grains (or a patch and a grain) closer than this (nn) keep only the earlier one.
 MIN_SEPARATION_NN: float = 0.6
-
-_M, _X, _H = 0, 1, 2  # roles of a honeycomb position
 
 
 def simulate_sample(
@@ -105,30 +102,20 @@ def simulate_sample(
 
     Parameters
     ----------
-    material : str or Material
-        Host, e.g. ``"MoS2"`` (every phase and patch uses it).
-    shape : tuple of int
-        Image (H, W) in pixels.
-    pixel_size : float
-        Å per pixel.
+    material, shape, pixel_size, imaging, seed, dopant, substituent, adatom
+        As :func:`~.twin.simulate_twin`; every phase and patch is of the one host material.
     regions : sequence of regions or their dicts, optional
         The specimen, painted in order (see :mod:`~napari_stem_defects.simulate.regions`);
         None draws a layout from the seed (:func:`~napari_stem_defects.simulate.regions.random_regions`).
     defects : mapping of str to float, optional
         Fraction of the eligible cells of each domain with each defect type
         (1T domains take only :data:`PHASE_DEFECTS` ['1T']).
-    imaging : ImagingParams, optional
-        Imaging conditions.
-    seed : int, optional
-        Seed; the same seed and arguments give the same twin.
-    dopant, substituent, adatom : str, optional
-        Elements for dopant_M, sub_X and adatom defects.
 
     Returns
     -------
     DigitalTwin
-        ``sites`` with :data:`SAMPLE_SITE_COLUMNS`, ``cells`` with
-        :data:`SAMPLE_CELL_COLUMNS`; ``extra`` holds ``phase_map`` ((H, W)
+        ``sites`` with :data:`~.sample_tables.SAMPLE_SITE_COLUMNS`, ``cells`` with
+        :data:`~.sample_tables.SAMPLE_CELL_COLUMNS`; ``extra`` holds ``phase_map`` ((H, W)
         uint8, :data:`~napari_stem_defects.vocabulary.PHASE_CODES`),
         ``domain_map`` ((H, W) int32, domain + 1, 0 off the crystal),
         ``regions`` (the layout as dicts, origins drawn: passing it back
@@ -172,24 +159,24 @@ def simulate_sample(
     member = pts.near & (pnt.grain == pts.grain) & (pnt.state == CRYSTAL)
     t1 = pnt.phase == PHASES.index("1T")
     mirror = pnt.mirror & ~t1
-    role = np.where(pts.coset == 0, _M, np.where(t1 | (pts.coset == np.where(mirror, 2, 1)), _X, _H))
+    role = np.where(pts.coset == 0, M_ROLE, np.where(t1 | (pts.coset == np.where(mirror, 2, 1)), X_ROLE, H_ROLE))
     key = pts.grain.astype(np.int64) * 4 + pnt.phase * 2 + mirror
-    distort_1t_prime(pts, member & t1 & (role == _M) & (pnt.distortion_A > 0), pnt.distortion_A / pixel_size,
+    distort_1t_prime(pts, member & t1 & (role == M_ROLE) & (pnt.distortion_A > 0), pnt.distortion_A / pixel_size,
                      lattices)
-    member &= ~later_too_close(pts, member & (role != _H), MIN_SEPARATION_NN * nn)
+    member &= ~later_too_close(pts, member & (role != H_ROLE), MIN_SEPARATION_NN * nn)
     img = apply_drift(pts.spec, drift)
     in_img = inside(img, (h, w))
     mask = masked_pixels(layout, (h, w))
     pix = pixel_of(img, (h, w))
     masked = mask[pix[:, 0], pix[:, 1]] & in_img
-    site_ok = member & in_img & ~masked & (role != _H)
+    site_ok = member & in_img & ~masked & (role != H_ROLE)
 
     # --- the pixels: what the regions put there, and the distance of anything to a non-crystal pixel
     state, patch = _paint_pixels(layout, (h, w), drift)
     excluded = (state != CRYSTAL) | mask
     edge = excluded & ~ndimage.binary_erosion(excluded, border_value=1)
     edge_tree = cKDTree(np.argwhere(edge)) if edge.any() else None
-    atoms = member & (role != _H)
+    atoms = member & (role != H_ROLE)
     others: dict[int, cKDTree | None] = {}
 
     def clearance(pos: np.ndarray, k: int) -> np.ndarray:
@@ -219,8 +206,8 @@ def simulate_sample(
         lat = lattices[g]
         p = partner_step_1t(lat, drift) if phase == "1T" else partner_step(lat, 2 if k % 2 else 1, drift)
         second = times(p, -1) if phase == "1T" else times(p, 2)  # 1T: x2 at M - p; 2H: hollow at M + 2p
-        metals = np.flatnonzero(site_ok & (key == k) & (role == _M))
-        hollow_ok = member & in_img & ~masked & (role == _H)
+        metals = np.flatnonzero(site_ok & (key == k) & (role == M_ROLE))
+        hollow_ok = member & in_img & ~masked & (role == H_ROLE)
         part = _cells_of(pts, metals, g, p, second, phase, key == k, site_ok, hollow_ok)
         clear = np.minimum(clearance(img[metals], k), clearance(apply_drift(part["x_pos"], drift), k))
         if phase == "1T":
@@ -245,20 +232,20 @@ def simulate_sample(
                 "a1_px": lat.a1.tolist(), "a2_px": lat.a2.tolist(), "origin_px": lat.origin.tolist(),
                 "partner_step_px": v.tolist(), "n_cells": int(len(metals)),
             })
-    adatoms = member & in_img & ~masked & (role == _H) & (slots > 0).any(axis=1)
+    adatoms = member & in_img & ~masked & (role == H_ROLE) & (slots > 0).any(axis=1)
 
     # --- amorphous patches, contamination, image
     extra_pos, extra_slots = _patches(layout, state, patch, drift, pts.spec[atoms], mat, nn, pixel_size, rng)
-    lit = atoms | (member & (role == _H) & (slots > 0).any(axis=1))
+    lit = atoms | (member & (role == H_ROLE) & (slots > 0).any(axis=1))
     positions = np.concatenate([img[lit], apply_drift(extra_pos, drift)])
     all_slots = np.concatenate([slots[lit], extra_slots])
     image, expected = render(positions, column_cross_section(all_slots, imaging), (h, w), pixel_size, imaging, rng)
     image[mask] = np.nan
     expected[mask] = np.nan
 
-    sites, cells = _tables(pts, img, site_ok, adatoms, role, key, domain_of, slots, label, owner, cell_parts,
-                           drift, imaging)
-    phase_map, domain_map = _maps(sites, state, mask, [d["phase"] for d in domains])
+    sites, cells = sample_tables(pts, img, site_ok, adatoms, role, key, domain_of, slots, label, owner,
+                                 cell_parts, drift, imaging)
+    phase_map, domain_map = sample_maps(sites, state, mask, [d["phase"] for d in domains])
     for d in domains:
         d["n_sites"] = int((sites["domain"] == d["domain"]).sum())
         d["area_px"] = int((domain_map == d["domain"] + 1).sum())
@@ -315,10 +302,10 @@ def _fill(pts: GrainPositions, sel: np.ndarray, role: np.ndarray, g: int, p: Ste
     """Atoms, defect labels and owning cell of every position of one domain, from its occupancy."""
     i, j, r, c = pts.i[sel], pts.j[sel], role[sel], pts.coset[sel]
     for which, step, source, defect, slot in (
-        (r == _M, (0, 0, 0), occ.m, occ.m_defect, None),
-        (r == _H, second, occ.h, occ.h_defect, None),
-        ((r == _X) & (c == p[0]), p, occ.x, occ.x_defect, 0 if phase == "1T" else None),
-        ((r == _X) & (c == second[0]) & (phase == "1T"), second, occ.x, occ.x_defect, 1),
+        (r == M_ROLE, (0, 0, 0), occ.m, occ.m_defect, None),
+        (r == H_ROLE, second, occ.h, occ.h_defect, None),
+        ((r == X_ROLE) & (c == p[0]), p, occ.x, occ.x_defect, 0 if phase == "1T" else None),
+        ((r == X_ROLE) & (c == second[0]) & (phase == "1T"), second, occ.x, occ.x_defect, 1),
     ):
         if not which.any():
             continue
@@ -402,94 +389,3 @@ def _sequential_spacing(points: np.ndarray, spacing: float) -> np.ndarray:
     for k in range(len(points)):
         kept[k] = not any(kept[n] for n in neighbours[k])
     return np.flatnonzero(kept)
-
-
-# ----------------------------------------------------------------------------- tables and maps
-
-
-def _species(slots: np.ndarray) -> np.ndarray:
-    uniq, inverse = np.unique(np.sort(slots, axis=1), axis=0, return_inverse=True)
-    return np.array([species_string(s) for s in uniq], dtype=object)[inverse.ravel()]
-
-
-def _tables(pts: GrainPositions, img: np.ndarray, site_ok: np.ndarray, adatoms: np.ndarray, role: np.ndarray,
-            key: np.ndarray, domain_of: dict[int, int], slots: np.ndarray, label: np.ndarray, owner: np.ndarray,
-            cell_parts: list[dict[str, Any]], drift: tuple[float, float], imaging: ImagingParams,
-            ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The site and cell tables (sites: M, then X, then H, each by domain)."""
-    domain = np.full(len(key), -1)
-    for k, d in domain_of.items():
-        domain[key == k] = d
-    order = [np.flatnonzero(site_ok & (role == r)) for r in (_M, _X)] + [np.flatnonzero(adatoms)]
-    order = np.concatenate([o[np.argsort(domain[o], kind="stable")] for o in order])
-    site_id = np.full(len(key), -1)
-    site_id[order] = np.arange(len(order))
-    cell_id = np.full(len(key), -1)  # by position of the metal site of a cell
-    metals = np.concatenate([c["metals"] for c in cell_parts]) if cell_parts else np.zeros(0, int)
-    cell_id[metals] = np.arange(len(metals))
-    # each position's cell: the metal of its owning cell, if that metal is a cell of the same domain
-    cell_of = np.full(len(key), -1)
-    has_owner = owner >= 0
-    metal_pos = np.asarray(pts.offset)[pts.grain[has_owner]] + owner[has_owner]
-    same = key[metal_pos] == key[has_owner]
-    cell_of[np.flatnonzero(has_owner)[same]] = cell_id[metal_pos[same]]
-    phase_of_domain = {d: PHASES[(k // 2) % 2] for k, d in domain_of.items()}
-    sites = pd.DataFrame({
-        "site_id": np.arange(len(order)),
-        "y_px": img[order, 0], "x_px": img[order, 1],
-        "sublattice": np.array(["M", "X", "H"])[role[order]],
-        "species": _species(slots[order]),
-        "n_atoms": (slots[order] > 0).sum(axis=1),
-        "defect": label[order].astype(str),
-        "cell_id": cell_of[order],
-        "cross_section_A2": column_cross_section(slots[order], imaging),
-        "domain": domain[order],
-        "phase": [phase_of_domain[d] for d in domain[order]],
-    })
-    rows = []
-    for part in cell_parts:
-        m, x, second = part["metals"], part["x"], part["second"]
-        centre = (img[m] + apply_drift(part["x_pos"], drift)) / 2
-        species = {name: np.where(idx >= 0, _species(slots[np.maximum(idx, 0)]), "")
-                   for name, idx in (("x", x), ("x2", second))}
-        rows.append(pd.DataFrame({
-            "cell_id": cell_id[m], "i": pts.i[m], "j": pts.j[m], "y_px": centre[:, 0], "x_px": centre[:, 1],
-            "m_site_id": site_id[m], "x_site_id": np.where(x >= 0, site_id[np.maximum(x, 0)], -1),
-            "m_species": _species(slots[m]), "x_species": species["x"],
-            "class": np.where(part["complete"], part["cls"], INCOMPLETE).astype(str),
-            "domain": domain_of[part["key"]], "phase": PHASES[(part["key"] // 2) % 2],
-            "boundary": part["boundary"],
-            "x2_site_id": np.where(second >= 0, site_id[np.maximum(second, 0)], -1),
-            "x2_species": species["x2"],
-        }))
-    cells = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(SAMPLE_CELL_COLUMNS))
-    return sites, cells
-
-
-def _maps(sites: pd.DataFrame, state: np.ndarray, mask: np.ndarray,
-          phases: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Phase map (nearest site's phase on the crystal; hole, amorphous, masked) and domain map (domain + 1)."""
-    from scipy import ndimage
-
-    h, w = state.shape
-    crystal = (state == CRYSTAL) & ~mask
-    domain_map = np.zeros((h, w), dtype=np.int32)
-    if len(sites) and sites["domain"].nunique() == 1:
-        domain_map[crystal] = int(sites["domain"].iloc[0]) + 1
-    elif len(sites):
-        seeds = np.full((h, w), -1, dtype=np.int32)
-        pix = pixel_of(sites[["y_px", "x_px"]].to_numpy(), (h, w))
-        seeds[pix[:, 0], pix[:, 1]] = sites["domain"].to_numpy()
-        iy, ix = ndimage.distance_transform_edt(seeds < 0, return_distances=False, return_indices=True)
-        domain_map[crystal] = seeds[iy[crystal], ix[crystal]] + 1
-    if len(sites):  # a site's own pixel is crystal of its domain, even where a region's edge cuts the pixel
-        pix = pixel_of(sites[["y_px", "x_px"]].to_numpy(), (h, w))
-        domain_map[pix[:, 0], pix[:, 1]] = sites["domain"].to_numpy() + 1
-        state = state.copy()
-        state[pix[:, 0], pix[:, 1]] = CRYSTAL
-    codes = np.array([PHASE_CODES["none"]] + [PHASE_CODES[p] for p in phases], dtype=np.uint8)
-    phase_map = codes[domain_map]
-    phase_map[state != CRYSTAL] = PHASE_CODES["hole"]  # vacuum or hole
-    phase_map[state == AMORPHOUS] = PHASE_CODES["amorphous"]
-    phase_map[mask] = PHASE_CODES["masked"]
-    return phase_map, domain_map

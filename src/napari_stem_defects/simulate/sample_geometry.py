@@ -18,6 +18,9 @@ from ..cell_convention import partner_index
 from .imaging import apply_drift
 from .lattice import HoneycombLattice, inside
 
+#: Roles of a honeycomb position: metal, chalcogen, hollow (adatom) site.
+M_ROLE, X_ROLE, H_ROLE = 0, 1, 2
+
 Step = tuple[int, int, int]  # (coset c, di, dj): c (a1 + a2) / 3 + di a1 + dj a2
 COSET_STEPS: dict[int, tuple[Step, Step, Step]] = {
     1: ((1, 0, 0), (1, -1, 0), (1, 0, -1)),  # the three M -> X vectors of the +(a1+a2)/3 coset

@@ -27,7 +27,7 @@ def annotation_sites(ann: Any) -> tuple[np.ndarray, np.ndarray]:
     data (moved points count), occupied unless the species is "empty" (or
     blank). Without a sites layer, from the cells' metal and X2 sites (and
     adatoms), as the dataset's masks are made
-    (:func:`~napari_stem_defects.annotations.training_set.annotation_mask`).
+    (:func:`~napari_stem_defects.annotations.training_inputs.annotation_mask`).
 
     Parameters
     ----------
@@ -43,7 +43,7 @@ def annotation_sites(ann: Any) -> tuple[np.ndarray, np.ndarray]:
     ValueError
         Annotations with neither sites nor cells.
     """
-    from ..annotations.training_set import _occupied, cell_table_positions
+    from ..annotations.training_inputs import _occupied, cell_table_positions
 
     if ann.sites is not None and len(ann.sites.features):
         feats = ann.sites.features

@@ -2,7 +2,7 @@
 
 This is the last step of the correction loop: a person corrects the model's
 labels in the viewer, exports them
-(:func:`~napari_stem_defects.annotations.training_set.export_training_set`),
+(:func:`~napari_stem_defects.annotations.training_set_export.export_training_set`),
 and :func:`finetune_cell_cnn` makes a new model version from them.
 
 - It always starts from the SHIPPED weights

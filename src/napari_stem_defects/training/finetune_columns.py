@@ -2,7 +2,7 @@
 
 The column half of the correction loop: a person adds, moves and deletes
 sites (and sets species, "empty" for a vacancy) in the viewer, exports the
-annotations (:func:`~napari_stem_defects.annotations.training_set.export_training_set`),
+annotations (:func:`~napari_stem_defects.annotations.training_set_export.export_training_set`),
 and :func:`finetune_column_unet` makes a new version of the column detector
 (:mod:`napari_stem_defects.columns.unet`) from them.
 

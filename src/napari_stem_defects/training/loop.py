@@ -43,7 +43,7 @@ FINETUNE_SEED_BASE = 60_000_000
 #: docstring takes them in with :func:`shared_parameters`.
 SHARED_PARAMETERS = """\
 datasets : sequence of str or Path
-    Training set folders (:func:`~napari_stem_defects.annotations.training_set.export_training_set`).
+    Training set folders (:func:`~napari_stem_defects.annotations.training_set_export.export_training_set`).
 out : str or Path
     Weights file to write (``.pt`` added if missing); the model card goes
     beside it (``.md``). Never the packaged models folder.
