@@ -56,7 +56,8 @@ def test_a_segmentor_trained_on_an_export_runs_back_through_the_atomai_engine(tw
     images, masks = atomai_training_arrays(dataset, tile=64)
     torch.manual_seed(0)
     seg = atomai.models.Segmentor("Unet", nb_classes=segmentor_classes(masks), nb_filters=8)
-    seg.fit(images, masks, training_cycles=40, batch_size=2, filename=str(tmp_path / "cols"), print_loss=1000)
+    seg.fit(images, masks, training_cycles=40, batch_size=2, filename=str(tmp_path / "cols"), print_loss=1000,
+            plot_training_history=False)
     path = tmp_path / "cols_metadict_final.tar"
     assert path.is_file()
     dmap = atomai_detection_map(twin.image, twin.nn_px, model=path, trust_model_file=True)

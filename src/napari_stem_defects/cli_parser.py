@@ -168,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--pixel-size", type=_pixel_size, default=None, help="override the file's pixel size (Å)")
     ana.add_argument("--material", default=None,
                      help="e.g. MoS2, WSe2, MoWSSe; sets species names and which sublattice is the metal")
-    ana.add_argument("--method", choices=("classical", "deep"), default="classical",
-                     help="detection map: band-pass filter or the shipped U-Net (default classical)")
+    ana.add_argument("--method", choices=("classical", "deep", "atomai"), default="classical",
+                     help="detection map: band-pass filter, the shipped U-Net, or your own trained AtomAI "
+                          "Segmentor (--column-model FILE --trust-model-file) (default classical)")
     ana.add_argument("--threshold", type=_number(), default=None, help="peak threshold on the detection map")
     ana.add_argument("--refine", choices=("gaussian", "com"), default="gaussian",
                      help="sub-pixel refinement (default gaussian)")
@@ -181,7 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "(see `train --name`) or a .pt file (default the shipped model)")
     ana.add_argument("--column-model", default=None, metavar="NAME_OR_PATH",
                      help="column U-Net weights for --method deep: a model version name "
-                          "(see `train --what columns --name`) or a .pt file (default the shipped model)")
+                          "(see `train --what columns --name`) or a .pt file (default the shipped model); "
+                          "for --method atomai the .tar file atomai's Segmentor saved")
+    ana.add_argument("--trust-model-file", action="store_true",
+                     help="allow --method atomai to load --column-model: an AtomAI model file is a Python "
+                          "pickle and loading it runs the code it holds; only for files you trained yourself "
+                          "or got from someone you trust")
     ana.add_argument("--heatmaps", choices=("none", "sliding-window", "attention-unet"), default="none",
                      help="also write per-family defect probability maps (needs --material): "
                           "DIR/heatmaps.npy, uncertainty.npy, heatmaps.json, regions.csv (default none)")
@@ -226,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     dyn.add_argument("--classifier", choices=("physics", "cnn", "cnn-two-stage", "none"), default="physics",
                      help="cell classifier for defect_counts.csv (default physics)")
     dyn.add_argument("--seed", type=int, default=0, help="seed of the autoencoder training (default 0)")
+    dyn.add_argument("--encoder", choices=("autoencoder", "rvae", "intensity"), default="autoencoder",
+                     help="patch encoder of the instability: our autoencoder, atomai's rotationally invariant "
+                          "VAE, or none (the intensity change alone) (default autoencoder)")
+    dyn.add_argument("--score", choices=("fused", "latent"), default="fused",
+                     help="instability: the code's change fused with the intensity change, or the code's "
+                          "alone (default fused)")
 
     exp = sub.add_parser(
         "export-training",

@@ -15,7 +15,7 @@ so a Segmentor trained on them runs back through
 
     images, masks = atomai_training_arrays("DATASET")
     seg = atomai.models.Segmentor("Unet", nb_classes=segmentor_classes(masks))
-    seg.fit(images, masks, training_cycles=500, filename="my_columns")
+    seg.fit(images, masks, training_cycles=500, filename="my_columns", plot_training_history=False)
     # -> my_columns_metadict_final.tar: napari-stem-defects analyze IMAGE --method atomai
     #    --column-model my_columns_metadict_final.tar --trust-model-file
 
