@@ -49,14 +49,15 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_implementation()} {platform.python_version()}"
 
 
-def training_arrays(n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Images (n, 1, s, s) 0-1, atomai masks (n, 1, s, s) and our blob targets (n, 1, s, s) of the same twins."""
+def training_arrays(n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The same twins (n, 1, s, s) as each engine normalises them: atomai's images (0-1) and masks, ours and targets."""
     from napari_stem_defects.columns.atomai_engine import atomai_normalize
 
     ex = [make_example(TRAIN_SEED_BASE + k, size) for k in range(n)]
-    images = np.stack([atomai_normalize(e["image"]) for e in ex])[:, None]
+    ours = np.stack([e["image"] for e in ex])[:, None].astype(np.float32)
     targets = np.stack([e["target"] for e in ex])[:, None].astype(np.float32)
-    return images, (targets > 0.5).astype(np.float32), targets
+    atomai_images = np.stack([atomai_normalize(e["image"]) for e in ex])[:, None]
+    return atomai_images, (targets > 0.5).astype(np.float32), ours, targets
 
 
 def train_atomai(images: np.ndarray, masks: np.ndarray, budget: float, out: Path, batch: int) -> tuple[Path, int]:
@@ -143,13 +144,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pd.set_option("display.width", 200, "display.precision", 3)
     print(f"# bench_atomai on {machine()}, torch threads {args.threads}")
-    images, masks, targets = training_arrays(args.twins, args.size)
+    images, masks, ours_images, targets = training_arrays(args.twins, args.size)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         path, cycles = train_atomai(images, masks, args.budget, Path(tmp), args.batch)
         t_atomai = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ours, steps = train_ours(images, targets, args.budget, args.batch)
+        ours, steps = train_ours(ours_images, targets, args.budget, args.batch)
         t_ours = time.perf_counter() - t0
         print(f"# trained on {args.twins} twins of {args.size} px, batch {args.batch}: atomai Segmentor "
               f"{cycles} cycles in {t_atomai:.0f} s (incl. its 5-cycle timing probe); our U-Net {steps} steps "

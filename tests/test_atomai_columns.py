@@ -10,6 +10,7 @@ from napari_stem_defects.annotations.training_set import export_training_set, re
 from napari_stem_defects.annotations.twins import twin_annotations
 from napari_stem_defects.cli import main
 from napari_stem_defects.columns.atomai_engine import UntrustedModelError, load_atomai_model
+from napari_stem_defects.columns.evaluate import score_sites
 from napari_stem_defects.simulate import ImagingParams, simulate_twin
 
 torch = pytest.importorskip("torch")
@@ -65,8 +66,11 @@ def test_a_segmentor_trained_on_an_export_runs_back_through_the_atomai_engine(tw
     assert dmap.shape == twin.image.shape and 0.0 <= dmap.min() and dmap.max() <= 1.0
     # a few dozen steps already put the map's weight on the columns the masks marked
     assert dmap[truth].mean() > dmap[~truth].mean() + 0.1
-    result = detect_columns(twin.image, method="atomai", model=path, trust_model_file=True, material="MoS2")
-    assert len(result.sites) > 100 and set(result.sites["sublattice"]) == {"M", "X"}
+    result = detect_columns(twin.image, method="atomai", model=path, trust_model_file=True, material="MoS2",
+                            pixel_size=twin.pixel_size)
+    assert set(result.sites["sublattice"]) == {"M", "X"}
+    scores = score_sites(result.sites, twin.sites, twin.nn_px, twin.pixel_size)
+    assert scores.f1 > 0.7, scores
 
 
 def test_an_atomai_model_file_is_not_loaded_without_the_opt_in(twin, tmp_path, capsys):
