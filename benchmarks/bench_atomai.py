@@ -68,13 +68,15 @@ def train_atomai(images: np.ndarray, masks: np.ndarray, budget: float, out: Path
     torch.manual_seed(0)
     probe = atomai.models.Segmentor("Unet", nb_classes=1)
     t0 = time.perf_counter()
-    probe.fit(images, masks, training_cycles=5, batch_size=batch, filename=str(out / "probe"), print_loss=10**6,
-              plot_training_history=False)
+    # atomai's trainer wants a test set of at least one batch; it only prints its loss (no early stopping)
+    monitor = (images[:batch], masks[:batch])
+    probe.fit(images, masks, *monitor, training_cycles=5, batch_size=batch, filename=str(out / "probe"),
+              print_loss=10**6, plot_training_history=False)
     per_cycle = (time.perf_counter() - t0) / 5
     cycles = max(5, int(budget / per_cycle))
     torch.manual_seed(0)
     seg = atomai.models.Segmentor("Unet", nb_classes=1)
-    seg.fit(images, masks, training_cycles=cycles, batch_size=batch, filename=str(out / "atomai"),
+    seg.fit(images, masks, *monitor, training_cycles=cycles, batch_size=batch, filename=str(out / "atomai"),
             print_loss=10**6, plot_training_history=False)
     return out / "atomai_metadict_final.tar", cycles
 

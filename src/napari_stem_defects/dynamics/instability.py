@@ -23,10 +23,13 @@ The recipe (after the quaternary MoWSSe study):
    and of the neighbourhood (a column moving off its site, a neighbour leaving).
 5. The instability (``score="fused"``, the default) is
    :func:`~.site_scores.fuse_steps` of the two, step by step: their
-   geometric mean, normalised again. The two measures' noise is nearly
-   independent while a real event moves both in the same step, so the fused
-   score ranks the sites that really changed above either alone
-   (``benchmarks/bench_dynamics.py --section events``). ``score="latent"``
+   geometric mean, normalised again: a real event moves both in the same
+   step, while their noise is nearly independent. On simulated series
+   (``benchmarks/bench_dynamics.py --section events``) the fused score ranks
+   the sites that really changed better than the code's change alone at
+   every dose, and better than the intensity change at low dose (1e4
+   e/Å^2); at 1e5-1e6 the plain intensity change still ranks best, because
+   the code also changes when a neighbour changes. ``score="latent"``
    keeps the encoder's change alone; ``encoder="intensity"`` the baseline
    alone (no network).
 6. A site's value is a summary of its steps (:func:`~.site_scores.summarize_steps`;
