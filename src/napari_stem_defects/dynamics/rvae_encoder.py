@@ -14,8 +14,9 @@ measures how each site's code changes from frame to frame.
 What to expect (``benchmarks/bench_dynamics.py --section events``): after
 registration the frames share one lattice orientation, so the invariances
 buy little for this task, and a site that merely jitters off its centre
-changes less in the rVAE code, which helps; the rVAE's spatial decoder makes
-it several times slower to train than our autoencoder on a CPU.
+changes less in the rVAE code, which helps. Per patch, the rVAE's spatial
+decoder is about four times slower to train than our autoencoder on a CPU, so
+by default it takes fewer, smaller steps (:data:`RVAE_STEPS` of :data:`RVAE_BATCH`).
 
 atomai (and torch) are imported inside the functions only: ``import
 napari_stem_defects`` and napari's start do not load it (about 7 s).
