@@ -215,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
              "instability.npy, clusters.csv, defect_counts.csv, dynamics.json",
         description="Register the frames of an image series, track every atom column through them, "
                     "list the sites emptied, filled or moved, and map where the lattice is unstable "
-                    "(an autoencoder trained on the series itself).",
+                    "(an autoencoder, or atomai's rVAE, trained on the series itself, fused with the "
+                    "intensity change).",
     )
     dyn.add_argument("stack", nargs="+",
                      help="one multi-frame STEM file, or several single-frame files stacked in the order given")
@@ -231,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="frames a new state must last to count as an event (default 1)")
     dyn.add_argument("--classifier", choices=("physics", "cnn", "cnn-two-stage", "none"), default="physics",
                      help="cell classifier for defect_counts.csv (default physics)")
-    dyn.add_argument("--seed", type=int, default=0, help="seed of the autoencoder training (default 0)")
+    dyn.add_argument("--seed", type=int, default=0, help="seed of the encoder training (default 0)")
     dyn.add_argument("--encoder", choices=("autoencoder", "rvae", "intensity"), default="autoencoder",
                      help="patch encoder of the instability: our autoencoder, atomai's rotationally invariant "
                           "VAE, or none (the intensity change alone) (default autoencoder)")
