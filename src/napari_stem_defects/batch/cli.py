@@ -33,7 +33,7 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     opts = bat.add_argument_group("analysis (as `analyze`)")
     opts.add_argument("--pixel-size", type=float, default=None, help="override every file's pixel size (Å)")
     opts.add_argument("--material", default=None, help="e.g. MoS2, WSe2, MoWSSe (needed for cells, statistics)")
-    opts.add_argument("--method", choices=("classical", "deep"), default="classical",
+    opts.add_argument("--method", choices=("classical", "deep", "atomai"), default="classical",
                       help="detection map (default classical)")
     opts.add_argument("--threshold", type=float, default=None, help="peak threshold on the detection map")
     opts.add_argument("--refine", choices=("gaussian", "com"), default="gaussian",
@@ -43,7 +43,11 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     opts.add_argument("--cell-model", default=None, metavar="NAME_OR_PATH",
                       help="cell classifier weights: a model version name or a .pt file (default shipped)")
     opts.add_argument("--column-model", default=None, metavar="NAME_OR_PATH",
-                      help="column U-Net weights for --method deep (default shipped)")
+                      help="column U-Net weights for --method deep (default shipped); for --method atomai "
+                           "the .tar file of your atomai Segmentor")
+    opts.add_argument("--trust-model-file", action="store_true",
+                      help="allow --method atomai to load --column-model (a Python pickle: loading it runs the "
+                           "code it holds; only for files you trained yourself or got from someone you trust)")
     opts.add_argument("--heatmaps", choices=("none", "sliding-window", "attention-unet"), default="none",
                       help="also write defect probability heatmaps (needs --material; default none)")
     opts.add_argument("--heatmap-threshold", type=float, default=0.5, metavar="P",
@@ -90,6 +94,7 @@ def settings_from_args(args: argparse.Namespace) -> "BatchSettings":  # noqa: F8
                          heatmap_window=args.heatmap_window, heatmap_min_area=args.heatmap_min_area,
                          cell_model=args.cell_model, column_model=args.column_model, pixel_size=args.pixel_size,
                          calibration_tolerance=args.tolerance, force=args.force,
+                         trust_model_file=args.trust_model_file,
                          include_boundary=args.include_boundaries,
                          mask=None if args.mask is None else str(Path(args.mask).resolve()),
                          microscope=_typed_microscope(args))
