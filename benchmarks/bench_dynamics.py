@@ -10,8 +10,10 @@ drift
 events
     The whole pipeline (``analyze_stack``) at several doses: tracking completeness and
     identity purity, event precision/recall/F1 per kind, and how well the instability
-    ranks the sites that really changed (ROC AUC), for the autoencoder metric and the
-    plain intensity-change baseline in the same table.
+    ranks the sites that really changed (ROC AUC) with each encoder's training time: the
+    default map (our autoencoder's code change fused with the intensity change), the
+    autoencoder's code change alone, atomai's rVAE (fused and alone; ``--encoders``) and the
+    plain intensity-change baseline, all on the same registered stacks and sites.
 speed
     Seconds per stage for a 50-frame 1024 x 1024 stack (``--big-frames``, ``--big-size``).
 
@@ -32,7 +34,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from napari_stem_defects.dynamics.evaluate import match_events, tracking_accuracy
-from napari_stem_defects.dynamics.instability import roc_auc
+from napari_stem_defects.dynamics.instability import compute_instability, roc_auc
 from napari_stem_defects.dynamics.pipeline import analyze_stack
 from napari_stem_defects.dynamics.registration import register_stack
 from napari_stem_defects.simulate.stack import simulate_stack
@@ -100,7 +102,25 @@ def changed_labels(twin, site_table: pd.DataFrame, tol: float) -> np.ndarray:
     return np.isin(ids, list(twin.changed_sites)) & (dist < tol)
 
 
-def events_section(seeds: int, frames: int, size: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def encoder_aucs(result, labels: np.ndarray, encoders: list[str], seed: int) -> dict[str, float]:
+    """AUC of every instability score, and training seconds, on the analysed stack's registered frames and sites."""
+    table = result.site_table
+    out = {"AUC fused (default map)": roc_auc(table["instability"].to_numpy(), labels),
+           "AUC autoencoder": roc_auc(table["latent_change"].to_numpy(), labels),
+           "s autoencoder": result.instability.history.get("seconds", np.nan)}
+    for enc in (e for e in encoders if e not in ("autoencoder", "intensity")):  # intensity: the baseline column
+        t0 = time.perf_counter()
+        r = compute_instability(result.registration.registered, table[["y_px", "x_px"]].to_numpy(float),
+                                patch_px=2.5 * result.nn_px, valid=result.registration.valid, encoder=enc, seed=seed)
+        out[f"AUC {enc} fused"] = roc_auc(r.per_site, labels)
+        out[f"AUC {enc}"] = roc_auc(r.latent_per_site, labels)
+        out[f"s {enc}"] = r.history.get("seconds", time.perf_counter() - t0)
+    out["AUC intensity change (baseline)"] = roc_auc(table["intensity_change"].to_numpy(), labels)
+    return out
+
+
+def events_section(seeds: int, frames: int, size: int,
+                   encoders: list[str] = ("autoencoder",)) -> tuple[pd.DataFrame, pd.DataFrame]:
     event_rows, rank_rows = [], []
     for dose in DOSES:
         for seed in range(seeds):
@@ -114,10 +134,7 @@ def events_section(seeds: int, frames: int, size: int) -> tuple[pd.DataFrame, pd
                                    "track completeness": acc["completeness"], "track purity": acc["purity"]})
             labels = changed_labels(twin, result.site_table, tol)
             rank_rows.append({"dose": dose, "seed": seed, "changed sites": int(labels.sum()),
-                              "sites": int(len(labels)),
-                              "AUC autoencoder": roc_auc(result.site_table["instability"].to_numpy(), labels),
-                              "AUC intensity change (baseline)":
-                                  roc_auc(result.site_table["intensity_change"].to_numpy(), labels)})
+                              "sites": int(len(labels)), **encoder_aucs(result, labels, list(encoders), seed)})
     events = pd.DataFrame(event_rows)
     summed = events.groupby(["dose", "kind"], sort=False)[["n_found", "n_truth", "tp"]].sum()
     summed["precision"] = summed["tp"] / summed["n_found"].replace(0, np.nan)
@@ -125,10 +142,9 @@ def events_section(seeds: int, frames: int, size: int) -> tuple[pd.DataFrame, pd
     summed["f1"] = 2 * summed["tp"] / (summed["n_found"] + summed["n_truth"]).replace(0, np.nan)
     tracks = events.groupby("dose")[["track completeness", "track purity"]].mean()
     summed = summed.reset_index().merge(tracks.reset_index(), on="dose")
-    ranks = pd.DataFrame(rank_rows).groupby("dose")[
-        ["changed sites", "sites", "AUC autoencoder", "AUC intensity change (baseline)"]].agg(
-        {"changed sites": "sum", "sites": "sum", "AUC autoencoder": "mean",
-         "AUC intensity change (baseline)": "mean"}).reset_index()
+    ranks = pd.DataFrame(rank_rows).drop(columns="seed").groupby("dose").agg(
+        {c: ("sum" if c in ("changed sites", "sites") else "mean")
+         for c in rank_rows[0] if c not in ("dose", "seed")}).reset_index()
     return summed, ranks
 
 
@@ -150,6 +166,9 @@ def main() -> None:
     parser.add_argument("--section", nargs="+", default=["drift", "events", "speed"],
                         choices=["drift", "events", "speed"])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--encoders", nargs="+", default=["autoencoder", "rvae", "intensity"],
+                        choices=["autoencoder", "rvae", "intensity"],
+                        help="instability encoders compared in the events section (rvae needs atomai)")
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--big-frames", type=int, default=50)
@@ -163,10 +182,10 @@ def main() -> None:
         print("## Drift recovery (target: within 0.2 px)")
         print(drift_section(args.seeds, args.frames, args.size).to_string(index=False), "\n")
     if "events" in args.section:
-        events, ranks = events_section(args.seeds, args.frames, args.size)
+        events, ranks = events_section(args.seeds, args.frames, args.size, args.encoders)
         print("## Tracking and events (tolerance 0.4 nn, same frame)")
         print(events.to_string(index=False), "\n")
-        print("## Instability ranking of the sites that changed (ROC AUC)")
+        print("## Instability ranking of the sites that changed (ROC AUC; s: encoder training seconds)")
         print(ranks.to_string(index=False), "\n")
     if "speed" in args.section:
         print(f"## Speed, {args.big_frames} x {args.big_size}^2 stack")

@@ -110,3 +110,16 @@ def test_bad_input_exits_with_status_2_and_a_message(tmp_path, capsys, frames, m
 def test_missing_file_exits_with_status_2(tmp_path, capsys):
     assert main(["dynamics", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "out")]) == 2
     assert "missing.tif" in capsys.readouterr().err
+
+
+def test_intensity_encoder_writes_the_intensity_change_as_the_instability(twin, tmp_path, capsys):
+    np.save(tmp_path / "series.npy", twin.frames)
+    out = tmp_path / "out"
+    assert main(["dynamics", str(tmp_path / "series.npy"), "--out", str(out), "--pixel-size",
+                 str(twin.pixel_size), "--classifier", "none", "--encoder", "intensity"]) == 0
+    table = pd.read_csv(out / "instability.csv")
+    assert list(table.columns) == list(pipeline.SITE_INSTABILITY_COLUMNS) and len(table) > 30
+    assert np.allclose(table["instability"], table["intensity_change"], equal_nan=True)
+    assert table["latent_change"].isna().all()
+    settings = json.loads((out / "dynamics.json").read_text())["settings"]
+    assert settings["encoder"] == "intensity" and settings["score"] == "fused"

@@ -25,6 +25,8 @@ from napari_stem_defects.dynamics.clusters import (
     unstable_clusters,
 )
 from napari_stem_defects.dynamics.instability import (
+    BASELINE_RADIUS_PATCH,
+    INSTABILITY_COLUMNS,
     compute_instability,
     instability_map,
     intensity_change,
@@ -32,6 +34,8 @@ from napari_stem_defects.dynamics.instability import (
     site_patches,
     summarize_steps,
 )
+from napari_stem_defects.dynamics.rvae_encoder import RVAE_LATENT_DIM
+from napari_stem_defects.dynamics.site_scores import fuse_steps
 
 NN = 10.0  # metal to chalcogen distance, px
 PATCH = 2.5 * NN
@@ -326,3 +330,42 @@ def test_modules_import_without_torch():
             "napari_stem_defects.dynamics.autoencoder; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_fused_score_ranks_at_least_as_well_as_each_measure_and_keeps_both(series):
+    r, changed = series["result"], series["changed"]
+    ok = np.isfinite(r.per_site)
+    assert r.encoder == "autoencoder" and r.score == "fused"
+    # the fused steps are the normalised geometric mean of the two normalised step tables
+    assert np.allclose(r.per_step, fuse_steps(r.latent_per_step, r.baseline_per_step), equal_nan=True)
+    assert np.nanmedian(r.per_step) == pytest.approx(1.0) and np.nanmedian(r.latent_per_step) == pytest.approx(1.0)
+    fused, latent, base = (roc_auc(v[ok], changed[ok]) for v in (r.per_site, r.latent_per_site, r.baseline_per_site))
+    assert fused >= max(latent, base) - 0.01, (fused, latent, base)
+    table = r.table()
+    assert list(table.columns) == list(INSTABILITY_COLUMNS)
+    assert np.allclose(table["latent_change"], r.latent_per_site, equal_nan=True)
+
+
+def test_intensity_encoder_is_the_baseline_alone_and_bad_choices_are_value_errors(series):
+    stack, pos = series["stack"], series["pos"]
+    r = compute_instability(stack, pos, patch_px=PATCH, encoder="intensity")
+    _, base = intensity_change(stack, pos, BASELINE_RADIUS_PATCH * PATCH)
+    assert np.allclose(r.per_site, base, equal_nan=True) and r.latents.shape == (stack.shape[0], len(pos), 0)
+    assert np.isnan(r.latent_per_site).all()
+    with pytest.raises(ValueError, match="encoder"):
+        compute_instability(stack, pos, patch_px=PATCH, encoder="pca")
+    with pytest.raises(ValueError, match="score"):
+        compute_instability(stack, pos, patch_px=PATCH, score="best")
+
+
+def test_rvae_encoder_codes_the_patches_and_its_fused_score_ranks_the_changes():
+    pytest.importorskip("atomai")
+    stack, pos, changed, *_ = honeycomb_stack(shape=(128, 128), n_frames=5, seed=2, group_centre=(60.0, 60.0),
+                                              isolated=((100.0, 30.0), (30.0, 100.0), (100.0, 100.0)))
+    r = compute_instability(stack, pos, patch_px=PATCH, encoder="rvae", epochs=3, seed=0)
+    assert r.encoder == "rvae" and r.latents.shape == (5, len(pos), RVAE_LATENT_DIM)
+    assert np.isfinite(r.latents[r.valid]).all() and np.isnan(r.latents[~r.valid]).all()
+    assert r.history["encoder"] == "rvae" and r.history["epochs"] == 3
+    ok = np.isfinite(r.per_site)
+    assert ok[changed].all()
+    assert roc_auc(r.per_site[ok], changed[ok]) > 0.9

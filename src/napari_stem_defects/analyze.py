@@ -255,6 +255,7 @@ def analyze_image(
     microscope: Any = None,
     strain: bool = False,
     strain_reference: str = "domain",
+    trust_model_file: bool = False,
 ) -> Analysis:
     """Detect the atom columns of every frame of an image, and classify its cells when the material is known.
 
@@ -290,6 +291,8 @@ def analyze_image(
         Weights of the column U-Net for ``method='deep'``: a model version name
         (``list_models("columns")``) or a ``.pt`` file; default the shipped model.
         Recorded in the settings (``column_model``). Ignored by the classical method.
+        For ``method='atomai'``: the file of a trained atomai Segmentor (required), loaded only
+        with ``trust_model_file`` (see :mod:`napari_stem_defects.columns.atomai_engine`).
     progress : callable, optional
         ``progress(frames_done, n_frames)``.
     force : bool
@@ -307,6 +310,8 @@ def analyze_image(
         :func:`~napari_stem_defects.columns.columns_from_map`). By default the file's, when its
         metadata give both energy and detector angles
         (:func:`~napari_stem_defects.simulate.microscope.settings_from_metadata`).
+    trust_model_file : bool
+        Opt-in to unpickle an atomai model file (``method='atomai'``); without it that method refuses.
 
     Returns
     -------
@@ -333,6 +338,10 @@ def analyze_image(
         material = parse_material(material)
     model = _model("cells", cell_model) if (material and classifier != "physics") else None
     unet = _model("columns", column_model) if method == "deep" else None
+    if method == "atomai":  # refused without the opt-in, or a bad file, before any work
+        from .columns.atomai_engine import atomai_model
+
+        unet = atomai_model(column_model, trust_model_file)
     engine = None if heatmaps in (None, "none") else heatmaps
     if engine is not None:
         _check_heatmap_settings(engine, material, heatmap_threshold, heatmap_window, heatmap_min_area)

@@ -86,7 +86,7 @@ def _cmd_dynamics(args: argparse.Namespace) -> int:
     result = analyze_stack(stack, args.material, pixel_size, nonrigid=not args.rigid_only, method=args.method,
                            max_gap=args.max_gap, min_persistence=args.min_persistence,
                            classifier=None if args.classifier == "none" else args.classifier,
-                           seed=args.seed, progress=progress)
+                           seed=args.seed, encoder=args.encoder, score=args.score, progress=progress)
     paths = write_dynamics(result, args.out, source=" ".join(str(p) for p in args.stack))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     events = result.events["kind"].value_counts().to_dict() if len(result.events) else {}
@@ -237,8 +237,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         if total > 1:
             print(f"frame {done}/{total}", file=sys.stderr)
 
-    if args.column_model is not None and args.method != "deep":
-        print("note: --column-model applies to --method deep only; ignored", file=sys.stderr)
+    if args.column_model is not None and args.method == "classical":
+        print("note: --column-model applies to --method deep and atomai only; ignored", file=sys.stderr)
     if args.cell_model is not None and args.classifier == "physics":
         print("note: --cell-model applies to the CNN classifiers only; ignored", file=sys.stderr)
     if args.heatmap_window is not None and args.heatmaps == "attention-unet":
@@ -251,7 +251,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                              force=args.force, pixel_size_source="typed" if args.pixel_size else "file",
                              mask=read_mask(args.mask, image.data.shape[-2:]) if args.mask else None,
                              include_boundary=args.include_boundaries, microscope=typed_microscope(args),
-                             strain=args.strain, strain_reference=args.strain_reference)
+                             strain=args.strain, strain_reference=args.strain_reference,
+                             trust_model_file=args.trust_model_file)
     paths = write_analysis(analysis, args.out, source=str(args.image))
     for warning in analysis.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -25,7 +25,7 @@ def settings_from_args(args: argparse.Namespace) -> "BatchSettings":  # noqa: F8
                          cell_model=args.cell_model, column_model=args.column_model, pixel_size=args.pixel_size,
                          calibration_tolerance=args.tolerance, force=args.force,
                          include_boundary=args.include_boundaries, strain=args.strain,
-                         strain_reference=args.strain_reference,
+                         strain_reference=args.strain_reference, trust_model_file=args.trust_model_file,
                          mask=None if args.mask is None else str(Path(args.mask).resolve()),
                          microscope=_typed_microscope(args))
 

@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
              "instability.npy, clusters.csv, defect_counts.csv, dynamics.json",
         description="Register the frames of an image series, track every atom column through them, "
                     "list the sites emptied, filled or moved, and map where the lattice is unstable "
-                    "(an autoencoder trained on the series itself).",
+                    "(an autoencoder, or atomai's rVAE, trained on the series itself, fused with the "
+                    "intensity change).",
     )
     dyn.add_argument("stack", nargs="+",
                      help="one multi-frame STEM file, or several single-frame files stacked in the order given")
@@ -188,7 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="frames a new state must last to count as an event (default 1)")
     dyn.add_argument("--classifier", choices=("physics", "cnn", "cnn-two-stage", "none"), default="physics",
                      help="cell classifier for defect_counts.csv (default physics)")
-    dyn.add_argument("--seed", type=int, default=0, help="seed of the autoencoder training (default 0)")
+    dyn.add_argument("--seed", type=int, default=0, help="seed of the encoder training (default 0)")
+    dyn.add_argument("--encoder", choices=("autoencoder", "rvae", "intensity"), default="autoencoder",
+                     help="patch encoder of the instability: our autoencoder, atomai's rotationally invariant "
+                          "VAE, or none (the intensity change alone) (default autoencoder)")
+    dyn.add_argument("--score", choices=("fused", "latent"), default="fused",
+                     help="instability: the code's change fused with the intensity change, or the code's "
+                          "alone (default fused)")
 
     exp = sub.add_parser(
         "export-training",
@@ -249,8 +256,9 @@ def add_analysis_options(group: argparse._ActionsContainer, *, batch: bool = Fal
     group.add_argument("--pixel-size", type=_pixel_size, default=None, help=f"override {whose} pixel size (Å)")
     group.add_argument("--material", default=None,
                        help="e.g. MoS2, WSe2, MoWSSe; sets species names and which sublattice is the metal")
-    group.add_argument("--method", choices=("classical", "deep"), default="classical",
-                       help="detection map: band-pass filter or the shipped U-Net (default classical)")
+    group.add_argument("--method", choices=("classical", "deep", "atomai"), default="classical",
+                       help="detection map: band-pass filter, the shipped U-Net, or your own trained AtomAI "
+                            "Segmentor (--column-model FILE --trust-model-file) (default classical)")
     group.add_argument("--threshold", type=_number(), default=None, help="peak threshold on the detection map")
     group.add_argument("--refine", choices=("gaussian", "com"), default="gaussian",
                        help="sub-pixel refinement (default gaussian)")
@@ -262,7 +270,12 @@ def add_analysis_options(group: argparse._ActionsContainer, *, batch: bool = Fal
                             "(see `train --name`) or a .pt file (default the shipped model)")
     group.add_argument("--column-model", default=None, metavar="NAME_OR_PATH",
                        help="column U-Net weights for --method deep: a model version name "
-                            "(see `train --what columns --name`) or a .pt file (default the shipped model)")
+                            "(see `train --what columns --name`) or a .pt file (default the shipped model); "
+                            "for --method atomai the .tar file atomai's Segmentor saved")
+    group.add_argument("--trust-model-file", action="store_true",
+                       help="allow --method atomai to load --column-model: an AtomAI model file is a Python "
+                            "pickle and loading it runs the code it holds; only for files you trained yourself "
+                            "or got from someone you trust")
     group.add_argument("--heatmaps", choices=("none", "sliding-window", "attention-unet"), default="none",
                        help="also write per-family defect probability maps (needs --material): "
                             "DIR/heatmaps.npy, uncertainty.npy, heatmaps.json, regions.csv (default none)")

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSlider
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from ..calibration import LatticeNotFoundError
 from ..columns import pipeline
+from ..columns.atomai_engine import TRUST_WARNING, UntrustedModelError
 from ..columns.points_layer import (
     legend_html, marker_legend_html, result_to_points_data, species_colour, stack_results_to_points_data,
 )
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 #: Errors that mean "this image cannot be analysed", shown as a message.
-EXPECTED_ERRORS = (pipeline.ColumnDetectionError, LatticeNotFoundError, ValueError, ImportError, FileNotFoundError)
+EXPECTED_ERRORS = (pipeline.ColumnDetectionError, LatticeNotFoundError, ValueError, ImportError, FileNotFoundError,
+                   UntrustedModelError)
 _CACHE_BYTES = 512 * 2**20
 
 
@@ -85,6 +87,11 @@ class ColumnsWidget(StemDock):
                                  "weights of the deep method's U-Net: 'shipped' (packaged) or a version "
                                  "trained with the 'Train a model' dock")
         self.model.enabled = False
+        self.atomai_file = FileEdit(label="AtomAI model", mode="r", filter="AtomAI models (*.tar *.pt)", enabled=False,
+                                    tooltip="atomai method: the file your trained atomai Segmentor was saved to "
+                                            "(e.g. model_metadict_final.tar)")
+        self.trust = CheckBox(text="trust this model file (it is a pickle: loading runs its code)", value=False,
+                              enabled=False, tooltip=TRUST_WARNING + " Default off: the file is not loaded.")
         self.threshold = FloatSlider(label="threshold", min=0.0, max=1.0, step=0.01,
                                      value=pipeline.DEFAULT_THRESHOLD["classical"],
                                      tooltip="peaks of the detection map above this (0-1) are columns; moving it "
@@ -116,8 +123,9 @@ class ColumnsWidget(StemDock):
                             tooltip="the integrated intensity of every column per sublattice, with the fitted "
                                     "species mixture: why a column got its label")
         self.plot.add_native(self.canvas)
-        form = Container(labels=True, widgets=[self.layer, self.method, self.model, self.material, self.threshold,
-                                               self.refine, self.mask, self.all_frames, self.force])
+        form = Container(labels=True, widgets=[self.layer, self.method, self.model, self.atomai_file, self.trust,
+                                               self.material, self.threshold, self.refine, self.mask, self.all_frames,
+                                               self.force])
         self.extend([form, self.microscope, buttons, self.progress, self.result, self.legend, self.markers,
                      Section("Details", [self.details], expanded=False, labels=False,
                              tooltip="messages of the detection and the settings it used"), self.plot])
@@ -133,7 +141,8 @@ class ColumnsWidget(StemDock):
         self.cancel_button.changed.connect(self.cancel)
         self.layer.changed.connect(self._on_layer)
         self.method.changed.connect(self._on_method)
-        for widget in (self.threshold, self.refine, self.material, self.model, *self.microscope.fields):
+        for widget in (self.threshold, self.refine, self.material, self.model, self.atomai_file, self.trust,
+                       *self.microscope.fields):
             widget.changed.connect(self._on_parameter)
         viewer.dims.events.current_step.connect(lambda *_: self._draw_histogram(only_if_changed=True))
         self._on_layer()
@@ -148,6 +157,7 @@ class ColumnsWidget(StemDock):
 
     def _on_method(self, *_) -> None:
         self.model.enabled = self.method.value == "deep"
+        self.atomai_file.enabled = self.trust.enabled = self.method.value == "atomai"
         with self.threshold.changed.blocked():
             self.threshold.value = pipeline.DEFAULT_THRESHOLD[self.method.value]
         self._on_parameter()
@@ -177,7 +187,9 @@ class ColumnsWidget(StemDock):
             frames = tuple(range(data.shape[0])) if self.all_frames.value else (self._current_frame(layer),)
         params = {"threshold": float(self.threshold.value), "refine": self.refine.value,
                   "material": self.material.value, "method": self.method.value,
-                  "model": (self.model.value or SHIPPED) if self.method.value == "deep" else None,
+                  "model": (self.model.value or SHIPPED) if self.method.value == "deep" else
+                  (str(self.atomai_file.value) if self.method.value == "atomai" else None),
+                  "trust": bool(self.trust.value),
                   "pixel_size": pixel_size(layer), "image_layer": layer.name, "force": bool(self.force.value),
                   "mask": None if self.mask.value is None else self.mask.value.name}
         mask = _mask_of(self.mask.value, data.shape[-2:], frames[0])
@@ -252,9 +264,11 @@ class ColumnsWidget(StemDock):
                 with self._lock:
                     dmap = self._cache.get(key)
                 if dmap is None:
-                    model = None if p["model"] in (None, SHIPPED) else self.model.path(p["model"])
+                    model = p["model"] if p["method"] == "atomai" else \
+                        None if p["model"] in (None, SHIPPED) else self.model.path(p["model"])
                     dmap = pipeline.compute_detection_map(
                         image, p["method"], material=p["material"], pixel_size=p["pixel_size"], model=model,
+                        trust_model_file=p["trust"],
                         cancel=job.cancel.is_set, progress=lambda f, k=k: report((k + 0.7 * f) / n))
                     self._remember(key, dmap)
                 yield (k + 0.7) / n

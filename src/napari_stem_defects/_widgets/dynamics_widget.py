@@ -68,6 +68,11 @@ class DynamicsWidget(StemDock):
         self.classifier = ComboBox(label="defect counts", choices=list(CLASSIFIERS), value="physics",
                                    tooltip="cell classifier for the per-frame defect counts: physics (default, "
                                            "fast), cnn, cnn-two-stage, or none (skips them)")
+        self.encoder = ComboBox(label="instability", choices=["autoencoder", "rvae", "intensity"], value="autoencoder",
+                                tooltip="how unstable sites are found: autoencoder (default: our autoencoder's code "
+                                        "change fused with the intensity change), rvae (atomai's rotationally "
+                                        "invariant VAE instead, fused the same way; slower) or intensity (the "
+                                        "intensity change alone, no network)")
         self.max_gap = SpinBox(label="max gap", min=0, max=10, value=2,
                                tooltip="frames a site may go unseen and keep its track. Default 2")
         self.persistence = SpinBox(label="min persistence", min=1, max=10, value=1,
@@ -86,7 +91,7 @@ class DynamicsWidget(StemDock):
                        tooltip="rigid drift against frame 0, and the events and defects per frame")
         plot.add_native(self.canvas)
         form = Container(labels=True, widgets=[self.layer, self.material, self.nonrigid, self.classifier,
-                                               self.max_gap, self.persistence])
+                                               self.encoder, self.max_gap, self.persistence])
         self.extend([form, buttons, self.progress, self.result,
                      Section("Event colours", [self.legend], expanded=False, labels=False,
                              tooltip="colours of the event markers"),
@@ -129,6 +134,7 @@ class DynamicsWidget(StemDock):
                 "material": self.material.value, "pixel_size": None if size is None else float(np.mean(size)),
                 "nonrigid": bool(self.nonrigid.value), "classifier": self.classifier.value,
                 "max_gap": int(self.max_gap.value), "min_persistence": int(self.persistence.value),
+                "encoder": self.encoder.value,
                 "placement": {"scale": tuple(float(s) for s in layer.scale)[-2:],
                               "units": tuple(str(u) for u in layer.units)[-2:],
                               "translate": tuple(float(t) for t in layer.translate)[-2:]}}
@@ -160,7 +166,7 @@ class DynamicsWidget(StemDock):
             classifier = None if job["classifier"] == "none" else job["classifier"]
             result = analyze_stack(np.asarray(job["data"]), job["material"], job["pixel_size"],
                                    nonrigid=job["nonrigid"], classifier=classifier, max_gap=job["max_gap"],
-                                   min_persistence=job["min_persistence"], progress=report,
+                                   min_persistence=job["min_persistence"], encoder=job["encoder"], progress=report,
                                    cancel=job["cancel"].is_set)
         except InterruptedError:
             result = "Cancelled."

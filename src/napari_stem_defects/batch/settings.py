@@ -41,6 +41,8 @@ class BatchSettings:
         file is recorded as failed with what it looks like instead.
     include_boundary : bool
         Count boundary cells in the statistics (``analyze --include-boundaries``).
+    trust_model_file : bool
+        Let ``method='atomai'`` unpickle ``column_model`` (``analyze --trust-model-file``).
     mask : str, optional
         A mask file (``analyze --mask``) applied to every file of its shape; a file of
         another shape fails with a message.
@@ -69,6 +71,7 @@ class BatchSettings:
     microscope: dict[str, Any] | None = None
     strain: bool = False
     strain_reference: str = "domain"
+    trust_model_file: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (for JSON and for sending to workers)."""
@@ -86,6 +89,7 @@ class BatchSettings:
                 "heatmap_threshold": self.heatmap_threshold, "heatmap_window": self.heatmap_window,
                 "heatmap_min_area": self.heatmap_min_area, "cell_model": self.cell_model,
                 "column_model": self.column_model, "force": self.force,
+                "trust_model_file": self.trust_model_file,
                 "include_boundary": self.include_boundary,
                 "pixel_size_source": "typed" if self.pixel_size else "file",
                 "microscope": self._microscope(), "strain": self.strain,

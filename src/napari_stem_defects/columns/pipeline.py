@@ -25,11 +25,11 @@ from .result import ColumnDetectionError, ColumnResult
 from .site_table import build_site_table
 
 #: Detection methods.
-METHODS = ("classical", "deep")
+METHODS = ("classical", "deep", "atomai")
 #: Refinement methods.
 REFINEMENTS = ("gaussian", "com")
 #: Default peak threshold on the detection map, per method.
-DEFAULT_THRESHOLD = {"classical": 0.05, "deep": 0.3}
+DEFAULT_THRESHOLD = {"classical": 0.05, "deep": 0.3, "atomai": 0.3}
 #: Smallest and largest image side (pixels) and largest pixel count accepted.
 MIN_SIDE, MAX_PIXELS = 32, 8192 * 8192
 #: Refinement disc radius as a fraction of the nearest-neighbour distance.
@@ -115,14 +115,17 @@ def compute_detection_map(
     cancel: Callable[[], bool] | None = None,
     model: Any = None,
     lattice: tuple[LatticeMeasurement, float] | None = None,
+    trust_model_file: bool = False,
 ) -> DetectionMap:
     """Measure the lattice and compute the detection map of one 2D image.
 
     Parameters
     ----------
     image : ndarray, shape (H, W)
-    method : {'classical', 'deep'}
-        Band-pass filter matched to the column spacing, or the shipped U-Net.
+    method : {'classical', 'deep', 'atomai'}
+        Band-pass filter matched to the column spacing, the shipped U-Net, or
+        a user's trained atomai Segmentor (``model``: its file; see
+        :mod:`~napari_stem_defects.columns.atomai_engine`).
     material, pixel_size : optional
         When both are known and the free FFT search finds no lattice (low
         dose), the spots are looked for on the ring the material's spacing
@@ -138,6 +141,8 @@ def compute_detection_map(
     lattice : (LatticeMeasurement, float), optional
         The image's lattice and nn distance from :func:`lattice_spacing`, when
         already measured (e.g. by the image check); measured here otherwise.
+    trust_model_file : bool
+        atomai method: opt-in to unpickle the model file (atomai's files are pickles).
 
     Returns
     -------
@@ -156,6 +161,11 @@ def compute_detection_map(
         from .unet import deep_detection_map
 
         dmap = deep_detection_map(img, nn, progress=progress, cancel=cancel, model=model)
+        background = background_map(img, nn)
+    elif method == "atomai":
+        from .atomai_engine import atomai_detection_map
+
+        dmap = atomai_detection_map(img, nn, model=model, trust_model_file=trust_model_file)
         background = background_map(img, nn)
     else:
         dmap, background = classical_detection_map(img, nn)
@@ -357,7 +367,7 @@ def _refine_peaks(img: np.ndarray, dmap: DetectionMap, peaks: np.ndarray, radius
                   refine: str) -> tuple[np.ndarray, np.ndarray]:
     """Sub-pixel positions of the peaks and how each was found ('gaussian', 'com' or 'map')."""
     anchor = None
-    if dmap.method == "deep":
+    if dmap.method in ("deep", "atomai"):
         # The network was trained to peak on the column itself, even a dim one on a bright
         # neighbour's probe tail, where fits on the image are pulled toward the neighbour.
         anchor = refine_com(dmap.map, peaks, 0.25 * dmap.nn_px, n_iter=3)
@@ -392,12 +402,14 @@ def detect_columns(
     refine: str = "gaussian",
     model: Any = None,
     microscope: Any = None,
+    trust_model_file: bool = False,
 ) -> ColumnResult:
     """Find every atom column of a 2D HAADF image of a 2H-MX2 monolayer.
 
     Runs :func:`compute_detection_map` and :func:`columns_from_map`; see
     them for the parameters (``model``: the deep method's U-Net, loaded or a
-    weights file; default the shipped one; ``microscope``: the image's
+    weights file; default the shipped one; the atomai method's Segmentor or its
+    file, with ``trust_model_file``; ``microscope``: the image's
     :class:`~napari_stem_defects.simulate.microscope.MicroscopeSettings`).
 
     Examples
@@ -411,7 +423,8 @@ def detect_columns(
     >>> abs(len(result.sites) - len(twin.sites)) <= 2  # sites on the very edge may fall either way
     True
     """
-    dmap = compute_detection_map(image, method, material=material, pixel_size=pixel_size, model=model)
+    dmap = compute_detection_map(image, method, material=material, pixel_size=pixel_size, model=model,
+                                 trust_model_file=trust_model_file)
     return columns_from_map(image, dmap, threshold=threshold, refine=refine, material=material,
                             pixel_size=pixel_size, microscope=microscope)
 
