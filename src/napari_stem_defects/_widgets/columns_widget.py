@@ -90,7 +90,7 @@ class ColumnsWidget(StemDock):
         self.atomai_file = FileEdit(label="AtomAI model", mode="r", filter="AtomAI models (*.tar *.pt)", enabled=False,
                                     tooltip="atomai method: the file your trained atomai Segmentor was saved to "
                                             "(e.g. model_metadict_final.tar)")
-        self.trust = CheckBox(text="trust this model file (it is a pickle: loading runs its code)", value=False,
+        self.trust = CheckBox(text="trust this file (runs its code)", value=False, label="",
                               enabled=False, tooltip=TRUST_WARNING + " Default off: the file is not loaded.")
         self.threshold = FloatSlider(label="threshold", min=0.0, max=1.0, step=0.01,
                                      value=pipeline.DEFAULT_THRESHOLD["classical"],
