@@ -95,7 +95,7 @@ def load_atomai_model(path: str | Path, *, trust_model_file: bool = False) -> An
     """
     if trust_model_file is not True:
         raise UntrustedModelError(
-            f"not loading {path}: {TRUST_WARNING} If you trust it, tick 'trust this model file' "
+            f"not loading {path}: {TRUST_WARNING} If you trust it, tick 'trust this file' in the columns dock "
             "(command line: --trust-model-file; Python: trust_model_file=True)")
     p = Path(path).expanduser()
     if not p.is_file():
