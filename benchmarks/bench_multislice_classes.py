@@ -140,19 +140,26 @@ def oracle(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, cel
     return np.bincount(y * K + pred, minlength=K * K).reshape(K, K)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def library_index(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, pd.DataFrame]:
+    """Parse ``--library`` and ``--settings`` (added here) and the rest of ``parser``; the library's index,
+    kept to the chosen settings, after a line naming the machine and the library."""
     parser.add_argument("--library", required=True, type=Path)
     parser.add_argument("--settings", nargs="*", default=None)
-    parser.add_argument("--classifiers", nargs="*", default=["cnn", "physics"])
-    parser.add_argument("--typed-settings", action="store_true",
-                        help="give the analysis each image's beam energy, convergence and detector (as analyze --kv ...)")
     args = parser.parse_args()
     index = pd.read_csv(args.library / "index.csv")
     if args.settings:
         index = index[index["setting"].isin(args.settings)]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}; "
           f"library {args.library} ({len(index)} images)\n")
+    return args, index
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--classifiers", nargs="*", default=["cnn", "physics"])
+    parser.add_argument("--typed-settings", action="store_true",
+                        help="give the analysis each image's beam energy, convergence and detector (as analyze --kv ...)")
+    args, index = library_index(parser)
     rows, per_class = [], {}
     t0 = time.time()
     for (setting, dose), group in index.groupby(["setting", "dose"], sort=True):

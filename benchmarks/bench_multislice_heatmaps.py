@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import time
-from pathlib import Path
 
 import pandas as pd
 
 from bench_heatmaps import cell_classifier_maps
-from bench_multislice_classes import fast_image, load, typed_settings
+from bench_multislice_classes import fast_image, library_index, load, typed_settings
 from napari_stem_defects.heatmaps.engines import ENGINES, compute_heatmaps
 from napari_stem_defects.heatmaps.evaluate import add_counts, localisation_counts, scores
 from napari_stem_defects.materials import parse_material
@@ -50,15 +47,7 @@ def heatmap_counts(image, material: str, px: float, sites: pd.DataFrame, meta: d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--library", required=True, type=Path)
-    parser.add_argument("--settings", nargs="*", default=None)
-    args = parser.parse_args()
-    index = pd.read_csv(args.library / "index.csv")
-    if args.settings:
-        index = index[index["setting"].isin(args.settings)]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}; "
-          f"library {args.library} ({len(index)} images)\n")
+    args, index = library_index(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     t0 = time.time()
     rows = []
     for (setting, dose), group in index.groupby(["setting", "dose"], sort=True):
