@@ -91,3 +91,17 @@ def test_a_painted_mask_leaves_no_sites_under_it(make_napari_viewer, sample):
     viewer.add_labels(np.zeros((10, 10), np.uint8), name="wrong size")
     columns.mask.value = viewer.layers["wrong size"]
     assert columns.run(blocking=True) is None and "Cannot use the mask" in columns.result.value
+
+
+def test_a_drawn_mask_covers_the_pixels_it_shows_over_whatever_its_layer_scale():
+    from napari.layers import Image, Shapes
+
+    from napari_stem_defects._widgets._structure import mask_of
+
+    image = Image(np.zeros((100, 100)), scale=(0.1, 0.1))
+    in_pixels = Shapes([np.array([[10, 10], [10, 40], [30, 40], [30, 10]])], shape_type="ellipse", scale=(0.1, 0.1))
+    in_world = Shapes([np.array([[1.0, 1.0], [1.0, 4.0], [3.0, 4.0], [3.0, 1.0]])], shape_type="ellipse")
+    drawn = mask_of(in_pixels, (100, 100), None, image=image)
+    assert np.array_equal(drawn, mask_of(in_pixels, (100, 100), None))  # same scale: the layer's own pixels
+    assert 400 < drawn.sum() < 520 and drawn[20, 25] and not drawn[11, 11]  # an ellipse, not its box
+    assert np.array_equal(mask_of(in_world, (100, 100), None, image=image), drawn)

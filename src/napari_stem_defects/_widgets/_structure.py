@@ -32,8 +32,11 @@ def is_mask_layer(layer: Any) -> bool:
     return isinstance(layer, Shapes) or (isinstance(layer, Labels) and layer.ndim in (2, 3))
 
 
-def mask_of(layer: Any, shape: tuple[int, int], frame: int | None) -> np.ndarray | None:
-    """The mask a Labels (non-zero pixels) or Shapes layer (inside any shape) gives an image of ``shape``."""
+def mask_of(layer: Any, shape: tuple[int, int], frame: int | None, image: Any = None) -> np.ndarray | None:
+    """The mask a Labels (non-zero pixels) or Shapes layer (inside any shape) gives an image of ``shape``.
+
+    With the ``image`` layer, a Shapes layer's vertices are taken to its pixels through world coordinates,
+    so shapes drawn in a layer of another scale or offset mask where they show."""
     if layer is None:
         return None
     from napari.layers import Labels
@@ -46,7 +49,17 @@ def mask_of(layer: Any, shape: tuple[int, int], frame: int | None) -> np.ndarray
         return data > 0
     if len(layer.data) == 0:
         return None
-    masks = layer.to_masks(mask_shape=tuple(shape))
-    return np.asarray(masks).any(axis=0)
+    shapes = layer if image is None else _in_pixels_of(layer, image)
+    return np.asarray(shapes.to_masks(mask_shape=tuple(shape))).any(axis=0)
+
+
+def _in_pixels_of(shapes: Any, image: Any) -> Any:
+    """A copy of a Shapes layer (same shape types) whose vertices are (y, x) pixels of the ``image`` layer."""
+    from napari.layers import Shapes
+
+    lead = np.zeros(image.ndim - 2)
+    data = [np.array([image.world_to_data(np.r_[lead, shapes.data_to_world(v)[-2:]])[-2:]
+                      for v in np.asarray(vertices, float)]) for vertices in shapes.data]
+    return Shapes(data, shape_type=list(shapes.shape_type))
 
 

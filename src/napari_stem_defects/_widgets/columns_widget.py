@@ -192,7 +192,7 @@ class ColumnsWidget(StemDock):
                   "trust": bool(self.trust.value),
                   "pixel_size": pixel_size(layer), "image_layer": layer.name, "force": bool(self.force.value),
                   "mask": None if self.mask.value is None else self.mask.value.name}
-        mask = _mask_of(self.mask.value, data.shape[-2:], frames[0])
+        mask = _mask_of(self.mask.value, data.shape[-2:], frames[0], image=layer)
         microscope, note = self.microscope.settings()
         return DetectionJob(layer, layer.unique_id, data, frames, params, mask=mask, microscope=microscope, note=note)
 

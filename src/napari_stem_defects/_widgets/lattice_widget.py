@@ -34,6 +34,7 @@ from ._dock import (
     text_label,
 )
 from ._jobs import JobRunner
+from ._structure import mask_of
 from .cells_widget import CellsWidget, column_layers
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ class LatticeWidget(StemDock):
             shapes = self.region.value
             if shapes is None or shapes.nshapes == 0:
                 raise ValueError("draw the reference region in a Shapes layer and choose it under 'region'")
-            return region_mask(shapes, image, shape)
+            return mask_of(shapes, shape, None, image=image)
         return "domain"
 
     def run(self, blocking: bool = False) -> LatticeFrame | Any | None:
@@ -259,18 +260,6 @@ class LatticeWidget(StemDock):
                 ax.set_axis_off()
                 ax.text(0.5, 0.5, "no class averages:\nclassify cells first", ha="center", va="center")
         self.gallery_canvas.draw_idle()
-
-
-def region_mask(shapes: Any, image: Any, shape: tuple[int, int]) -> np.ndarray:
-    """The pixels of ``image`` (shape (H, W)) inside any shape of a Shapes layer (through world coordinates)."""
-    from skimage.draw import polygon2mask
-
-    out = np.zeros(shape, bool)
-    for vertices in shapes.data:
-        world = np.array([shapes.data_to_world(v) for v in np.asarray(vertices, float)])
-        pixels = np.array([image.world_to_data(np.r_[np.zeros(image.ndim - 2), w[-2:]]) for w in world])[:, -2:]
-        out |= polygon2mask(shape, pixels)
-    return out
 
 
 def _nn_of(sites) -> float:
