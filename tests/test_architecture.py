@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sites", ("columns",)),
     ("cells", ("cells",)),
     ("maps", ("heatmaps", "lattice", "image_check", "image_check_sites")),
-    ("analysis", ("analyze", "analysis_files", "model_registry", "annotations")),
+    ("analysis", ("analyze", "analysis_files", "analysis_heatmaps", "model_registry", "annotations")),
     ("training and series", ("training", "dynamics", "batch")),
     ("interface", ("cli", "cli_parser", "cli_batch", "sample_data", "_widgets", "io.napari_reader")),
 )

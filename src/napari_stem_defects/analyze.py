@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis_files import FORMAT_VERSION, write_analysis
+from .analysis_heatmaps import HEATMAP_CHOICES, check_heatmap_settings, heatmaps_of
 from .cells.classify import classify_site_table
 from .cells.geometry import CELL_STRUCTURE_COLUMNS, with_structure
 from .cells.joint import one_answer
@@ -60,10 +61,6 @@ from .image_check import (
 )
 from .io.stem_image import StemImage
 from .materials import Material
-
-#: Heatmap engines ``analyze`` accepts ('none' for no heatmaps); the names of
-#: :data:`napari_stem_defects.heatmaps.engines.ENGINES`.
-HEATMAP_CHOICES: tuple[str, ...] = ("none", "sliding-window", "attention-unet")
 
 
 @dataclass
@@ -256,6 +253,7 @@ def analyze_image(
     strain: bool = False,
     strain_reference: str = "domain",
     trust_model_file: bool = False,
+    column_classifier: str = "intensity",
 ) -> Analysis:
     """Detect the atom columns of every frame of an image, and classify its cells when the material is known.
 
@@ -312,6 +310,11 @@ def analyze_image(
         (:func:`~napari_stem_defects.simulate.microscope.settings_from_metadata`).
     trust_model_file : bool
         Opt-in to unpickle an atomai model file (``method='atomai'``); without it that method refuses.
+    column_classifier : {'intensity', 'context'}
+        What decides each metal and X2 column's species before the cells: the image's Z-contrast
+        mixture alone, or the context-encoder classifier (Zernike contrast + the material, beam and
+        detector; :mod:`~napari_stem_defects.columns.context_classifier`), whose column types then
+        share the one joint decision with the cell classifier. Needs a material.
 
     Returns
     -------
@@ -342,9 +345,10 @@ def analyze_image(
         from .columns.atomai_engine import atomai_model
 
         unet = atomai_model(column_model, trust_model_file)
+    context_model = _column_classifier(column_classifier, material)
     engine = None if heatmaps in (None, "none") else heatmaps
     if engine is not None:
-        _check_heatmap_settings(engine, material, heatmap_threshold, heatmap_window, heatmap_min_area)
+        check_heatmap_settings(engine, material, heatmap_threshold, heatmap_window, heatmap_min_area)
     if microscope is None:
         from .simulate.microscope import settings_from_metadata
 
@@ -375,9 +379,13 @@ def analyze_image(
                                 metadata={**image.metadata, "pixel_size_A": check.pixel_size,
                                           "file_pixel_size_A": image.pixel_size})
         result.pixel_size = image.pixel_size
+        if context_model is not None:
+            from .columns.context_classifier import apply_context_classifier
+
+            apply_context_classifier(result, frame, material, microscope, context_model)
         results.append(result)
         if engine is not None:
-            hm, found = _heatmaps_of(frame, material, engine, result.nn_px, image.pixel_size, window,
+            hm, found = heatmaps_of(frame, material, engine, result.nn_px, image.pixel_size, window,
                                      heatmap_threshold, heatmap_min_area, f" of frame {t}" if len(frames) > 1 else "")
             window = hm.window_px if hm.window_px is not None else window
             maps.append(hm)
@@ -386,7 +394,8 @@ def analyze_image(
             progress(t + 1, len(frames))
     settings = {"material": material.name if material else None, "method": method, "threshold": threshold,
                 "refine": refine,
-                "classifier": classifier if material else None, "include_boundary": bool(include_boundary),
+                "classifier": classifier if material else None, "column_classifier": column_classifier,
+                "include_boundary": bool(include_boundary),
                 "mask": None if mask is None else int(np.count_nonzero(mask))}
     if unet is not None:
         settings["column_model"] = str(column_model) if column_model is not None else "shipped"
@@ -426,6 +435,19 @@ def _lattice_of(frame: np.ndarray, material: Material | None,
     return lattice, check_lattice(img, None if lattice is None else lattice[0], pixel_size)
 
 
+def _column_classifier(name: str, material: Material | None) -> Any:
+    """The context classifier for ``column_classifier='context'`` (None for 'intensity'); refused without a material."""
+    from .columns.context_classifier import COLUMN_CLASSIFIERS, load_context_classifier
+
+    if name not in COLUMN_CLASSIFIERS:
+        raise ValueError(f"column classifier must be one of {', '.join(COLUMN_CLASSIFIERS)}, not {name!r}")
+    if name == "intensity":
+        return None
+    if not material:
+        raise ValueError("the context column classifier needs the material (e.g. --material WSe2): it is its context")
+    return load_context_classifier()
+
+
 def _model(kind: str, name_or_path: str | Path | None) -> Any:
     """The network of a model version name or weights file (None: the shipped one), for 'cells' or 'columns'.
 
@@ -449,36 +471,6 @@ def _model(kind: str, name_or_path: str | Path | None) -> Any:
     return load_column_model(path)
 
 
-def _check_heatmap_settings(engine: str, material: Material | None, threshold: float, window: float | None,
-                            min_area: float) -> None:
-    """Reject bad heatmap settings before the long work starts."""
-    if engine not in HEATMAP_CHOICES:
-        raise ValueError(f"heatmaps must be one of {', '.join(HEATMAP_CHOICES)}, not {engine!r}")
-    if not material:
-        raise ValueError("heatmaps need the material (e.g. --material MoS2): it is the networks' context")
-    if not (np.isfinite(threshold) and 0.0 < float(threshold) <= 1.0):
-        raise ValueError(f"the heatmap threshold must be in (0, 1], got {threshold}")
-    if window is not None and not (np.isfinite(window) and float(window) > 0):
-        raise ValueError(f"the heatmap window must be a positive number of pixels, got {window}")
-    if not (np.isfinite(min_area) and float(min_area) >= 0):
-        raise ValueError(f"the smallest heatmap region must be a non-negative area in nn^2, got {min_area}")
-
-
-def _heatmaps_of(frame: np.ndarray, material: Material, engine: str, nn_px: float,
-                 pixel_size: tuple[float, float] | None, window: float | None, threshold: float,
-                 min_area: float, where: str) -> tuple[Any, Any]:
-    """Heatmaps and their regions of one frame; a ValueError says which heatmaps failed and why."""
-    from .heatmaps.engines import compute_heatmaps
-    from .heatmaps.regions import find_regions, min_region_px
-
-    try:
-        result = compute_heatmaps(frame, material, engine, nn_px=nn_px, pixel_size=pixel_size, window_px=window)
-    except ValueError as err:
-        raise ValueError(f"cannot compute {engine} heatmaps{where}: {err}") from err
-    return result, find_regions(result.maps, threshold, pixel_size=pixel_size, classes=result.classes,
-                                min_area_px=min_region_px(result.nn_px, min_area))
-
-
 def _excluded(cells: pd.DataFrame, include_boundary: bool) -> dict[str, int]:
     """Cells left out of a frame's statistics: incomplete ones, and boundary ones unless included."""
     complete = cells["complete"].to_numpy(bool) if "complete" in cells else np.ones(len(cells), bool)
@@ -487,8 +479,4 @@ def _excluded(cells: pd.DataFrame, include_boundary: bool) -> dict[str, int]:
             "boundary": 0 if include_boundary else int((complete & boundary).sum())}
 
 
-
-
-
-
-__all__ = ["Analysis", "FORMAT_VERSION", "HEATMAP_CHOICES", "SITES_CSV_COLUMNS", "analyze_image", "write_analysis"]
+__all__ = ["FORMAT_VERSION", "HEATMAP_CHOICES", "SITES_CSV_COLUMNS", "Analysis", "analyze_image", "write_analysis"]

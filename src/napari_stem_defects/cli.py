@@ -252,7 +252,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                              mask=read_mask(args.mask, image.data.shape[-2:]) if args.mask else None,
                              include_boundary=args.include_boundaries, microscope=typed_microscope(args),
                              strain=args.strain, strain_reference=args.strain_reference,
-                             trust_model_file=args.trust_model_file)
+                             trust_model_file=args.trust_model_file, column_classifier=args.column_classifier)
     paths = write_analysis(analysis, args.out, source=str(args.image))
     for warning in analysis.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -20,7 +20,7 @@ def settings_from_args(args: argparse.Namespace) -> "BatchSettings":  # noqa: F8
     from .batch.settings import BatchSettings
 
     return BatchSettings(material=args.material, method=args.method, threshold=args.threshold, refine=args.refine,
-                         classifier=args.classifier, heatmaps=args.heatmaps, heatmap_threshold=args.heatmap_threshold,
+                         classifier=args.classifier, column_classifier=args.column_classifier, heatmaps=args.heatmaps, heatmap_threshold=args.heatmap_threshold,
                          heatmap_window=args.heatmap_window, heatmap_min_area=args.heatmap_min_area,
                          cell_model=args.cell_model, column_model=args.column_model, pixel_size=args.pixel_size,
                          calibration_tolerance=args.tolerance, force=args.force,

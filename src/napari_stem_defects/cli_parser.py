@@ -265,6 +265,11 @@ def add_analysis_options(group: argparse._ActionsContainer, *, batch: bool = Fal
     group.add_argument("--classifier", choices=("cnn", "cnn-two-stage", "physics"), default="cnn",
                        help="cell classifier (with --material): the shipped CNN, its two-stage decision "
                             "(perfect vs defective, then the kind), or the Z-contrast physics baseline (default cnn)")
+    group.add_argument("--column-classifier", choices=("intensity", "context"), default="intensity",
+                       help="what decides each column's species before the cells (with --material): the image's "
+                            "Z-contrast mixture, or the context-encoder classifier (Zernike contrast + material, "
+                            "beam energy and detector; give --kv/--detector when the file lacks them) "
+                            "(default intensity)")
     group.add_argument("--cell-model", default=None, metavar="NAME_OR_PATH",
                        help="cell classifier weights for the CNN classifiers: a model version name "
                             "(see `train --name`) or a .pt file (default the shipped model)")

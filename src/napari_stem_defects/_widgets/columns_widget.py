@@ -22,23 +22,44 @@ from qtpy.QtCore import QObject, QTimer, Signal
 from ..calibration import LatticeNotFoundError
 from ..columns import pipeline
 from ..columns.atomai_engine import TRUST_WARNING, UntrustedModelError
+from ..columns.context_classifier import COLUMN_CLASSIFIERS, apply_context_classifier
 from ..columns.points_layer import (
-    legend_html, marker_legend_html, result_to_points_data, species_colour, stack_results_to_points_data,
+    legend_html,
+    marker_legend_html,
+    result_to_points_data,
+    species_colour,
+    stack_results_to_points_data,
 )
 from ..columns.result import ColumnResult
 from ..image_check import check_detection
+from ..materials import parse_material
 from ..model_registry import SHIPPED
 from ._dock import (
-    Section, StemDock, adopt_material, current_frame, is_grey_image, layer_choice, material_choice, pixel_size,
-    plot_canvas, plot_style, text_label,
+    Section,
+    StemDock,
+    adopt_material,
+    current_frame,
+    is_grey_image,
+    layer_choice,
+    material_choice,
+    pixel_size,
+    plot_canvas,
+    plot_style,
+    text_label,
 )
 from ._jobs import show_elapsed
+from ._model_choice import ModelChoice
+from ._parts import MicroscopeRow
 from ._structure import is_mask_layer as _is_mask_layer
 from ._structure import mask_of as _mask_of
 from ._structure import show_structure
-from ._model_choice import ModelChoice
-from ._parts import MicroscopeRow
-from .columns_run import DetectionJob, DetectionRun, columns_layer_name, map_key, method_label
+from .columns_run import (
+    DetectionJob,
+    DetectionRun,
+    columns_layer_name,
+    map_key,
+    method_label,
+)
 from .columns_run import summary as run_summary
 
 if TYPE_CHECKING:
@@ -83,6 +104,11 @@ class ColumnsWidget(StemDock):
                                        "U-Net (shipped or fine-tuned). Each method draws its own layer, so both "
                                        "can be compared. Default classical")
         self.material = material_choice()
+        self.species_by = ComboBox(label="species by", choices=list(COLUMN_CLASSIFIERS), value="intensity",
+                                   tooltip="what decides each column's species (needs the material): intensity = "
+                                           "the image's Z-contrast mixture (default); context = the context-encoder "
+                                           "classifier (Zernike contrast of the column + the material, beam energy "
+                                           "and detector of the Microscope row)")
         self.model = ModelChoice("columns", self.native,
                                  "weights of the deep method's U-Net: 'shipped' (packaged) or a version "
                                  "trained with the 'Train a model' dock")
@@ -124,7 +150,7 @@ class ColumnsWidget(StemDock):
                                     "species mixture: why a column got its label")
         self.plot.add_native(self.canvas)
         form = Container(labels=True, widgets=[self.layer, self.method, self.model, self.atomai_file, self.trust,
-                                               self.material, self.threshold, self.refine, self.mask, self.all_frames,
+                                               self.material, self.species_by, self.threshold, self.refine, self.mask, self.all_frames,
                                                self.force])
         self.extend([form, self.microscope, buttons, self.progress, self.result, self.legend, self.markers,
                      Section("Details", [self.details], expanded=False, labels=False,
@@ -141,7 +167,7 @@ class ColumnsWidget(StemDock):
         self.cancel_button.changed.connect(self.cancel)
         self.layer.changed.connect(self._on_layer)
         self.method.changed.connect(self._on_method)
-        for widget in (self.threshold, self.refine, self.material, self.model, self.atomai_file, self.trust,
+        for widget in (self.threshold, self.refine, self.material, self.species_by, self.model, self.atomai_file, self.trust,
                        *self.microscope.fields):
             widget.changed.connect(self._on_parameter)
         viewer.dims.events.current_step.connect(lambda *_: self._draw_histogram(only_if_changed=True))
@@ -187,6 +213,7 @@ class ColumnsWidget(StemDock):
             frames = tuple(range(data.shape[0])) if self.all_frames.value else (self._current_frame(layer),)
         params = {"threshold": float(self.threshold.value), "refine": self.refine.value,
                   "material": self.material.value, "method": self.method.value,
+                  "species_by": self.species_by.value if self.material.value else "intensity",
                   "model": (self.model.value or SHIPPED) if self.method.value == "deep" else
                   (str(self.atomai_file.value) if self.method.value == "atomai" else None),
                   "trust": bool(self.trust.value),
@@ -277,6 +304,8 @@ class ColumnsWidget(StemDock):
                 run.results[frame] = pipeline.columns_from_map(
                     image, dmap, threshold=p["threshold"], refine=p["refine"], material=p["material"],
                     pixel_size=p["pixel_size"], mask=job.mask, microscope=job.microscope)
+                if p["species_by"] == "context":
+                    apply_context_classifier(run.results[frame], image, parse_material(p["material"]), job.microscope)
                 if run.check is None and p["material"]:  # before any layer: is it the material said?
                     run.check = check_detection(image, run.results[frame], dmap.lattice, p["material"],
                                                 p["pixel_size"])

@@ -27,7 +27,7 @@ class BatchSettings:
     ----------
     material : str, optional
         Host material (cells, statistics and heatmaps need it).
-    method, threshold, refine, classifier, heatmaps, heatmap_threshold, heatmap_window, heatmap_min_area,
+    method, threshold, refine, classifier, column_classifier, heatmaps, heatmap_threshold, heatmap_window, heatmap_min_area,
     cell_model, column_model
         As the ``analyze`` options of the same names
         (:func:`napari_stem_defects.analyze.analyze_image`).
@@ -57,6 +57,7 @@ class BatchSettings:
     threshold: float | None = None
     refine: str = "gaussian"
     classifier: str = "cnn"
+    column_classifier: str = "intensity"
     heatmaps: str = "none"
     heatmap_threshold: float = 0.5
     heatmap_window: float | None = None
@@ -85,7 +86,8 @@ class BatchSettings:
     def analysis_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`napari_stem_defects.analyze.analyze_image`."""
         return {"material": self.material, "method": self.method, "threshold": self.threshold,
-                "refine": self.refine, "classifier": self.classifier, "heatmaps": self.heatmaps,
+                "refine": self.refine, "classifier": self.classifier,
+                "column_classifier": self.column_classifier, "heatmaps": self.heatmaps,
                 "heatmap_threshold": self.heatmap_threshold, "heatmap_window": self.heatmap_window,
                 "heatmap_min_area": self.heatmap_min_area, "cell_model": self.cell_model,
                 "column_model": self.column_model, "force": self.force,
@@ -109,20 +111,22 @@ class BatchSettings:
             Unknown method, refinement, classifier or material, bad heatmap
             settings, a non-positive pixel size, or a model that does not exist.
         """
-        from ..analyze import HEATMAP_CHOICES, _check_heatmap_settings
+        from ..analysis_heatmaps import HEATMAP_CHOICES, check_heatmap_settings
         from ..cells.classify import CLASSIFIERS
+        from ..columns.context_classifier import COLUMN_CLASSIFIERS
         from ..columns.pipeline import METHODS, REFINEMENTS
         from ..materials import parse_material
 
         for name, value, allowed in (("method", self.method, METHODS), ("refine", self.refine, REFINEMENTS),
                                      ("classifier", self.classifier, CLASSIFIERS),
+                                     ("column classifier", self.column_classifier, COLUMN_CLASSIFIERS),
                                      ("heatmaps", self.heatmaps, HEATMAP_CHOICES)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
         if self.material:
             parse_material(self.material)
         if self.heatmaps != "none":
-            _check_heatmap_settings(self.heatmaps, self.material, self.heatmap_threshold, self.heatmap_window,
+            check_heatmap_settings(self.heatmaps, self.material, self.heatmap_threshold, self.heatmap_window,
                                     self.heatmap_min_area)
         if self.pixel_size is not None and not float(self.pixel_size) > 0:
             raise ValueError(f"the pixel size must be a positive number of Å, got {self.pixel_size}")
@@ -133,7 +137,7 @@ class BatchSettings:
         """The model files these settings use: ``{role: {"name", "path", "sha256"}}``.
 
         Roles: ``cells`` (CNN classifiers with a material), ``columns`` (deep
-        method), ``heatmaps`` (with a heatmap engine).
+        method), ``column_classifier`` (the context classifier), ``heatmaps`` (with a heatmap engine).
 
         Raises
         ------
@@ -150,6 +154,11 @@ class BatchSettings:
                 used["columns"] = (self.column_model or SHIPPED, resolve_model("columns", self.column_model))
         except KeyError as err:
             raise ValueError(err.args[0] if err.args else str(err)) from None
+        if self.material and self.column_classifier == "context":
+            from ..columns.context_classifier import WEIGHTS_NAME
+            from ..network_io import packaged_weights_path
+
+            used["column_classifier"] = (SHIPPED, packaged_weights_path(WEIGHTS_NAME))
         if self.heatmaps != "none":
             from ..heatmaps.engines import WEIGHTS
             from ..network_io import packaged_weights_path
@@ -167,7 +176,10 @@ class BatchSettings:
         from ..analyze import FORMAT_VERSION
 
         models = self.models() if models is None else models
-        payload = {"settings": self.as_dict(), "models": {k: v["sha256"] for k, v in sorted(models.items())},
+        settings = self.as_dict()
+        if settings["column_classifier"] == "intensity":  # the analysis before the setting existed: same print
+            del settings["column_classifier"]
+        payload = {"settings": settings, "models": {k: v["sha256"] for k, v in sorted(models.items())},
                    "format_version": FORMAT_VERSION}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -187,4 +199,4 @@ def model_sha256(path: str | Path) -> str:
     return _MODEL_HASHES[key]
 
 
-__all__ = ["BatchSettings", "DEFAULT_TOLERANCE", "model_sha256"]
+__all__ = ["DEFAULT_TOLERANCE", "BatchSettings", "model_sha256"]

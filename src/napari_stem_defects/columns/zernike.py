@@ -11,10 +11,14 @@ of the patch multiplies A_nm by exp(-i m phi), so |A_nm| does not change. Pure n
 
 from __future__ import annotations
 
+import functools
 from math import factorial
 
 import numpy as np
 from scipy import ndimage
+
+#: Patches sampled at once by :func:`zernike_features`.
+_CHUNK = 2048
 
 
 def zernike_indices(n_max: int) -> list[tuple[int, int]]:
@@ -82,17 +86,39 @@ def zernike_moments(patch: np.ndarray, n_max: int = 8) -> np.ndarray:
     f = np.asarray(patch, dtype=np.float64)
     if f.ndim != 2 or f.shape[0] != f.shape[1] or f.shape[0] < 3:
         raise ValueError(f"a Zernike patch must be square and at least 3 x 3, not {f.shape}")
-    s = f.shape[0]
+    values = np.where(np.isfinite(f), f, 0.0).ravel()  # a pixel that is not finite does not count
+    return values @ zernike_basis(f.shape[0], n_max)
+
+
+@functools.lru_cache(maxsize=8)
+def zernike_basis(samples: int, n_max: int) -> np.ndarray:
+    """The conjugated, area-weighted Zernike polynomials on a square grid: moments are ``patch.ravel() @ basis``.
+
+    Parameters
+    ----------
+    samples : int
+        Side S of the square grid; pixel centres map to ``(2 k + 1) / S - 1`` in [-1, 1].
+    n_max : int
+        Highest radial order.
+
+    Returns
+    -------
+    ndarray of complex128, shape (S * S, len(zernike_indices(n_max)))
+        ``(n + 1) / pi * dA * conj(V_nm)`` inside the unit disc, 0 outside (read-only; cached).
+    """
+    s = int(samples)
     y, x = (np.mgrid[:s, :s] + 0.5) * 2.0 / s - 1.0
     y = -y  # rows grow downwards: theta anticlockwise as displayed
-    rho, theta = np.hypot(x, y), np.arctan2(y, x)
-    inside = (rho <= 1.0) & np.isfinite(f)
+    rho, theta = np.hypot(x, y).ravel(), np.arctan2(y, x).ravel()
+    inside = rho <= 1.0
     area = (2.0 / s) ** 2
-    r, t, v = rho[inside], theta[inside], f[inside]
-    out = np.empty(len(zernike_indices(n_max)), dtype=np.complex128)
-    for k, (n, m) in enumerate(zernike_indices(n_max)):
-        out[k] = (n + 1) / np.pi * area * np.sum(v * radial_polynomial(n, m, r) * np.exp(-1j * m * t))
-    return out
+    indices = zernike_indices(n_max)
+    basis = np.zeros((s * s, len(indices)), dtype=np.complex128)
+    for k, (n, m) in enumerate(indices):
+        basis[inside, k] = ((n + 1) / np.pi * area * radial_polynomial(n, m, rho[inside])
+                            * np.exp(-1j * m * theta[inside]))
+    basis.setflags(write=False)
+    return basis
 
 
 def zernike_features(image: np.ndarray, positions: np.ndarray, radius_px: float, n_max: int = 8,
@@ -123,11 +149,14 @@ def zernike_features(image: np.ndarray, positions: np.ndarray, radius_px: float,
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
     offsets = ((np.arange(samples) + 0.5) * 2.0 / samples - 1.0) * float(radius_px)
     dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
-    out = np.empty((len(pos), len(zernike_indices(n_max))))
-    for i, (y, x) in enumerate(pos):
-        patch = ndimage.map_coordinates(img, [y + dy, x + dx], order=1, mode="nearest")
-        out[i] = np.abs(zernike_moments(patch, n_max))
+    basis = zernike_basis(samples, n_max)
+    out = np.empty((len(pos), basis.shape[1]))
+    for start in range(0, len(pos), _CHUNK):  # all patches of a chunk sampled at once, moments by one product
+        p = pos[start:start + _CHUNK]
+        coords = [p[:, 0, None, None] + dy, p[:, 1, None, None] + dx]
+        patches = ndimage.map_coordinates(img, coords, order=1, mode="nearest").reshape(len(p), -1)
+        out[start:start + len(p)] = np.abs(np.where(np.isfinite(patches), patches, 0.0) @ basis)
     return out
 
 
-__all__ = ["radial_polynomial", "zernike_features", "zernike_indices", "zernike_moments"]
+__all__ = ["radial_polynomial", "zernike_basis", "zernike_features", "zernike_indices", "zernike_moments"]

@@ -1,0 +1,174 @@
+"""The context-encoder column classifier: its context vector, features, posteriors, training and the analysis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_stem_defects.columns.context_classifier import (
+    CONTRAST_LENGTH,
+    context_posteriors,
+    contrast_features,
+    type_mask,
+)
+from napari_stem_defects.columns.context_vector import (
+    COLUMN_TYPES,
+    CONTEXT_LENGTH,
+    SUBSHELLS,
+    composition_vector,
+    context_vector,
+    energy_one_hot,
+    shell_occupancy,
+)
+from napari_stem_defects.materials import ATOMIC_NUMBER, parse_material
+from napari_stem_defects.simulate import MicroscopeSettings, calibrated_imaging, simulate_twin
+from napari_stem_defects.training import context_classifier as tc
+
+CAPACITY = np.array([cap for _, cap in SUBSHELLS])
+
+
+@pytest.mark.parametrize("element", sorted(ATOMIC_NUMBER))
+def test_shell_occupancy_holds_every_electron_within_capacity(element):
+    occ = shell_occupancy(element)
+    assert np.all((occ >= 0) & (occ <= 1))
+    assert (occ * CAPACITY).sum() == pytest.approx(ATOMIC_NUMBER[element])
+
+
+def test_known_ground_states():
+    def config(el):
+        return {name: round(v * cap) for (name, cap), v in zip(SUBSHELLS, shell_occupancy(el)) if v > 0}
+
+    assert config("Cr")["3d"] == 5 and config("Cr")["4s"] == 1  # half-filled d shell
+    assert config("W")["5d"] == 4 and config("W")["6s"] == 2 and config("W")["4f"] == 14
+    assert config("Pt")["5d"] == 9 and config("Pt")["6s"] == 1
+    assert config("Se")["4p"] == 4 and "3d" in config("Se") and "4d" not in config("Se")
+
+
+def test_composition_vector_tells_materials_apart_and_averages_alloys():
+    n = len(SUBSHELLS)
+    mos2, ws2, mose2 = (composition_vector(parse_material(m)) for m in ("MoS2", "WS2", "MoSe2"))
+    assert not np.allclose(mos2[:n], ws2[:n]) and np.allclose(mos2[n:], ws2[n:])  # metal part differs only
+    assert np.allclose(mos2[:n], mose2[:n]) and not np.allclose(mos2[n:2 * n], mose2[n:2 * n])
+    janus = composition_vector(parse_material("Janus-MoSSe"))
+    assert np.allclose(janus[n:2 * n], (mos2[n:2 * n] + mose2[n:2 * n]) / 2)
+    assert np.all(mos2[2 * n:] == 0)
+    doped = composition_vector(parse_material("WSe2+V"))
+    assert np.allclose(doped[2 * n:], shell_occupancy("V"))
+
+
+def test_context_vector_flags_an_unknown_microscope_and_picks_the_nearest_energy():
+    mat = parse_material("MoS2")
+    known = context_vector(mat, MicroscopeSettings(energy_kV=90), "M")
+    unknown = context_vector(mat, None, "X")
+    assert known.shape == unknown.shape == (CONTEXT_LENGTH,)
+    assert list(energy_one_hot(85)) == [0, 1, 0, 0, 0, 0, 0]  # 85 kV is nearer 80 than 100 on a log scale
+    assert list(energy_one_hot(92)) == [0, 0, 1, 0, 0, 0, 0]
+    assert energy_one_hot(None)[-1] == 1 and energy_one_hot(300)[5] == 1
+    assert list(known[-2:]) == [1, 0] and list(unknown[-2:]) == [0, 1]
+    with pytest.raises(ValueError, match="sublattice"):
+        context_vector(mat, None, "H")
+
+
+def test_true_types_follow_the_twins_defect_labels():
+    twin = simulate_twin("MoS2", (160, 160), 0.2, seed=3, defects={k: 0.05 for k in (
+        "V_X1", "V_X2", "V_M", "M_X", "X_M", "dopant_M", "sub_X")}, imaging=calibrated_imaging(dose=None))
+    yx, sub, labels = tc.site_type_labels(twin.sites, "MoS2")
+    sites = twin.sites[twin.sites["sublattice"].isin(["M", "X"])]
+    expected = {"none": "host", "V_X1": "single", "V_X2": "empty", "V_M": "empty", "M_X": "antisite",
+                "X_M": "antisite", "dopant_M": "dopant", "sub_X": "dopant"}
+    for defect, kind in expected.items():
+        rows = (sites["defect"] == defect).to_numpy()
+        assert rows.any(), defect
+        assert set(np.asarray(COLUMN_TYPES)[labels[rows]]) == {kind}, defect
+    assert not type_mask(sub)[sub == "M"][:, COLUMN_TYPES.index("single")].any()
+
+
+def test_contrast_features_do_not_depend_on_gain_and_offset():
+    twin = simulate_twin("WSe2", (128, 128), 0.18, seed=4, defects={"V_X1": 0.05, "V_M": 0.03},
+                         imaging=calibrated_imaging(dose=1e6))
+    yx, sub, _ = tc.site_type_labels(twin.sites, "WSe2")
+    a = contrast_features(twin.image, yx, sub, twin.nn_px)
+    b = contrast_features(twin.image * 7.5 + 300.0, yx, sub, twin.nn_px)
+    assert a.shape == (len(yx), CONTRAST_LENGTH)
+    assert np.allclose(a, b, rtol=1e-5, atol=1e-6)  # (the background map is float32)
+
+
+def test_posteriors_take_the_classifiers_type_shares_and_keep_intensity_within_a_type():
+    mat = parse_material("MoS2")
+    post = {"M": pd.DataFrame({"empty": [0.1, 0.0], "Mo": [0.8, 0.5], "W": [0.1, 0.5], "S2": [0.0, 0.0]},
+                              index=[1, 2]),
+            "X": pd.DataFrame({"empty": [0.0], "S": [0.3], "S2": [0.7], "SSe": [0.0], "Mo": [0.0]}, index=[3])}
+    types = pd.DataFrame([[0.9, 0.1, 0.0, 0.0, 0.0], [0.2, 0.8, 0.0, 0.0, 0.0], [0.1, 0.0, 0.1, 0.0, 0.8]],
+                         index=[1, 2, 3], columns=list(COLUMN_TYPES))
+    out = context_posteriors(post, types, mat)
+    assert out["M"].loc[1].to_dict() == pytest.approx({"empty": 0.0, "Mo": 0.9, "W": 0.1, "S2": 0.0})
+    assert out["M"].loc[2, "W"] == pytest.approx(0.8)
+    assert out["X"].loc[3, "Mo"] == pytest.approx(0.8)  # the antisite the intensity did not see
+    for table in out.values():
+        assert np.allclose(table.sum(axis=1), 1.0)
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    """A classifier trained on 60 fast twins without any Te material (the held-out host below)."""
+    import torch
+
+    torch.set_num_threads(1)
+    data = tc.build_dataset(60, seed=500)
+    keep = np.array(["Te" not in m for m in data["material"]])
+    return tc.train(tc.subset(data, keep), epochs=12, seed=0)
+
+
+def test_training_beats_guessing_host_on_held_out_twins(small_model):
+    val = tc.build_dataset(12, seed=777_000)
+    pred = tc.predict(small_model, val).argmax(1)
+    r = tc.type_metrics(val["labels"], pred)
+    host_share = float(np.mean(val["labels"] == 0))
+    assert r["accuracy"] > host_share
+    assert r["recall"]["empty"] > 0.8 and r["recall"]["single"] > 0.5
+
+
+def test_the_analysis_takes_the_column_classifiers_answer(small_model, monkeypatch):
+    from napari_stem_defects.analyze import analyze_image
+    from napari_stem_defects.cells.joint import contradictions
+    from napari_stem_defects.columns import context_classifier as cc
+    from napari_stem_defects.io.stem_image import StemImage
+
+    monkeypatch.setattr(cc, "load_context_classifier", lambda path=None: small_model)
+    micro = MicroscopeSettings(energy_kV=80, convergence_mrad=30, detector_inner_mrad=70, detector_outer_mrad=200)
+    twin = simulate_twin("MoTe2", (192, 192), 0.16, seed=8, defects={"V_X1": 0.05, "V_X2": 0.03, "V_M": 0.03},
+                         imaging=calibrated_imaging(micro, dose=1e6))
+    image = StemImage(twin.image, (0.16, 0.16), "twin", {})
+    a = analyze_image(image, material="MoTe2", microscope=micro, column_classifier="context")
+    assert any("context-encoder" in m for m in a.columns[0].messages)
+    assert a.settings["column_classifier"] == "context"
+    assert contradictions(a.columns[0].sites, a.cells[0], "MoTe2") == 0
+    with pytest.raises(ValueError, match="needs the material"):
+        analyze_image(image, column_classifier="context")
+    with pytest.raises(ValueError, match="column classifier must be one of"):
+        analyze_image(image, material="MoTe2", column_classifier="zernike")
+
+
+def test_a_held_out_material_on_a_multislice_twin(small_model):
+    # MoTe2: no Te material was in the small model's training; the image is abTEM's, not the fast twins'
+    pytest.importorskip("abtem")
+    from napari_stem_defects.simulate import ImagingParams, simulate_multislice_twin, with_dose
+
+    coarse = MicroscopeSettings(energy_kV=60, convergence_mrad=20, detector_inner_mrad=45, detector_outer_mrad=120)
+    imaging = ImagingParams(gamma=None, dose=None, microscope=coarse, background=0.0, texture=0.0)
+    twin = simulate_multislice_twin(material="MoTe2", shape=(80, 80), pixel_size=0.22, rotation_deg=None, seed=6,
+                                    defects={"V_X1": 0.12, "V_X2": 0.08, "V_M": 0.08}, imaging=imaging)
+    twin = with_dose(twin, 1e6, seed=1)
+    mat = parse_material("MoTe2")
+    yx, sub, truth = tc.site_type_labels(twin.sites, mat)
+    inside = (yx.min(axis=1) > twin.nn_px) & (yx.max(axis=1) < 80 - twin.nn_px)
+    yx, sub, truth = yx[inside], sub[inside], truth[inside]
+    from napari_stem_defects.columns.context_classifier import site_contexts, type_probabilities
+
+    probs = type_probabilities(small_model, contrast_features(twin.image, yx, sub, twin.nn_px),
+                               site_contexts(mat, coarse, sub), type_mask(sub))
+    r = tc.type_metrics(truth, probs.argmax(1))
+    assert {"single", "empty"} <= set(r["recall"])
+    assert r["accuracy"] > max(0.9, float(np.mean(truth == 0)))
+    assert r["recall"]["empty"] >= 0.8 and r["recall"]["single"] >= 0.6
