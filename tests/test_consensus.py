@@ -27,12 +27,14 @@ from napari_stem_defects.annotations import (
 from napari_stem_defects.annotations.agreement import fleiss_kappa, vote_counts
 from napari_stem_defects.annotations.consensus import (
     ABSENT,
-    AGREEMENT_COLUMNS,
     ConsensusError,
-    agreement_table,
     annotator_names,
     build_consensus,
     load_annotator_files,
+)
+from napari_stem_defects.annotations.consensus_report import (
+    AGREEMENT_COLUMNS,
+    agreement_table,
 )
 from napari_stem_defects.annotations.training_set import read_training_set
 from napari_stem_defects.annotations.training_set_export import export_training_set
@@ -272,7 +274,7 @@ def test_command_line_consensus(annotators, tmp_path, capsys):
 
 
 def test_bad_input_gives_a_clear_message(annotators, tmp_path, capsys):
-    files, d = annotators
+    files, _ = annotators
     other_twin, pdata, pk, sdata, sk = _draft(seed=12)
     np.save(tmp_path / "other.npy", other_twin.image)
     other = save_annotations(_annotations(other_twin.image, tmp_path / "other.npy", pdata, pk, pk["features"], sdata,
@@ -293,3 +295,67 @@ def test_bad_input_gives_a_clear_message(annotators, tmp_path, capsys):
     assert main(["consensus", *map(str, files), "--out", str(tmp_path / "c.json"), "--min-votes", "4"]) == 2
     assert "min_votes must lie between 1 and the 3 annotators" in capsys.readouterr().err
     assert not (tmp_path / "c.annotations.json").exists()
+
+
+@pytest.fixture
+def user_settings(tmp_path, monkeypatch):
+    """Qt user settings and model/autosave folders in a temporary folder, never the user's."""
+    from qtpy.QtCore import QSettings
+
+    monkeypatch.setenv("NAPARI_STEM_DEFECTS_MODELS", str(tmp_path / "user" / "models"))
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    return tmp_path / "settings"
+
+
+def test_dock_shows_the_disagreements_in_a_viewer(annotators, make_napari_viewer, user_settings, tmp_path):
+    from napari_stem_defects._widgets.consensus_widget import ConsensusWidget
+
+    files, d = annotators
+    viewer = make_napari_viewer()
+    viewer.add_image(d.image, name="twin", scale=(PIXEL, PIXEL))
+    _, dock = viewer.window.add_plugin_dock_widget("napari-stem-defects", "Consensus labels")
+    assert isinstance(dock, ConsensusWidget)
+    assert dock.load([str(f) for f in files])
+    points, cells = viewer.layers["twin disagreements"], viewer.layers["twin disputed cells"]
+    assert len(points.data) == 4 and len(cells.data) == 3  # the design's disputed sites and cells
+    assert sorted(points.features["vote_counts"]) == sorted(["W:2;Mo:1", "Mo:1;W:1;empty:1", "S2:2;absent:1",
+                                                            "absent:2;adatom:1"])
+    assert tuple(points.scale) == (PIXEL, PIXEL)
+    tie = points.features["vote_counts"] == "Mo:1;W:1;empty:1"
+    assert not points.features.loc[tie, "trusted"].item() and points.features.loc[~tie, "trusted"].sum() == 2
+    consensus = build_consensus(load_annotator_files(files))
+    assert f"{consensus.cells.kappa.overall:.3f}" in dock.kappa.value
+    assert f"{consensus.sites.kappa.overall:.3f}" in dock.kappa.value
+    assert "disagree on 4 of" in dock.result.value
+    dock.min_votes.value = 3  # only unanimous labels are trusted now
+    assert not viewer.layers["twin disagreements"].features["trusted"].any()
+    assert len([x for x in viewer.layers if x.name == "twin disagreements"]) == 1  # replaced, not added
+    target = dock.save(str(tmp_path / "merged.annotations.json"))
+    back = load_annotations(target)
+    assert back.saved_by == "consensus of alice, bob, carol"
+    assert int(back.cells.features["verified"].sum()) == int(consensus.cells.unanimous.sum())
+    assert (tmp_path / "merged.agreement.csv").is_file()
+    broken = tmp_path / "broken.annotations.json"
+    broken.write_text("{not json")
+    assert not dock.load([str(files[0]), str(broken)])
+    assert "cannot read" in dock.result.value and "broken.annotations.json" in dock.result.value
+
+
+def test_correct_dock_remembers_the_annotator_and_saves_it(annotators, make_napari_viewer, user_settings, tmp_path):
+    from napari_stem_defects._widgets.correct_widget import CorrectWidget
+    from napari_stem_defects.annotations import annotation_layer_data
+
+    files, d = annotators
+    np.save(tmp_path / "scan.npy", d.image)
+    viewer = make_napari_viewer()
+    viewer.add_image(d.image, name="scan", scale=(PIXEL, PIXEL), metadata={"path": str(tmp_path / "scan.npy")})
+    for data, kwargs, kind in annotation_layer_data(load_annotations(files[0])):
+        getattr(viewer, f"add_{kind}")(data, **{**kwargs, "name": f"scan {'columns' if kind == 'points' else 'cells'}"})
+    dock = CorrectWidget(viewer)
+    assert dock.cells.value is viewer.layers["scan cells"]
+    dock.annotator.value = "dora"
+    path = dock.save()
+    assert load_annotations(path).saved_by == "dora"
+    again = CorrectWidget(viewer)  # a later session: the name is remembered
+    assert again.annotator.value == "dora"
+    assert list(user_settings.rglob("*.ini"))

@@ -51,12 +51,11 @@ def kappa_text(rows: list[dict]) -> list[str]:
 def run_consensus_command(args: argparse.Namespace) -> int:
     """Run ``consensus``: write the consensus file and the agreement CSV, print the counts and kappa."""
     from .annotations.consensus import (
-        agreement_table,
         annotator_names,
         build_consensus,
-        kappa_rows,
         load_annotator_files,
     )
+    from .annotations.consensus_report import agreement_table, kappa_rows
     from .annotations.store import save_annotations
     from .io.atomic import atomic_write_text
 

@@ -33,7 +33,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,8 +41,8 @@ from .agreement import Kappa, fleiss_kappa, majority_labels, vote_counts
 from .edits import SOURCE_HUMAN, sync_positions
 from .store import AnnotationFileError, Annotations, LayerAnnotation, load_annotations
 
-__all__ = ["ABSENT", "Consensus", "ConsensusError", "Votes", "agreement_table", "annotator_names",
-           "build_consensus", "load_annotator_files", "match_positions"]
+__all__ = ["ABSENT", "Consensus", "ConsensusError", "Votes", "annotator_names", "build_consensus", "item_votes",
+           "load_annotator_files", "match_positions"]
 
 #: The vote of an annotator who has no site or cell at a matched place (deleted it, or never added it).
 ABSENT = "absent"
@@ -427,57 +426,4 @@ def _stack(parts: list[pd.DataFrame]) -> pd.DataFrame:
             out[name] = out[name].where(~missing, -1).astype(np.int64)
         elif kinds == {"b"} and out[name].dtype.kind != "b":
             out[name] = out[name].where(~missing, False).astype(bool)
-    return out
-
-
-#: Columns of :func:`agreement_table` (a contract: add, never rename).
-AGREEMENT_COLUMNS = ("kind", "item", "index", "frame", "y_px", "x_px", "label", "votes", "n_annotators",
-                     "agreement", "unanimous", "tie", "trusted", "n_verified", "vote_counts", "labels")
-
-
-def agreement_table(consensus: Consensus) -> pd.DataFrame:
-    """One row per matched site and cell: where it is, the majority label and how the annotators voted.
-
-    Columns (:data:`AGREEMENT_COLUMNS`): ``kind`` (sites/cells), ``item`` (its number among
-    that kind's matched items), ``index`` (its row in the consensus file's layer, -1 when the
-    majority said :data:`ABSENT` and it was left out), ``frame`` (-1 for a 2D image),
-    ``y_px``, ``x_px`` (mean position; cells: centre), ``label``, ``votes``, ``n_annotators``,
-    ``agreement`` (votes / annotators), ``unanimous``, ``tie``, ``trusted`` (in the training set:
-    at least ``min_votes`` votes, no tie, not absent), ``n_verified``, ``vote_counts``
-    (``"Mo:2;W:1"``) and ``labels`` (``"alice=Mo;bob=W;carol=Mo"``).
-    """
-    tables = []
-    for votes in consensus.votes():
-        m = len(votes.majority)
-        kept = votes.majority != ABSENT
-        index = np.full(m, -1, dtype=np.int64)
-        index[kept] = np.arange(int(kept.sum()))
-        pos = votes.positions
-        frame = np.round(pos[:, 0]).astype(np.int64) if pos.shape[1] == 3 else np.full(m, -1, np.int64)
-        tables.append(pd.DataFrame({
-            "kind": votes.kind, "item": np.arange(m), "index": index, "frame": frame,
-            "y_px": pos[:, -2] if m else [], "x_px": pos[:, -1] if m else [],
-            "label": votes.majority.astype(str), "votes": votes.votes, "n_annotators": len(votes.annotators),
-            "agreement": votes.votes / len(votes.annotators), "unanimous": votes.unanimous, "tie": votes.tie,
-            "trusted": votes.trusted(consensus.min_votes), "n_verified": votes.n_verified,
-            "vote_counts": [_counts_text(votes.categories, row) for row in votes.counts],
-            "labels": [";".join(f"{a}={lab}" for a, lab in zip(votes.annotators, row)) for row in votes.labels],
-        }, columns=list(AGREEMENT_COLUMNS)))
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(AGREEMENT_COLUMNS))
-
-
-def _counts_text(categories: Sequence[str], row: np.ndarray) -> str:
-    order = np.argsort(-row, kind="stable")
-    return ";".join(f"{categories[j]}:{int(row[j])}" for j in order if row[j] > 0)
-
-
-def kappa_rows(consensus: Consensus) -> list[dict[str, Any]]:
-    """Fleiss' kappa per kind and class, overall first: ``{"kind", "class", "share", "kappa"}`` rows."""
-    out: list[dict[str, Any]] = []
-    for votes in consensus.votes():
-        if votes.kappa is None:
-            continue
-        out.append({"kind": votes.kind, "class": "(all)", "share": 1.0, "kappa": votes.kappa.overall})
-        out += [{"kind": votes.kind, "class": c, "share": votes.kappa.share[c], "kappa": votes.kappa.per_category[c]}
-                for c in votes.categories]
     return out
