@@ -383,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "consensus":
                 from .cli_consensus import run_consensus_command
 
-                return run_consensus_command(args)
+                return run_consensus_command(args, read_annotated_image)
             return _cmd_calibrate(args)
         except ImageCheckError as err:
             print(f"napari-stem-defects {args.command}: {args.image}: {err} Nothing was written; --force analyses "

@@ -9,34 +9,14 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def consensus_paths(out: str, image_file: str | None, image_name: str, csv: str | None) -> tuple[Path, Path]:
-    """The consensus annotation file and its agreement CSV.
-
-    ``out`` is the file, or an existing folder (then ``<image file name>.annotations.json``
-    inside it); the CSV is ``--csv`` or the file's name with ``.annotations.json`` (or
-    ``.json``) replaced by ``.agreement.csv``.
-
-    Examples
-    --------
-    >>> [p.name for p in consensus_paths("c.annotations.json", None, "twin", None)]
-    ['c.annotations.json', 'c.agreement.csv']
-    """
-    from .annotations.store import SIDECAR_SUFFIX
-
-    target = Path(out)
-    if target.is_dir():
-        target = target / f"{Path(image_file).name if image_file else image_name}{SIDECAR_SUFFIX}"
-    if csv is not None:
-        return target, Path(csv)
-    name = target.name
-    for suffix in (SIDECAR_SUFFIX, ".json"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return target, target.with_name(name + ".agreement.csv")
+    from .annotations.store import Annotations
 
 
 def kappa_text(rows: list[dict]) -> list[str]:
@@ -48,14 +28,23 @@ def kappa_text(rows: list[dict]) -> list[str]:
     return lines
 
 
-def run_consensus_command(args: argparse.Namespace) -> int:
-    """Run ``consensus``: write the consensus file and the agreement CSV, print the counts and kappa."""
+def run_consensus_command(args: argparse.Namespace,
+                          read_image: Callable[[str], tuple[np.ndarray, Annotations]] | None = None) -> int:
+    """Run ``consensus``: write the consensus file and the agreement CSV, print the counts and kappa.
+
+    ``read_image`` reads an annotation file and its image (``cli.read_annotated_image``); it is
+    needed for ``--training-set``.
+    """
     from .annotations.consensus import (
         annotator_names,
         build_consensus,
         load_annotator_files,
     )
-    from .annotations.consensus_report import agreement_table, kappa_rows
+    from .annotations.consensus_report import (
+        agreement_table,
+        consensus_paths,
+        kappa_rows,
+    )
     from .annotations.store import save_annotations
     from .io.atomic import atomic_write_text
 
@@ -79,11 +68,10 @@ def run_consensus_command(args: argparse.Namespace) -> int:
     for line in kappa_text(kappa_rows(consensus)):
         print("  " + line)
     print(f"wrote {saved}, {csv}")
-    if args.training_set:
+    if args.training_set and read_image is not None:
         from .annotations.training_set_export import export_training_set
-        from .cli import read_annotated_image
 
-        image, merged = read_annotated_image(str(saved))
+        image, merged = read_image(str(saved))
         manifest = export_training_set([(image, merged)], args.training_set, verified_only=True)
         print(f"wrote the training set of the trusted cells: {manifest.parent}")
     return 0
@@ -115,4 +103,4 @@ def add_consensus_parser(sub: argparse._SubParsersAction, min_votes_type, fracti
     return con
 
 
-__all__ = ["add_consensus_parser", "consensus_paths", "kappa_text", "run_consensus_command"]
+__all__ = ["add_consensus_parser", "kappa_text", "run_consensus_command"]

@@ -135,9 +135,8 @@ class ConsensusWidget(StemDock):
 
     def save(self, path: str | None = None) -> Path | None:
         """Write the consensus annotation file and its agreement CSV (asked with a dialog when not given)."""
-        from ..annotations.consensus_report import agreement_table
+        from ..annotations.consensus_report import agreement_table, consensus_paths
         from ..annotations.store import save_annotations
-        from ..cli_consensus import consensus_paths
         from ..io.atomic import atomic_write_text
 
         if self.consensus is None:

@@ -5,18 +5,27 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .consensus import ABSENT, Consensus
-from .store import Annotations
+from .store import SIDECAR_SUFFIX, Annotations
 
-__all__ = ["AGREEMENT_COLUMNS", "Disagreements", "agreement_table", "disagreement_layer_data", "disagreements",
-           "kappa_rows"]
+__all__ = [
+    "AGREEMENT_COLUMNS",
+    "Disagreements",
+    "agreement_table",
+    "consensus_paths",
+    "disagreement_layer_data",
+    "disagreements",
+    "kappa_rows",
+]
 
 
 #: Columns of :func:`agreement_table` (a contract: add, never rename).
@@ -148,3 +157,29 @@ def _colours(table: pd.DataFrame) -> np.ndarray | str:
     if not len(table):
         return UNTRUSTED_COLOUR
     return np.where(table["trusted"].to_numpy(bool), TRUSTED_COLOUR, UNTRUSTED_COLOUR)
+
+
+def consensus_paths(out: str | os.PathLike, image_file: str | None, image_name: str,
+                    csv: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """The consensus annotation file and its agreement CSV.
+
+    ``out`` is the file, or an existing folder (then ``<image file name>.annotations.json``
+    inside it); the CSV is ``--csv`` or the file's name with ``.annotations.json`` (or
+    ``.json``) replaced by ``.agreement.csv``.
+
+    Examples
+    --------
+    >>> [p.name for p in consensus_paths("c.annotations.json", None, "twin", None)]
+    ['c.annotations.json', 'c.agreement.csv']
+    """
+    target = Path(out)
+    if target.is_dir():
+        target = target / f"{Path(image_file).name if image_file else image_name}{SIDECAR_SUFFIX}"
+    if csv is not None:
+        return target, Path(csv)
+    name = target.name
+    for suffix in (SIDECAR_SUFFIX, ".json"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return target, target.with_name(name + ".agreement.csv")
