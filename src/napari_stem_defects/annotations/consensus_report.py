@@ -140,10 +140,10 @@ def disagreement_layer_data(consensus: Consensus, found: Disagreements) -> list[
     points = np.asarray(found.site_points, float).reshape(len(found.sites), -1) if len(found.sites) else \
         np.zeros((0, 2))
     votes = consensus.sites
-    size = max(2.0, 3.0 * votes.tolerance_px) if votes is not None else 10.0
+    size = max(2.0, 2.0 * votes.tolerance_px) if votes is not None else 10.0
     site_kwargs = {"name": f"{ref.name} disagreements", **image_placement(ref, points.shape[1]),
                    "features": found.sites, "face_color": "transparent", "border_color": _colours(found.sites),
-                   "border_width": 0.2, "size": size, "symbol": "ring",
+                   "border_width": 0.15, "size": size, "symbol": "ring",
                    "text": {"string": "{vote_counts}", "size": 9, "color": "white", "anchor": "upper_left"}}
     polygons = np.asarray(found.cell_polygons, float)
     n = polygons.shape[-1] if polygons.ndim == 3 and len(polygons) else 2
