@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from twin_layers import PIXEL, classified_twin
 
 from napari_stem_defects.annotations import (
     annotations_from_layers,
@@ -38,28 +39,15 @@ from napari_stem_defects.annotations.consensus_report import (
 )
 from napari_stem_defects.annotations.training_set import read_training_set
 from napari_stem_defects.annotations.training_set_export import export_training_set
-from napari_stem_defects.cells.classify import classify_site_table
-from napari_stem_defects.cells.shapes_layer import cells_to_shapes_data
 from napari_stem_defects.cli import main
-from napari_stem_defects.columns import detect_columns
-from napari_stem_defects.columns.points_layer import result_to_points_data
-from napari_stem_defects.simulate import ImagingParams, simulate_twin
 from napari_stem_defects.simulate.defects import CELL_CLASSES
 
-PIXEL = 0.12
 NAMES = ("alice", "bob", "carol")
 
 
 def _draft(seed: int = 11):
-    twin = simulate_twin("MoS2", (192, 192), PIXEL, defects={"V_X1": 0.05, "V_M": 0.03, "V_X2": 0.02},
-                         imaging=ImagingParams(dose=1e6), seed=seed)
-    result = detect_columns(twin.image, material="MoS2", pixel_size=PIXEL)
-    cells = classify_site_table(None, result.sites, "MoS2", "physics", posteriors=result.posteriors)
-    pdata, pk, _ = result_to_points_data(result, scale=(PIXEL, PIXEL), units=("angstrom", "angstrom"),
-                                         name="twin columns", parameters={"material": "MoS2"})
-    sdata, sk, _ = cells_to_shapes_data(cells, result.a1, result.a2, scale=(PIXEL, PIXEL), units="angstrom",
-                                        name="twin cells", metadata={"material": "MoS2"})
-    return twin, pdata, pk, np.asarray(sdata, float), sk
+    draft = classified_twin(seed=seed)
+    return draft.twin, draft.points, draft.points_kwargs, draft.shapes, draft.shapes_kwargs
 
 
 def _annotations(image: np.ndarray, file: Path, pdata, pk, points_features, sdata, sk, cells_features):
