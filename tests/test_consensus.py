@@ -347,3 +347,26 @@ def test_correct_dock_remembers_the_annotator_and_saves_it(annotators, make_napa
     again = CorrectWidget(viewer)  # a later session: the name is remembered
     assert again.annotator.value == "dora"
     assert list(user_settings.rglob("*.ini"))
+
+
+def test_consensus_file_opens_with_its_image_for_correction(annotators, make_napari_viewer, user_settings, tmp_path,
+                                                            capsys):
+    """`consensus --out FOLDER` writes <image>.annotations.json: opening the image there restores the consensus,
+    and "Next uncertain" in "Correct labels" goes to the least agreed cell first."""
+    from napari_stem_defects._widgets.correct_widget import CorrectWidget
+
+    files, d = annotators
+    folder = tmp_path / "review"
+    folder.mkdir()
+    np.save(folder / "twin.npy", d.image)
+    assert main(["consensus", *map(str, files), "--out", str(folder)]) == 0
+    assert (folder / "twin.npy.annotations.json").is_file() and (folder / "twin.npy.agreement.csv").is_file()
+    viewer = make_napari_viewer()
+    layers = viewer.open(folder / "twin.npy", plugin="napari-stem-defects")
+    assert [type(x).__name__ for x in layers] == ["Image", "Points", "Shapes"]
+    dock = CorrectWidget(viewer)
+    cells = dock.cells.value
+    assert cells is layers[2] and len(cells.features) == d.n_cells
+    dock.next_uncertain()
+    (row,) = cells.selected_data
+    assert cells.features.loc[row, "votes"] == 1 and not cells.features.loc[row, "verified"]  # the three-way tie
