@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("maps", ("heatmaps", "lattice", "image_check", "image_check_sites")),
     ("analysis", ("analyze", "analysis_files", "analysis_heatmaps", "model_registry", "annotations")),
     ("training and series", ("training", "dynamics", "batch")),
-    ("interface", ("cli", "cli_parser", "cli_batch", "sample_data", "_widgets", "io.napari_reader")),
+    ("interface", ("cli", "cli_parser", "cli_batch", "cli_consensus", "sample_data", "_widgets", "io.napari_reader")),
 )
 
 

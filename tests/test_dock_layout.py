@@ -13,7 +13,7 @@ from napari_stem_defects._widgets._dock import DOCK_MIN_WIDTH, StemDock
 
 PLUGIN = "napari-stem-defects"
 DOCKS = ("Check pixel calibration", "Detect atom columns", "Classify unit cells", "Defect heatmaps", "Dynamics",
-         "Correct labels", "Train a model", "Lattice analysis")
+         "Correct labels", "Train a model", "Lattice analysis", "Consensus labels")
 SCREEN = (1366, 768)
 #: Qt widgets a person operates (a scroll bar of a scroll area is not a control of the dock).
 CONTROLS = (QAbstractButton, QComboBox, QAbstractSpinBox, QAbstractSlider, QLineEdit, QAbstractItemView)

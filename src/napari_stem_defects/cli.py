@@ -380,6 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from .cli_batch import run_batch_command
 
                 return run_batch_command(args)
+            if args.command == "consensus":
+                from .cli_consensus import run_consensus_command
+
+                return run_consensus_command(args, read_annotated_image)
             return _cmd_calibrate(args)
         except ImageCheckError as err:
             print(f"napari-stem-defects {args.command}: {args.image}: {err} Nothing was written; --force analyses "

@@ -245,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--twins", type=_whole(0), default=None, metavar="N",
                     help="digital twins in the pool mixed into batches (default 24 cells, 16 columns)")
     add_batch_parser(sub)
+    from .cli_consensus import add_consensus_parser
+
+    add_consensus_parser(sub, _whole(1), _number(0.0, 1.0, low_open=True))
     return parser
 
 

@@ -44,6 +44,8 @@ class SnapshotWriter:
         self._stored = 0
         self._notes: list[str] = []
         self.worker: Any = None
+        #: The annotator's name written as each file's ``saved_by`` (None: the login name).
+        self.saved_by: str | None = None
 
     @property
     def busy(self) -> bool:
@@ -66,7 +68,7 @@ class SnapshotWriter:
         with self._lock:
             if number < self._stored:
                 return False
-            save_annotations(ann, target, on_kept=self._notes.append)
+            save_annotations(ann, target, on_kept=self._notes.append, saved_by=self.saved_by)
             self._stored = number
             return True
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, ProgressBar, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, ProgressBar, PushButton
 from qtpy.QtCore import QTimer
 
 from ..annotations.edits import CLASS_KEYS, species_keys
@@ -40,6 +40,7 @@ from ..layer_calibration import calibration_note
 from ..vocabulary import CELL_CLASSES
 from ._dock import Section, StemDock, adopt_material, is_grey_image, layer_choice, material_choice, pixel_size, row
 from ._dock import text_label as _text
+from ._annotator import store_annotator, stored_annotator
 from ._jobs import JobRunner
 from ._review import NEXT_KEY, PREVIOUS_KEY, REDO_KEY, UNDO_KEY, shortcut_table
 from ._snapshot_writer import SnapshotWriter
@@ -138,6 +139,9 @@ class CorrectWidget(CorrectEdits, CorrectSaving, CorrectExport, StemDock):
         self.keys = _text(tooltip="the keys of the active layer (select the cells or the sites layer)")
         self.statistics = _text(tooltip="counts and concentrations of the cells as corrected, and which "
                                         "calibration they used")
+        self.annotator = LineEdit(label="annotator", value=stored_annotator(),
+                                  tooltip="your name, written into every annotation file you save (set it once: it "
+                                          "is remembered), so several people's files can be merged by consensus")
         self.save_button = PushButton(text="Save annotations",
                                       tooltip="write the corrections beside the image file (<image>.annotations.json); "
                                               "they are also autosaved a moment after each edit")
@@ -163,7 +167,7 @@ class CorrectWidget(CorrectEdits, CorrectSaving, CorrectExport, StemDock):
             Section("Keys", [self.keys], expanded=True, labels=False, tooltip="the keys of the active layer"),
             Section("Statistics", [self.statistics], expanded=False, labels=False,
                     tooltip="counts and concentrations of the corrected cells"),
-            Section("Save and export", [self.save_button, self.status, self.export_others, self.export_all,
+            Section("Save and export", [Container(labels=True, widgets=[self.annotator]), self.save_button, self.status, self.export_others, self.export_all,
                                         self.export_button, self.progress], expanded=True, labels=False,
                     tooltip="save the corrections; export them as training data"),
         ])
@@ -179,6 +183,8 @@ class CorrectWidget(CorrectEdits, CorrectSaving, CorrectExport, StemDock):
         self.undo_button.changed.connect(lambda *_: self.undo())
         self.redo_button.changed.connect(lambda *_: self.redo())
         self.save_button.changed.connect(lambda *_: self.save())
+        self.writer.saved_by = self.annotator.value
+        self.annotator.changed.connect(self._on_annotator)
         self.export_button.changed.connect(lambda *_: self.export_training_set())
         self.image.changed.connect(self._on_image)
         self.sites.changed.connect(self._on_sites)
@@ -293,6 +299,11 @@ class CorrectWidget(CorrectEdits, CorrectSaving, CorrectExport, StemDock):
                 event.disconnect(callback)
             except (RuntimeError, ValueError, TypeError):
                 pass
+
+    def _on_annotator(self, *_) -> None:
+        """Remember the annotator's name and write it into the next saves."""
+        store_annotator(self.annotator.value)
+        self.writer.saved_by = self.annotator.value.strip() or None
 
     def _on_material(self, *_) -> None:
         self.species.reset_choices()

@@ -21,7 +21,7 @@ from .edits import sync_positions
 from .schema import unique_ids
 from .store import Annotations, ImageReference, LayerAnnotation, image_sha256
 
-__all__ = ["annotation_layer_data", "annotations_from_layers", "image_path_of", "layer_units"]
+__all__ = ["annotation_layer_data", "annotations_from_layers", "image_path_of", "image_placement", "layer_units"]
 
 #: Point diameter as a fraction of the nearest-neighbour distance when no style is known.
 _POINT_SIZE_FRACTION = 0.6
@@ -184,7 +184,7 @@ def annotation_layer_data(ann: Annotations) -> list[LayerDataTuple]:
     return out
 
 
-def _placement(image: ImageReference, n: int) -> dict[str, tuple]:
+def image_placement(image: ImageReference, n: int) -> dict[str, tuple]:
     """The image's scale, units and translate for a layer of ``n`` dimensions (last axes; padded)."""
     return {"scale": tuple(float(s) for s in last_axes(image.scale, n, 1.0)),
             "units": tuple(str(u) for u in last_axes(image.units, n, "pixel")),
@@ -194,7 +194,7 @@ def _placement(image: ImageReference, n: int) -> dict[str, tuple]:
 def _points_tuple(layer: LayerAnnotation, image: ImageReference) -> LayerDataTuple:
     data = np.array(layer.data, copy=True)
     n = data.shape[1] if data.ndim == 2 and data.shape[1] else 2
-    place = _placement(image, n)
+    place = image_placement(image, n)
     features = layer.features.copy()
     nn_px = _nn_px(layer.metadata, data)
     if {"species", "sublattice"} <= set(features.columns):
@@ -234,7 +234,7 @@ def _nn_px(metadata: Mapping[str, Any], data: np.ndarray) -> float:
 def _shapes_tuple(layer: LayerAnnotation, image: ImageReference) -> LayerDataTuple:
     data = np.array(layer.data, copy=True)
     n = data.shape[-1] if data.ndim == 3 else 2
-    place = _placement(image, n)
+    place = image_placement(image, n)
     features = layer.features.copy()
     metadata = dict(layer.metadata)
     a1, a2 = metadata.get("a1_px"), metadata.get("a2_px")

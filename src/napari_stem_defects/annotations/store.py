@@ -310,7 +310,7 @@ def image_sha256(array: np.ndarray) -> str:
 
 
 def save_annotations(ann: Annotations, path: str | os.PathLike,
-                     on_kept: Callable[[str], Any] | None = None) -> Path:
+                     on_kept: Callable[[str], Any] | None = None, *, saved_by: str | None = None) -> Path:
     """Write annotations to ``path`` atomically; fill their ``saved_at``, ``saved_by`` and ``software``.
 
     A file already at ``path`` is never overwritten unless it is a readable
@@ -328,6 +328,9 @@ def save_annotations(ann: Annotations, path: str | os.PathLike,
     on_kept : callable, optional
         Called with a message when an earlier file was kept aside; by default
         the message is a :class:`~.safekeeping.EarlierFileKept` warning.
+    saved_by : str, optional
+        Who saved them: the annotator's name set in the correction dock, or the
+        annotators of a consensus file; by default (or when blank) the login name.
 
     Returns
     -------
@@ -349,7 +352,8 @@ def save_annotations(ann: Annotations, path: str | os.PathLike,
         check_annotations(ann)
     except ValueError as exc:
         raise ValueError(f"cannot save these annotations: {exc}") from None
-    ann.saved_at, ann.saved_by, ann.software = now_iso(), current_user(), software()
+    who = saved_by.strip() if saved_by is not None and saved_by.strip() else current_user()
+    ann.saved_at, ann.saved_by, ann.software = now_iso(), who, software()
     text = dumps_document(ann.to_dict(folder=target.parent))
     kept = keep_earlier_file(target, ann.image.sha256)
     atomic_write_text(target, text)
