@@ -176,7 +176,6 @@ def library_similarity(root: Path) -> None:
         ref2 = column_sums(clean - gaussian_filter(clean - scale * old, 2.5 / px), inner, 0.45 * nn)
         c1 = column_sums(fast.astype(float), inner, 0.45 * nn)
         c2 = c2 * np.median(ref2 / c2)
-        ref = ref1
         setting, material = clean_path.parent.parent.name, clean_path.parent.name
         for sp in sorted(inner.species.unique()):
             m = (inner.species == sp).to_numpy()

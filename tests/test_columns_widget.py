@@ -265,3 +265,17 @@ def test_deep_method_uses_the_chosen_column_model_version(setup, map_calls, tmp_
     assert map_calls == ["deep", "deep"]  # the same version again: its cached map
     (a,), (b,) = shipped.results.values(), version.results.values()
     assert np.array_equal(a.sites[["y_px", "x_px"]].to_numpy(), b.sites[["y_px", "x_px"]].to_numpy())
+
+
+def test_species_by_context_runs_the_context_classifier(setup, twin):
+    viewer, image, widget = setup
+    widget.species_by.value = "context"
+    run = widget.run(blocking=True)
+    assert not run.errors and any("context-encoder" in m for m in run.results[None].messages)
+    points = viewer.layers["twin columns"]
+    truth = twin.sites[twin.sites["sublattice"].isin(["M", "X"])]
+    _, idx = cKDTree(truth[["y_px", "x_px"]].to_numpy()).query(points.data)
+    empty = points.features["species"].to_numpy() == "empty"
+    # the classifier's empty columns are the twin's vacancies, and it finds them all
+    assert np.all(truth["n_atoms"].to_numpy()[idx[empty]] == 0)
+    assert empty.sum() == np.sum(truth["n_atoms"].to_numpy()[np.unique(idx)] == 0)
