@@ -38,7 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from napari_stem_defects.composition import allowed_classes
+from napari_stem_defects.materials import parse_material
 from napari_stem_defects.simulate import ImagingParams
+from napari_stem_defects.simulate.defects import stated_foreign_atom
 from napari_stem_defects.simulate.export import META_FILE, write_twin
 from napari_stem_defects.simulate.microscope import MicroscopeSettings
 from napari_stem_defects.simulate.multislice import simulate_multislice_twin
@@ -60,6 +62,8 @@ MATERIALS = ("MoS2", "WSe2", "MoTe2", "Mo0.5W0.5S2", "Janus-MoSSe")
 #: The dopant validation set (``--materials dopants``): 3d metal dopants in WSe2 and MoS2.
 DOPANT_MATERIALS = ("WSe2+V", "WSe2+Cr", "WSe2+Mn", "WSe2+Co", "MoS2+V", "MoS2+Cr")
 DOSES = (1e4, 1e5, 1e6)
+#: Fraction of the cells per defect class, and of dopant_M cells where the material states its dopant.
+PLAIN, DOPED = (0.015, 0.03), (0.06, 0.10)
 INDEX_COLUMNS = ("setting", "material", "dose", "path", "height", "width", "pixel_size_A", "energy_kV",
                  "convergence_mrad", "detector_inner_mrad", "detector_outer_mrad", "source_size_A",
                  "frozen_phonons", "rotation_deg", "n_sites", "n_cells", "defect_cells", "seed", "seconds",
@@ -72,9 +76,12 @@ def seed_of(*parts: object) -> int:
 
 
 def defect_mix(material: str, rng: np.random.Generator) -> dict[str, float]:
-    """Every defect class the material allows, 1.5-3 % of the cells each (adatoms 1 %)."""
+    """Every defect class the material allows, 1.5-3 % of the cells each (adatoms 1 %); a stated metal
+    dopant (``WSe2+Mn``) on 6-10 % of the cells."""
     classes = [c for c in allowed_classes(material) if c != "perfect"]
-    return {c: (0.01 if c == "adatom" else float(rng.uniform(0.015, 0.03))) for c in classes}
+    stated = stated_foreign_atom(parse_material(material), "M") is not None
+    return {c: (0.01 if c == "adatom" else float(rng.uniform(*DOPED if stated and c == "dopant_M" else PLAIN)))
+            for c in classes}
 
 
 def dose_dir(root: Path, setting: str, material: str, dose: float) -> Path:
