@@ -13,6 +13,14 @@ Usage::
     PYTHONPATH=src python scripts/build_multislice_library.py --out /work/mslib [--settings 60kV 200kV]
         [--materials MoS2 WSe2 ...] [--threads 1] [--frozen-phonons 0]
 
+A material may state its metal dopant (``WSe2+Mn``): the image's ``dopant_M`` cells then
+hold that element (``sites.csv`` names it as the metal site's species; ``index.csv`` in
+its ``dopant`` column). The dopant validation set (:data:`DOPANT_MATERIALS`, the 3d
+dopants of the context-encoder study) is built into its own folder::
+
+    PYTHONPATH=src python scripts/build_multislice_library.py --out /work/mslib_dopants \
+        --settings 80kV 60kV --materials dopants
+
 Needs the ``multislice`` extra (abTEM). On the 2-core development machine (shared, one
 thread) a 60 kV image takes about 5-10 minutes and a 200 kV image about 3 times that;
 on a GPU (``abtem.config.set({'device': 'gpu'})``) far less.
@@ -30,7 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from napari_stem_defects.composition import allowed_classes
+from napari_stem_defects.materials import parse_material
 from napari_stem_defects.simulate import ImagingParams
+from napari_stem_defects.simulate.defects import stated_foreign_atom
 from napari_stem_defects.simulate.export import META_FILE, write_twin
 from napari_stem_defects.simulate.microscope import MicroscopeSettings
 from napari_stem_defects.simulate.multislice import simulate_multislice_twin
@@ -44,12 +54,20 @@ SETTINGS: dict[str, dict] = {
     "200kV": dict(microscope=MicroscopeSettings(energy_kV=200, convergence_mrad=22, detector_inner_mrad=75,
                                                 detector_outer_mrad=180, source_size_A=0.35),
                   pixel_size=0.12, shape=(288, 288)),
+    "80kV": dict(microscope=MicroscopeSettings(energy_kV=80, convergence_mrad=30, detector_inner_mrad=70,
+                                               detector_outer_mrad=200, source_size_A=0.4),
+                 pixel_size=0.15, shape=(288, 288)),
 }
 MATERIALS = ("MoS2", "WSe2", "MoTe2", "Mo0.5W0.5S2", "Janus-MoSSe")
+#: The dopant validation set (``--materials dopants``): 3d metal dopants in WSe2 and MoS2.
+DOPANT_MATERIALS = ("WSe2+V", "WSe2+Cr", "WSe2+Mn", "WSe2+Co", "MoS2+V", "MoS2+Cr")
 DOSES = (1e4, 1e5, 1e6)
+#: Fraction of the cells per defect class, and of dopant_M cells where the material states its dopant.
+PLAIN, DOPED = (0.015, 0.03), (0.06, 0.10)
 INDEX_COLUMNS = ("setting", "material", "dose", "path", "height", "width", "pixel_size_A", "energy_kV",
                  "convergence_mrad", "detector_inner_mrad", "detector_outer_mrad", "source_size_A",
-                 "frozen_phonons", "rotation_deg", "n_sites", "n_cells", "defect_cells", "seed", "seconds")
+                 "frozen_phonons", "rotation_deg", "n_sites", "n_cells", "defect_cells", "seed", "seconds",
+                 "dopant")
 
 
 def seed_of(*parts: object) -> int:
@@ -58,9 +76,12 @@ def seed_of(*parts: object) -> int:
 
 
 def defect_mix(material: str, rng: np.random.Generator) -> dict[str, float]:
-    """Every defect class the material allows, 1.5-3 % of the cells each (adatoms 1 %)."""
+    """Every defect class the material allows, 1.5-3 % of the cells each (adatoms 1 %); a stated metal
+    dopant (``WSe2+Mn``) on 6-10 % of the cells."""
     classes = [c for c in allowed_classes(material) if c != "perfect"]
-    return {c: (0.01 if c == "adatom" else float(rng.uniform(0.015, 0.03))) for c in classes}
+    stated = stated_foreign_atom(parse_material(material), "M") is not None
+    return {c: (0.01 if c == "adatom" else float(rng.uniform(*DOPED if stated and c == "dopant_M" else PLAIN)))
+            for c in classes}
 
 
 def dose_dir(root: Path, setting: str, material: str, dose: float) -> Path:
@@ -115,7 +136,7 @@ def build(root: Path, settings: list[str], materials: list[str], threads: int, f
                     "source_size_A": microscope.source_size_A, "frozen_phonons": microscope.frozen_phonons,
                     "rotation_deg": round(rotation, 3), "n_sites": len(twin.sites), "n_cells": len(twin.cells),
                     "defect_cells": int((twin.cells["class"] != "perfect").sum()), "seed": seed,
-                    "seconds": round(seconds, 1),
+                    "seconds": round(seconds, 1), "dopant": _dopant_of(twin),
                 }
             _write_index(index_path, rows)
             info = clean.extra["multislice"]
@@ -148,6 +169,13 @@ def refresh(root: Path) -> None:
         print(f"refreshed {meta_path.parent}")
 
 
+def _dopant_of(twin) -> str:
+    """The element on the twin's dopant_M metal sites ('' if it has none)."""
+    sites = twin.sites
+    species = sites.loc[(sites["sublattice"] == "M") & (sites["defect"] == "dopant_M"), "species"]
+    return str(species.iloc[0]) if len(species) else ""
+
+
 def _write_index(path: Path, rows: dict) -> None:
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
@@ -162,7 +190,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="library folder (outside the repository)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--materials", nargs="+", default=list(MATERIALS))
+    parser.add_argument("--materials", nargs="+", default=list(MATERIALS),
+                        help="materials, with a stated dopant where wanted (WSe2+Mn); 'dopants' stands for "
+                             f"{' '.join(DOPANT_MATERIALS)}")
     parser.add_argument("--threads", type=int, default=1, help="FFT threads (default 1)")
     parser.add_argument("--frozen-phonons", type=int, default=0,
                         help="frozen-phonon configurations per image (default 0: static lattice)")
@@ -172,6 +202,7 @@ def main() -> None:
                         help="only rewrite cross_section_A2 in sites.csv and the imaging in twin.json of the "
                              "images already written, from the current cross-section table")
     args = parser.parse_args()
+    materials = [m for name in args.materials for m in (DOPANT_MATERIALS if name == "dopants" else [name])]
     if args.shape:
         for spec in SETTINGS.values():
             spec["shape"] = tuple(args.shape)
@@ -181,13 +212,13 @@ def main() -> None:
         "what": "napari-stem-defects multislice validation library (never train on it)",
         "settings": {k: {"microscope": v["microscope"].as_dict(), "pixel_size_A": v["pixel_size"],
                          "shape": list(v["shape"])} for k, v in SETTINGS.items()},
-        "materials": list(MATERIALS), "doses": list(DOSES), "frozen_phonons": args.frozen_phonons,
+        "materials": materials, "doses": list(DOSES), "frozen_phonons": args.frozen_phonons,
         "script": "scripts/build_multislice_library.py",
     }, indent=2))
     if args.refresh:
         refresh(root)
         return
-    build(root, args.settings, args.materials, args.threads, args.frozen_phonons)
+    build(root, args.settings, materials, args.threads, args.frozen_phonons)
 
 
 if __name__ == "__main__":

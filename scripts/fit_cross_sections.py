@@ -12,8 +12,9 @@ Usage::
     PYTHONPATH=src python scripts/fit_cross_sections.py [--raw RAW.npz] [--out JSON] [--threads 1]
 
 ``--raw`` keeps the measurements (resumable: contents already in the file are not
-rerun). Seeded (every content and energy has its own fixed seed), so a rerun gives the
-same table. Run time on the 2-core development machine (shared, 1 thread): about
+rerun; ``--configurations`` must then match the counts the file was measured with).
+Seeded (every content and energy has its own fixed seed), so a rerun gives the same
+table. Run time on the 2-core development machine (shared, 1 thread): about
 40 minutes for the measurements, a few seconds for the fit.
 """
 
@@ -198,7 +199,13 @@ def main() -> None:
     parser.add_argument("--raw", default="column_calibration_raw.npz", help="raw measurements (resumable)")
     parser.add_argument("--out", default=str(TABLE_FILE), help="table to write")
     parser.add_argument("--threads", type=int, default=1, help="FFT threads (default 1)")
+    parser.add_argument("--configurations", type=int, nargs=3, metavar=("STATIC", "THERMAL", "PAIR"), default=None,
+                        help="configurations per measurement: static, thermal single atoms, thermal pairs (default "
+                             f"{' '.join(str(n) for n in CONFIGURATIONS.values())}); to add contents to a raw file "
+                             "measured with other counts, give those (the shipped table: 4 8 8)")
     args = parser.parse_args()
+    if args.configurations:
+        CONFIGURATIONS.update(zip(("static", "thermal", "thermal pair"), args.configurations))
     configure_abtem(args.threads)
     t0 = time.perf_counter()
     raw = measure(Path(args.raw))

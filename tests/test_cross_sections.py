@@ -178,3 +178,30 @@ def test_one_clean_twin_gives_several_doses_with_the_same_truth():
     assert abs(resid[low.expected > 5].std() - 1.0) < 0.05
     with pytest.raises(ValueError, match="noise-free"):
         with_dose(low, 1e5)
+
+
+@pytest.mark.parametrize("kv, inner, outer, alpha", [(60, 50, 200, 28), (80, 70, 200, 30), (200, 75, 180, 22)])
+def test_3d_dopants_mn_co_sit_between_cr_and_nb_in_the_table(kv, inner, outer, alpha):
+    s = MicroscopeSettings(energy_kV=kv, convergence_mrad=alpha, detector_inner_mrad=inner, detector_outer_mrad=outer)
+    sig = {el: column_cross_section(el, s) for el in ("V", "Cr", "Mn", "Co", "Nb")}
+    assert {"Mn", "Co"} <= set(load_table().contents)
+    assert sig["V"] < sig["Cr"] < sig["Mn"] < sig["Co"] < sig["Nb"]
+    # Z^gamma between neighbours: Co (27) over Mn (25) near (27/25)^1.3-2.0, not a table slip
+    assert (27 / 25) ** 1.2 < sig["Co"] / sig["Mn"] < (27 / 25) ** 2.2
+
+
+def test_fast_twin_places_a_stated_mn_dopant_dimmer_than_w_and_brighter_than_an_empty_site():
+    imaging = calibrated_imaging(HAADF80, dose=None, background=0.0, texture=0.0, line_jitter=0.0)
+    twin = simulate_twin("WSe2+Mn", (256, 256), 0.12, rotation_deg=0.0, seed=3, imaging=imaging,
+                         defects={"dopant_M": 0.08, "V_M": 0.05})
+    s = twin.sites
+    metal = s[(s.sublattice == "M") & s.y_px.between(5, 250) & s.x_px.between(5, 250)]
+    assert set(metal.loc[metal.defect == "dopant_M", "species"]) == {"Mn"}
+    peak = {sp: np.array([_peak(twin.image, y, x) for y, x in g[["y_px", "x_px"]].to_numpy()])
+            for sp, g in metal.groupby("species")}
+    assert len(peak["Mn"]) >= 3 and len(peak[""]) >= 2
+    assert peak["W"].min() > peak["Mn"].max() and peak["Mn"].min() > peak[""].max()
+    # the Mn column's excess over an empty site follows the table (Z 25 against W's 74)
+    want = column_cross_section("Mn", HAADF80) / column_cross_section("W", HAADF80)
+    got = (np.median(peak["Mn"]) - np.median(peak[""])) / (np.median(peak["W"]) - np.median(peak[""]))
+    assert got == pytest.approx(want, rel=0.15)

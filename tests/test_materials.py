@@ -41,3 +41,16 @@ def test_bad_formulas_are_refused_with_a_message(bad):
 def test_context_vector_orders_materials_by_z():
     assert parse_material("WSe2").context_vector()[0] > parse_material("MoSe2").context_vector()[0]
     assert parse_material("MoWSSe").context_vector()[1] > 0  # spread of Z on the metal sites
+
+
+@pytest.mark.parametrize("dopant, z", [("Mn", 25), ("Co", 27)])
+def test_3d_dopants_parse_after_plus_as_foreign_metals(dopant, z):
+    from napari_stem_defects.materials import ATOMIC_NUMBER, METALS
+
+    m = parse_material(f"WSe2+{dopant}")
+    assert m.dopants == (dopant,) and m.metals == {"W": 1.0} and ATOMIC_NUMBER[dopant] == z and dopant in METALS
+    assert m.a == pytest.approx(3.282)  # the host's lattice; a dopant does not change it
+    with pytest.raises(ValueError, match="lattice constant"):
+        parse_material(f"{dopant}S2").a  # a 3d-metal host has no known 2H lattice constant
+    with pytest.raises(ValueError, match="part of the host"):
+        parse_material(f"WSe2+{dopant}+{dopant}")

@@ -43,8 +43,9 @@ MIN_CONTRAST: float = 0.08
 ALLOY_CONTRAST: float = 0.15
 #: Contrast of a "clear" dopant: the default dopant of a host and the training dopants must reach it.
 CLEAR_CONTRAST: float = 0.2
-#: Metal dopants in order of preference (the first distinguishable one is the default).
-DOPANT_PREFERENCE: tuple[str, ...] = ("W", "Mo", "Re", "Ta", "Hf", "Pt", "Nb", "V", "Cr", "Ti")
+#: Metal dopants in order of preference (the first distinguishable one is the default; the 3d dopants
+#: Mn and Co last, so they never displace an earlier default).
+DOPANT_PREFERENCE: tuple[str, ...] = ("W", "Mo", "Re", "Ta", "Hf", "Pt", "Nb", "V", "Cr", "Ti", "Mn", "Co")
 #: Chalcogen substituents in order of preference.
 SUBSTITUENT_PREFERENCE: tuple[str, ...] = ("Se", "S", "Te")
 
@@ -122,7 +123,7 @@ def dopant_elements(material: str | Material, min_contrast: float = MIN_CONTRAST
     >>> dopant_elements("MoS2", CLEAR_CONTRAST)
     ('W', 'Re', 'Ta', 'Hf', 'Pt')
     >>> dopant_elements("MoTe2", CLEAR_CONTRAST)
-    ('V', 'Cr', 'Ti')
+    ('V', 'Cr', 'Ti', 'Mn', 'Co')
     >>> dopant_elements("MoWS2")
     ()
     """

@@ -32,6 +32,8 @@ ATOMIC_NUMBER: dict[str, int] = {
     "Ti": 22,
     "V": 23,
     "Cr": 24,
+    "Mn": 25,
+    "Co": 27,
     "Se": 34,
     "Nb": 41,
     "Mo": 42,
@@ -44,7 +46,7 @@ ATOMIC_NUMBER: dict[str, int] = {
 }
 
 #: Elements that sit on metal (A) sites of a TMD.
-METALS = ("Ti", "V", "Cr", "Nb", "Mo", "Hf", "Ta", "W", "Re", "Pt")
+METALS = ("Ti", "V", "Cr", "Mn", "Co", "Nb", "Mo", "Hf", "Ta", "W", "Re", "Pt")
 #: Elements that sit on chalcogen (B) columns of a TMD.
 CHALCOGENS = ("S", "Se", "Te")
 

@@ -34,7 +34,7 @@ from .structure import column_elements
 TABLE_FILE = Path(__file__).parent / "data" / "column_cross_sections.json"
 #: Single atoms in the table: every element the plugin knows (adatoms, antisites, dopants, vacancies' partners).
 SINGLE_CONTENTS: tuple[str, ...] = (
-    "C", "O", "S", "Ti", "V", "Cr", "Se", "Nb", "Mo", "Te", "Hf", "Ta", "W", "Re", "Pt",
+    "C", "O", "S", "Ti", "V", "Cr", "Mn", "Co", "Se", "Nb", "Mo", "Te", "Hf", "Ta", "W", "Re", "Pt",
 )
 #: Chalcogen pairs in the table (X2 columns, and X2 pairs on metal sites).
 PAIR_CONTENTS: tuple[str, ...] = ("S2", "SSe", "STe", "Se2", "SeTe", "Te2")

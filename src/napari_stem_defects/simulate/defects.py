@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..composition import CLEAR_CONTRAST, dopant_elements
-from ..materials import ATOMIC_NUMBER, Material
+from ..materials import ATOMIC_NUMBER, CHALCOGENS, METALS, Material
 from ..vocabulary import CELL_CLASSES, DEFECT_TYPES, SITE_DEFECTS
 
 __all__ = ["CELL_CLASSES", "DEFECT_TYPES", "SITE_DEFECTS", "Occupancy", "default_dopant",
-           "default_substituent", "populate", "species_string"]
+           "default_substituent", "populate", "species_string", "stated_foreign_atom"]
 
 _SYMBOL = {z: el for el, z in ATOMIC_NUMBER.items()}
 
@@ -90,6 +90,21 @@ def default_substituent(material: Material) -> str:
     return {"S": "Se", "Se": "S", "Te": "Se"}[material.main_chalcogen]
 
 
+def stated_foreign_atom(material: Material, sublattice: str) -> str | None:
+    """The first foreign atom the material states for a sublattice (``WSe2+Mn``: Mn on 'M'), else None.
+
+    Examples
+    --------
+    >>> from napari_stem_defects.materials import parse_material
+    >>> stated_foreign_atom(parse_material("WSe2+Mn"), "M"), stated_foreign_atom(parse_material("MoS2+Te"), "M")
+    ('Mn', None)
+    >>> stated_foreign_atom(parse_material("MoS2+W+Te"), "X")
+    'Te'
+    """
+    allowed = METALS if sublattice == "M" else CHALCOGENS
+    return next((atom for atom in material.dopants if atom in allowed), None)
+
+
 def populate(
     material: Material,
     n_cells: int,
@@ -119,7 +134,8 @@ def populate(
         Source of randomness.
     dopant, substituent, adatom : str, optional
         Elements for ``dopant_M``, ``sub_X`` and ``adatom`` defects; by default
-        W (or Mo in W hosts), Se (or S in selenides), and the main metal.
+        the foreign metal and chalcogen the material states (``WSe2+Mn``, ``MoS2+Te``),
+        else W (or Mo in W hosts), Se (or S in selenides); and the main metal.
 
     Returns
     -------
@@ -151,8 +167,8 @@ def populate(
 
     z_metal = ATOMIC_NUMBER[material.main_metal]
     z_chalc = ATOMIC_NUMBER[material.main_chalcogen]
-    z_dopant = ATOMIC_NUMBER[dopant or default_dopant(material)]
-    z_sub = ATOMIC_NUMBER[substituent or default_substituent(material)]
+    z_dopant = ATOMIC_NUMBER[dopant or stated_foreign_atom(material, "M") or default_dopant(material)]
+    z_sub = ATOMIC_NUMBER[substituent or stated_foreign_atom(material, "X") or default_substituent(material)]
     z_adatom = ATOMIC_NUMBER[adatom or material.main_metal]
 
     candidates = rng.permutation(np.flatnonzero(eligible))
