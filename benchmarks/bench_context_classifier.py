@@ -10,8 +10,9 @@ columns at their true positions (what the classifier itself can do):
 - ``context, no microscope``: the same classifier with the microscope withheld;
 - the ablations ``zernike only`` and ``context only`` (``--ablation NAME=FILE``, trained by
   ``scripts/train_context_classifier.py --ablation ...``);
-- ``held-out material``: for each material, the model of ``--lomo DIR`` trained without it
-  (``DIR/no_<host>.pt``), i.e. leave-one-material-out;
+- ``held-out host``: for each material, the model of ``--lomo DIR`` trained without its host
+  (``DIR/no_<host>.pt``, doped variants left out too), i.e. leave-one-material-out; ``held-out
+  dopant``: for a doped material, the model trained without that dopant (``DIR/no_WSe2+Co.pt``);
 - the intensity ``oracle``: knowing every column's true type, the class means and pooled spread of
   the column's integrated intensity (over its sublattice's median) fitted on the same image: what
   intensity alone allows;
@@ -126,8 +127,9 @@ def main() -> None:
         groups = [(row.setting, row.dose, "all"), (row.setting, row.dose, row.material)]
         runs = [(name, m, microscope) for name, m in models.items()]
         runs.append(("context, no microscope", models["context"], None))
-        if args.lomo is not None and (args.lomo / f"no_{host}.pt").is_file():
-            runs.append(("held-out material", load_context_classifier(args.lomo / f"no_{host}.pt"), microscope))
+        for kind, name in (("host", host), ("dopant", row.material if "+" in row.material else None)):
+            if args.lomo is not None and name and (args.lomo / f"no_{name}.pt").is_file():
+                runs.append((f"held-out {kind}", load_context_classifier(args.lomo / f"no_{name}.pt"), microscope))
         for name, model, mic in runs:
             pred = type_probabilities(model, contrast, site_contexts(mat, mic, sub), mask).argmax(1)
             for g in groups:

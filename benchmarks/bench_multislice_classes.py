@@ -13,7 +13,8 @@ with the shipped CNN and with the physics classifier, and scored against the lib
   image's median metal and X2 column, classified by their class means fitted on the same image
   (pooled covariance): what intensity alone allows;
 - with ``--typed-settings``, the analysis is told each image's beam energy, convergence and detector
-  (as ``analyze --kv --convergence --detector``);
+  (as ``analyze --kv --convergence --detector``); with ``--column-classifier context`` the columns'
+  species come from the context-encoder classifier before the cells (as ``analyze --column-classifier``);
 - the same truth rendered by the fast engine (its calibrated cross-section table and probe, the
   same dose), analysed the same way: the gap between the two rows is what the fast simulator misses.
 
@@ -81,13 +82,14 @@ def typed_settings(meta: dict) -> MicroscopeSettings:
 
 
 def score(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, classifier: str,
-          microscope: MicroscopeSettings | None = None) -> dict:
+          microscope: MicroscopeSettings | None = None, column_classifier: str = "intensity") -> dict:
     """Columns, species and the cells' confusion matrix of one analysis against the truth."""
     nn = parse_material(material).a / np.sqrt(3) / px
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         analysis = analyze_image(StemImage(image, (px, px), "library", {}), material=material,
-                                 classifier=classifier, force=True, microscope=microscope)
+                                 classifier=classifier, force=True, microscope=microscope,
+                                 column_classifier=column_classifier)
     result, cells = analysis.columns[0], analysis.cells[0]
     ours, true = _occupied(result.sites), _occupied(truth)
     i, j = match_points(ours[["y_px", "x_px"]].to_numpy(float), true[["y_px", "x_px"]].to_numpy(float), nn / 3)
@@ -157,6 +159,8 @@ def library_index(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classifiers", nargs="*", default=["cnn", "physics"])
+    parser.add_argument("--column-classifier", choices=("intensity", "context"), default="intensity",
+                        help="what decides the columns' species before the cells (as analyze --column-classifier)")
     parser.add_argument("--typed-settings", action="store_true",
                         help="give the analysis each image's beam energy, convergence and detector (as analyze --kv ...)")
     args, index = library_index(parser)
@@ -170,7 +174,7 @@ def main() -> None:
             for engine, img in (("multislice", image), ("fast", fast)):
                 for clf in args.classifiers:
                     s = score(img, px, row.material, sites, clf,
-                              typed_settings(meta) if args.typed_settings else None)
+                              typed_settings(meta) if args.typed_settings else None, args.column_classifier)
                     a = acc.setdefault((engine, clf), {"f1": [], "rmse": [], "sp": [0, 0], "cm": 0})
                     a["f1"].append(s["f1"])
                     a["rmse"].append(s["rmse_pm"])

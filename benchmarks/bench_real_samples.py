@@ -154,7 +154,7 @@ def dog_reference(image: np.ndarray, nn_px: float) -> np.ndarray:
                           exclude_border=max(1, int(0.5 * nn_px))).astype(float)
 
 
-def part_real(shared: Path) -> None:
+def part_real(shared: Path, column_classifiers: tuple[str, ...] = ("intensity", "context")) -> None:
     """The real images: reference F1, the 1T region, the shifted patch, contradictions."""
     real = shared / "real"
     print("\n== MoSe2_GB_mono.tif against its reference positions ==")
@@ -218,15 +218,23 @@ def part_real(shared: Path) -> None:
               f"{int((patch(loose) & ~in_void).sum()) if len(loose) else 0}); sites {len(sites)}, detected share "
               f"{sites['detected'].mean():.3f}")
 
-    print("\n== Site/cell contradictions, every real image (CNN classifier) ==")
+    print("\n== Site/cell contradictions and defect shares, every real image (CNN classifier; species by the "
+          "intensity mixture, then by the context classifier) ==")
     for name, material in REAL:
         image = read_stem_file(real / name)[0]
-        analysis = analyze_image(image, material=material, classifier="cnn", force=True)
-        sites, cells = analysis.columns[0].sites, analysis.cells[0]
-        phases = analysis.summary()["phases"][0]
-        print(f"{name:48s} {material:9s} contradictions {contradictions(sites, cells, material)}; cells {len(cells)} "
-              f"(boundary {int(cells['boundary'].sum())}, incomplete {int((cells['class'] == 'incomplete').sum())}); "
-              "phases " + ", ".join(f"{k} {v['fraction']:.3f}" for k, v in phases.items()))
+        for column_classifier in column_classifiers:
+            analysis = analyze_image(image, material=material, classifier="cnn", force=True,
+                                     column_classifier=column_classifier)
+            sites, cells = analysis.columns[0].sites, analysis.cells[0]
+            phases = analysis.summary()["phases"][0]
+            counted = cells[cells["complete"].astype(bool) & ~cells["boundary"].astype(bool)]
+            shares = counted["class"].value_counts(normalize=True)
+            defects = ", ".join(f"{c} {100 * v:.1f} %" for c, v in shares.items() if c != "perfect" and v >= 0.005)
+            print(f"{name:48s} {material:9s} species by {column_classifier:9s} contradictions "
+                  f"{contradictions(sites, cells, material)}; cells {len(cells)} "
+                  f"(boundary {int(cells['boundary'].sum())}, incomplete {int((cells['class'] == 'incomplete').sum())}); "
+                  "phases " + ", ".join(f"{k} {v['fraction']:.3f}" for k, v in phases.items())
+                  + f"; defects (>= 0.5 %): {defects or 'none'}")
 
 
 def part_speed() -> None:
@@ -248,12 +256,14 @@ def main() -> None:
     parser.add_argument("--twins", type=int, default=4, help="random composite layouts besides the preset")
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     parser.add_argument("--skip", nargs="*", default=(), choices=("twins", "real", "speed"))
+    parser.add_argument("--column-classifiers", nargs="*", default=["intensity", "context"],
+                        choices=("intensity", "context"), help="species of the real images' columns by these")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if "twins" not in args.skip:
         part_twins(args.twins)
     if "real" not in args.skip:
-        part_real(Path(args.shared))
+        part_real(Path(args.shared), tuple(args.column_classifiers))
     if "speed" not in args.skip:
         part_speed()
     print("\nphase codes:", {v: k for k, v in PHASE_OF_CODE.items()})

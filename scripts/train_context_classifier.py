@@ -10,8 +10,8 @@ Example
 Twins: :mod:`napari_stem_defects.training.context_classifier` (materials, defects, calibrated
 microscopes 60-300 kV, doses 5e3-1e7 e/Å^2). ``--cache`` keeps the examples in an ``.npz`` file
 (built once, reused by later runs: the ablations and leave-one-material-out models train on the
-same examples). ``--exclude`` leaves materials out of training (every twin whose host has that
-formula, doped variants included). Prints per-type scores on held-out twins (other seeds), and
+same examples). ``--exclude`` leaves materials out of training: a host formula leaves out its
+doped variants too ('WSe2' also drops 'WSe2+V'), a doped name only itself ('WSe2+Co'). Prints per-type scores on held-out twins (other seeds), and
 writes ``src/napari_stem_defects/models/context_classifier.pt`` with its card beside it unless
 ``--out`` says otherwise. The multislice figures of the card come from
 ``benchmarks/bench_context_classifier.py``.
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", type=Path, default=None, help=".npz file keeping the training examples")
-    p.add_argument("--exclude", nargs="*", default=[], help="host materials left out of training")
+    p.add_argument("--exclude", nargs="*", default=[],
+                   help="materials left out of training: a host (every twin of it, doped ones too) or a doped name")
     p.add_argument("--ablation", choices=("both", "zernike", "context"), default="both",
                    help="inputs: both, Zernike contrast only, context only")
     p.add_argument("--out", type=Path, default=None, help="weights file (default: the packaged one)")
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     data = _dataset(args.cache, args.twins, args.seed)
     hosts = np.array([host_of(m) for m in data["material"]])
     if args.exclude:
-        data = tc.subset(data, ~np.isin(hosts, args.exclude))
+        data = tc.subset(data, ~(np.isin(hosts, args.exclude) | np.isin(data["material"], args.exclude)))
     print(f"{len(data['labels'])} training columns; types {np.bincount(data['labels'], minlength=5).tolist()}",
           flush=True)
     model = tc.train(data, epochs=args.epochs, seed=args.seed, hidden=args.hidden,

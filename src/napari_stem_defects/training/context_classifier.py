@@ -2,7 +2,7 @@
 
 Each training twin draws a material (the known hosts, alloys and Janus layers, and doped layers
 with 3d and 5d dopants: :data:`TRAIN_MATERIALS`), every defect class it allows at 1.5-4.5 % of the
-cells, and a microscope (60-300 kV, convergence, detector angles) whose column cross-sections and
+cells (a stated metal dopant at 5-12 %, and then at most 1 % chalcogen pairs on metal sites), and a microscope (60-300 kV, convergence, detector angles) whose column cross-sections and
 probe come from the multislice-calibrated table (``random_imaging(column_model="table")``), with the
 dose log-uniform in 5e3-1e7 e/Å^2 and the pixel size wide (4.5-16 px per metal-to-chalcogen
 distance). Columns are read at their true positions moved by up to 0.08 nn (detection error); in one
@@ -33,8 +33,11 @@ from ..simulate import DigitalTwin, random_imaging, simulate_twin
 from .cell_cnn import defect_plan, jitter
 
 #: Materials of the training twins: the known ones and doped layers (3d dopants as in the study).
-TRAIN_MATERIALS: tuple[str, ...] = (*KNOWN_MATERIALS, "WSe2+V", "WSe2+Cr", "MoS2+V", "MoS2+Cr", "WS2+V",
-                                    "MoSe2+Cr", "MoS2+Nb", "WSe2+Re", "MoTe2+W")
+TRAIN_MATERIALS: tuple[str, ...] = (*KNOWN_MATERIALS, "WSe2+V", "WSe2+Cr", "WSe2+Mn", "WSe2+Co", "MoS2+V",
+                                    "MoS2+Cr", "MoS2+Mn", "MoS2+Co", "WS2+V", "WS2+Co", "MoSe2+Cr", "MoSe2+Mn",
+                                    "MoS2+Nb", "WSe2+Re", "MoTe2+W")
+#: Share of dopant cells in a twin of a material with a stated metal dopant (the library's 6-10 %).
+STATED_DOPANT_RANGE: tuple[float, float] = (0.05, 0.12)
 #: Share of examples whose microscope is withheld.
 UNKNOWN_MICROSCOPE: float = 0.2
 #: Largest detection error of a training column, in nn.
@@ -49,6 +52,12 @@ def random_context_twin(seed: int, material: str | None = None, size: int = 160)
     plan = defect_plan(mat, rng)
     stated = [el for el in mat.dopants if el in METALS]
     dopant = str(rng.choice(stated)) if stated and rng.random() < 0.8 else plan["dopant"]
+    if stated and "dopant_M" in plan["defects"]:
+        # the user says the dopant is there: many dopants, few chalcogen pairs on metal sites (which a light
+        # dopant resembles), so that the stated composition decides between the two
+        plan["defects"]["dopant_M"] = float(rng.uniform(*STATED_DOPANT_RANGE))
+        if "X_M" in plan["defects"]:
+            plan["defects"]["X_M"] = float(rng.uniform(0.0, 0.01))
     imaging = random_imaging(rng, (5e3, 1e7), column_model="table")
     nn = float(np.exp(rng.uniform(np.log(4.5), np.log(16.0))))
     n = round(size * nn / 10.0)
