@@ -154,7 +154,7 @@ def dog_reference(image: np.ndarray, nn_px: float) -> np.ndarray:
                           exclude_border=max(1, int(0.5 * nn_px))).astype(float)
 
 
-def part_real(shared: Path, column_classifiers: tuple[str, ...] = ("intensity", "context")) -> None:
+def part_real(shared: Path, configs: tuple[str, ...] = ("intensity:cnn", "context:cnn+columns")) -> None:
     """The real images: reference F1, the 1T region, the shifted patch, contradictions."""
     real = shared / "real"
     print("\n== MoSe2_GB_mono.tif against its reference positions ==")
@@ -218,19 +218,19 @@ def part_real(shared: Path, column_classifiers: tuple[str, ...] = ("intensity", 
               f"{int((patch(loose) & ~in_void).sum()) if len(loose) else 0}); sites {len(sites)}, detected share "
               f"{sites['detected'].mean():.3f}")
 
-    print("\n== Site/cell contradictions and defect shares, every real image (CNN classifier; species by the "
-          "intensity mixture, then by the context classifier) ==")
+    print("\n== Site/cell contradictions and defect shares, every real image (species by / cell classifier) ==")
     for name, material in REAL:
         image = read_stem_file(real / name)[0]
-        for column_classifier in column_classifiers:
-            analysis = analyze_image(image, material=material, classifier="cnn", force=True,
+        for config in configs:
+            column_classifier, classifier = config.split(":")
+            analysis = analyze_image(image, material=material, classifier=classifier, force=True,
                                      column_classifier=column_classifier)
             sites, cells = analysis.columns[0].sites, analysis.cells[0]
             phases = analysis.summary()["phases"][0]
             counted = cells[cells["complete"].astype(bool) & ~cells["boundary"].astype(bool)]
             shares = counted["class"].value_counts(normalize=True)
             defects = ", ".join(f"{c} {100 * v:.1f} %" for c, v in shares.items() if c != "perfect" and v >= 0.005)
-            print(f"{name:48s} {material:9s} species by {column_classifier:9s} contradictions "
+            print(f"{name:48s} {material:9s} {config:22s} contradictions "
                   f"{contradictions(sites, cells, material)}; cells {len(cells)} "
                   f"(boundary {int(cells['boundary'].sum())}, incomplete {int((cells['class'] == 'incomplete').sum())}); "
                   "phases " + ", ".join(f"{k} {v['fraction']:.3f}" for k, v in phases.items())
@@ -256,14 +256,15 @@ def main() -> None:
     parser.add_argument("--twins", type=int, default=4, help="random composite layouts besides the preset")
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     parser.add_argument("--skip", nargs="*", default=(), choices=("twins", "real", "speed"))
-    parser.add_argument("--column-classifiers", nargs="*", default=["intensity", "context"],
-                        choices=("intensity", "context"), help="species of the real images' columns by these")
+    parser.add_argument("--configs", nargs="*", default=["intensity:cnn", "context:cnn+columns"],
+                        metavar="COLUMN:CELL", help="column classifier and cell classifier pairs for the real "
+                                                    "images' contradictions and defect shares")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if "twins" not in args.skip:
         part_twins(args.twins)
     if "real" not in args.skip:
-        part_real(Path(args.shared), tuple(args.column_classifiers))
+        part_real(Path(args.shared), tuple(args.configs))
     if "speed" not in args.skip:
         part_speed()
     print("\nphase codes:", {v: k for k, v in PHASE_OF_CODE.items()})

@@ -24,6 +24,7 @@ from napari_stem_defects.columns.context_vector import (
 from napari_stem_defects.materials import ATOMIC_NUMBER, parse_material
 from napari_stem_defects.simulate import MicroscopeSettings, calibrated_imaging, simulate_twin
 from napari_stem_defects.training import context_classifier as tc
+from napari_stem_defects.vocabulary import CELL_CLASSES
 
 CAPACITY = np.array([cap for _, cap in SUBSHELLS])
 
@@ -172,3 +173,30 @@ def test_a_held_out_material_on_a_multislice_twin(small_model):
     assert {"single", "empty"} <= set(r["recall"])
     assert r["accuracy"] > max(0.9, float(np.mean(truth == 0)))
     assert r["recall"]["empty"] >= 0.8 and r["recall"]["single"] >= 0.6
+
+
+def test_cnn_times_columns_keeps_one_answer_and_finds_the_twins_classes():
+    from napari_stem_defects.analyze import analyze_image
+    from napari_stem_defects.cells.joint import contradictions
+    from napari_stem_defects.cells.physics import PROBABILITY_COLUMNS, reference_classes
+    from napari_stem_defects.io.stem_image import StemImage
+
+    micro = MicroscopeSettings(energy_kV=80, convergence_mrad=30, detector_inner_mrad=70, detector_outer_mrad=200)
+    twin = simulate_twin("WSe2", (224, 224), 0.15, seed=12, defects={"V_X1": 0.04, "V_X2": 0.03, "V_M": 0.03,
+                                                                      "dopant_M": 0.03},
+                         imaging=calibrated_imaging(micro, dose=1e6))
+    a = analyze_image(StemImage(twin.image, (0.15, 0.15), "twin", {}), material="WSe2", microscope=micro,
+                      column_classifier="context", classifier="cnn+columns")
+    sites, cells = a.columns[0].sites, a.cells[0]
+    assert contradictions(sites, cells, "WSe2") == 0
+    fused = cells["classifier"] == "cnn+columns"
+    assert fused.mean() > 0.9
+    probs = cells.loc[fused, list(PROBABILITY_COLUMNS)].to_numpy(float)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    assert list(cells.loc[fused, "class"]) == [CELL_CLASSES[k] for k in probs.argmax(axis=1)]
+    ref = reference_classes(cells, sites, twin.sites, twin.nn_px, "WSe2")
+    scored = (ref != "") & cells["complete"].to_numpy(bool)
+    truth, found = ref[scored], cells["class"].to_numpy()[scored]
+    assert np.mean(truth == found) > 0.97
+    for cls in ("V_X1", "V_X2", "V_M", "dopant_M"):
+        assert np.mean(found[truth == cls] == cls) >= 0.8, cls

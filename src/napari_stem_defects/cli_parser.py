@@ -265,9 +265,11 @@ def add_analysis_options(group: argparse._ActionsContainer, *, batch: bool = Fal
     group.add_argument("--threshold", type=_number(), default=None, help="peak threshold on the detection map")
     group.add_argument("--refine", choices=("gaussian", "com"), default="gaussian",
                        help="sub-pixel refinement (default gaussian)")
-    group.add_argument("--classifier", choices=("cnn", "cnn-two-stage", "physics"), default="cnn",
+    group.add_argument("--classifier", choices=("cnn", "cnn-two-stage", "physics", "cnn+columns"), default="cnn",
                        help="cell classifier (with --material): the shipped CNN, its two-stage decision "
-                            "(perfect vs defective, then the kind), or the Z-contrast physics baseline (default cnn)")
+                            "(perfect vs defective, then the kind), the physics rule on the columns' species, or "
+                            "the CNN times that rule (cnn+columns; best with --column-classifier context) "
+                            "(default cnn)")
     group.add_argument("--column-classifier", choices=("intensity", "context"), default="intensity",
                        help="what decides each column's species before the cells (with --material): the image's "
                             "Z-contrast mixture, or the context-encoder classifier (Zernike contrast + material, "

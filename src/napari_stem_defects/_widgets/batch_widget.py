@@ -15,10 +15,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import (
-    CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton, Select, SpinBox,
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
 )
 from qtpy.QtCore import QObject, Signal
 
+from ..cells.classify import CLASSIFIERS
+from ..columns.context_classifier import COLUMN_CLASSIFIERS
 from ..materials import KNOWN_MATERIALS
 from ._dock import DockScroll, TabWithSiblings, fit_to_width, row
 from ._jobs import JobRunner
@@ -92,8 +104,11 @@ class BatchWidget(Container):
                                              "layers the other docks made")
         self.material = ComboBox(label="material", choices=[_NO_MATERIAL, *KNOWN_MATERIALS], value="MoS2")
         self.method = ComboBox(label="method", choices=["classical", "deep"], value=defaults.method)
-        self.classifier = ComboBox(label="classifier", choices=["cnn", "cnn-two-stage", "physics"],
-                                   value=defaults.classifier)
+        self.classifier = ComboBox(label="classifier", choices=list(CLASSIFIERS), value=defaults.classifier)
+        self.species_by = ComboBox(label="species by", choices=list(COLUMN_CLASSIFIERS),
+                                   value=defaults.column_classifier,
+                                   tooltip="what decides each column's species before the cells: intensity (the "
+                                           "Z-contrast mixture) or context (the context-encoder classifier)")
         self.heatmaps = ComboBox(label="heatmaps", choices=["none", "sliding-window", "attention-unet"],
                                  value="none")
         self.pixel_size = FloatSpinBox(label="pixel size (Å)", min=0.0, max=100.0, step=0.001, value=0.0,
@@ -119,7 +134,8 @@ class BatchWidget(Container):
         self.body = Container(labels=False)
         self.body.extend([labelled(self.inputs), row(self.add_files, self.add_folder, self.remove),
                           labelled(self.pattern, self.out), self.from_docks,
-                          labelled(self.material, self.method, self.classifier, self.heatmaps, self.pixel_size),
+                          labelled(self.material, self.method, self.classifier, self.species_by, self.heatmaps,
+                                   self.pixel_size),
                           self.microscope, labelled(self.workers), self.retry, self.redo, self.run_button,
                           self.cancel_button, self.progress, self.status, labelled(self.files), self.open_results,
                           self.open_report])
@@ -163,7 +179,8 @@ class BatchWidget(Container):
 
         found = settings_from_layers(self._viewer.layers)
         for key, widget in (("material", self.material), ("method", self.method),
-                            ("classifier", self.classifier), ("heatmaps", self.heatmaps)):
+                            ("classifier", self.classifier), ("column_classifier", self.species_by),
+                            ("heatmaps", self.heatmaps)):
             value = found.get(key)
             if value is not None:
                 if value not in widget.choices:
@@ -192,6 +209,7 @@ class BatchWidget(Container):
         if note:
             raise ValueError(note)
         return BatchSettings(material=material, method=self.method.value, classifier=self.classifier.value,
+                             column_classifier=self.species_by.value,
                              heatmaps=self.heatmaps.value, pixel_size=self.pixel_size.value or None,
                              microscope=None if microscope is None else microscope.as_dict(), **extra)
 

@@ -101,7 +101,7 @@ def settings_from_layers(layers: Iterable[Any]) -> dict[str, Any]:
     """The analysis settings the docks recorded in their layers, the most recent layer first.
 
     Reads the ``parameters`` of a columns Points layer (method, threshold,
-    refinement, material, column model), the metadata of a cells Shapes layer
+    refinement, material, species by (column classifier), column model), the metadata of a cells Shapes layer
     (material, classifier, cell model) and of a heatmap layer (engine, window).
 
     Returns
@@ -124,6 +124,7 @@ def settings_from_layers(layers: Iterable[Any]) -> dict[str, Any]:
             take("threshold", params.get("threshold"))
             take("refine", params.get("refine"))
             take("material", params.get("material"))
+            take("column_classifier", params.get("species_by"))
             if params.get("method") == "deep":
                 take("column_model", params.get("model"))
         elif meta.get("source") == "napari-stem-defects cell classification":

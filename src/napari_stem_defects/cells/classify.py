@@ -16,8 +16,12 @@ from .geometry import cells_from_sites
 from ..vocabulary import CELL_CLASSES, INCOMPLETE
 from .physics import PROBABILITY_COLUMNS, classify_cells_physics, pair_class_1t, with_classes
 
-#: Classifier names: the CNN (softmax), the CNN's two-stage decision, and the physics baseline.
-CLASSIFIERS: tuple[str, ...] = ("cnn", "cnn-two-stage", "physics")
+#: Classifier names: the CNN (softmax), the CNN's two-stage decision, the physics baseline, and the CNN times the
+#: columns' species (physics rule on the column posteriors).
+CLASSIFIERS: tuple[str, ...] = ("cnn", "cnn-two-stage", "physics", "cnn+columns")
+#: Floor added to the columns' class probabilities before they multiply the CNN's (``cnn+columns``): a class
+#: the columns' species rule out entirely is damped, not forbidden.
+COLUMN_FLOOR: float = 0.02
 
 
 def cell_positions(cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -188,8 +192,10 @@ def classify_site_table(
         Site table; sites with ``verified`` True hold a person's species.
     material : str or Material
         Host material.
-    classifier : {'cnn', 'cnn-two-stage', 'physics'}
-        Which classifier. With a CNN, a cell whose metal or X2 site a person
+    classifier : {'cnn', 'cnn-two-stage', 'physics', 'cnn+columns'}
+        Which classifier ('cnn+columns': the CNN's probabilities times those of the columns' species,
+        :func:`fuse_with_columns`; with the context column classifier's posteriors the best on
+        multislice images). With a CNN, a cell whose metal or X2 site a person
         verified takes the physics class of the verified species instead
         (``classifier`` 'verified sites'; ``source`` stays 'model'), so
         corrections are never overruled.
@@ -217,6 +223,8 @@ def classify_site_table(
     mode = "two-stage" if classifier == "cnn-two-stage" else "single"
     cells = classify_cells_cnn(image, sites, material, nn_px, mode=mode, prior=prior, model=model,
                                posteriors=posteriors)
+    if classifier == "cnn+columns":
+        cells = fuse_with_columns(cells, classify_cells_physics(sites, posteriors, material))
     cells = classify_1t_cells(cells, sites, material)
     verified = sites["verified"].astype(bool) if "verified" in sites else pd.Series(False, index=sites.index)
     if verified.any():
@@ -228,6 +236,48 @@ def classify_site_table(
         cells.loc[touched, cols] = physics.loc[touched, cols].to_numpy()
         cells.loc[touched, "classifier"] = "verified sites"
     return cells
+
+
+def fuse_with_columns(cnn: pd.DataFrame, columns: pd.DataFrame) -> pd.DataFrame:
+    """The CNN's class probabilities times those its cells' column species give (:data:`COLUMN_FLOOR` added), renormalised.
+
+    Two views of one cell: the CNN reads its crop, the columns' species posteriors (the Z-contrast
+    mixture or the context-encoder classifier) read each column on its own with the stated material
+    and microscope. Cells the physics rule leaves without probabilities keep the CNN's.
+
+    Parameters
+    ----------
+    cnn, columns : DataFrame
+        The same sites' cells classified by the CNN and by
+        :func:`~napari_stem_defects.cells.physics.classify_cells_physics`.
+
+    Returns
+    -------
+    DataFrame
+        ``cnn`` with fused ``p_<class>``, class, confidence, and ``classifier`` 'cnn+columns'.
+
+    Examples
+    --------
+    >>> p = lambda **kw: {f"p_{c}": kw.get(c.replace("+", "_"), 0.0) for c in CELL_CLASSES}
+    >>> cnn = pd.DataFrame([{"m_site_id": 0, "class": "V_X1", "confidence": 0.6, **p(V_X1=0.6, sub_X=0.4)}])
+    >>> cols = pd.DataFrame([{"m_site_id": 0, "class": "sub_X", **p(sub_X=0.9, perfect=0.1)}])
+    >>> out = fuse_with_columns(cnn, cols)
+    >>> out.loc[0, "class"], round(float(out.loc[0, "confidence"]), 2)
+    ('sub_X', 0.97)
+    """
+    out = cnn.copy()
+    probs = out[list(PROBABILITY_COLUMNS)].to_numpy(float)
+    other = columns.set_index("m_site_id").reindex(out["m_site_id"])[list(PROBABILITY_COLUMNS)].to_numpy(float)
+    fused = probs * (COLUMN_FLOOR + np.nan_to_num(other))
+    total = fused.sum(axis=1, keepdims=True)
+    ok = out["class"].isin(CELL_CLASSES).to_numpy() & np.isfinite(other).all(axis=1) & (total[:, 0] > 0)
+    fused = np.where(ok[:, None], fused / np.where(total > 0, total, 1.0), probs)
+    out[list(PROBABILITY_COLUMNS)] = fused
+    best = fused[ok].argmax(axis=1)
+    out.loc[ok, "class"] = np.asarray(CELL_CLASSES)[best]
+    out.loc[ok, "confidence"] = fused[ok].max(axis=1)
+    out.loc[ok, "classifier"] = "cnn+columns"
+    return out
 
 
 def classify_1t_cells(cells: pd.DataFrame, sites: pd.DataFrame, material: str | Material) -> pd.DataFrame:

@@ -190,8 +190,8 @@ def type_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
         if not t.any():
             continue
         tp = float(np.sum(t & p))
-        recall[name] = tp / t.sum()
-        f1[name] = 2 * tp / (t.sum() + p.sum())
+        recall[name] = tp / float(t.sum())
+        f1[name] = 2 * tp / float(t.sum() + p.sum())
     return {"accuracy": float(np.mean(truth == predicted)) if len(truth) else float("nan"), "recall": recall,
             "f1": f1, "macro_f1": float(np.mean(list(f1.values()))) if f1 else float("nan"), "n": len(truth)}
 
