@@ -176,3 +176,20 @@ def test_cancel_during_classification_shows_nothing(setup, qtbot, monkeypatch):
     assert widget.last_run.cancelled and widget.last_run.cells is None
     monkeypatch.setattr(cells_widget, "classify_site_table", real)
     assert widget.run(blocking=True).cells is not None and "twin cells" in viewer.layers
+
+
+def test_cnn_times_columns_in_the_dock_follows_the_context_species(make_napari_viewer, twin):
+    viewer = make_napari_viewer()
+    viewer.add_image(twin.image, name="twin", scale=(0.12, 0.12), metadata=twin.metadata)
+    columns = ColumnsWidget(viewer)
+    columns.species_by.value = "context"
+    result = columns.run(blocking=True).results[None]
+    widget = CellsWidget(viewer)
+    widget.classifier.value = "cnn+columns"
+    run = widget.run(blocking=True)
+    assert not run.error
+    fused = run.cells["classifier"] == "cnn+columns"
+    assert fused.mean() > 0.9
+    truth = reference_classes(run.cells, result.sites, twin.sites, result.nn_px, "MoS2")
+    known = truth != ""
+    assert (run.cells["class"].to_numpy()[known] == truth[known]).mean() >= 0.95
