@@ -33,7 +33,6 @@ abTEM and ASE are imported inside the functions (``pip install napari-stem-defec
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
