@@ -58,9 +58,9 @@ def pair_class(m_label: str, x_label: str, adatom: bool, material: Material) -> 
     >>> [pair_class(m, x, False, mat) for m, x in [("Mo", "S2"), ("empty", "S"), ("W", "S2"), ("Mo", "SSe")]]
     ['perfect', 'V_X1+V_M', 'dopant_M', 'sub_X']
     """
-    from ..columns.species import candidates
+    from ..columns.species import candidates, host_labels
 
-    host_m = {lab for lab, _, prior in candidates(material, "M") if prior > 0}
+    host_m = host_labels(material, "M")
     host_pairs = {lab for lab, els, prior in candidates(material, "X") if prior > 0 and len(els) == 2}
     m = _metal_state(m_label, host_m)
     x = _x_state(x_label, host_pairs, set(material.chalcogens))

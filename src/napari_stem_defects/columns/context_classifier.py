@@ -32,6 +32,7 @@ from .context_vector import (
     context_vector,
 )
 from .intensity import background_map
+from .species import host_labels
 from .zernike import zernike_features, zernike_indices
 
 #: Highest Zernike order of the contrast encoder.
@@ -208,13 +209,6 @@ def predict_types(image: np.ndarray, sites: pd.DataFrame, nn_px: float, material
     contrast = contrast_features(image, rows[["y_px", "x_px"]].to_numpy(float), sub, nn_px)
     probs = type_probabilities(model, contrast, site_contexts(material, microscope, sub), type_mask(sub))
     return pd.DataFrame(probs, index=pd.Index(rows["site_id"].to_numpy(), name="site_id"), columns=list(COLUMN_TYPES))
-
-
-def host_labels(material: Material, sublattice: str) -> set[str]:
-    """Labels of the host's own contents on a sublattice (candidates with a prior)."""
-    from .species import candidates
-
-    return {label for label, _, prior in candidates(material, sublattice) if prior > 0}
 
 
 def context_posteriors(posteriors: dict[str, pd.DataFrame], types: pd.DataFrame,

@@ -18,7 +18,6 @@ Pure python and numpy.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -161,13 +160,6 @@ def context_vector(material: Material, microscope: Any | None, sublattice: str) 
     return np.concatenate([np.asarray(p, dtype=float) for p in parts])
 
 
-def _elements(label: str) -> list[str]:
-    out: list[str] = []
-    for el, n in re.findall(r"([A-Z][a-z]?)(\d*)", label or ""):
-        out += [el] * (int(n) if n else 1)
-    return out
-
-
 def column_type(label: str, sublattice: str, host_labels: set[str], material: Material) -> str:
     """The type (:data:`COLUMN_TYPES`) of a content label on a site of a sublattice.
 
@@ -189,7 +181,7 @@ def column_type(label: str, sublattice: str, host_labels: set[str], material: Ma
     >>> [column_type(lab, "M", {"Mo"}, mat) for lab in ("Mo", "W", "empty", "S2")]
     ['host', 'dopant', 'empty', 'antisite']
     """
-    els = _elements("" if label == "empty" else label)
+    els = _elements(label)
     if not els:
         return "empty"
     if _canonical(label) in {_canonical(h) for h in host_labels}:
@@ -201,6 +193,12 @@ def column_type(label: str, sublattice: str, host_labels: set[str], material: Ma
     if len(els) == 1 and els[0] in material.chalcogens:
         return "single"
     return "dopant"
+
+
+def _elements(label: str) -> tuple[str, ...]:
+    from ..simulate.structure import column_elements
+
+    return column_elements("" if label == "empty" else label)
 
 
 def _canonical(label: str) -> tuple[str, ...]:

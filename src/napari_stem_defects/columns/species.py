@@ -77,6 +77,18 @@ def candidates(material: Material, sublattice: str) -> list[tuple[str, tuple[str
     return out
 
 
+def host_labels(material: Material, sublattice: str) -> set[str]:
+    """Labels of the host's own contents on a sublattice: the :func:`candidates` with a prior.
+
+    Examples
+    --------
+    >>> from napari_stem_defects.materials import parse_material
+    >>> sorted(host_labels(parse_material("MoS2"), "M")), sorted(host_labels(parse_material("Janus-MoSSe"), "X"))
+    (['Mo'], ['SSe'])
+    """
+    return {label for label, _, prior in candidates(material, sublattice) if prior > 0}
+
+
 def _label(elements: tuple[str, ...]) -> str:
     from ..simulate.defects import species_string
 

@@ -22,12 +22,12 @@ import pandas as pd
 from ..columns.context_classifier import (
     build_context_classifier,
     contrast_features,
-    host_labels,
     site_contexts,
     type_mask,
     type_probabilities,
 )
 from ..columns.context_vector import COLUMN_TYPES, column_type
+from ..columns.species import host_labels
 from ..materials import KNOWN_MATERIALS, METALS, parse_material
 from ..simulate import DigitalTwin, random_imaging, simulate_twin
 from .cell_cnn import defect_plan, jitter
