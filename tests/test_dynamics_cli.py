@@ -63,11 +63,12 @@ def test_single_frame_files_are_stacked_in_the_order_given(twin, tmp_path, short
         np.save(paths[-1], frame)
     out = tmp_path / "out"
     rc = main(["dynamics", *map(str, paths), "--out", str(out), "--pixel-size", str(twin.pixel_size),
-               "--rigid-only", "--classifier", "none"])
+               "--rigid-only", "--classifier", "none", "--encoder", "autoencoder"])
     assert rc == 0, capsys.readouterr().err
     assert {p.name for p in out.iterdir()} == FILES  # no material: no defect counts
     meta = json.loads((out / "dynamics.json").read_text())
     assert meta["n_frames"] == 4 and meta["pixel_size_A"] == pytest.approx(twin.pixel_size)
+    assert meta["settings"]["encoder"] == "autoencoder" and meta["settings"]["score"] == "fused"
     assert meta["settings"]["nonrigid"] is False and meta["settings"]["classifier"] is None
     assert any("defect counts skipped" in m for m in meta["messages"])
     drift = pd.read_csv(out / "drift.csv")
@@ -112,14 +113,20 @@ def test_missing_file_exits_with_status_2(tmp_path, capsys):
     assert "missing.tif" in capsys.readouterr().err
 
 
-def test_intensity_encoder_writes_the_intensity_change_as_the_instability(twin, tmp_path, capsys):
+def test_default_instability_is_the_corrected_change_without_a_network(twin, tmp_path, capsys):
     np.save(tmp_path / "series.npy", twin.frames)
     out = tmp_path / "out"
     assert main(["dynamics", str(tmp_path / "series.npy"), "--out", str(out), "--pixel-size",
-                 str(twin.pixel_size), "--classifier", "none", "--encoder", "intensity"]) == 0
+                 str(twin.pixel_size), "--classifier", "none"]) == 0
     table = pd.read_csv(out / "instability.csv")
     assert list(table.columns) == list(pipeline.SITE_INSTABILITY_COLUMNS) and len(table) > 30
-    assert np.allclose(table["instability"], table["intensity_change"], equal_nan=True)
+    assert np.allclose(table["instability"], table["corrected_change"], equal_nan=True)
+    assert not np.allclose(table["instability"], table["intensity_change"], equal_nan=True)
     assert table["latent_change"].isna().all()
     settings = json.loads((out / "dynamics.json").read_text())["settings"]
-    assert settings["encoder"] == "intensity" and settings["score"] == "fused"
+    assert settings["encoder"] == "intensity" and settings["score"] == "corrected"
+    # a score that needs a code, without an encoder: refused before any work, nothing written
+    capsys.readouterr()
+    assert main(["dynamics", str(tmp_path / "series.npy"), "--out", str(tmp_path / "out2"),
+                 "--score", "fused"]) == 2
+    assert "--encoder autoencoder" in capsys.readouterr().err and not (tmp_path / "out2").exists()

@@ -151,6 +151,8 @@ def test_worker_thread_run_finishes_and_a_cancel_leaves_no_layers(make_napari_vi
                              units=("", "angstrom", "angstrom"), metadata=twin.metadata)
     widget = DynamicsWidget(viewer)
     widget.nonrigid.value, widget.classifier.value = False, "none"
+    assert widget.encoder.value == "intensity"  # the default: no network
+    widget.encoder.value = "autoencoder"  # the encoder path of the dock, trained in the worker thread
     worker = widget.run()
     assert widget.runner.busy and widget.cancel_button.enabled and not widget.run_button.enabled
     assert widget.run() is worker  # a second click while it runs starts nothing
@@ -158,6 +160,8 @@ def test_worker_thread_run_finishes_and_a_cancel_leaves_no_layers(make_napari_vi
     assert "small registered" in viewer.layers and "small events" in viewer.layers
     assert "'small': 4 frames" in widget.result.value
     assert widget.last_result.settings["nonrigid"] is False and len(widget.last_result.defect_counts) == 0
+    assert widget.last_result.settings["encoder"] == "autoencoder" and widget.last_result.settings["score"] == "fused"
+    assert widget.last_result.site_table["latent_change"].notna().mean() > 0.9
     # rigid only: the unmodelled non-rigid warp (0.3 px RMS) pulls the shifts a little
     np.testing.assert_allclose(widget.last_result.registration.shifts, twin.shifts, atol=0.4)
     assert widget.run_button.enabled and not widget.cancel_button.enabled

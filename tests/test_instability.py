@@ -15,7 +15,11 @@ import numpy as np
 import pytest
 from matplotlib.path import Path
 
-from napari_stem_defects.dynamics.autoencoder import build_autoencoder, encode, train_autoencoder
+from napari_stem_defects.dynamics.autoencoder import (
+    build_autoencoder,
+    encode,
+    train_autoencoder,
+)
 from napari_stem_defects.dynamics.clusters import (
     CLUSTER_COLUMNS,
     cluster_outline,
@@ -23,6 +27,10 @@ from napari_stem_defects.dynamics.clusters import (
     outlier_threshold,
     polygon_area,
     unstable_clusters,
+)
+from napari_stem_defects.dynamics.corrected_change import (
+    TREND_NN,
+    neighbour_corrected_change,
 )
 from napari_stem_defects.dynamics.instability import (
     BASELINE_RADIUS_PATCH,
@@ -100,7 +108,7 @@ def honeycomb_stack(shape=(192, 192), n_frames=8, sigma=1.8, peak=40.0, bg=4.0, 
 @pytest.fixture(scope="module")
 def series():
     stack, pos, changed, group, iso, event = honeycomb_stack()
-    result = compute_instability(stack, pos, patch_px=PATCH, epochs=EPOCHS, seed=0)
+    result = compute_instability(stack, pos, encoder="autoencoder", patch_px=PATCH, epochs=EPOCHS, seed=0)
     return {"stack": stack, "pos": pos, "changed": changed, "group": group, "iso": iso, "event": event,
             "result": result}
 
@@ -278,9 +286,9 @@ def test_same_seed_same_result_and_nan_frames_handled():
     stack, pos, *_ = honeycomb_stack(shape=(128, 128), n_frames=4, seed=1, group_centre=(60.0, 60.0),
                                      isolated=((100.0, 30.0), (30.0, 100.0), (100.0, 100.0)))
     stack[2, 40:80, 40:80] = np.nan  # a hole in frame 2
-    a = compute_instability(stack, pos, patch_px=PATCH, epochs=3, seed=4)
-    b = compute_instability(stack, pos, patch_px=PATCH, epochs=3, seed=4)
-    c = compute_instability(stack, pos, patch_px=PATCH, epochs=3, seed=5)
+    a = compute_instability(stack, pos, encoder="autoencoder", patch_px=PATCH, epochs=3, seed=4)
+    b = compute_instability(stack, pos, encoder="autoencoder", patch_px=PATCH, epochs=3, seed=4)
+    c = compute_instability(stack, pos, encoder="autoencoder", patch_px=PATCH, epochs=3, seed=5)
     assert np.array_equal(a.per_site, b.per_site, equal_nan=True)
     assert np.array_equal(a.latents, b.latents, equal_nan=True)
     assert not np.allclose(a.latents[a.valid], c.latents[c.valid])
@@ -302,7 +310,7 @@ def test_cancel_raises_interrupted_error():
         return len(calls) > 3
 
     with pytest.raises(InterruptedError):
-        compute_instability(stack, pos, patch_px=PATCH, epochs=50, cancel=cancel_later)
+        compute_instability(stack, pos, encoder="autoencoder", patch_px=PATCH, epochs=50, cancel=cancel_later)
     with pytest.raises(InterruptedError):
         train_autoencoder(np.zeros((10, 8, 8), np.float32), epochs=2, cancel=lambda: True)
 
@@ -336,8 +344,8 @@ def test_fused_score_ranks_at_least_as_well_as_each_measure_and_keeps_both(serie
     r, changed = series["result"], series["changed"]
     ok = np.isfinite(r.per_site)
     assert r.encoder == "autoencoder" and r.score == "fused"
-    # the fused steps are the normalised geometric mean of the two normalised step tables
-    assert np.allclose(r.per_step, fuse_steps(r.latent_per_step, r.baseline_per_step), equal_nan=True)
+    # the fused steps are the normalised geometric mean of the code's and the corrected change's step tables
+    assert np.allclose(r.per_step, fuse_steps(r.latent_per_step, r.corrected_per_step), equal_nan=True)
     assert np.nanmedian(r.per_step) == pytest.approx(1.0) and np.nanmedian(r.latent_per_step) == pytest.approx(1.0)
     fused, latent, base = (roc_auc(v[ok], changed[ok]) for v in (r.per_site, r.latent_per_site, r.baseline_per_site))
     assert fused >= max(latent, base) - 0.01, (fused, latent, base)
@@ -346,16 +354,24 @@ def test_fused_score_ranks_at_least_as_well_as_each_measure_and_keeps_both(serie
     assert np.allclose(table["latent_change"], r.latent_per_site, equal_nan=True)
 
 
-def test_intensity_encoder_is_the_baseline_alone_and_bad_choices_are_value_errors(series):
+def test_default_is_the_corrected_change_without_a_network_and_bad_choices_are_value_errors(series):
     stack, pos = series["stack"], series["pos"]
-    r = compute_instability(stack, pos, patch_px=PATCH, encoder="intensity")
-    _, base = intensity_change(stack, pos, BASELINE_RADIUS_PATCH * PATCH)
-    assert np.allclose(r.per_site, base, equal_nan=True) and r.latents.shape == (stack.shape[0], len(pos), 0)
+    r = compute_instability(stack, pos, patch_px=PATCH)
+    assert r.encoder == "intensity" and r.score == "corrected"
+    radius = BASELINE_RADIUS_PATCH * PATCH
+    corrected = neighbour_corrected_change(stack, pos, radius, TREND_NN * NN)
+    assert np.allclose(r.per_step, corrected, equal_nan=True)
+    assert np.allclose(r.per_site, np.nanmax(corrected, axis=0), equal_nan=True)
+    _, base = intensity_change(stack, pos, radius)
+    assert np.allclose(r.baseline_per_site, base, equal_nan=True) and r.latents.shape == (stack.shape[0], len(pos), 0)
     assert np.isnan(r.latent_per_site).all()
+    assert np.allclose(r.table()["corrected_change"], r.per_site, equal_nan=True)
     with pytest.raises(ValueError, match="encoder"):
         compute_instability(stack, pos, patch_px=PATCH, encoder="pca")
     with pytest.raises(ValueError, match="score"):
         compute_instability(stack, pos, patch_px=PATCH, score="best")
+    with pytest.raises(ValueError, match="needs the code of an encoder"):
+        compute_instability(stack, pos, patch_px=PATCH, score="fused")
 
 
 def test_rvae_encoder_codes_the_patches_and_its_fused_score_ranks_the_changes():

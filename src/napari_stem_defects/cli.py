@@ -11,7 +11,8 @@ analyze
     optionally defect probability heatmaps and their regions.
 dynamics
     An image series: drift registration, column tracks, events (sites emptied, filled,
-    moved) and an instability map from an autoencoder trained on the series.
+    moved) and an instability map (intensity changes corrected for what neighbours share;
+    optionally with an autoencoder trained on the series).
 export-training
     Turn saved annotation files (``<image>.annotations.json``) into a training set folder.
 batch
@@ -74,6 +75,8 @@ def _cmd_dynamics(args: argparse.Namespace) -> int:
     from .dynamics.files import write_dynamics
     from .dynamics.pipeline import analyze_stack
 
+    if args.encoder == "intensity" and args.score not in (None, "corrected"):
+        raise ValueError(f"--score {args.score} needs a code: add --encoder autoencoder (or rvae)")
     stack, pixel_size, name = read_stack(args.stack, args.pixel_size)
     shown = [-1]
 

@@ -172,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
              "instability.npy, clusters.csv, defect_counts.csv, dynamics.json",
         description="Register the frames of an image series, track every atom column through them, "
                     "list the sites emptied, filled or moved, and map where the lattice is unstable "
-                    "(an autoencoder, or atomai's rVAE, trained on the series itself, fused with the "
-                    "intensity change).",
+                    "(each column's intensity change, corrected for the change its neighbours share; "
+                    "optionally fused with the code of an autoencoder, or atomai's rVAE, trained on the "
+                    "series itself).",
     )
     dyn.add_argument("stack", nargs="+",
                      help="one multi-frame STEM file, or several single-frame files stacked in the order given")
@@ -190,12 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     dyn.add_argument("--classifier", choices=("physics", "cnn", "cnn-two-stage", "none"), default="physics",
                      help="cell classifier for defect_counts.csv (default physics)")
     dyn.add_argument("--seed", type=int, default=0, help="seed of the encoder training (default 0)")
-    dyn.add_argument("--encoder", choices=("autoencoder", "rvae", "intensity"), default="autoencoder",
-                     help="patch encoder of the instability: our autoencoder, atomai's rotationally invariant "
-                          "VAE, or none (the intensity change alone) (default autoencoder)")
-    dyn.add_argument("--score", choices=("fused", "latent"), default="fused",
-                     help="instability: the code's change fused with the intensity change, or the code's "
-                          "alone (default fused)")
+    dyn.add_argument("--encoder", choices=("intensity", "autoencoder", "rvae"), default="intensity",
+                     help="patch encoder of the instability: none (default: no network, the intensity "
+                          "changes only), our autoencoder, or atomai's rotationally invariant VAE")
+    dyn.add_argument("--score", choices=("corrected", "fused", "latent"), default=None,
+                     help="instability: the intensity change corrected for the change the neighbours share "
+                          "(default without an encoder), the code's change fused with it (default with an "
+                          "encoder), or the code's change alone")
 
     exp = sub.add_parser(
         "export-training",

@@ -68,11 +68,12 @@ class DynamicsWidget(StemDock):
         self.classifier = ComboBox(label="defect counts", choices=list(CLASSIFIERS), value="physics",
                                    tooltip="cell classifier for the per-frame defect counts: physics (default, "
                                            "fast), cnn, cnn-two-stage, or none (skips them)")
-        self.encoder = ComboBox(label="instability", choices=["autoencoder", "rvae", "intensity"], value="autoencoder",
-                                tooltip="how unstable sites are found: autoencoder (default: our autoencoder's code "
-                                        "change fused with the intensity change), rvae (atomai's rotationally "
-                                        "invariant VAE instead, fused the same way; slower) or intensity (the "
-                                        "intensity change alone, no network)")
+        self.encoder = ComboBox(label="instability", choices=["intensity", "autoencoder", "rvae"], value="intensity",
+                                tooltip="how unstable sites are found: intensity (default, no network: each "
+                                        "column's intensity change less the change its neighbours share, which "
+                                        "ranks real events best on simulated series), autoencoder (our "
+                                        "autoencoder's code change fused with it) or rvae (atomai's rotationally "
+                                        "invariant VAE instead, fused the same way; slower)")
         self.max_gap = SpinBox(label="max gap", min=0, max=10, value=2,
                                tooltip="frames a site may go unseen and keep its track. Default 2")
         self.persistence = SpinBox(label="min persistence", min=1, max=10, value=1,

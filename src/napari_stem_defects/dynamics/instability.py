@@ -21,17 +21,25 @@ The recipe (after the quaternary MoWSSe study):
    mean intensity in a disc around each site, normalised the same way. It
    sees columns appear, vanish or dim; the code also sees changes of shape
    and of the neighbourhood (a column moving off its site, a neighbour leaving).
-5. The instability (``score="fused"``, the default) is
-   :func:`~.site_scores.fuse_steps` of the two, step by step: their
-   geometric mean, normalised again: a real event moves both in the same
-   step, while their noise is nearly independent. On simulated series
-   (``benchmarks/bench_dynamics.py --section events``) the fused score ranks
-   the sites that really changed better than the code's change alone at
-   every dose, and better than the intensity change at low dose (1e4
-   e/Å^2); at 1e5-1e6 the plain intensity change still ranks best, because
-   the code also changes when a neighbour changes. ``score="latent"``
-   keeps the encoder's change alone; ``encoder="intensity"`` the baseline
-   alone (no network).
+   :func:`~.corrected_change.neighbour_corrected_change` is the same change
+   relative to the column's typical intensity, less the median change of its
+   neighbours (of its sublattice) in that step: residual registration errors,
+   scan distortion and gain changes, which all nearby columns share, cancel.
+5. What the instability is (``score``):
+
+   - ``"corrected"`` (the default without an encoder, ``encoder="intensity"``):
+     the neighbour-corrected intensity change. On simulated series
+     (``benchmarks/bench_dynamics.py --section events``) it ranks the sites
+     that really changed best at every dose (1e4-1e6 e/Å^2), clearly above
+     the plain change;
+   - ``"fused"`` (the default with an encoder): :func:`~.site_scores.fuse_steps`
+     of the code's change and the corrected change, step by step (their
+     geometric mean: a real event moves both in the same step, their noise
+     is nearly independent). It beats the plain change at every dose, but
+     not the corrected change alone: the code also moves when a neighbour
+     changes;
+   - ``"latent"``: the encoder's change alone.
+
 6. A site's value is a summary of its steps (:func:`~.site_scores.summarize_steps`;
    default the maximum: one event, a column leaving, is one large step).
 
@@ -51,13 +59,15 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from .autoencoder import PATCH_SIDE, default_epochs, encode, train_autoencoder
-from .patch_sampling import _check_positions, _check_stack, disc_steps, site_patches
+from .corrected_change import TREND_NN, corrected_steps
+from .patch_sampling import _check_positions, _check_stack, disc_means, disc_steps, site_patches
 from .site_scores import SUMMARIES, fuse_steps, instability_map, normalise_steps, roc_auc, summarize_steps
 
 #: Encoders of the patches :func:`compute_instability` knows ('intensity': none, the baseline alone).
 ENCODERS: tuple[str, ...] = ("intensity", "autoencoder", "rvae")
-#: What the instability is: the fusion of the code's and the intensity's change, or the code's alone.
-SCORES: tuple[str, ...] = ("fused", "latent")
+#: What the instability is: the neighbour-corrected intensity change, its fusion with the code's change,
+#: or the code's change alone.
+SCORES: tuple[str, ...] = ("corrected", "fused", "latent")
 #: Default patch side as a multiple of the median nearest-neighbour distance of the sites.
 PATCH_NN: float = 2.5
 #: Default radius of the intensity baseline's disc, as a multiple of the patch side.
@@ -66,7 +76,7 @@ BASELINE_RADIUS_PATCH: float = 0.12
 CENTRE_WINDOW: float = 0.3
 #: Columns of :meth:`InstabilityResult.table`.
 INSTABILITY_COLUMNS: tuple[str, ...] = ("y_px", "x_px", "instability", "intensity_change", "n_valid_frames",
-                                        "latent_change")
+                                        "latent_change", "corrected_change")
 __all__ = ["CENTRE_WINDOW", "ENCODERS", "INSTABILITY_COLUMNS", "SCORES", "SUMMARIES", "InstabilityResult",
            "compute_instability", "instability_map", "intensity_change", "roc_auc", "site_patches",
            "summarize_steps"]
@@ -83,9 +93,9 @@ class InstabilityResult:
         (dimensionless, 1 = the stack's typical frame-to-frame change; NaN for
         a site valid in fewer than two consecutive frames).
     per_step : ndarray of float, shape (T - 1, n)
-        Normalised instability between frames t and t + 1 (row t): the fused,
-        latent or intensity change (``score``, ``encoder``); NaN where either
-        patch is invalid.
+        Normalised instability between frames t and t + 1 (row t): the
+        corrected, fused or latent change (``score``); NaN where either patch
+        is invalid.
     latents : ndarray of float32, shape (T, n, d)
         Codes, each dimension scaled to unit standard deviation; NaN where
         invalid (d = 0 for ``encoder='intensity'``).
@@ -94,7 +104,8 @@ class InstabilityResult:
     positions : ndarray of float, shape (n, 2)
         The sites (y, x) in reference pixels.
     valid : ndarray of bool, shape (T, n)
-        Whether the site's patch lies inside frame t with no NaN or masked pixel.
+        Whether the site's patch (with an encoder; its intensity disc without
+        one) lies inside frame t with no NaN or masked pixel.
     patch_px : float
         Side of the patches in image pixels.
     step_scale, baseline_step_scale : float
@@ -107,6 +118,9 @@ class InstabilityResult:
         The encoder's own normalised code change (NaN for ``encoder='intensity'``).
     encoder, score : str
         Which encoder and which score (:data:`ENCODERS`, :data:`SCORES`).
+    corrected_per_site, corrected_per_step : ndarray of float, optional
+        The neighbour-corrected intensity change
+        (:func:`~.corrected_change.neighbour_corrected_change`).
     """
 
     per_site: np.ndarray
@@ -123,8 +137,10 @@ class InstabilityResult:
     history: dict[str, Any] = field(default_factory=dict)
     latent_per_site: np.ndarray | None = None
     latent_per_step: np.ndarray | None = None
-    encoder: str = "autoencoder"
-    score: str = "fused"
+    encoder: str = "intensity"
+    score: str = "corrected"
+    corrected_per_site: np.ndarray | None = None
+    corrected_per_step: np.ndarray | None = None
 
     def table(self) -> pd.DataFrame:
         """One row per site: :data:`INSTABILITY_COLUMNS`."""
@@ -133,6 +149,8 @@ class InstabilityResult:
             "intensity_change": self.baseline_per_site, "n_valid_frames": self.valid.sum(axis=0).astype(int),
             "latent_change": (self.latent_per_site if self.latent_per_site is not None
                               else np.full(len(self.positions), np.nan)),
+            "corrected_change": (self.corrected_per_site if self.corrected_per_site is not None
+                                 else np.full(len(self.positions), np.nan)),
         }, columns=list(INSTABILITY_COLUMNS))
 
 
@@ -193,8 +211,9 @@ def compute_instability(
     stack: np.ndarray,
     positions: np.ndarray,
     *,
-    encoder: str = "autoencoder",
-    score: str = "fused",
+    encoder: str = "intensity",
+    score: str | None = None,
+    groups: np.ndarray | None = None,
     patch_px: float | None = None,
     latent_dim: int | None = None,
     epochs: int | None = None,
@@ -203,6 +222,7 @@ def compute_instability(
     valid: np.ndarray | None = None,
     window: float | None = CENTRE_WINDOW,
     baseline_radius_px: float | None = None,
+    trend_radius_px: float | None = None,
     summary: str = "max",
     max_train_patches: int = 20_000,
     progress: Callable[[int, int], None] | None = None,
@@ -219,12 +239,18 @@ def compute_instability(
     positions : ndarray, shape (n, 2)
         Tracked sites (y, x) in reference pixels (empty sites included: a column
         appearing there is a change too).
-    encoder : {'autoencoder', 'rvae', 'intensity'}
-        Our autoencoder (:mod:`.autoencoder`), atomai's rVAE
-        (:mod:`.rvae_encoder`, needs atomai), or none (the intensity baseline alone).
-    score : {'fused', 'latent'}
-        The instability: the step-wise fusion of the code's and the intensity's
-        change (default; :func:`~.site_scores.fuse_steps`), or the code's change alone.
+    encoder : {'intensity', 'autoencoder', 'rvae'}
+        None (default: no network, the intensity changes only), our
+        autoencoder (:mod:`.autoencoder`) or atomai's rVAE
+        (:mod:`.rvae_encoder`, needs atomai).
+    score : {'corrected', 'fused', 'latent'}, optional
+        The instability: the neighbour-corrected intensity change, its
+        step-wise fusion with the code's change
+        (:func:`~.site_scores.fuse_steps`), or the code's change alone.
+        Default: 'corrected' without an encoder, 'fused' with one.
+    groups : array-like, shape (n,), optional
+        Site groups (the sublattice): the corrected change takes each site's
+        neighbours from its own group. None: one group.
     patch_px : float, optional
         Patch side in image pixels; default :data:`PATCH_NN` times the median
         nearest-neighbour distance of ``positions`` (the column and its first
@@ -249,6 +275,9 @@ def compute_instability(
     baseline_radius_px : float, optional
         Disc radius of :func:`intensity_change`; default
         :data:`BASELINE_RADIUS_PATCH` times ``patch_px``.
+    trend_radius_px : float, optional
+        Neighbourhood of the corrected change; default
+        :data:`~.corrected_change.TREND_NN` median nearest-neighbour distances.
     summary : {'max', 'p90', 'mean'}
         See :func:`summarize_steps`.
     max_train_patches : int
@@ -265,7 +294,8 @@ def compute_instability(
     Raises
     ------
     ValueError
-        Not a (T, H, W) stack with T >= 2, fewer than 2 valid patches, an unknown encoder or score.
+        Not a (T, H, W) stack with T >= 2, fewer than 2 valid patches, an
+        unknown encoder or score, or a score that needs a code without an encoder.
     ImportError
         ``encoder='rvae'`` without atomai installed.
     InterruptedError
@@ -275,10 +305,15 @@ def compute_instability(
     pos = _check_positions(positions)
     if arr.shape[0] < 2:
         raise ValueError("instability needs at least 2 frames")
+    if score is None:
+        score = "corrected" if encoder == "intensity" else "fused"
     for name, value, allowed in (("summary", summary, SUMMARIES), ("encoder", encoder, ENCODERS),
                                  ("score", score, SCORES)):
         if value not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    if encoder == "intensity" and score != "corrected":
+        raise ValueError(f"score {score!r} needs the code of an encoder ('autoencoder' or 'rvae'); "
+                         "without one the instability is the corrected intensity change (score 'corrected')")
 
     def check() -> None:
         if cancel is not None and cancel():
@@ -286,21 +321,28 @@ def compute_instability(
 
     check()
     t0 = time.perf_counter()
-    patch_px = PATCH_NN * _nn_distance(pos) if patch_px is None else float(patch_px)
-    patches, ok = site_patches(arr, pos, patch_px, side=side, valid=valid, window=window)
+    if patch_px is None:
+        patch_px = PATCH_NN * _nn_distance(pos)
+    if trend_radius_px is None:  # a lone site has no neighbours: any radius will do
+        several = np.isfinite(pos).all(axis=1).sum() >= 2
+        trend_radius_px = TREND_NN * _nn_distance(pos) if several else float(patch_px)
+    patch_px, trend_radius_px = float(patch_px), float(trend_radius_px)
     radius = BASELINE_RADIUS_PATCH * patch_px if baseline_radius_px is None else float(baseline_radius_px)
-    base_steps, base_scale = normalise_steps(disc_steps(arr, pos, radius, valid))
+    means = disc_means(arr, pos, radius, valid)
+    base_steps, base_scale = normalise_steps(np.abs(np.diff(means, axis=0)))
+    corr_steps, _ = normalise_steps(corrected_steps(means, pos, trend_radius_px, groups=groups))
     if encoder == "intensity":
+        ok = np.isfinite(means)
         latents = np.zeros((arr.shape[0], len(pos), 0), np.float32)
         latent_steps, scale, history = np.full_like(base_steps, np.nan), 1.0, {"encoder": "intensity"}
     else:
+        patches, ok = site_patches(arr, pos, patch_px, side=side, valid=valid, window=window)
         latents, history = _encode_stack(patches, ok, encoder, latent_dim=latent_dim, epochs=epochs, seed=seed,
                                          max_train_patches=max_train_patches, progress=progress, cancel=cancel)
         latent_steps, scale = normalise_steps(np.linalg.norm(np.diff(latents.astype(float), axis=0), axis=2))
-    if encoder == "intensity":
-        per_step = base_steps
-    else:
-        per_step = fuse_steps(latent_steps, base_steps) if score == "fused" else latent_steps
+    per_step = {"corrected": corr_steps, "latent": latent_steps}.get(score)
+    if per_step is None:
+        per_step = fuse_steps(latent_steps, corr_steps)
     history["total_seconds"] = time.perf_counter() - t0
     return InstabilityResult(
         per_site=summarize_steps(per_step, summary), per_step=per_step, latents=latents,
@@ -308,6 +350,7 @@ def compute_instability(
         positions=pos, valid=ok, patch_px=float(patch_px), step_scale=scale, baseline_step_scale=base_scale,
         summary=summary, history=history, latent_per_site=summarize_steps(latent_steps, summary),
         latent_per_step=latent_steps, encoder=encoder, score=score,
+        corrected_per_site=summarize_steps(corr_steps, summary), corrected_per_step=corr_steps,
     )
 
 

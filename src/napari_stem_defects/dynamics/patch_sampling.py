@@ -159,15 +159,19 @@ def _disc_offsets(radius_px: float) -> np.ndarray:
     return off if len(off) else np.zeros((1, 2))
 
 
-def disc_steps(stack: np.ndarray, positions: np.ndarray, radius_px: float,
-                valid: np.ndarray | None) -> np.ndarray:
-    """Raw ``|mean_t - mean_{t-1}|`` of the disc means, (T - 1, n), NaN where invalid."""
+def disc_means(stack: np.ndarray, positions: np.ndarray, radius_px: float,
+               valid: np.ndarray | None) -> np.ndarray:
+    """Mean intensity in a disc around each site in each frame, (T, n) float, NaN where invalid."""
     arr = _check_stack(stack)
     pos = _check_positions(positions)
     if not (np.isfinite(radius_px) and radius_px > 0):
         raise ValueError(f"radius_px must be positive, got {radius_px!r}")
     bad = _bad_pixels(arr, valid)
     values, _ = _sample(np.where(bad, 0.0, arr).astype(np.float32), bad, pos, _disc_offsets(radius_px))
-    return np.abs(np.diff(values.mean(axis=2), axis=0))
+    return values.mean(axis=2).astype(float)
 
 
+def disc_steps(stack: np.ndarray, positions: np.ndarray, radius_px: float,
+               valid: np.ndarray | None) -> np.ndarray:
+    """Raw ``|mean_t - mean_{t-1}|`` of the disc means, (T - 1, n), NaN where invalid."""
+    return np.abs(np.diff(disc_means(stack, positions, radius_px, valid), axis=0))

@@ -7,10 +7,11 @@ Stages, each a plain function of its own module:
    interpolation blur), positions then mapped into reference (frame 0) coordinates.
 3. :func:`~.tracking.track_columns` and :func:`~.events.detect_events`: lattice sites linked over
    time; sites emptied, filled, moved, and species changes.
-4. :func:`~.instability.compute_instability`: an encoder (our autoencoder, or atomai's rVAE) trained
-   on the stack's own atom-centred patches; the change of each column's latent code between frames,
-   fused step by step with the plain intensity change (the default instability), both also kept
-   alone; :func:`~.clusters.unstable_clusters` groups the unstable sites.
+4. :func:`~.instability.compute_instability`: each column's intensity change between frames,
+   plain and corrected for the change its neighbours share (the default instability); with an
+   encoder (our autoencoder, or atomai's rVAE, trained on the stack's own atom-centred patches)
+   also the change of each column's code, fused step by step with the corrected change;
+   :func:`~.clusters.unstable_clusters` groups the unstable sites.
 5. Per-frame defect counts from the cell classifier (when a material is known).
 """
 
@@ -38,7 +39,7 @@ from .tracking import track_columns, track_features
 #: Columns of :attr:`DynamicsResult.site_table` (one row per tracked site).
 SITE_INSTABILITY_COLUMNS = (
     "track_id", "y_px", "x_px", "sublattice", "n_events", "instability", "intensity_change", "cluster_id",
-    "latent_change",
+    "latent_change", "corrected_change",
 )
 #: Share of the progress bar taken by each stage.
 _STAGES = {"register": 0.15, "detect": 0.45, "track": 0.05, "instability": 0.25, "counts": 0.10}
@@ -168,8 +169,8 @@ def analyze_stack(
     min_persistence: int = 1,
     latent_dim: int | None = None,
     epochs: int | None = None,
-    encoder: str = "autoencoder",
-    score: str = "fused",
+    encoder: str = "intensity",
+    score: str | None = None,
     classifier: str | None = "physics",
     seed: int = 0,
     progress: Callable[[float], None] | None = None,
@@ -197,11 +198,12 @@ def analyze_stack(
         Size of the encoder's code (default 6 for the autoencoder, 4 content variables for the rVAE).
     epochs : int, optional
         Encoder training epochs (default: chosen from the number of patches).
-    encoder : {'autoencoder', 'rvae', 'intensity'}
-        Patch encoder of the instability (see :func:`~.instability.compute_instability`; 'rvae'
-        needs atomai; 'intensity': no network, the intensity change alone).
-    score : {'fused', 'latent'}
-        The instability: the code's change fused with the intensity change (default), or the code's alone.
+    encoder : {'intensity', 'autoencoder', 'rvae'}
+        Patch encoder of the instability (see :func:`~.instability.compute_instability`;
+        'intensity', the default: no network; 'rvae' needs atomai).
+    score : {'corrected', 'fused', 'latent'}, optional
+        The instability: the neighbour-corrected intensity change (default without an encoder),
+        the code's change fused with it (default with an encoder), or the code's alone.
     classifier : {'physics', 'cnn', 'cnn-two-stage'} or None
         Cell classifier for the per-frame defect counts; None skips them.
     seed : int
@@ -262,14 +264,17 @@ def analyze_stack(
     site_table = _site_positions(tracks, features, _inside_valid(reg.valid, margin=1.3 * nn_px))
     positions = site_table[["y_px", "x_px"]].to_numpy(float)
     inst_step = steps.stage("instability")
-    _load_torch_dynamo_without_triton()
+    if encoder != "intensity":
+        _load_torch_dynamo_without_triton()
     inst_step(1, 100)  # torch is loaded (seconds, the first time): the bar moves on
     instability = compute_instability(reg.registered, positions, patch_px=2.5 * nn_px, valid=reg.valid,
-                                      latent_dim=latent_dim, epochs=epochs, seed=seed, encoder=encoder,
-                                      score=score, progress=inst_step, cancel=cancel)
+                                      groups=site_table["sublattice"].to_numpy(), latent_dim=latent_dim,
+                                      epochs=epochs, seed=seed, encoder=encoder, score=score,
+                                      progress=inst_step, cancel=cancel)
     site_table["instability"] = instability.per_site
     site_table["intensity_change"] = instability.baseline_per_site
     site_table["latent_change"] = instability.latent_per_site
+    site_table["corrected_change"] = instability.corrected_per_site
     clusters = unstable_clusters(positions, instability.per_site, eps_px=2.0 * nn_px, min_samples=3,
                                  pixel_size_A=pixel_size)
     site_table["cluster_id"] = clusters.labels
@@ -289,7 +294,7 @@ def analyze_stack(
         progress(1.0)
     settings = {"nonrigid": nonrigid, "method": method, "max_gap": max_gap, "min_persistence": min_persistence,
                 "latent_dim": latent_dim, "epochs": epochs, "classifier": classifier, "seed": seed,
-                "encoder": encoder, "score": score}
+                "encoder": encoder, "score": instability.score}
     return DynamicsResult(
         registration=reg, columns=columns, tracks=tracks, track_features=features, events=events,
         instability=instability, site_table=site_table[list(SITE_INSTABILITY_COLUMNS)], clusters=clusters,
