@@ -8,8 +8,10 @@ import pytest
 
 from napari_stem_defects.columns.context_classifier import (
     CONTRAST_LENGTH,
+    SUPPORT_SHARE,
     context_posteriors,
     contrast_features,
+    image_supported_types,
     type_mask,
 )
 from napari_stem_defects.columns.context_vector import (
@@ -108,6 +110,39 @@ def test_posteriors_take_the_classifiers_type_shares_and_keep_intensity_within_a
     assert out["X"].loc[3, "Mo"] == pytest.approx(0.8)  # the antisite the intensity did not see
     for table in out.values():
         assert np.allclose(table.sum(axis=1), 1.0)
+
+
+def test_large_claims_the_image_fit_does_not_hold_are_scaled_down_and_held_claims_kept():
+    mat = parse_material("WSe2")
+    n = 200
+    ids = np.arange(n)
+    sublattice = pd.Series(np.where(ids < 100, "M", "X"), index=ids)
+    m_ids, x_ids = ids[:100], ids[100:]
+    # the fit: one Se2 population on X except 10 columns at Se (a real lost-atom population), W on M
+    x_post = pd.DataFrame({"empty": 0.0, "Se": 0.0, "Se2": 1.0, "SSe": 0.0, "W": 0.0}, index=x_ids)
+    x_post.loc[x_ids[:10], ["Se", "Se2"]] = [0.95, 0.05]
+    post = {"M": pd.DataFrame({"empty": 0.0, "W": 1.0, "Mo": 0.0, "Se2": 0.0}, index=m_ids), "X": x_post}
+    types = pd.DataFrame(0.0, index=ids, columns=list(COLUMN_TYPES))
+    types["host"] = 1.0
+    # the classifier: the 10 real 'single' columns and 30 more it imagines; 20 metal dopants the fit has none of;
+    # 2 antisites (below the checked share)
+    types.loc[x_ids[:40], ["host", "single"]] = [0.1, 0.9]
+    types.loc[m_ids[:20], ["host", "dopant"]] = [0.2, 0.8]
+    types.loc[x_ids[50:52], ["host", "antisite"]] = [0.3, 0.7]
+    assert 2 < SUPPORT_SHARE * 100 < 10
+    held = image_supported_types(types, post, mat, sublattice)
+    assert np.allclose(held.sum(axis=1), 1.0)
+    # 36 claimed 'single' against 9.5 held: scaled by 9.5 / 36, so the imagined ones fall back to host ...
+    assert held.loc[x_ids[:40], "single"].sum() == pytest.approx(
+        (0.9 * 9.5 / 36 / (0.1 + 0.9 * 9.5 / 36)) * 40)
+    # ... while the rank order within the type stays the classifier's, and a host column is unchanged
+    assert held.loc[x_ids[60]].to_dict() == types.loc[x_ids[60]].to_dict()
+    assert held.loc[m_ids[:20], "dopant"].max() < 0.01  # the fit holds no dopant at all
+    assert held.loc[x_ids[50:52], "antisite"].tolist() == pytest.approx([0.7, 0.7])  # rare: left alone
+    # claims the fit holds are kept whole
+    post["X"].loc[x_ids[:40], ["Se", "Se2"]] = [0.95, 0.05]
+    kept = image_supported_types(types, post, mat, sublattice)
+    assert kept.loc[x_ids[:40], "single"].tolist() == pytest.approx([0.9] * 40)
 
 
 @pytest.fixture(scope="module")

@@ -255,6 +255,79 @@ def context_posteriors(posteriors: dict[str, pd.DataFrame], types: pd.DataFrame,
     return out
 
 
+#: A non-host column type the classifier gives at least this share of a sublattice's columns must show
+#: in the image's own Z-contrast fit (:func:`image_supported_types`).
+SUPPORT_SHARE: float = 0.06
+
+
+def image_supported_types(types: pd.DataFrame, posteriors: dict[str, pd.DataFrame], material: Material,
+                          sublattices: pd.Series, min_share: float = SUPPORT_SHARE) -> pd.DataFrame:
+    """Column-type probabilities held to what the image's own Z-contrast fit shows, renormalised.
+
+    The classifier learnt contrast from twins; a real image whose columns differ from every twin
+    (scan noise, thickness, contamination, a detector unlike any in training) can make it give
+    a non-host type (a lost atom, a substitution) to many columns that form one intensity
+    population. The Z-contrast mixture of the same image (``posteriors``, calibrated on its
+    perfect majority, :func:`~.species.fit_species_physics`) is the check, as
+    :func:`~napari_stem_defects.cells.classify.image_support` is for the cell network: per
+    sublattice, when the classifier's summed probability of a non-host type reaches ``min_share``
+    of the columns and exceeds the fit's summed posterior of that type's contents, the type's
+    probabilities are scaled down to the fit's total. Types the fit holds as often (or that are
+    rare) are left to the classifier, which is the better judge of *which* columns they are.
+
+    Parameters
+    ----------
+    types : DataFrame
+        :func:`predict_types` (index site_id, columns :data:`~.context_vector.COLUMN_TYPES`).
+    posteriors : dict of DataFrame
+        The Z-contrast species posteriors of the same sites ('M', 'X').
+    material : Material
+    sublattices : Series
+        Sublattice ('M' or 'X') per site_id.
+    min_share : float
+        Claims below this share of a sublattice's columns are not checked.
+
+    Returns
+    -------
+    DataFrame
+        Same shape as ``types``.
+
+    Examples
+    --------
+    >>> from napari_stem_defects.materials import parse_material
+    >>> ids = range(10)
+    >>> post = {"X": pd.DataFrame({"Se": [0.0] * 10, "Se2": [1.0] * 10}, index=ids)}  # one population
+    >>> types = pd.DataFrame(0.0, index=ids, columns=list(COLUMN_TYPES))
+    >>> types["host"], types.loc[[3, 4], ["host", "single"]] = 1.0, [[0.1, 0.9], [0.2, 0.8]]
+    >>> held = image_supported_types(types, post, parse_material("WSe2"), pd.Series("X", index=ids))
+    >>> held.loc[[3, 4], "single"].round(3).tolist(), held["host"].idxmin()
+    ([0.005, 0.002], 3)
+    """
+    out = types.copy()
+    for sub in ("M", "X"):
+        table = posteriors.get(sub)
+        if table is None or table.empty:
+            continue
+        ids = table.index.intersection(types.index)
+        ids = ids[(sublattices.reindex(ids) == sub).to_numpy()]
+        if not len(ids):
+            continue
+        hosts = host_labels(material, sub)
+        kinds = np.array([column_type(str(label), sub, hosts, material) for label in table.columns])
+        block = out.loc[ids]
+        for kind in SUBLATTICE_TYPES[sub]:
+            if kind == "host" or kind not in block:
+                continue
+            claimed = float(block[kind].sum())
+            if claimed < min_share * len(ids):
+                continue
+            held = float(table.loc[ids, table.columns[kinds == kind]].to_numpy(float).sum())
+            if held < claimed:
+                block[kind] *= max(held, 1e-3) / claimed
+        out.loc[ids] = block.div(block.sum(axis=1).where(lambda v: v > 0, 1.0), axis=0)
+    return out
+
+
 def apply_context_classifier(result: Any, image: np.ndarray, material: Material, microscope: Any | None,
                              model: Any = None) -> Any:
     """Replace a column result's 2H species posteriors, species and probabilities by the classifier's (in place).
@@ -277,6 +350,7 @@ def apply_context_classifier(result: Any, image: np.ndarray, material: Material,
     if sites.empty or not set(result.posteriors) & {"M", "X"}:
         return result
     types = predict_types(image, sites, result.nn_px, material, microscope, model)
+    types = image_supported_types(types, result.posteriors, material, sites.set_index("site_id")["sublattice"])
     result.posteriors = context_posteriors(result.posteriors, types, material)
     by_id = sites.set_index("site_id")
     for sub in ("M", "X"):
@@ -299,7 +373,7 @@ def apply_context_classifier(result: Any, image: np.ndarray, material: Material,
 
 
 __all__ = [
-    "COLUMN_CLASSIFIERS", "CONTRAST_LENGTH", "apply_context_classifier", "build_context_classifier",
-    "context_posteriors", "contrast_features", "load_context_classifier", "predict_types", "site_contexts",
-    "type_mask", "type_probabilities",
+    "COLUMN_CLASSIFIERS", "CONTRAST_LENGTH", "SUPPORT_SHARE", "apply_context_classifier",
+    "build_context_classifier", "context_posteriors", "contrast_features", "image_supported_types",
+    "load_context_classifier", "predict_types", "site_contexts", "type_mask", "type_probabilities",
 ]
