@@ -191,11 +191,14 @@ def test_two_worker_processes_give_the_same_results(folder, serial_run, tmp_path
     result = run_batch([folder[0]], tmp_path / "out", BatchSettings(material="MoS2"), workers=2, report=False)
     assert result.analysed == TWINS + 3
     assert {r["worker"]["threads"] for r in result.records} == {max(1, len(os.sched_getaffinity(0)) // 2)}
-    # each worker process read the cell classifier once and kept it for its next files
+    # each worker process read each of its models (the cell classifier and the context column classifier)
+    # once and kept them for its next files
+    n_models = len(BatchSettings(material="MoS2").models())
+    assert n_models == 2
     loads: dict[int, list[int]] = {}
     for r in result.records:
         loads.setdefault(r["worker"]["pid"], []).append(r["worker"]["models_loaded"])
-    assert 1 <= len(loads) <= 2 and all(sum(v) <= 1 for v in loads.values())
+    assert 1 <= len(loads) <= 2 and all(sum(v) <= n_models for v in loads.values())
     reused = [r for r in result.records if r["status"] == "ok" and r["worker"]["models_loaded"] == 0]
     assert len(reused) >= TWINS + 1 - len(loads)
     _same_results(tmp_path / "out", serial_run[0])

@@ -8,6 +8,8 @@ import pytest
 from napari_stem_defects._widgets.batch_widget import BatchWidget
 from napari_stem_defects._widgets.columns_widget import ColumnsWidget
 from napari_stem_defects.columns import pipeline
+from napari_stem_defects.columns.context_classifier import apply_context_classifier
+from napari_stem_defects.materials import parse_material
 from napari_stem_defects.simulate import ImagingParams, simulate_twin
 from napari_stem_defects.simulate.microscope import typed_settings
 
@@ -52,6 +54,8 @@ def test_typed_settings_reach_the_detection(make_napari_viewer, twin, spy):
     assert spy[-1] == typed
     # the same sites and species as the algorithm called directly with these settings
     direct = pipeline.detect_columns(twin.image, material="WSe2", pixel_size=(0.12, 0.12), microscope=typed)
+    assert widget.species_by.value == "context"  # the default: the context classifier, told the same settings
+    apply_context_classifier(direct, twin.image, parse_material("WSe2"), typed)
     shown = run.results[None].sites
     assert len(shown) == len(direct.sites)
     assert (shown["species"].astype(str).to_numpy() == direct.sites["species"].astype(str).to_numpy()).all()

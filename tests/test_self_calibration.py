@@ -73,8 +73,17 @@ def test_typed_microscope_settings_decide_the_metal_sublattice_where_z_contrast_
         d = np.min(np.linalg.norm(metals[:, None] - true[None], axis=2), axis=1)
         return float((d < twin.nn_px / 3).mean())
 
-    assert metals_right(detect_columns(twin.image, material="WSe2", pixel_size=0.12)) < 0.1
-    assert metals_right(detect_columns(twin.image, material="WSe2", pixel_size=0.12, microscope=typed)) > 0.95
+    untyped = detect_columns(twin.image, material="WSe2", pixel_size=0.12)
+    assert metals_right(untyped) < 0.1
+    # ... and says so: brightness alone cannot decide for WSe2 without the microscope
+    assert any("which sublattice holds the metals is uncertain" in m and "--kv" in m for m in untyped.messages)
+    told = detect_columns(twin.image, material="WSe2", pixel_size=0.12, microscope=typed)
+    assert metals_right(told) > 0.95
+    assert not any("uncertain" in m for m in told.messages)
+    # MoS2 at the same settings: its metal is brighter at every setting of the table, no note
+    mos2 = simulate_twin("MoS2", (192, 192), 0.12, rotation_deg=None, seed=4,
+                         imaging=calibrated_imaging(static, dose=1e5))
+    assert not any("uncertain" in m for m in detect_columns(mos2.image, material="MoS2", pixel_size=0.12).messages)
     # a typed energy the table does not cover is refused with a message, not guessed
     with pytest.raises(SystemExit) as stop:
         main(["analyze", "image.tif", "--material", "WSe2", "--kv", "20", "--out", "x"])

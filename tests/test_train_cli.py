@@ -92,7 +92,7 @@ def test_train_a_named_version_and_analyze_with_it(annotated, tmp_path, models_d
     assert main(["analyze", str(image), "--material", "MoS2", "--pixel-size", "0.11", "--cell-model", "cli-test",
                  "--out", str(tmp_path / "ana")]) == 0
     settings = json.loads((tmp_path / "ana" / "analysis.json").read_text())["settings"]
-    assert settings["cell_model"] == "cli-test" and settings["classifier"] == "cnn"
+    assert settings["cell_model"] == "cli-test" and settings["classifier"] == "cnn+columns"
     assert main(["analyze", str(image), "--material", "MoS2", "--pixel-size", "0.11", "--cell-model", "nope",
                  "--out", str(tmp_path / "ana2")]) == 2
     assert "no cells model named 'nope'" in capsys.readouterr().err

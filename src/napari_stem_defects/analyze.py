@@ -37,7 +37,7 @@ import pandas as pd
 
 from .analysis_files import FORMAT_VERSION, write_analysis
 from .analysis_heatmaps import HEATMAP_CHOICES, check_heatmap_settings, heatmaps_of
-from .cells.classify import classify_site_table
+from .cells.classify import classify_site_table, resolve_classifiers
 from .cells.geometry import CELL_STRUCTURE_COLUMNS, with_structure
 from .cells.joint import one_answer
 from .cells.site_labels import site_defects
@@ -237,7 +237,7 @@ def analyze_image(
     method: str = "classical",
     threshold: float | None = None,
     refine: str = "gaussian",
-    classifier: str = "cnn",
+    classifier: str | None = None,
     heatmaps: str | None = None,
     heatmap_threshold: float = 0.5,
     heatmap_window: float | None = None,
@@ -253,7 +253,7 @@ def analyze_image(
     strain: bool = False,
     strain_reference: str = "domain",
     trust_model_file: bool = False,
-    column_classifier: str = "intensity",
+    column_classifier: str | None = None,
 ) -> Analysis:
     """Detect the atom columns of every frame of an image, and classify its cells when the material is known.
 
@@ -265,8 +265,9 @@ def analyze_image(
         Host material; defaults to the image metadata's 'material' if present.
     method, threshold, refine
         See :func:`napari_stem_defects.columns.columns_from_map`.
-    classifier : {'cnn', 'cnn-two-stage', 'physics'}
-        Cell classifier (see :func:`napari_stem_defects.cells.classify.classify_site_table`).
+    classifier : {'cnn+columns', 'cnn', 'cnn-two-stage', 'physics'}, optional
+        Cell classifier (see :func:`napari_stem_defects.cells.classify.classify_site_table`);
+        default :func:`~napari_stem_defects.cells.classify.resolve_classifiers`.
     heatmaps : {None, 'none', 'sliding-window', 'attention-unet'}
         Also compute defect probability heatmaps with this engine (needs a
         material), at the detected columns' nn distance (see
@@ -310,11 +311,13 @@ def analyze_image(
         (:func:`~napari_stem_defects.simulate.microscope.settings_from_metadata`).
     trust_model_file : bool
         Opt-in to unpickle an atomai model file (``method='atomai'``); without it that method refuses.
-    column_classifier : {'intensity', 'context'}
-        What decides each metal and X2 column's species before the cells: the image's Z-contrast
-        mixture alone, or the context-encoder classifier (Zernike contrast + the material, beam and
-        detector; :mod:`~napari_stem_defects.columns.context_classifier`), whose column types then
-        share the one joint decision with the cell classifier. Needs a material.
+    column_classifier : {'context', 'intensity'}, optional
+        What decides each metal and X2 column's species before the cells: the context-encoder
+        classifier (Zernike contrast + the material, beam and detector;
+        :mod:`~napari_stem_defects.columns.context_classifier`; needs a material), whose column
+        types then share the one joint decision with the cell classifier, or the image's
+        Z-contrast mixture alone. Default 'context' with a material, 'intensity' without
+        (:func:`~napari_stem_defects.cells.classify.resolve_classifiers`).
 
     Returns
     -------
@@ -339,6 +342,7 @@ def analyze_image(
         # The one place the formula is read: an unknown one stops here, with a message, before any work;
         # every stage below gets the parsed Material.
         material = parse_material(material)
+    classifier, column_classifier = resolve_classifiers(material, classifier, column_classifier)
     model = _model("cells", cell_model) if (material and classifier != "physics") else None
     unet = _model("columns", column_model) if method == "deep" else None
     if method == "atomai":  # refused without the opt-in, or a bad file, before any work

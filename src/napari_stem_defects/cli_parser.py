@@ -267,16 +267,16 @@ def add_analysis_options(group: argparse._ActionsContainer, *, batch: bool = Fal
     group.add_argument("--threshold", type=_number(), default=None, help="peak threshold on the detection map")
     group.add_argument("--refine", choices=("gaussian", "com"), default="gaussian",
                        help="sub-pixel refinement (default gaussian)")
-    group.add_argument("--classifier", choices=("cnn", "cnn-two-stage", "physics", "cnn+columns"), default="cnn",
-                       help="cell classifier (with --material): the shipped CNN, its two-stage decision "
-                            "(perfect vs defective, then the kind), the physics rule on the columns' species, or "
-                            "the CNN times that rule (cnn+columns; best with --column-classifier context) "
-                            "(default cnn)")
-    group.add_argument("--column-classifier", choices=("intensity", "context"), default="intensity",
-                       help="what decides each column's species before the cells (with --material): the image's "
-                            "Z-contrast mixture, or the context-encoder classifier (Zernike contrast + material, "
-                            "beam energy and detector; give --kv/--detector when the file lacks them) "
-                            "(default intensity)")
+    group.add_argument("--classifier", choices=("cnn+columns", "cnn", "cnn-two-stage", "physics"), default=None,
+                       help="cell classifier (with --material): the shipped CNN times the physics rule on the "
+                            "columns' species (cnn+columns; the default with --column-classifier context), the "
+                            "CNN alone (the default with --column-classifier intensity), its two-stage decision "
+                            "(perfect vs defective, then the kind), or the physics rule alone")
+    group.add_argument("--column-classifier", choices=("context", "intensity"), default=None,
+                       help="what decides each column's species before the cells: the context-encoder classifier "
+                            "(Zernike contrast + material, beam energy and detector; give --kv/--detector when "
+                            "the file lacks them; the default with --material) or the image's Z-contrast mixture "
+                            "(the default without a material)")
     group.add_argument("--cell-model", default=None, metavar="NAME_OR_PATH",
                        help="cell classifier weights for the CNN classifiers: a model version name "
                             "(see `train --name`) or a .pt file (default the shipped model)")

@@ -90,7 +90,7 @@ class BatchWidget(Container):
         self._notes: dict[str, str] = {}
         self._from_docks: dict[str, Any] = {}
         self.result: Any = None
-        defaults = BatchSettings()
+        defaults = BatchSettings(material="MoS2")  # the material box's first choice
         self.inputs = Select(label="inputs", choices=lambda *_: list(self._inputs),
                              tooltip="files, folders (searched recursively) or glob patterns; select some to remove")
         self.inputs.native.setMaximumHeight(90)
@@ -107,8 +107,9 @@ class BatchWidget(Container):
         self.classifier = ComboBox(label="classifier", choices=list(CLASSIFIERS), value=defaults.classifier)
         self.species_by = ComboBox(label="species by", choices=list(COLUMN_CLASSIFIERS),
                                    value=defaults.column_classifier,
-                                   tooltip="what decides each column's species before the cells: intensity (the "
-                                           "Z-contrast mixture) or context (the context-encoder classifier)")
+                                   tooltip="what decides each column's species before the cells: context (the "
+                                           "context-encoder classifier, default) or intensity (the Z-contrast "
+                                           "mixture); without a material always intensity")
         self.heatmaps = ComboBox(label="heatmaps", choices=["none", "sliding-window", "attention-unet"],
                                  value="none")
         self.pixel_size = FloatSpinBox(label="pixel size (Å)", min=0.0, max=100.0, step=0.001, value=0.0,
@@ -209,7 +210,7 @@ class BatchWidget(Container):
         if note:
             raise ValueError(note)
         return BatchSettings(material=material, method=self.method.value, classifier=self.classifier.value,
-                             column_classifier=self.species_by.value,
+                             column_classifier=self.species_by.value if material else None,
                              heatmaps=self.heatmaps.value, pixel_size=self.pixel_size.value or None,
                              microscope=None if microscope is None else microscope.as_dict(), **extra)
 

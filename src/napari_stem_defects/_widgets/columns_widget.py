@@ -104,11 +104,11 @@ class ColumnsWidget(StemDock):
                                        "U-Net (shipped or fine-tuned). Each method draws its own layer, so both "
                                        "can be compared. Default classical")
         self.material = material_choice()
-        self.species_by = ComboBox(label="species by", choices=list(COLUMN_CLASSIFIERS), value="intensity",
-                                   tooltip="what decides each column's species (needs the material): intensity = "
-                                           "the image's Z-contrast mixture (default); context = the context-encoder "
-                                           "classifier (Zernike contrast of the column + the material, beam energy "
-                                           "and detector of the Microscope row)")
+        self.species_by = ComboBox(label="species by", choices=list(COLUMN_CLASSIFIERS), value="context",
+                                   tooltip="what decides each column's species: context = the context-encoder "
+                                           "classifier (default; Zernike contrast of the column + the material, "
+                                           "beam energy and detector of the Microscope row); intensity = the "
+                                           "image's Z-contrast mixture (always without a material)")
         self.model = ModelChoice("columns", self.native,
                                  "weights of the deep method's U-Net: 'shipped' (packaged) or a version "
                                  "trained with the 'Train a model' dock")

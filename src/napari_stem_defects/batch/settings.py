@@ -30,7 +30,9 @@ class BatchSettings:
     method, threshold, refine, classifier, column_classifier, heatmaps, heatmap_threshold, heatmap_window, heatmap_min_area,
     cell_model, column_model
         As the ``analyze`` options of the same names
-        (:func:`napari_stem_defects.analyze.analyze_image`).
+        (:func:`napari_stem_defects.analyze.analyze_image`); a classifier left None takes the
+        default (:func:`~napari_stem_defects.cells.classify.resolve_classifiers`) when the settings
+        are made, so files and fingerprints record the one used.
     pixel_size : float, optional
         Pixel size in Å for every file, instead of the files' own.
     calibration_tolerance : float
@@ -56,8 +58,8 @@ class BatchSettings:
     method: str = "classical"
     threshold: float | None = None
     refine: str = "gaussian"
-    classifier: str = "cnn"
-    column_classifier: str = "intensity"
+    classifier: str | None = None
+    column_classifier: str | None = None
     heatmaps: str = "none"
     heatmap_threshold: float = 0.5
     heatmap_window: float | None = None
@@ -73,6 +75,13 @@ class BatchSettings:
     strain: bool = False
     strain_reference: str = "domain"
     trust_model_file: bool = False
+
+    def __post_init__(self) -> None:
+        from ..cells.classify import resolve_classifiers
+
+        classifier, column_classifier = resolve_classifiers(self.material, self.classifier, self.column_classifier)
+        object.__setattr__(self, "classifier", classifier)  # frozen: the one place the defaults are filled in
+        object.__setattr__(self, "column_classifier", column_classifier)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (for JSON and for sending to workers)."""

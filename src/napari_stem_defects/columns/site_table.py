@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 
 from ..cell_convention import partner_index, screen_angle
-from ..materials import ATOMIC_NUMBER, Material
+from ..materials import Material
 from ..vocabulary import PHASE_CODES
 from .domains import (grain_orientation, local_structure, motif_is_1t, segment_grains,
                       structure_levels, territories, void_regions)
 from .grain_sites import attach_peaks, grain_steps, place_grain_sites
 from .lattice_sites import neighbour_basis
+from .metal_sublattice import metal_coset
 from .result import EMPTY, SITE_COLUMNS, SITE_STRUCTURE_COLUMNS, ColumnDetectionError, SpeciesFit
 from .species import fit_species_free, fit_species_physics, species_posterior
 
@@ -22,17 +23,8 @@ PATCH_PEAKS: int = 12
 #: A domain with three occupied positions is a boundary band, not a 1T phase, when this share of its
 #: sites lies on its edge.
 BAND_SHARE: float = 0.6
-#: Z exponent used to decide which sublattice is the metal one.
-_GAMMA = 1.7
 #: A hollow-site peak is kept as an adatom above this fraction of the dimmer sublattice's median.
 _ADATOM_FRACTION = 0.3
-
-
-def _expected_ratio(material: Material) -> float:
-    """Expected metal / X2 column intensity ratio."""
-    m = sum(f * ATOMIC_NUMBER[e] ** _GAMMA for e, f in material.metals.items())
-    x = 2 * sum(f * ATOMIC_NUMBER[e] ** _GAMMA for e, f in material.chalcogens.items())
-    return m / x
 
 
 def build_site_table(
@@ -380,7 +372,7 @@ def _cells_of_domains(grid, coset, hollow, intensity, domain, grain, steps, mate
                for c in range(3)}
         if h_val >= 0:
             a, b = (c for c in range(3) if c != h_val)
-            metal, note = _metal_coset(a, b, med, material, metal_ratio)
+            metal, note = metal_coset(a, b, med, material, metal_ratio)
             if note and note not in messages:
                 messages.append(note)
             x_coset = a if metal == b else b
@@ -469,23 +461,3 @@ def _site_keys(grain: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return (g << 42) | (m << 21) | n
 
 
-def _metal_coset(a: int, b: int, med: dict[int, float], material: Material | None,
-                 metal_ratio: float | None = None) -> tuple[int, str]:
-    """Which of two cosets holds metals, from the ratio of their median intensities.
-
-    ``metal_ratio`` is the expected metal / X2 intensity ratio (from the multislice table at the
-    microscope settings); without it, ``sum Z**1.7`` of the material's columns.
-    """
-    bright, dim = (a, b) if med[a] >= med[b] else (b, a)
-    if material is None:
-        return bright, "no material given: the brighter sublattice is taken as the metal one"
-    if med[dim] <= 0 or med[bright] <= 0:
-        return bright, "sublattice intensities are not positive: the brighter one is taken as metal"
-    typed = bool(metal_ratio) and bool(np.isfinite(metal_ratio))
-    expected = np.log(metal_ratio if typed else _expected_ratio(material))
-    measured = np.log(med[bright] / med[dim])
-    # the table at the microscope's settings pins the ratio far better than Z^1.7 does
-    if abs(expected) < (0.05 if typed else 0.15):
-        return bright, (f"in {material.name} metal and X2 columns are nearly equally bright; "
-                        "the metal sublattice assignment is uncertain")
-    return (bright, "") if abs(measured - expected) <= abs(-measured - expected) else (dim, "")

@@ -197,6 +197,44 @@ def metal_x2_ratio(material, settings: MicroscopeSettings) -> float:
     return float(metal / x2) if x2 > 0 else float("nan")
 
 
+#: Microscope settings an image of unknown origin may come from (kV, convergence, inner, outer mrad):
+#: every beam energy of the table at low, medium and high detector angles.
+PLAUSIBLE_SETTINGS: tuple[tuple[float, float, float, float], ...] = tuple(
+    (kv, 28.0, inner, 200.0) for kv in (60.0, 80.0, 200.0, 300.0) for inner in (45.0, 60.0, 75.0, 90.0))
+
+
+def plausible_metal_x2_ratios(material) -> tuple[float, float]:
+    """Lowest and highest :func:`metal_x2_ratio` of ``material`` over :data:`PLAUSIBLE_SETTINGS`.
+
+    When the range holds 1, the metal columns may be brighter or dimmer than the X2 columns
+    depending on the microscope, and brightness alone cannot say which sublattice is the metal one.
+
+    Examples
+    --------
+    >>> lo, hi = plausible_metal_x2_ratios("WSe2")   # Se2 outshines W at 60 kV and low angles
+    >>> lo < 1.0 < hi, plausible_metal_x2_ratios("MoS2")[0] > 1.0, plausible_metal_x2_ratios("MoTe2")[1] < 1.0
+    (True, True, True)
+    """
+    from ..materials import parse_material
+
+    mat = parse_material(material)
+    if mat.name not in _RATIO_RANGES:
+        ratios = []
+        for kv, conv, inner, outer in PLAUSIBLE_SETTINGS:
+            settings = MicroscopeSettings(energy_kV=kv, convergence_mrad=conv, detector_inner_mrad=inner,
+                                          detector_outer_mrad=outer)
+            try:
+                ratios.append(metal_x2_ratio(mat, settings))
+            except (KeyError, ValueError):  # a column the table lacks (an element it was never fitted for)
+                continue
+        ratios = [r for r in ratios if np.isfinite(r) and r > 0]
+        _RATIO_RANGES[mat.name] = (float(min(ratios)), float(max(ratios))) if ratios else (np.nan, np.nan)
+    return _RATIO_RANGES[mat.name]
+
+
+_RATIO_RANGES: dict[str, tuple[float, float]] = {}
+
+
 def column_cross_section(content: str, settings: MicroscopeSettings, table: CrossSectionTable | None = None) -> float:
     """Integrated HAADF cross-section of a column at ``settings``, in Å^2 of incident beam.
 
