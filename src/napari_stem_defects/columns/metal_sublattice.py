@@ -14,8 +14,15 @@ from ..materials import ATOMIC_NUMBER, Material
 
 #: Z exponent used to decide which sublattice is the metal one without microscope settings.
 _GAMMA = 1.7
+#: A column between these fractions of its sublattice's median has lost about half its scattering:
+#: one atom of an X2 pair (a metal column is full, empty or another metal).
+HALF_RANGE: tuple[float, float] = (0.3, 0.7)
+#: Where brightness cannot decide, the sublattice with at least this many such columns, and this many
+#: times the other's share of them, is taken as the chalcogen one.
+HALF_MIN_COLUMNS: int = 8
+HALF_RATIO: float = 2.0
 
-__all__ = ["metal_coset"]
+__all__ = ["HALF_MIN_COLUMNS", "HALF_RANGE", "HALF_RATIO", "metal_coset"]
 
 
 def _expected_ratio(material: Material) -> float:
@@ -26,12 +33,17 @@ def _expected_ratio(material: Material) -> float:
 
 
 def metal_coset(a: int, b: int, med: dict[int, float], material: Material | None,
-                metal_ratio: float | None = None) -> tuple[int, str]:
+                metal_ratio: float | None = None,
+                values: dict[int, np.ndarray] | None = None) -> tuple[int, str]:
     """Which of two cosets holds metals, from the ratio of their median intensities, and a note.
 
     ``metal_ratio`` is the expected metal / X2 intensity ratio (from the multislice table at the
     microscope settings); without it, ``sum Z**1.7`` of the material's columns, and a note says so
-    when the table allows either answer at some microscope settings.
+    when the table allows either answer at some microscope settings. In that case, given the
+    cosets' column intensities (``values``), the lost-atom population decides when it is clear:
+    an X2 column that lost one atom keeps about half its intensity (:data:`HALF_RANGE`), which
+    a metal column cannot, so a coset with at least :data:`HALF_MIN_COLUMNS` such columns and
+    :data:`HALF_RATIO` times the other's share of them is the chalcogen one.
 
     Examples
     --------
@@ -43,6 +55,10 @@ def metal_coset(a: int, b: int, med: dict[int, float], material: Material | None
     (1, True)
     >>> metal_coset(0, 1, {0: 1.0, 1: 1.15}, parse_material("WSe2"), metal_ratio=0.87)  # told: 60 kV, 50 mrad
     (0, '')
+    >>> values = {0: np.full(100, 1.0), 1: np.r_[np.full(88, 1.15), np.full(12, 0.55)]}  # 12 lost an atom
+    >>> metal, note = metal_coset(0, 1, {0: 1.0, 1: 1.15}, parse_material("WSe2"), values=values)
+    >>> metal, "12 against 0" in note  # the brighter sublattice is the chalcogen one here
+    (0, True)
     """
     bright, dim = (a, b) if med[a] >= med[b] else (b, a)
     if material is None:
@@ -57,7 +73,26 @@ def metal_coset(a: int, b: int, med: dict[int, float], material: Material | None
         return bright, (f"in {material.name} metal and X2 columns are nearly equally bright; "
                         "the metal sublattice assignment is uncertain")
     metal = bright if abs(measured - expected) <= abs(-measured - expected) else dim
-    return metal, ("" if typed else _unsure_without_microscope(material, float(np.exp(measured))))
+    if typed:
+        return metal, ""
+    note = _unsure_without_microscope(material, float(np.exp(measured)))
+    if note and values is not None:
+        halves = {c: _half_columns(values[c], med[c]) for c in (a, b)}
+        (x_coset, (n_x, share_x)), (other, (_, share_other)) = sorted(halves.items(), key=lambda kv: -kv[1][1])
+        if n_x >= HALF_MIN_COLUMNS and share_x >= HALF_RATIO * share_other:
+            n_other = halves[other][0]
+            return other, (f"{note.split(';')[0]}; the sublattice with more half-intensity columns (an X2 pair "
+                           f"that lost one atom: {n_x} against {n_other}) was taken as the chalcogen one; give "
+                           "the microscope settings (--kv, --detector, or the Microscope row) to be sure")
+    return metal, note
+
+
+def _half_columns(values: np.ndarray, median: float) -> tuple[int, float]:
+    """How many columns of a coset are at about half its median intensity, and their share."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    n = int(np.count_nonzero((v > HALF_RANGE[0] * median) & (v < HALF_RANGE[1] * median)))
+    return n, n / max(len(v), 1)
 
 
 def _unsure_without_microscope(material: Material, bright_over_dim: float) -> str:

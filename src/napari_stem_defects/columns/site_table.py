@@ -372,7 +372,8 @@ def _cells_of_domains(grid, coset, hollow, intensity, domain, grain, steps, mate
                for c in range(3)}
         if h_val >= 0:
             a, b = (c for c in range(3) if c != h_val)
-            metal, note = metal_coset(a, b, med, material, metal_ratio)
+            metal, note = metal_coset(a, b, med, material, metal_ratio,
+                                      {c: intensity[rows & (coset == c)] for c in (a, b)})
             if note and note not in messages:
                 messages.append(note)
             x_coset = a if metal == b else b

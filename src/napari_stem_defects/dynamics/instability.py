@@ -63,7 +63,7 @@ from .corrected_change import TREND_NN, corrected_steps
 from .patch_sampling import _check_positions, _check_stack, disc_means, disc_steps, site_patches
 from .site_scores import SUMMARIES, fuse_steps, instability_map, normalise_steps, roc_auc, summarize_steps
 
-#: Encoders of the patches :func:`compute_instability` knows ('intensity': none, the baseline alone).
+#: Encoders of the patches :func:`compute_instability` knows ('intensity', the default: none, intensity changes only).
 ENCODERS: tuple[str, ...] = ("intensity", "autoencoder", "rvae")
 #: What the instability is: the neighbour-corrected intensity change, its fusion with the code's change,
 #: or the code's change alone.
