@@ -116,7 +116,6 @@ def test_large_claims_the_image_fit_does_not_hold_are_scaled_down_and_held_claim
     mat = parse_material("WSe2")
     n = 200
     ids = np.arange(n)
-    sublattice = pd.Series(np.where(ids < 100, "M", "X"), index=ids)
     m_ids, x_ids = ids[:100], ids[100:]
     # the fit: one Se2 population on X except 10 columns at Se (a real lost-atom population), W on M
     x_post = pd.DataFrame({"empty": 0.0, "Se": 0.0, "Se2": 1.0, "SSe": 0.0, "W": 0.0}, index=x_ids)
@@ -130,7 +129,7 @@ def test_large_claims_the_image_fit_does_not_hold_are_scaled_down_and_held_claim
     types.loc[m_ids[:20], ["host", "dopant"]] = [0.2, 0.8]
     types.loc[x_ids[50:52], ["host", "antisite"]] = [0.3, 0.7]
     assert 2 < SUPPORT_SHARE * 100 < 10
-    held = image_supported_types(types, post, mat, sublattice)
+    held = image_supported_types(types, post, mat)
     assert np.allclose(held.sum(axis=1), 1.0)
     # 36 claimed 'single' against 9.5 held: scaled by 9.5 / 36, so the imagined ones fall back to host ...
     assert held.loc[x_ids[:40], "single"].sum() == pytest.approx(
@@ -141,7 +140,7 @@ def test_large_claims_the_image_fit_does_not_hold_are_scaled_down_and_held_claim
     assert held.loc[x_ids[50:52], "antisite"].tolist() == pytest.approx([0.7, 0.7])  # rare: left alone
     # claims the fit holds are kept whole
     post["X"].loc[x_ids[:40], ["Se", "Se2"]] = [0.95, 0.05]
-    kept = image_supported_types(types, post, mat, sublattice)
+    kept = image_supported_types(types, post, mat)
     assert kept.loc[x_ids[:40], "single"].tolist() == pytest.approx([0.9] * 40)
 
 

@@ -211,6 +211,12 @@ def predict_types(image: np.ndarray, sites: pd.DataFrame, nn_px: float, material
     return pd.DataFrame(probs, index=pd.Index(rows["site_id"].to_numpy(), name="site_id"), columns=list(COLUMN_TYPES))
 
 
+def _label_types(table: pd.DataFrame, sub: str, material: Material) -> np.ndarray:
+    """The column type (:data:`~.context_vector.COLUMN_TYPES`) of each species label of a posterior table."""
+    hosts = host_labels(material, sub)
+    return np.array([column_type(str(label), sub, hosts, material) for label in table.columns])
+
+
 def context_posteriors(posteriors: dict[str, pd.DataFrame], types: pd.DataFrame,
                        material: Material) -> dict[str, pd.DataFrame]:
     """Species posteriors whose type shares are the classifier's.
@@ -233,8 +239,7 @@ def context_posteriors(posteriors: dict[str, pd.DataFrame], types: pd.DataFrame,
         table = posteriors.get(sub)
         if table is None or table.empty:
             continue
-        hosts = host_labels(material, sub)
-        kinds = np.array([column_type(str(label), sub, hosts, material) for label in table.columns])
+        kinds = _label_types(table, sub, material)
         seen = table.index.intersection(types.index)
         if not len(seen):
             continue
@@ -261,7 +266,7 @@ SUPPORT_SHARE: float = 0.06
 
 
 def image_supported_types(types: pd.DataFrame, posteriors: dict[str, pd.DataFrame], material: Material,
-                          sublattices: pd.Series, min_share: float = SUPPORT_SHARE) -> pd.DataFrame:
+                          min_share: float = SUPPORT_SHARE) -> pd.DataFrame:
     """Column-type probabilities held to what the image's own Z-contrast fit shows, renormalised.
 
     The classifier learnt contrast from twins; a real image whose columns differ from every twin
@@ -280,10 +285,8 @@ def image_supported_types(types: pd.DataFrame, posteriors: dict[str, pd.DataFram
     types : DataFrame
         :func:`predict_types` (index site_id, columns :data:`~.context_vector.COLUMN_TYPES`).
     posteriors : dict of DataFrame
-        The Z-contrast species posteriors of the same sites ('M', 'X').
+        The Z-contrast species posteriors of the same sites ('M': the metal sites, 'X': the X2 columns).
     material : Material
-    sublattices : Series
-        Sublattice ('M' or 'X') per site_id.
     min_share : float
         Claims below this share of a sublattice's columns are not checked.
 
@@ -299,7 +302,7 @@ def image_supported_types(types: pd.DataFrame, posteriors: dict[str, pd.DataFram
     >>> post = {"X": pd.DataFrame({"Se": [0.0] * 10, "Se2": [1.0] * 10}, index=ids)}  # one population
     >>> types = pd.DataFrame(0.0, index=ids, columns=list(COLUMN_TYPES))
     >>> types["host"], types.loc[[3, 4], ["host", "single"]] = 1.0, [[0.1, 0.9], [0.2, 0.8]]
-    >>> held = image_supported_types(types, post, parse_material("WSe2"), pd.Series("X", index=ids))
+    >>> held = image_supported_types(types, post, parse_material("WSe2"))
     >>> held.loc[[3, 4], "single"].round(3).tolist(), held["host"].idxmin()
     ([0.005, 0.002], 3)
     """
@@ -309,11 +312,9 @@ def image_supported_types(types: pd.DataFrame, posteriors: dict[str, pd.DataFram
         if table is None or table.empty:
             continue
         ids = table.index.intersection(types.index)
-        ids = ids[(sublattices.reindex(ids) == sub).to_numpy()]
         if not len(ids):
             continue
-        hosts = host_labels(material, sub)
-        kinds = np.array([column_type(str(label), sub, hosts, material) for label in table.columns])
+        kinds = _label_types(table, sub, material)
         block = out.loc[ids]
         for kind in SUBLATTICE_TYPES[sub]:
             if kind == "host" or kind not in block:
@@ -350,7 +351,7 @@ def apply_context_classifier(result: Any, image: np.ndarray, material: Material,
     if sites.empty or not set(result.posteriors) & {"M", "X"}:
         return result
     types = predict_types(image, sites, result.nn_px, material, microscope, model)
-    types = image_supported_types(types, result.posteriors, material, sites.set_index("site_id")["sublattice"])
+    types = image_supported_types(types, result.posteriors, material)
     result.posteriors = context_posteriors(result.posteriors, types, material)
     by_id = sites.set_index("site_id")
     for sub in ("M", "X"):

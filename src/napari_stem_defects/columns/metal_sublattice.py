@@ -73,18 +73,27 @@ def metal_coset(a: int, b: int, med: dict[int, float], material: Material | None
         return bright, (f"in {material.name} metal and X2 columns are nearly equally bright; "
                         "the metal sublattice assignment is uncertain")
     metal = bright if abs(measured - expected) <= abs(-measured - expected) else dim
-    if typed:
+    why = None if typed else _either_sublattice(material, float(np.exp(measured)))
+    if why is None:
         return metal, ""
-    note = _unsure_without_microscope(material, float(np.exp(measured)))
-    if note and values is not None:
-        halves = {c: _half_columns(values[c], med[c]) for c in (a, b)}
-        (x_coset, (n_x, share_x)), (other, (_, share_other)) = sorted(halves.items(), key=lambda kv: -kv[1][1])
-        if n_x >= HALF_MIN_COLUMNS and share_x >= HALF_RATIO * share_other:
-            n_other = halves[other][0]
-            return other, (f"{note.split(';')[0]}; the sublattice with more half-intensity columns (an X2 pair "
-                           f"that lost one atom: {n_x} against {n_other}) was taken as the chalcogen one; give "
-                           "the microscope settings (--kv, --detector, or the Microscope row) to be sure")
-    return metal, note
+    by_lost_atoms = None if values is None else _lost_atom_metal(a, b, med, values)
+    if by_lost_atoms is None:
+        return metal, f"{why}; give the microscope settings (--kv, --detector, or the Microscope row) to decide"
+    metal, n_x, n_metal = by_lost_atoms
+    return metal, (f"{why}; the sublattice with more half-intensity columns (an X2 pair that lost one atom: "
+                   f"{n_x} against {n_metal}) was taken as the chalcogen one; give the microscope settings "
+                   "(--kv, --detector, or the Microscope row) to be sure")
+
+
+def _lost_atom_metal(a: int, b: int, med: dict[int, float],
+                     values: dict[int, np.ndarray]) -> tuple[int, int, int] | None:
+    """The metal coset by the lost-atom rule, with both cosets' half-intensity counts; None when unclear."""
+    halves = {c: _half_columns(values[c], med[c]) for c in (a, b)}
+    x_coset, metal = sorted((a, b), key=lambda c: -halves[c][1])
+    (n_x, share_x), (n_metal, share_metal) = halves[x_coset], halves[metal]
+    if n_x >= HALF_MIN_COLUMNS and share_x >= HALF_RATIO * share_metal:
+        return metal, n_x, n_metal
+    return None
 
 
 def _half_columns(values: np.ndarray, median: float) -> tuple[int, float]:
@@ -95,14 +104,13 @@ def _half_columns(values: np.ndarray, median: float) -> tuple[int, float]:
     return n, n / max(len(v), 1)
 
 
-def _unsure_without_microscope(material: Material, bright_over_dim: float) -> str:
-    """A note when, without microscope settings, either sublattice could be the metal one at some settings."""
+def _either_sublattice(material: Material, bright_over_dim: float) -> str | None:
+    """Why, without microscope settings, either sublattice could be the metal one here; None when not."""
     from ..simulate.cross_sections import plausible_metal_x2_ratios
 
     lo, hi = plausible_metal_x2_ratios(material)
     if not (lo <= 1.0 / bright_over_dim and bright_over_dim <= hi):
-        return ""
+        return None
     return (f"which sublattice holds the metals is uncertain: in {material.name} a metal column is "
             f"{lo:.2f} to {hi:.2f} times as bright as an X2 column depending on beam energy and detector "
-            f"(multislice table), and the two sublattices here differ by {bright_over_dim:.2f}; "
-            "give the microscope settings (--kv, --detector, or the Microscope row) to decide")
+            f"(multislice table), and the two sublattices here differ by {bright_over_dim:.2f}")

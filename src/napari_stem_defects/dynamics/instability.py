@@ -321,12 +321,12 @@ def compute_instability(
 
     check()
     t0 = time.perf_counter()
-    if patch_px is None:
-        patch_px = PATCH_NN * _nn_distance(pos)
-    if trend_radius_px is None:  # a lone site has no neighbours: any radius will do
-        several = np.isfinite(pos).all(axis=1).sum() >= 2
-        trend_radius_px = TREND_NN * _nn_distance(pos) if several else float(patch_px)
-    patch_px, trend_radius_px = float(patch_px), float(trend_radius_px)
+    several = np.isfinite(pos).all(axis=1).sum() >= 2
+    nn = _nn_distance(pos) if patch_px is None or (trend_radius_px is None and several) else None
+    patch_px = float(PATCH_NN * nn if patch_px is None else patch_px)
+    # a lone site has no neighbours: any trend radius will do
+    trend_radius_px = float(trend_radius_px if trend_radius_px is not None else
+                            TREND_NN * nn if several else patch_px)
     radius = BASELINE_RADIUS_PATCH * patch_px if baseline_radius_px is None else float(baseline_radius_px)
     means = disc_means(arr, pos, radius, valid)
     base_steps, base_scale = normalise_steps(np.abs(np.diff(means, axis=0)))
@@ -340,8 +340,11 @@ def compute_instability(
         latents, history = _encode_stack(patches, ok, encoder, latent_dim=latent_dim, epochs=epochs, seed=seed,
                                          max_train_patches=max_train_patches, progress=progress, cancel=cancel)
         latent_steps, scale = normalise_steps(np.linalg.norm(np.diff(latents.astype(float), axis=0), axis=2))
-    per_step = {"corrected": corr_steps, "latent": latent_steps}.get(score)
-    if per_step is None:
+    if score == "corrected":
+        per_step = corr_steps
+    elif score == "latent":
+        per_step = latent_steps
+    else:
         per_step = fuse_steps(latent_steps, corr_steps)
     history["total_seconds"] = time.perf_counter() - t0
     return InstabilityResult(
