@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         long_runs=True, eval_only=True)
     parser.add_argument("--test-per", type=int, default=10, help="held-out twins per material and dose (0: skip)")
     parser.add_argument("--mode", default="single", choices=("single", "two-stage"), help="held-out decision rule")
+    parser.add_argument("--table-share", type=float, default=None,
+                        help="share of training twins imaged through the multislice-calibrated table "
+                             "(default training.cell_cnn.TABLE_SHARE; 0: the shipped stage-1 data)")
     parser.add_argument("--imaging", default="clean", choices=("clean", "random"),
                         help="held-out imaging: texture capped at 10^-3.5 (clean) or the full training range")
     args = parser.parse_args(argv)
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             eval_every=args.eval_every, max_minutes=args.max_minutes, workers=args.workers,
             threads=args.threads, log=lambda s: print(s, flush=True), init_state=init_state,
             device=args.device, on_best=sa.checkpointer(args.out, metadata, sa.floats), deadline=deadline,
+            **({} if args.table_share is None else {"table_share": args.table_share}),
         )
         best = history["best"]
         print(f"best validation (step {best['step']}): macro-F1 {best['macro_f1']:.4f}; "

@@ -216,3 +216,20 @@ def test_save_weights_is_atomic(tmp_path, monkeypatch):
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["w.pt"]
     monkeypatch.undo()
     assert read_weights(path, "cell classifier", "scripts/train_cell_cnn.py")[1]["note"] == "first"
+
+
+def test_training_twins_mix_the_calibrated_table_without_moving_the_heldout_seeds():
+    from napari_stem_defects.training.cell_cnn import TABLE_SHARE, random_cell_twin, twin_examples
+
+    assert 0.0 < TABLE_SHARE < 1.0
+    kinds = [random_cell_twin(s, 64, table_share=TABLE_SHARE).imaging.column_model for s in range(20_000, 20_040)]
+    assert 0.2 < kinds.count("table") / len(kinds) < 0.8, kinds
+    # the draw has its own stream: a Z-power twin is the same with or without the option
+    zpower = next(s for s, k in zip(range(20_000, 20_040), kinds) if k == "zpower")
+    np.testing.assert_array_equal(random_cell_twin(zpower, 64, table_share=TABLE_SHARE).image,
+                                  random_cell_twin(zpower, 64).image)
+    table = next(s for s, k in zip(range(20_000, 20_040), kinds) if k == "table")
+    twin = random_cell_twin(table, 64, table_share=TABLE_SHARE)
+    assert twin.imaging.microscope is not None and twin.imaging.gamma is None
+    crops, context, mask, labels = twin_examples(table)
+    assert len(crops) == len(context) == len(mask) == len(labels) > 0

@@ -30,7 +30,7 @@ import itertools
 
 import numpy as np
 
-from .materials import ATOMIC_NUMBER, Material, parse_material
+from .materials import ATOMIC_NUMBER, CHALCOGENS, Material, parse_material
 from .vocabulary import CELL_CLASSES
 
 #: Z-contrast exponents the distinction must hold for.
@@ -90,6 +90,25 @@ def _antisite_ok(material: Material) -> dict[str, bool]:
 def _contrast(rivals: list[tuple[str, ...]]) -> float:
     """MIN_CONTRAST, or ALLOY_CONTRAST when the host mixes several contents on the rival site."""
     return ALLOY_CONTRAST if len(rivals) > 1 else MIN_CONTRAST
+
+
+def resembles_antisite(material: str | Material, atom: str, contrast: float = CLEAR_CONTRAST) -> bool:
+    """Whether a foreign atom's column scatters within ``contrast`` of the antisite it competes with.
+
+    A metal dopant competes with a host X2 pair on the metal site (``X_M``), a foreign chalcogen
+    (in a pair with a host one) with a host metal on the X2 site (``M_X``).
+
+    Examples
+    --------
+    >>> resembles_antisite("MoS2", "Se"), resembles_antisite("MoS2", "V"), resembles_antisite("WSe2", "V")
+    (True, True, False)
+    """
+    mat = parse_material(material)
+    metals, pairs = host_contents(mat)
+    if atom in CHALCOGENS:
+        own = [tuple(sorted((atom, x), key=ATOMIC_NUMBER.__getitem__)) for x in mat.chalcogens]
+        return not _distinct(own, metals, contrast)
+    return not _distinct([(atom,)], pairs, contrast)
 
 
 def _dopants(mat: Material, contrast: float = MIN_CONTRAST) -> tuple[str, ...]:
@@ -214,7 +233,31 @@ def composition_weights(material: str | Material) -> np.ndarray:
     mat = parse_material(material)
     weights = np.ones(len(CELL_CLASSES))
     for atom in mat.dopants:
-        up, down = ("sub_X", "M_X") if atom in mat.chalcogens or atom in ("S", "Se", "Te") else ("dopant_M", "X_M")
+        up, down = ("sub_X", "M_X") if atom in CHALCOGENS else ("dopant_M", "X_M")
         weights[CELL_CLASSES.index(up)] *= STATED_ATOM_ODDS
         weights[CELL_CLASSES.index(down)] /= STATED_ATOM_ODDS
     return weights
+
+
+def stated_type_weights(material: str | Material, sublattice: str) -> dict[str, float]:
+    """Prior weight of each column type (``COLUMN_TYPES`` of the context classifier) from the stated composition.
+
+    The column-level twin of :func:`composition_weights`: on the sublattice of a foreign atom the user
+    names, the ``dopant`` type (the foreign atom, or a pair holding it) is :data:`STATED_ATOM_ODDS`
+    times likelier and the ``antisite`` it resembles (``MoS2+V``: an S2 pair on a Mo site scatters
+    like V; ``MoS2+Se``: a Mo atom on an X2 site like S+Se) as much less likely. Types not named keep
+    weight 1; a sublattice without a stated foreign atom gets an empty dict.
+
+    Examples
+    --------
+    >>> stated_type_weights("MoS2+V", "M")
+    {'dopant': 3.0, 'antisite': 0.3333333333333333}
+    >>> stated_type_weights("MoS2+V", "X"), stated_type_weights("MoS2", "M")
+    ({}, {})
+    """
+    mat = parse_material(material)
+    named = [a for a in mat.dopants if (a in CHALCOGENS or a in mat.chalcogens) == (sublattice == "X")]
+    if not named:
+        return {}
+    return {"dopant": STATED_ATOM_ODDS, "antisite": 1.0 / STATED_ATOM_ODDS}
+

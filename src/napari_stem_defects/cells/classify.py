@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..materials import Material, parse_material
+from ..materials import METALS, Material, parse_material
 from .geometry import cells_from_sites
 from ..vocabulary import CELL_CLASSES, INCOMPLETE
 from .physics import PROBABILITY_COLUMNS, classify_cells_physics, pair_class_1t, with_classes
@@ -79,6 +79,7 @@ def classify_cells_cnn(
     prior: str | float = "image",
     model: Any = None,
     posteriors: dict[str, pd.DataFrame] | None = None,
+    stated: bool = True,
 ) -> pd.DataFrame:
     """Cells of a site table, classified by the CNN on the image.
 
@@ -102,6 +103,10 @@ def classify_cells_cnn(
     posteriors : dict, optional
         ``ColumnResult.posteriors``: a class claimed for many cells is held to the count of the
         image's species fit (:func:`image_support`).
+    stated : bool
+        Weigh the classes by the stated composition (:func:`stated_composition`). False when the
+        probabilities are to be fused with the columns' species, whose fit already holds it: then
+        the stated atoms' pairs are left to the columns (:func:`stated_pairs_pooled`).
 
     Returns
     -------
@@ -119,10 +124,61 @@ def classify_cells_cnn(
     if nn_px is None:
         nn_px = median_nn(m, x, complete)
     probs = classify_cells(image, m, x, nn_px, mat, mode=mode, prior=prior, model=model).astype(np.float64)
-    probs = stated_composition(probs, mat)
+    # fused with the columns, which hold the stated composition, the CNN leaves them the stated pairs and
+    # does not weigh the composition again; alone, it pools only what it never learnt and weighs it itself
+    probs = stated_pairs_pooled(probs, mat, to_columns=not stated)
+    if stated:
+        probs = stated_composition(probs, mat)
     if posteriors is not None:
         probs = image_support(probs, posteriors, mat)
     return with_classes(cells, probs, complete, "cnn")
+
+
+def stated_pairs_pooled(probs: np.ndarray, material: str | Material, to_columns: bool = False) -> np.ndarray:
+    """The CNN's split between a stated foreign atom's class and the antisite it resembles, pooled and shared equally.
+
+    Two cases leave that split to others:
+
+    - a stated metal dopant the network never saw: it learnt metal dopants only from the clearly
+      visible ones of each host (``dopant_elements(material, CLEAR_CONTRAST)``: W, Re, Ta ... in
+      MoS2), and a light one (``MoS2+V``, ``MoS2+Cr``) scatters like the S2 pair of an ``X_M``
+      antisite, which it did learn, so it calls those cells ``X_M``; its split says nothing there;
+    - ``to_columns``: the cells are to be fused with the columns' species, which hold the stated
+      composition and the image's own intensity calibration. Then a stated atom's pair that
+      intensity barely tells apart (:func:`~napari_stem_defects.composition.resembles_antisite`:
+      ``sub_X`` against ``M_X`` for an S+Se column and a Mo atom on an X site of MoS2,
+      within 10 % at Z^1.7) is theirs to split. A pair the network reads clearly (V against an
+      Se2 pair on a W site) keeps the network's split.
+
+    Other classes, and materials without a stated foreign atom, are returned unchanged.
+
+    Examples
+    --------
+    >>> p = np.zeros((1, len(CELL_CLASSES)))
+    >>> p[0, CELL_CLASSES.index("X_M")], p[0, CELL_CLASSES.index("perfect")] = 0.9, 0.1
+    >>> float(stated_pairs_pooled(p, "MoS2+V")[0, CELL_CLASSES.index("dopant_M")])
+    0.45
+    >>> float(stated_pairs_pooled(p, "MoS2+W")[0, CELL_CLASSES.index("dopant_M")])  # W: learnt
+    0.0
+    >>> q = np.zeros((1, len(CELL_CLASSES)))
+    >>> q[0, CELL_CLASSES.index("M_X")], q[0, CELL_CLASSES.index("perfect")] = 0.9, 0.1
+    >>> float(stated_pairs_pooled(q, "MoS2+Se", to_columns=True)[0, CELL_CLASSES.index("sub_X")])  # S+Se ~ Mo
+    0.45
+    """
+    from ..composition import CLEAR_CONTRAST, class_mask, dopant_elements, resembles_antisite
+
+    mat = parse_material(material)
+    seen = set(dopant_elements(mat, CLEAR_CONTRAST) or dopant_elements(mat))
+    allowed = class_mask(mat)
+    out = np.array(probs, dtype=np.float64)
+    for atom in mat.dopants:
+        metal = atom in METALS
+        if not ((metal and atom not in seen) or (to_columns and resembles_antisite(mat, atom))):
+            continue
+        d, a = (CELL_CLASSES.index(c) for c in (("dopant_M", "X_M") if metal else ("sub_X", "M_X")))
+        if allowed[d] and allowed[a]:
+            out[:, d] = out[:, a] = 0.5 * (out[:, d] + out[:, a])
+    return out
 
 
 def stated_composition(probs: np.ndarray, material: str | Material) -> np.ndarray:
@@ -246,8 +302,9 @@ def classify_site_table(
     if image is None or np.ndim(image) != 2:
         raise ValueError("the CNN classifier needs the 2D image the sites were found on")
     mode = "two-stage" if classifier == "cnn-two-stage" else "single"
+    # the columns' species already weigh the stated composition: fused, the CNN must not weigh it twice
     cells = classify_cells_cnn(image, sites, material, nn_px, mode=mode, prior=prior, model=model,
-                               posteriors=posteriors)
+                               posteriors=posteriors, stated=classifier != "cnn+columns")
     if classifier == "cnn+columns":
         cells = fuse_with_columns(cells, classify_cells_physics(sites, posteriors, material))
     cells = classify_1t_cells(cells, sites, material)

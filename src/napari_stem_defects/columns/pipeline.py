@@ -305,7 +305,7 @@ def columns_from_map(
         ratio = metal_x2_ratio(mat, microscope)
     sites, fits, info, messages = build_site_table(peaks, refined_by, dmap.lattice.a1, dmap.lattice.a2, nn,
                                                    img.shape, measure, mat, mask=masked, image=img,
-                                                   metal_ratio=ratio)
+                                                   metal_ratio=ratio, microscope=microscope)
     if ratio is not None:
         messages.append(f"metal sublattice from the multislice table at {microscope.describe()}: "
                         f"a metal column {ratio:.2f} times as bright as an X2 column")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,7 @@ def build_site_table(
     mask: np.ndarray | None = None,
     image: np.ndarray | None = None,
     metal_ratio: float | None = None,
+    microscope: Any = None,
 ) -> tuple[pd.DataFrame, dict[str, SpeciesFit], dict, list[str]]:
     """Split the image into grains and domains, place every site, decide sublattices, cells and species.
 
@@ -68,6 +70,9 @@ def build_site_table(
         Expected metal / X2 column intensity ratio at the microscope's settings
         (:func:`~napari_stem_defects.simulate.cross_sections.metal_x2_ratio`); decides which
         sublattice is the metal one where Z contrast misleads (Se2 as bright as W at 60 kV).
+    microscope : MicroscopeSettings, optional
+        The image's beam and detector: the species fit may take its levels from the calibrated table
+        (:func:`~.species.fit_species_physics`).
 
     Returns
     -------
@@ -149,7 +154,7 @@ def build_site_table(
             part = {k: groups[k] for k in keys if k in groups}
             if part:
                 fits.update(fit_species_physics({k: intensity[g] for k, g in part.items()}, material,
-                                                {k: nb[g] for k, g in part.items()}))
+                                                {k: nb[g] for k, g in part.items()}, microscope=microscope))
     else:
         fits = {s: fit_species_free(intensity[g], s[0]) for s, g in groups.items() if g.sum() > 1}
     posterior = np.full(len(grid), None, dtype=object)

@@ -13,6 +13,7 @@ size chosen by BIC.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 
@@ -99,10 +100,34 @@ def _z_sum(elements: tuple[str, ...], gamma: float) -> float:
     return float(sum(ATOMIC_NUMBER[e] ** gamma for e in elements))
 
 
-def _prior_weights(cands) -> np.ndarray:
+def _stated_odds(cands, material: Material, sublattice: str) -> np.ndarray:
+    """Odds of each rare candidate from the stated composition (``composition.stated_type_weights``).
+
+    A content holding a foreign atom the user names (``MoS2+V``: V on a metal site) weighs
+    ``dopant``'s odds, the antisite it resembles (an S2 pair there) ``antisite``'s; others 1.
+    """
+    from ..composition import stated_type_weights
+
+    weights = stated_type_weights(material, "M" if sublattice.startswith("M") else "X")
+    odds = np.ones(len(cands))
+    if not weights:
+        return odds
+    for k, (_, elements, prior) in enumerate(cands):
+        if prior > 0 or not elements:
+            continue
+        if any(e in material.dopants for e in elements):
+            odds[k] = weights["dopant"]
+        elif all(e in CHALCOGENS for e in elements) != sublattice.startswith("X"):
+            odds[k] = weights["antisite"]
+    return odds
+
+
+def _prior_weights(cands, odds: np.ndarray | None = None) -> np.ndarray:
+    """Mixture weights to start from: the host's contents hold :data:`_PRIOR_MAIN`, the rare ones share the rest
+    (in proportion to ``odds``, default equally)."""
     prior = np.array([c[2] for c in cands], float)
-    n_rare = int((prior == 0).sum())
-    w = _PRIOR_MAIN * prior / prior.sum() + (1 - _PRIOR_MAIN) * (prior == 0) / max(n_rare, 1)
+    rare = (prior == 0) * (np.ones(len(cands)) if odds is None else np.asarray(odds, float))
+    w = _PRIOR_MAIN * prior / prior.sum() + (1 - _PRIOR_MAIN) * rare / max(rare.sum(), 1e-12)
     return w / w.sum()
 
 
@@ -111,6 +136,7 @@ def fit_species_physics(
     material: Material,
     neighbours: dict[str, np.ndarray] | None = None,
     n_iter: int = 40,
+    microscope: Any = None,
 ) -> dict[str, SpeciesFit]:
     """Fit physics-constrained mixtures to the metal ('M') and chalcogen ('X') site intensities.
 
@@ -130,6 +156,14 @@ def fit_species_physics(
         (the other sublattice). Without it crosstalk is ignored.
     n_iter : int
         EM iterations per trial Z exponent.
+    microscope : MicroscopeSettings, optional
+        The image's beam and detector. When given, the levels come from the multislice-calibrated
+        table at those settings (:func:`~napari_stem_defects.simulate.cross_sections.column_cross_section`:
+        at 60 kV with a 50 mrad inner angle one S atom scatters 0.36 times an S2 pair, where
+        ``sum Z**gamma`` says 0.5 at every exponent); the table competes with the Z exponents on the same
+        terms (the stated contents must hold the majority, then the likelier wins), so an image
+        unlike the table keeps a Z-power fit. The fit's ``gamma`` is then the exponent whose
+        levels come closest to the table's.
 
     Returns
     -------
@@ -140,7 +174,8 @@ def fit_species_physics(
     x = {s: np.asarray(intensities[s], float) for s in subs}
     nb = {s: np.zeros_like(x[s]) if neighbours is None else np.asarray(neighbours[s], float) for s in subs}
     cands = {s: candidates(material, s) for s in subs}
-    prior = {s: _prior_weights(cands[s]) for s in subs}
+    odds = {s: _stated_odds(cands[s], material, s) for s in subs}
+    prior = {s: _prior_weights(cands[s], odds[s]) for s in subs}
     # Choose gamma on a subsample, then refine around it and fit all sites.
     rng = np.random.default_rng(0)
     pick = {s: rng.permutation(len(x[s]))[:_SEARCH_SITES] for s in subs}
@@ -154,16 +189,22 @@ def fit_species_physics(
 
     def score(g: float) -> tuple[bool, float, float]:
         """(the stated contents hold the majority of every sublattice, log-likelihood, gamma)."""
-        loglik, params = _em(xs, nbs, levels_at(g), prior, n_iter // 2)
+        loglik, params = _em(xs, nbs, levels_at(g), prior, n_iter // 2, odds)
         held = all(float(params[3][s][main[s]].sum()) >= MAJORITY for s in subs if main[s].any())
         return held, loglik, float(g)
 
     # self-calibration on the perfect majority: of the exponents whose fit gives the stated contents most
     # sites, the likeliest (a broad main peak must not turn into a rare content's population)
     coarse = max(score(g) for g in _GAMMAS)[2]
-    gamma = max(score(g) for g in (coarse - 0.05, coarse, coarse + 0.05))[2]
-    levels = levels_at(gamma)
-    _, (scale, cross, sigma, weights) = _em(x, nb, levels, prior, n_iter)
+    best = max(score(g) for g in (coarse - 0.05, coarse, coarse + 0.05))
+    gamma, levels = best[2], levels_at(best[2])
+    if microscope is not None:
+        table = {s: _table_levels(cands[s], microscope) for s in subs}
+        loglik, params = _em(xs, nbs, table, prior, n_iter // 2, odds)
+        if all(float(params[3][s][main[s]].sum()) >= MAJORITY for s in subs if main[s].any()) \
+                and (True, loglik) >= best[:2]:
+            gamma, levels = _closest_exponent(cands, table), table
+    _, (scale, cross, sigma, weights) = _em(x, nb, levels, prior, n_iter, odds)
     out = {}
     for s in subs:
         k = len(levels[s])
@@ -173,9 +214,33 @@ def fit_species_physics(
     return out
 
 
-def _em(x, nb, levels, prior, n_iter):
-    """EM for means scale * level + crosstalk * neighbours, one sigma and free weights per sublattice."""
+def _table_levels(cands, microscope: Any) -> np.ndarray:
+    """Each candidate's cross-section at ``microscope`` from the multislice-calibrated table."""
+    from ..simulate.cross_sections import column_cross_section
+
+    return np.array([column_cross_section(label if elements else "", microscope) for label, elements, _ in cands])
+
+
+def _closest_exponent(cands: dict[str, list], table: dict[str, np.ndarray]) -> float:
+    """The Z exponent whose levels, up to one scale, come closest (in log) to the table's."""
+    def misfit(g: float) -> float:
+        a = np.concatenate([table[s] for s in cands])
+        b = np.concatenate([[_z_sum(c[1], g) for c in cands[s]] for s in cands])
+        ok = (a > 0) & (b > 0)
+        r = np.log(a[ok]) - np.log(b[ok])
+        return float(((r - r.mean()) ** 2).sum())
+
+    return float(min(np.round(np.arange(1.0, 2.51, 0.01), 2), key=misfit))
+
+
+def _em(x, nb, levels, prior, n_iter, odds=None):
+    """EM for means scale * level + crosstalk * neighbours, one sigma and free weights per sublattice.
+
+    ``odds`` (per sublattice, per component) multiply each site's responsibilities on top of the
+    fitted weights: the stated composition's say where intensities cannot choose.
+    """
     subs = list(levels)
+    odds = {s: np.ones(len(levels[s])) if odds is None else np.asarray(odds[s], float) for s in subs}
     w = {s: prior[s].copy() for s in subs}
     main = {s: float(prior[s] @ levels[s]) for s in subs}
     scale = float(np.median([np.median(x[s]) / main[s] for s in subs if main[s] > 0]))
@@ -184,7 +249,7 @@ def _em(x, nb, levels, prior, n_iter):
     sigma = {s: 0.15 * scale * main[s] + 1e-12 for s in subs}
     for _ in range(n_iter):
         means = {s: scale * levels[s][None, :] + cross * nb[s][:, None] for s in subs}
-        resp = {s: _resp(x[s], means[s], sigma[s], w[s]) for s in subs}
+        resp = {s: _resp(x[s], means[s], sigma[s], w[s] * odds[s]) for s in subs}
         # Weighted least squares for (scale, crosstalk) over all sites and components.
         a = np.zeros((2, 2))
         rhs = np.zeros(2)

@@ -5,7 +5,8 @@ Examples are cells of fresh digital twins: random material from
 :data:`~napari_stem_defects.materials.KNOWN_MATERIALS` (alloys and Janus
 included; the materials users name most, :data:`FOCUS_MATERIALS`, twice as
 often as the others), nn distance 8-22 px, random rotation, imaging from
-``random_imaging(rng, (1e4, 1e7))`` and every defect type at 1.5-4.5 % of the
+``random_imaging(rng, (1e4, 1e7))`` (half of the twins through the multislice-calibrated
+table, :data:`TABLE_SHARE`) and every defect type at 1.5-4.5 % of the
 cells, so each class is well represented; perfect cells are subsampled and
 batches are drawn class-balanced. Cell positions are the ground-truth site
 positions plus a random error of up to 0.1 nn (as from a column detector).
@@ -51,6 +52,9 @@ DEFECT_RANGE = (0.005, 0.045)
 #: Largest error of a crop centre, in units of nn (uniform in a disc).
 JITTER_NN = 0.1
 _ADATOMS = ("Mo", "W", "Re", "Pt", "Se", "Te")
+#: Share of training and validation twins whose columns and probe come from the multislice-calibrated table
+#: (``random_imaging(column_model="table")``: 60-300 kV, any convergence and detector) instead of ``sum Z**gamma``.
+TABLE_SHARE: float = 0.5
 #: Materials drawn twice as often as the other KNOWN_MATERIALS for training.
 FOCUS_MATERIALS = ("MoS2", "WSe2", "MoTe2", "MoWSSe")
 
@@ -83,6 +87,7 @@ def random_cell_twin(
     material: str | None = None,
     nn_range: tuple[float, float] = (8.0, 22.0),
     max_texture: float | None = None,
+    table_share: float = 0.0,
 ) -> DigitalTwin:
     """A twin with random material, defects, imaging, rotation and scale.
 
@@ -97,6 +102,9 @@ def random_cell_twin(
         log-uniform 1e4-1e7 e/Å^2) and material (else drawn with :func:`material_weights`).
     max_texture : float, optional
         Cap on the amorphous texture amplitude of the random imaging.
+    table_share : float
+        Chance that the columns and probe come from the multislice-calibrated table at a random
+        microscope (drawn from its own stream, so the other draws of a seed do not change).
 
     Returns
     -------
@@ -106,7 +114,8 @@ def random_cell_twin(
     mat = parse_material(material or KNOWN_MATERIALS[rng.choice(len(KNOWN_MATERIALS), p=material_weights())])
     nn = float(nn_px) if nn_px is not None else float(rng.uniform(*nn_range))
     plan = defect_plan(mat, rng)
-    imaging = random_imaging(rng, (1e4, 1e7))
+    table = np.random.default_rng([seed, 12]).random() < table_share
+    imaging = random_imaging(rng, (1e4, 1e7), column_model="table" if table else "zpower")
     if dose is not None:
         imaging = dataclasses.replace(imaging, dose=float(dose))
     if max_texture is not None and imaging.texture > max_texture:
@@ -148,17 +157,18 @@ def jitter(points: np.ndarray, nn_px: float, rng: np.random.Generator, amount: f
 
 
 def twin_examples(
-    seed: int, *, copies: int = 2, perfect_per_twin: int = 12,
+    seed: int, *, copies: int = 2, perfect_per_twin: int = 12, table_share: float = TABLE_SHARE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Crops (float16), context vectors, allowed-class masks and labels of one training twin.
 
-    All defective cells are kept and ``perfect_per_twin`` perfect ones; each
+    The twin is imaged through the calibrated table with chance ``table_share``
+    (:func:`random_cell_twin`). All defective cells are kept and ``perfect_per_twin`` perfect ones; each
     cell gives ``copies`` crops with independent centre errors (and a +-3 %
     error of the scale, as a calibration or lattice fit would make). The
     strength part of the context comes from all the twin's cells.
     """
     rng = np.random.default_rng([seed, 7])
-    twin = random_cell_twin(seed)
+    twin = random_cell_twin(seed, table_share=table_share)
     nn = twin_nn_px(twin)
     m_all, x_all, labels = twin_cells(twin)
     perfect = np.flatnonzero(labels == 0)
@@ -286,8 +296,12 @@ def train(
     device: str = "cpu",
     on_best: Callable[[Any, dict[str, Any]], None] | None = None,
     deadline: float | None = None,
+    table_share: float = TABLE_SHARE,
 ) -> tuple[Any, dict[str, Any]]:
     """Train the classifier on cells of ``n_twins`` training twins.
+
+    ``table_share`` of the training and validation twins are imaged through the
+    multislice-calibrated table (:func:`twin_examples`; 0 gives the shipped stage-1 data).
 
     Batches draw a class uniformly, then a crop of it; crops are flipped
     about the M-X axis (a mirror of the lattice) with probability 1/2 and
@@ -318,9 +332,9 @@ def train(
     rng = np.random.default_rng([seed, 5])
     t0 = time.time()
     base = TRAIN_SEED_BASE + seed * 1_000_000
-    data = build_dataset(range(base, base + n_twins), log=log, workers=workers)
+    data = build_dataset(range(base, base + n_twins), log=log, workers=workers, table_share=table_share)
     val = build_dataset(range(VAL_SEED_BASE, VAL_SEED_BASE + n_val), log=log, workers=workers,
-                        copies=1, perfect_per_twin=40)
+                        copies=1, perfect_per_twin=40, table_share=table_share)
     log(f"data: {len(data['labels'])} train / {len(val['labels'])} val crops, "
         f"per class {np.bincount(data['labels'], minlength=len(CELL_CLASSES)).tolist()} ({time.time() - t0:.0f} s)")
     by_class = [np.flatnonzero(data["labels"] == k) for k in range(len(CELL_CLASSES))]
@@ -334,6 +348,7 @@ def train(
         model.load_state_dict(init_state)
     model.to(device)
     history: dict[str, Any] = {"steps": steps, "batch": batch, "seed": seed, "lr": lr, "n_twins": n_twins,
+                               "table_share": float(table_share),
                                "n_train_crops": int(len(data["labels"])), "val": []}
 
     def batch_loss() -> Any:

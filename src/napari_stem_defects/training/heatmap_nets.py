@@ -5,7 +5,8 @@ Twins come from :func:`napari_stem_defects.training.cell_cnn.random_cell_twin`,
 the cell classifier's randomisation: any of KNOWN_MATERIALS (alloys and Janus
 layers included), nn 8-22 px, random rotation, every imaging parameter drawn
 by ``random_imaging`` (Z exponent, probe size, shape and tail, background,
-texture, scan jitter, drift, dose 1e4-1e7, gain, read noise) and every defect
+texture, scan jitter, drift, dose 1e4-1e7, gain, read noise; half of the twins with columns and
+probe from the multislice-calibrated table at a random microscope) and every defect
 type the material allows at 0.5-4.5 % of the cells.
 
 - **Patch classifier**: each twin is resampled so that nn is uniform in
@@ -37,7 +38,7 @@ from ..heatmaps.classes import HEATMAP_CLASSES, defect_sites, target_maps
 from ..heatmaps.engines import PATCH_NN_RANGE, heatmap_context
 from ..heatmaps.networks import CENTRE_RADIUS_NN, UNET_TILE_MARGIN, WINDOW
 from ..network_inputs import CANONICAL_NN_PX, flatten_and_normalize, resample, resample_coordinates
-from .cell_cnn import random_cell_twin, twin_nn_px
+from .cell_cnn import TABLE_SHARE, random_cell_twin, twin_nn_px
 from .scratch_loop import train_keeping_best
 
 TRAIN_SEED_BASE = 40_000_000
@@ -51,8 +52,9 @@ TARGET_RADIUS_NN = 0.5
 
 def _scaled_twin(seed: int, nn_target: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]:
     """A training twin resampled so that nn = ``nn_target`` px: prepared image, defect positions
-    and families, all site positions, and the twin."""
-    twin = random_cell_twin(seed)
+    and families, all site positions, and the twin (imaged through the calibrated table with chance
+    :data:`~.cell_cnn.TABLE_SHARE`)."""
+    twin = random_cell_twin(seed, table_share=TABLE_SHARE)
     nn = twin_nn_px(twin)
     shape = twin.image.shape
     net_shape = (int(round(shape[0] * nn_target / nn)), int(round(shape[1] * nn_target / nn)))
