@@ -46,7 +46,7 @@ from napari_stem_defects.simulate.microscope import MicroscopeSettings
 from napari_stem_defects.simulate.multislice import simulate_multislice_twin
 from napari_stem_defects.simulate.twin import with_dose
 
-#: Microscope settings of the library: a low-voltage and a high-voltage HAADF setup.
+#: Microscope settings of the library: low-voltage and high-voltage HAADF setups.
 SETTINGS: dict[str, dict] = {
     "60kV": dict(microscope=MicroscopeSettings(energy_kV=60, convergence_mrad=28, detector_inner_mrad=50,
                                                detector_outer_mrad=200, source_size_A=0.4),
@@ -57,6 +57,10 @@ SETTINGS: dict[str, dict] = {
     "80kV": dict(microscope=MicroscopeSettings(energy_kV=80, convergence_mrad=30, detector_inner_mrad=70,
                                                detector_outer_mrad=200, source_size_A=0.4),
                  pixel_size=0.15, shape=(288, 288)),
+    # a second low-voltage setup: smaller aperture, a detector reaching lower (WS2, MoSe2 in issue 24)
+    "60kV-25mrad": dict(microscope=MicroscopeSettings(energy_kV=60, convergence_mrad=25, detector_inner_mrad=60,
+                                                      detector_outer_mrad=190, source_size_A=0.4),
+                        pixel_size=0.12, shape=(320, 320)),
 }
 MATERIALS = ("MoS2", "WSe2", "MoTe2", "Mo0.5W0.5S2", "Janus-MoSSe")
 #: The dopant validation set (``--materials dopants``): 3d metal dopants in WSe2 and MoS2.

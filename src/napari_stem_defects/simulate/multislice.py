@@ -14,12 +14,14 @@ How the image is made
    Atoms get their heights from :mod:`.structure` (metal plane, chalcogens above and
    below, adatoms on top), vacuum above and below.
 2. **Multislice**: abTEM PRISM with the Lobato potential, infinite projection, one
-   slice per atomic plane, sampled so the antialias cutoff passes the detector's outer
-   angle, an interpolation factor that keeps the probe window at least
-   ``max(10 Å, 8 lambda / alpha)`` wide, the settings' defocus and Cs, an annular
-   detector, scanned over the whole supercell at Nyquist sampling. Frozen phonons
-   (``frozen_phonons = N``) average N configurations with in-plane Gaussian
-   displacements of rms ``phonon_sigma_A``.
+   slice per atomic plane, sampled at least as finely as the cross-section table
+   (antialias cutoff 400 mrad or 1.3 x the detector's outer angle) and no coarser than
+   0.03 Å (:func:`~.column_calibration.potential_sampling_A`: on a coarser grid a heavy
+   column's intensity depends on where it sits between grid points), an interpolation
+   factor that keeps the probe window at least ``max(10 Å, 8 lambda / alpha)`` wide, the
+   settings' defocus and Cs, an annular detector, scanned over the whole supercell at
+   Nyquist sampling. Frozen phonons (``frozen_phonons = N``) average N configurations
+   with in-plane Gaussian displacements of rms ``phonon_sigma_A``.
 3. **Image**: the periodic, band-limited result is blurred by the source (Gaussian of
    FWHM ``source_size_A``), Fourier-interpolated and sampled at every pixel of the
    requested image (rotation, drift and scan-line jitter as the fast twins have them),
@@ -40,7 +42,13 @@ from typing import Any
 import numpy as np
 
 from ..materials import Material, parse_material
-from .column_calibration import PROTOCOL, configure_abtem, nice_size, plane_slices
+from .column_calibration import (
+    PROTOCOL,
+    configure_abtem,
+    nice_size,
+    plane_slices,
+    potential_sampling_A,
+)
 from .defects import populate
 from .imaging import ImagingParams, _background, column_cross_section, record
 from .imaging_conditions import calibrated_imaging
@@ -201,7 +209,7 @@ def prism_plan(supercell: Supercell, microscope: MicroscopeSettings) -> dict[str
     alpha = microscope.convergence_mrad * 1e-3
     height, width = supercell.extent
     extent = (width, height)
-    dx_max = (2.0 / 3.0) * lam / (2.0 * 1.1 * microscope.detector_outer_mrad * 1e-3)
+    dx_max = potential_sampling_A(microscope.energy_kV, microscope.detector_outer_mrad)
     window = max(10.0, 8.0 * lam / alpha)
     interpolation = tuple(max(1, int(np.floor(e / window))) for e in extent)
     gpts = tuple(f * nice_size(int(np.ceil(e / dx_max / f)), even=False) for e, f in zip(extent, interpolation))
