@@ -147,7 +147,8 @@ def stated_pairs_pooled(probs: np.ndarray, material: str | Material, to_columns:
       composition and the image's own intensity calibration. Then a stated atom's pair that
       intensity barely tells apart (:func:`~napari_stem_defects.composition.resembles_antisite`:
       ``sub_X`` against ``M_X`` for an S+Se column and a Mo atom on an X site of MoS2,
-      within 10 % at Z^1.7) is theirs to split. A pair the network reads clearly (V against an
+      within 10 % at Z^1.7; W and an Se2 pair on a Mo site of MoSe2, alike at 60 kV by the
+      multislice table) is theirs to split. A pair the network reads clearly (V against an
       Se2 pair on a W site) keeps the network's split.
 
     Other classes, and materials without a stated foreign atom, are returned unchanged.
