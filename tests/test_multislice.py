@@ -52,22 +52,27 @@ def _voronoi_sums(image: np.ndarray, extent: tuple[float, float], columns: np.nd
     return np.array([image[owner == k].sum() * area for k in range(len(columns))])
 
 
-def test_tiny_periodic_mos2_lattice_matches_the_table_and_its_probe():
-    cell = Supercell(a=3.16, n1=2, n2=1)  # 6.3 x 5.5 Å, four unit cells: 4 Mo and 4 S2 columns
-    ij = cell.cells()
-    sites = unit_positions(cell.a, ij)
-    metal, chalc = cell.wrap(sites["m"]), cell.wrap(sites["x"])
+def _tiny_lattice(metal: str, chalcogen: str, a: float, height: float) -> tuple[Supercell, list, np.ndarray,
+                                                                             np.ndarray]:
+    """Four unit cells of a 2H layer in a periodic box: the supercell, symbols, xyz and the column centres."""
+    cell = Supercell(a=a, n1=2, n2=1)
+    sites = unit_positions(cell.a, cell.cells())
+    metals, chalcs = cell.wrap(sites["m"]), cell.wrap(sites["x"])
     symbols, xyz = [], []
-    for (dy, dx) in metal:
-        symbols.append("Mo")
+    for (dy, dx) in metals:
+        symbols.append(metal)
         xyz.append((dx, dy, 0.0))
-    for (dy, dx) in chalc:
-        symbols += ["S", "S"]
-        xyz += [(dx, dy, 1.57), (dx, dy, -1.57)]
-    periodic, info = periodic_image(symbols, np.array(xyz), cell, TINY)
+    for (dy, dx) in chalcs:
+        symbols += [chalcogen, chalcogen]
+        xyz += [(dx, dy, height), (dx, dy, -height)]
+    return cell, symbols, np.array(xyz), np.concatenate([metals, chalcs])
+
+
+def test_tiny_periodic_mos2_lattice_matches_the_table_and_its_probe():
+    cell, symbols, xyz, columns = _tiny_lattice("Mo", "S", 3.16, 1.57)  # 6.3 x 5.5 Å: 4 Mo and 4 S2 columns
+    periodic, info = periodic_image(symbols, xyz, cell, TINY)
     extent = cell.extent
     fine = fourier_upsample(periodic, (121, 135), (extent[0] / periodic.shape[0], extent[1] / periodic.shape[1]))
-    columns = np.concatenate([metal, chalc])
     ms = _voronoi_sums(fine, extent, columns)
     mo_table, s2_table = column_cross_section("Mo", TINY), column_cross_section("S2", TINY)
     # the period's total is the sum of the columns' cross-sections (no probe model involved): within 6 %
@@ -83,22 +88,6 @@ def test_tiny_periodic_mos2_lattice_matches_the_table_and_its_probe():
     ratio_fast = fast[:4].sum() / fast[4:].sum()
     assert ratio_ms == pytest.approx(ratio_fast, rel=0.06)
     assert info["prism_interpolation"] == [1, 1]
-
-
-def _tiny_lattice(metal: str, chalcogen: str, a: float, height: float) -> tuple[Supercell, list, np.ndarray,
-                                                                             np.ndarray]:
-    """Four unit cells of a 2H layer in a periodic box: the supercell, symbols, xyz and the column centres."""
-    cell = Supercell(a=a, n1=2, n2=1)
-    sites = unit_positions(cell.a, cell.cells())
-    metals, chalcs = cell.wrap(sites["m"]), cell.wrap(sites["x"])
-    symbols, xyz = [], []
-    for (dy, dx) in metals:
-        symbols.append(metal)
-        xyz.append((dx, dy, 0.0))
-    for (dy, dx) in chalcs:
-        symbols += [chalcogen, chalcogen]
-        xyz += [(dx, dy, height), (dx, dy, -height)]
-    return cell, symbols, np.array(xyz), np.concatenate([metals, chalcs])
 
 
 def test_heavy_columns_scatter_alike_wherever_they_sit_on_the_potential_grid():
