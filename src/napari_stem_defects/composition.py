@@ -93,51 +93,35 @@ def _contrast(rivals: list[tuple[str, ...]]) -> float:
 
 
 def resembles_antisite(material: str | Material, atom: str, contrast: float = CLEAR_CONTRAST) -> bool:
-    """Whether a foreign atom's column scatters within ``contrast`` of the antisite it competes with.
+    """Whether a foreign atom's column scatters within ``contrast`` of the antisite it competes with, at ``Z**1.7``.
 
     A metal dopant competes with a host X2 pair on the metal site (``X_M``), a foreign chalcogen
-    (in a pair with a host one) with a host metal on the X2 site (``M_X``). Alike at ``Z**1.7``, or
-    within ``contrast`` / 4 by the multislice table at some common microscope setting
-    (:data:`~napari_stem_defects.simulate.cross_sections.PLAUSIBLE_SETTINGS`: W and an Se2 pair on a Mo
-    site of MoSe2 at 60 kV and a 60 mrad inner angle, 46 % apart at ``Z**1.7``).
+    (in a pair with a host one) with a host metal on the X2 site (``M_X``). The multislice table's
+    view, at common microscope settings, is
+    :func:`~napari_stem_defects.simulate.cross_sections.antisite_alike_in_table`.
 
     Examples
     --------
     >>> resembles_antisite("MoS2", "Se"), resembles_antisite("MoS2", "V"), resembles_antisite("WSe2", "V")
     (True, True, False)
-    >>> resembles_antisite("MoSe2", "W"), resembles_antisite("MoS2", "W")
-    (True, False)
+    """
+    own, rivals = antisite_rivals(material, atom)
+    return not _distinct(own, rivals, contrast)
+
+
+def antisite_rivals(material: str | Material, atom: str) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """The columns a foreign atom makes and those of the antisite it competes with (element tuples).
+
+    Examples
+    --------
+    >>> antisite_rivals("MoS2", "Se"), antisite_rivals("MoSe2", "W")
+    (([('S', 'Se')], [('Mo',)]), ([('W',)], [('Se', 'Se')]))
     """
     mat = parse_material(material)
     metals, pairs = host_contents(mat)
     if atom in CHALCOGENS:
-        own = [tuple(sorted((atom, x), key=ATOMIC_NUMBER.__getitem__)) for x in mat.chalcogens]
-        rivals = metals
-    else:
-        own, rivals = [(atom,)], pairs
-    return not _distinct(own, rivals, contrast) or _alike_in_table(own, rivals, contrast / 4)
-
-
-def _alike_in_table(a: list[tuple[str, ...]], b: list[tuple[str, ...]], contrast: float) -> bool:
-    """Some content of ``a`` within ``contrast`` of some content of ``b`` by the multislice table, at some
-    common microscope setting (thermal lattice)."""
-    from .simulate.cross_sections import PLAUSIBLE_SETTINGS, column_cross_section
-    from .simulate.microscope import MicroscopeSettings
-
-    def label(elements: tuple[str, ...]) -> str:
-        return f"{elements[0]}2" if len(elements) == 2 and elements[0] == elements[1] else "".join(elements)
-
-    for kv, conv, inner, outer in PLAUSIBLE_SETTINGS:
-        settings = MicroscopeSettings(energy_kV=kv, convergence_mrad=conv, detector_inner_mrad=inner,
-                                      detector_outer_mrad=outer, frozen_phonons=4)
-        try:
-            la = [column_cross_section(label(e), settings) for e in a]
-            lb = [column_cross_section(label(e), settings) for e in b]
-        except (KeyError, ValueError):  # a content the table was never fitted for
-            return False
-        if any(abs(x - y) < contrast * max(x, y) for x in la for y in lb):
-            return True
-    return False
+        return [tuple(sorted((atom, x), key=ATOMIC_NUMBER.__getitem__)) for x in mat.chalcogens], metals
+    return [(atom,)], pairs
 
 
 def _dopants(mat: Material, contrast: float = MIN_CONTRAST) -> tuple[str, ...]:

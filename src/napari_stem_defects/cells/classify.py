@@ -148,7 +148,8 @@ def stated_pairs_pooled(probs: np.ndarray, material: str | Material, to_columns:
       intensity barely tells apart (:func:`~napari_stem_defects.composition.resembles_antisite`:
       ``sub_X`` against ``M_X`` for an S+Se column and a Mo atom on an X site of MoS2,
       within 10 % at Z^1.7; W and an Se2 pair on a Mo site of MoSe2, alike at 60 kV by the
-      multislice table) is theirs to split. A pair the network reads clearly (V against an
+      multislice table, :func:`~napari_stem_defects.simulate.cross_sections.antisite_alike_in_table`)
+      is theirs to split. A pair the network reads clearly (V against an
       Se2 pair on a W site) keeps the network's split.
 
     Other classes, and materials without a stated foreign atom, are returned unchanged.
@@ -167,6 +168,7 @@ def stated_pairs_pooled(probs: np.ndarray, material: str | Material, to_columns:
     0.45
     """
     from ..composition import CLEAR_CONTRAST, class_mask, dopant_elements, resembles_antisite
+    from ..simulate.cross_sections import antisite_alike_in_table
 
     mat = parse_material(material)
     seen = set(dopant_elements(mat, CLEAR_CONTRAST) or dopant_elements(mat))
@@ -174,7 +176,8 @@ def stated_pairs_pooled(probs: np.ndarray, material: str | Material, to_columns:
     out = np.array(probs, dtype=np.float64)
     for atom in mat.dopants:
         metal = atom in METALS
-        if not ((metal and atom not in seen) or (to_columns and resembles_antisite(mat, atom))):
+        alike = to_columns and (resembles_antisite(mat, atom) or antisite_alike_in_table(mat, atom))
+        if not ((metal and atom not in seen) or alike):
             continue
         d, a = (CELL_CLASSES.index(c) for c in (("dopant_M", "X_M") if metal else ("sub_X", "M_X")))
         if allowed[d] and allowed[a]:

@@ -235,6 +235,39 @@ def plausible_metal_x2_ratios(material) -> tuple[float, float]:
 _RATIO_RANGES: dict[str, tuple[float, float]] = {}
 
 
+def antisite_alike_in_table(material, atom: str, contrast: float = 0.05) -> bool:
+    """Whether a foreign atom's column scatters within ``contrast`` of its antisite by the multislice table
+    (thermal lattice) at some setting of :data:`PLAUSIBLE_SETTINGS`.
+
+    The table's twin of :func:`~napari_stem_defects.composition.resembles_antisite`: W and an Se2
+    pair on a Mo site of MoSe2 are 46 % apart at ``Z**1.7`` and alike at 60 kV with a 60 mrad inner
+    angle. A content the table lacks gives False.
+
+    Examples
+    --------
+    >>> antisite_alike_in_table("MoSe2", "W"), antisite_alike_in_table("MoS2", "W")
+    (True, False)
+    """
+    from ..composition import antisite_rivals
+
+    own, rivals = antisite_rivals(material, atom)
+
+    def label(elements: tuple[str, ...]) -> str:
+        return f"{elements[0]}2" if len(elements) == 2 and elements[0] == elements[1] else "".join(elements)
+
+    for kv, conv, inner, outer in PLAUSIBLE_SETTINGS:
+        settings = MicroscopeSettings(energy_kV=kv, convergence_mrad=conv, detector_inner_mrad=inner,
+                                      detector_outer_mrad=outer, frozen_phonons=4)
+        try:
+            la = [column_cross_section(label(e), settings) for e in own]
+            lb = [column_cross_section(label(e), settings) for e in rivals]
+        except (KeyError, ValueError):  # a content the table was never fitted for
+            return False
+        if any(abs(x - y) < contrast * max(x, y) for x in la for y in lb):
+            return True
+    return False
+
+
 def column_cross_section(content: str, settings: MicroscopeSettings, table: CrossSectionTable | None = None) -> float:
     """Integrated HAADF cross-section of a column at ``settings``, in Å^2 of incident beam.
 
