@@ -249,11 +249,13 @@ def antisite_alike_in_table(material, atom: str, contrast: float = 0.05) -> bool
     (True, False)
     """
     from ..composition import antisite_rivals
+    from ..materials import ATOMIC_NUMBER
+    from .defects import species_string
 
     own, rivals = antisite_rivals(material, atom)
 
     def label(elements: tuple[str, ...]) -> str:
-        return f"{elements[0]}2" if len(elements) == 2 and elements[0] == elements[1] else "".join(elements)
+        return species_string(np.array([ATOMIC_NUMBER[e] for e in elements]))
 
     for kv, conv, inner, outer in PLAUSIBLE_SETTINGS:
         settings = MicroscopeSettings(energy_kV=kv, convergence_mrad=conv, detector_inner_mrad=inner,
