@@ -102,13 +102,20 @@ def test_fast_twin_column_cross_section_follow_the_table():
     imaging = ImagingParams(gamma=None, microscope=HAADF80, **SHARP)
     twin = simulate_twin("MoWSSe", (256, 256), 0.08, rotation_deg=0.0, seed=7, imaging=imaging,
                          defects={"V_X1": 0.05, "X_M": 0.03})
-    s = twin.sites
+    s = twin.sites.copy()
+    # an S+Se column scatters as the table's 'SSe' (Se where the beam enters) or 'SeS' (Se where it leaves),
+    # about half of each in an alloy; every other column as its species
+    mixed = s["species"] == "SSe"
     expect = np.array([column_cross_section(sp, HAADF80) for sp in s["species"]])
-    assert np.allclose(s["cross_section_A2"], expect, rtol=1e-9)
+    assert np.allclose(s["cross_section_A2"][~mixed], expect[~mixed], rtol=1e-9)
+    orders = {c: np.isclose(s["cross_section_A2"][mixed], column_cross_section(c, HAADF80), rtol=1e-9)
+              for c in ("SSe", "SeS")}
+    assert (orders["SSe"] | orders["SeS"]).all() and 0.4 < orders["SSe"].mean() < 0.6
+    s.loc[mixed, "species"] = np.where(orders["SeS"], "SeS", "SSe")
     inner = s[s.y_px.between(5, 250) & s.x_px.between(5, 250)]
     med = {sp: np.median([_peak(twin.image, y, x) for y, x in g[["y_px", "x_px"]].to_numpy()])
            for sp, g in inner.groupby("species")}
-    for sp in ("W", "S2", "SSe", "Se2"):
+    for sp in ("W", "S2", "SSe", "SeS", "Se2"):
         want = column_cross_section(sp, HAADF80) / column_cross_section("Mo", HAADF80)
         assert med[sp] / med["Mo"] == pytest.approx(want, rel=0.02), sp
 
@@ -121,6 +128,13 @@ def test_scale_and_per_content_factors_and_the_z_power_fallback():
                                                          content_factors=(("S2", 1.1),)))
     assert np.allclose(scaled[:3] / plain[:3], [2.0, 2.2, 2.0]) and scaled[3] == 0.0
     assert plain[3] == 0.0 and plain[0] == pytest.approx(column_cross_section("Mo", HAADF80))
+    # an S+Se column by its order (slot 0: the exit side), and a factor on 'SSe' holds for both orders
+    pair = np.array([[34, 16], [16, 34]])
+    ordered = slot_cross_sections(pair, base)
+    assert ordered.tolist() == [column_cross_section("SeS", HAADF80), column_cross_section("SSe", HAADF80)]
+    assert ordered[0] > 1.05 * ordered[1]
+    factored = slot_cross_sections(pair, dataclasses.replace(base, content_factors=(("SSe", 1.1),)))
+    assert np.allclose(factored / ordered, 1.1)
     zpower = ImagingParams(gamma=1.7, cross_section=1e-4)
     assert slot_cross_sections(slots, zpower)[1] == pytest.approx(1e-4 * 2 * 16**1.7)
     assert content_cross_section("SSe", zpower) == pytest.approx(1e-4 * (16**1.7 + 34**1.7))

@@ -111,6 +111,26 @@ def test_heavy_columns_scatter_alike_wherever_they_sit_on_the_potential_grid():
     assert np.mean(ratios) == pytest.approx(expected, rel=0.03)
 
 
+def test_a_mixed_pair_scatters_more_with_its_heavy_atom_where_the_beam_leaves():
+    # MoS2 at 80 kV (30 mrad, HAADF 70-200), one S+Se column in each order: the S the beam meets first
+    # channels it onto the Se, so 'SeS' (Se on the exit side) outshines 'SSe' by 10 %, as the table says
+    scope = MicroscopeSettings(energy_kV=80, convergence_mrad=30, detector_inner_mrad=70, detector_outer_mrad=200)
+    cell, symbols, xyz, columns = _tiny_lattice("Mo", "S", 3.16, 1.57)
+    first_x = 4  # atoms: 4 Mo, then two chalcogens (+h, -h) per X2 column
+    symbols[first_x + 2], xyz[first_x + 2, 2] = "Se", 1.67  # second X2 column: Se at +h (exit side)
+    symbols[first_x + 5], xyz[first_x + 5, 2] = "Se", -1.67  # third: Se at -h (the beam enters there)
+    periodic, _ = periodic_image(symbols, xyz, cell, scope)
+    extent = cell.extent
+    fine = fourier_upsample(periodic, (121, 135), (extent[0] / periodic.shape[0], extent[1] / periodic.shape[1]))
+    sums = _voronoi_sums(fine, extent, columns)
+    exit_side, entrance = sums[5], sums[6]
+    table = column_cross_section("SeS", scope) / column_cross_section("SSe", scope)
+    assert table > 1.08 and exit_side / entrance == pytest.approx(table, rel=0.03)
+    # and the Se-on-exit pair is as bright as a Mo column here (within 5 %): intensity alone cannot
+    # tell it from a Mo antisite
+    assert exit_side / sums[:4].mean() == pytest.approx(1.0, abs=0.05)
+
+
 def test_multislice_twin_holds_the_fast_twins_atoms_and_tables():
     kwargs = dict(material="MoS2", shape=(56, 56), pixel_size=0.16, rotation_deg=None, seed=5,
                   defects={"V_X1": 0.3, "V_M": 0.15, "M_X": 0.15})

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from ..columns.species import candidates
+from ..columns.species import candidates, components
 from ..materials import ATOMIC_NUMBER
-from ..simulate.defects import species_string
+from ..simulate.defects import ordered_content
 from ..simulate.imaging import content_cross_section, render
 from ..simulate.twin import DigitalTwin
 
@@ -33,14 +33,16 @@ from ..simulate.twin import DigitalTwin
 def x_column_hypotheses(material) -> tuple[dict[tuple[str, ...], float], dict[tuple[str, ...], float]]:
     """Contents of a perfect X2 column and of a one-atom (V_X1) column, with their weights.
 
+    A mixed pair counts in both orders (:func:`~napari_stem_defects.columns.species.components`).
+
     Examples
     --------
     >>> from napari_stem_defects.materials import parse_material
     >>> perfect, single = x_column_hypotheses(parse_material("MoWSSe"))
     >>> sorted(perfect), sorted(single)
-    ([('S', 'S'), ('S', 'Se'), ('Se', 'Se')], [('S',), ('Se',)])
+    ([('S', 'S'), ('S', 'Se'), ('Se', 'S'), ('Se', 'Se')], [('S',), ('Se',)])
     """
-    perfect = {els: float(w) for _, els, w in candidates(material, "X") if len(els) == 2 and w > 0}
+    perfect = {els: float(w) for _, els, w in components(candidates(material, "X"))[0] if len(els) == 2 and w > 0}
     total = sum(perfect.values())
     perfect = {k: v / total for k, v in perfect.items()}
     shares = {el: float(f) for el, f in material.chalcogens.items() if f > 0}
@@ -72,7 +74,7 @@ def _x_column_evidence(twin: DigitalTwin, hypotheses: dict[str, dict[tuple[str, 
     (first, h_first), (second, h_second) = hypotheses.items()
     nn = twin.nn_px
     # each hypothesis's cross-section under the twin's own column model (table or Z**gamma)
-    sigma = {k: content_cross_section(species_string(np.array([ATOMIC_NUMBER[e] for e in k])), im)
+    sigma = {k: content_cross_section(ordered_content(np.array([ATOMIC_NUMBER[e] for e in k])), im)
              for h in hypotheses.values() for k in h}
     counts = (twin.image.astype(np.float64) - im.offset) / im.gain
     expected = twin.expected.astype(np.float64)

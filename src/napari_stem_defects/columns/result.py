@@ -36,7 +36,8 @@ class SpeciesFit:
     sublattice : str
         'M' or 'X'.
     labels : list of str
-        Species of each component, darkest first (e.g. ['empty', 'S', 'S2']).
+        Species of each component, darkest first (e.g. ['empty', 'S', 'S2']); a species may have
+        several components (the two orders of a mixed chalcogen pair).
     means, sigmas, weights : ndarray of shape (K,)
         Mean, standard deviation and mixing weight of each Gaussian component.
     intensities : ndarray of shape (N,)
@@ -56,6 +57,20 @@ class SpeciesFit:
     intensities: np.ndarray
     gamma: float = float("nan")
     site_means: np.ndarray | None = None
+
+    @property
+    def species(self) -> list[str]:
+        """The distinct labels, in component order (a mixed pair's two orders are one species)."""
+        return list(dict.fromkeys(self.labels))
+
+    def per_species(self, values: np.ndarray) -> np.ndarray:
+        """Sum the component columns of ``values`` (shape (N, K)) per species: shape (N, len(species))."""
+        values = np.asarray(values, float)
+        species = self.species
+        out = np.zeros((values.shape[0], len(species)))
+        for k, label in enumerate(self.labels):
+            out[:, species.index(label)] += values[:, k]
+        return out
 
     def component_pdf(self, x: np.ndarray) -> np.ndarray:
         """Weighted density of each component at ``x``; shape (K, len(x))."""

@@ -162,7 +162,7 @@ def build_site_table(
         if s in fits:
             post = species_posterior(fits[s], intensity[g])
             best = post.argmax(axis=1)
-            species[g] = np.asarray(fits[s].labels, dtype=object)[best]
+            species[g] = np.asarray(fits[s].species, dtype=object)[best]
             prob[g] = post[np.arange(len(best)), best]
             posterior[np.flatnonzero(g)] = list(post)
     h = sub == "H"
@@ -196,8 +196,8 @@ def build_site_table(
     for s, fit in fits.items():
         rows = np.flatnonzero((sites["sublattice"].to_numpy() == s[0])
                               & ((phase_sorted == "1T") if s.endswith("1T") else (phase_sorted != "1T")))
-        values = np.stack(posterior[rows]) if len(rows) else np.zeros((0, len(fit.labels)))
-        posteriors[s] = pd.DataFrame(values, index=pd.Index(rows, name="site_id"), columns=list(fit.labels))
+        values = np.stack(posterior[rows]) if len(rows) else np.zeros((0, len(fit.species)))
+        posteriors[s] = pd.DataFrame(values, index=pd.Index(rows, name="site_id"), columns=fit.species)
     main = max(domains, key=lambda d: d["n_sites"])
     unexplained = np.setdiff1d(np.arange(len(peaks)), peak_index[peak_index >= 0])
     info = {"a1": main["a1_px"], "a2": main["a2_px"], "m_offset": main["partner_px"], "posteriors": posteriors,

@@ -90,6 +90,34 @@ def host_labels(material: Material, sublattice: str) -> set[str]:
     return {label for label, _, prior in candidates(material, sublattice) if prior > 0}
 
 
+def components(cands: list[tuple[str, tuple[str, ...], float]]) -> tuple[list[tuple[str, tuple[str, ...], float]],
+                                                                       np.ndarray]:
+    """The mixture's components: a pair of two different chalcogens is two, one per order.
+
+    Which atom of an 'SSe' column the beam meets first changes its HAADF cross-section by 5-40 %
+    (:func:`~napari_stem_defects.simulate.defects.ordered_content`), and a substituted atom sits in
+    either layer, so each order is a component of its own under the same label; the elements keep
+    the order (first: the beam's exit side). Returns the components and each one's share of its
+    candidate (1, or 0.5 for each order of a pair); a stated pair's prior is split in half.
+
+    Examples
+    --------
+    >>> from napari_stem_defects.materials import parse_material
+    >>> comps, share = components(candidates(parse_material("Janus-MoSSe"), "X"))
+    >>> [(c[0], "".join(c[1]), c[2]) for c in comps if c[0] == "SSe"], share.tolist().count(0.5)
+    ([('SSe', 'SSe', 0.5), ('SSe', 'SeS', 0.5)], 2)
+    """
+    out, share = [], []
+    for label, elements, prior in cands:
+        if len(elements) == 2 and elements[0] != elements[1] and all(e in CHALCOGENS for e in elements):
+            out += [(label, elements, prior / 2), (label, elements[::-1], prior / 2)]
+            share += [0.5, 0.5]
+        else:
+            out.append((label, elements, prior))
+            share.append(1.0)
+    return out, np.array(share)
+
+
 def _label(elements: tuple[str, ...]) -> str:
     from ..simulate.defects import species_string
 
@@ -173,8 +201,11 @@ def fit_species_physics(
     subs = [s for s in intensities if len(intensities[s]) > 0]
     x = {s: np.asarray(intensities[s], float) for s in subs}
     nb = {s: np.zeros_like(x[s]) if neighbours is None else np.asarray(neighbours[s], float) for s in subs}
-    cands = {s: candidates(material, s) for s in subs}
-    odds = {s: _stated_odds(cands[s], material, s) for s in subs}
+    expanded = {s: components(candidates(material, s)) for s in subs}
+    cands = {s: expanded[s][0] for s in subs}
+    # a rare pair's two orders share its odds; a stated pair's orders share its prior
+    odds = {s: _stated_odds(cands[s], material, s) * np.where(np.array([c[2] for c in cands[s]]) > 0, 1.0,
+                                                               expanded[s][1]) for s in subs}
     prior = {s: _prior_weights(cands[s], odds[s]) for s in subs}
     # Choose gamma on a subsample, then refine around it and fit all sites.
     rng = np.random.default_rng(0)
@@ -217,8 +248,13 @@ def fit_species_physics(
 def _table_levels(cands, microscope: Any) -> np.ndarray:
     """Each candidate's cross-section at ``microscope`` from the multislice-calibrated table."""
     from ..simulate.cross_sections import column_cross_section
+    from ..simulate.defects import ordered_content
 
-    return np.array([column_cross_section(label if elements else "", microscope) for label, elements, _ in cands])
+    def content(elements: tuple[str, ...]) -> str:  # a mixed pair in its component's order
+        return ordered_content(np.array([ATOMIC_NUMBER[e] for e in elements]))
+
+    return np.array([column_cross_section(content(elements), microscope) if elements else 0.0
+                     for _, elements, _ in cands])
 
 
 def _closest_exponent(cands: dict[str, list], table: dict[str, np.ndarray]) -> float:
@@ -349,10 +385,11 @@ def _loglik_multi(x, means, sig, w):
 
 
 def species_posterior(fit: SpeciesFit, intensities: np.ndarray) -> np.ndarray:
-    """Probability of each component (columns in ``fit.labels`` order) for every site; shape (N, K).
+    """Probability of each species (columns in ``fit.species`` order) for every site; shape (N, L).
 
     Uses the per-site means of a physics fit (which include each site's
     crosstalk) when ``intensities`` are the fitted ones, else the fit's means.
+    Components of one species (a mixed pair's two orders) add up.
     """
     x = np.asarray(intensities, float)
     site_means = fit.site_means
@@ -360,12 +397,14 @@ def species_posterior(fit: SpeciesFit, intensities: np.ndarray) -> np.ndarray:
         lc = _log_components(x, site_means, fit.sigmas[0], fit.weights)
         lc -= lc.max(axis=1, keepdims=True)
         post = np.exp(lc)
-        return post / post.sum(axis=1, keepdims=True)
-    return fit.posterior(x)
+        post /= post.sum(axis=1, keepdims=True)
+    else:
+        post = fit.posterior(x)
+    return fit.per_species(post)
 
 
 def assign_species(fit: SpeciesFit, intensities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Most probable species of each site and its posterior probability."""
     post = species_posterior(fit, intensities)
     best = post.argmax(axis=1)
-    return np.asarray(fit.labels, dtype=object)[best], post[np.arange(len(best)), best]
+    return np.asarray(fit.species, dtype=object)[best], post[np.arange(len(best)), best]

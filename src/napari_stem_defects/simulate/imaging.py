@@ -91,7 +91,8 @@ class ImagingParams:
         Factor on every table cross-section (detector efficiency); table model only.
     content_factors : tuple of (str, float)
         Extra factor per column content ('Mo', 'S2', ...), for training twins
-        randomised around the table; contents not listed get 1.
+        randomised around the table; contents not listed get 1, and a mixed pair in
+        either order ('SSe', 'SeS') takes the factor of its site-table name.
     """
 
     gamma: float | None = 1.7
@@ -147,6 +148,7 @@ def content_cross_section(content: str, params: ImagingParams) -> float:
     the Z-contrast model: ``cross_section * sum(Z ** gamma)``.
     """
     from ..materials import ATOMIC_NUMBER
+    from .cross_sections import canonical_content
     from .cross_sections import column_cross_section as table_cross_section
     from .structure import column_elements
 
@@ -154,7 +156,8 @@ def content_cross_section(content: str, params: ImagingParams) -> float:
         return float(params.cross_section * sum(ATOMIC_NUMBER[e] ** params.gamma for e in column_elements(content)))
     if not content:
         return 0.0
-    factor = dict(params.content_factors).get(content, 1.0)
+    factors = dict(params.content_factors)
+    factor = factors.get(content, factors.get(canonical_content(content), 1.0))  # a pair's orders share one
     return float(params.cross_section_scale * factor * table_cross_section(content, params.microscope))
 
 

@@ -99,11 +99,12 @@ def random_microscope(rng: np.random.Generator) -> MicroscopeSettings:
 
 
 def _random_calibrated_probe(rng: np.random.Generator) -> dict[str, Any]:
-    from .cross_sections import load_table, probe_shape
+    from .cross_sections import canonical_content, load_table, probe_shape
 
     microscope = random_microscope(rng)
     shape = probe_shape(microscope)
-    contents = load_table().contents
+    # one factor per content; a mixed pair's two orders share theirs (content_cross_section)
+    contents = [c for c in load_table().contents if c == canonical_content(c)]
     factors = np.clip(rng.normal(1.0, 0.03, size=len(contents)), 0.9, 1.1)
     return dict(
         gamma=None,

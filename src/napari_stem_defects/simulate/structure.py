@@ -49,7 +49,9 @@ def column_atoms(content: str) -> list[tuple[str, float]]:
     """(element, z in Å) of the atoms of an isolated column, metal plane at z = 0.
 
     A single atom sits at z = 0; a pair of chalcogens at +h of the first and -h of the
-    second (the X2 column of the monolayer); any other pair at +-1.6 Å.
+    second (the X2 column of the monolayer); any other pair at +-1.6 Å. The beam travels
+    towards +z, so it meets the second atom first: 'SSe' and 'SeS' are different columns
+    (:data:`~.cross_sections.PAIR_CONTENTS`).
 
     Examples
     --------
