@@ -74,3 +74,15 @@ def load_script():
         return module
 
     return load
+
+
+@pytest.fixture
+def coarse_potential_grid(monkeypatch):
+    """Multislice twins on a 0.09 Å potential grid instead of the converged 0.03 Å one (a tenth of the time).
+
+    For the tests of what a multislice twin writes (tables, files, index); the grid's own accuracy
+    is tested on tiny lattices in ``test_multislice.py``.
+    """
+    from napari_stem_defects.simulate import multislice
+
+    monkeypatch.setattr(multislice, "potential_sampling_A", lambda energy_kV, outer_mrad: 0.09)

@@ -185,7 +185,7 @@ def test_the_analysis_takes_the_column_classifiers_answer(small_model, monkeypat
         analyze_image(image, material="MoTe2", column_classifier="zernike")
 
 
-def test_a_held_out_material_on_a_multislice_twin(small_model):
+def test_a_held_out_material_on_a_multislice_twin(small_model, coarse_potential_grid):
     # MoTe2: no Te material was in the small model's training; the image is abTEM's, not the fast twins'
     pytest.importorskip("abtem")
     from napari_stem_defects.simulate import ImagingParams, simulate_multislice_twin, with_dose

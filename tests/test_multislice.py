@@ -131,7 +131,7 @@ def test_a_mixed_pair_scatters_more_with_its_heavy_atom_where_the_beam_leaves():
     assert exit_side / sums[:4].mean() == pytest.approx(1.0, abs=0.05)
 
 
-def test_multislice_twin_holds_the_fast_twins_atoms_and_tables():
+def test_multislice_twin_holds_the_fast_twins_atoms_and_tables(coarse_potential_grid):
     kwargs = dict(material="MoS2", shape=(56, 56), pixel_size=0.16, rotation_deg=None, seed=5,
                   defects={"V_X1": 0.3, "V_M": 0.15, "M_X": 0.15})
     imaging = ImagingParams(gamma=None, dose=None, microscope=COARSE, background=0.0, texture=0.0)
@@ -154,7 +154,7 @@ def test_multislice_twin_holds_the_fast_twins_atoms_and_tables():
                                                                               rel=0.02)
 
 
-def test_cli_writes_a_multislice_twin(tmp_path):
+def test_cli_writes_a_multislice_twin(tmp_path, coarse_potential_grid):
     rc = main(["simulate", "--engine", "multislice", "--material", "Janus-MoSSe", "--shape", "40", "40",
                "--pixel-size", "0.16", "--kv", "60", "--convergence", "20", "--detector", "45", "120",
                "--source-size", "0.4", "--dose", "1e5", "--seed", "3", "--out", str(tmp_path)])

@@ -15,7 +15,8 @@ from napari_stem_defects.simulate.microscope import MicroscopeSettings  # noqa: 
 COARSE = MicroscopeSettings(energy_kV=60, convergence_mrad=20, detector_inner_mrad=45, detector_outer_mrad=120)
 
 
-def test_library_builds_a_doped_material_into_its_own_folder_and_resumes(tmp_path, load_script, monkeypatch, capsys):
+def test_library_builds_a_doped_material_into_its_own_folder_and_resumes(tmp_path, load_script, monkeypatch, capsys,
+                                                                        coarse_potential_grid):
     lib = load_script("build_multislice_library")
     monkeypatch.setitem(lib.SETTINGS, "tiny", dict(microscope=COARSE, pixel_size=0.16, shape=(72, 72)))
     monkeypatch.setattr(lib, "DOSES", (1e5,))
