@@ -24,8 +24,7 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from ..columns.species import candidates, components
-from ..materials import ATOMIC_NUMBER
-from ..simulate.defects import ordered_content
+from ..simulate.defects import elements_content
 from ..simulate.imaging import content_cross_section, render
 from ..simulate.twin import DigitalTwin
 
@@ -74,7 +73,7 @@ def _x_column_evidence(twin: DigitalTwin, hypotheses: dict[str, dict[tuple[str, 
     (first, h_first), (second, h_second) = hypotheses.items()
     nn = twin.nn_px
     # each hypothesis's cross-section under the twin's own column model (table or Z**gamma)
-    sigma = {k: content_cross_section(ordered_content(np.array([ATOMIC_NUMBER[e] for e in k])), im)
+    sigma = {k: content_cross_section(elements_content(k), im)
              for h in hypotheses.values() for k in h}
     counts = (twin.image.astype(np.float64) - im.offset) / im.gain
     expected = twin.expected.astype(np.float64)

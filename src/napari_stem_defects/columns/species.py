@@ -98,20 +98,24 @@ def components(cands: list[tuple[str, tuple[str, ...], float]]) -> tuple[list[tu
     (:func:`~napari_stem_defects.simulate.defects.ordered_content`), and a substituted atom sits in
     either layer, so each order is a component of its own under the same label; the elements keep
     the order (first: the beam's exit side). Returns the components and each one's share of its
-    candidate (1, or 0.5 for each order of a pair); a stated pair's prior is split in half.
+    candidate's odds: 0.5 for each order of a rare pair, else 1 (a stated pair's prior is split in
+    half instead).
 
     Examples
     --------
     >>> from napari_stem_defects.materials import parse_material
     >>> comps, share = components(candidates(parse_material("Janus-MoSSe"), "X"))
     >>> [(c[0], "".join(c[1]), c[2]) for c in comps if c[0] == "SSe"], share.tolist().count(0.5)
-    ([('SSe', 'SSe', 0.5), ('SSe', 'SeS', 0.5)], 2)
+    ([('SSe', 'SSe', 0.5), ('SSe', 'SeS', 0.5)], 0)
+    >>> comps, share = components(candidates(parse_material("MoS2"), "X"))
+    >>> [("".join(c[1]), float(f)) for c, f in zip(comps, share) if c[0] == "SSe"]
+    [('SSe', 0.5), ('SeS', 0.5)]
     """
     out, share = [], []
     for label, elements, prior in cands:
         if len(elements) == 2 and elements[0] != elements[1] and all(e in CHALCOGENS for e in elements):
             out += [(label, elements, prior / 2), (label, elements[::-1], prior / 2)]
-            share += [0.5, 0.5]
+            share += [1.0, 1.0] if prior > 0 else [0.5, 0.5]
         else:
             out.append((label, elements, prior))
             share.append(1.0)
@@ -203,9 +207,7 @@ def fit_species_physics(
     nb = {s: np.zeros_like(x[s]) if neighbours is None else np.asarray(neighbours[s], float) for s in subs}
     expanded = {s: components(candidates(material, s)) for s in subs}
     cands = {s: expanded[s][0] for s in subs}
-    # a rare pair's two orders share its odds; a stated pair's orders share its prior
-    odds = {s: _stated_odds(cands[s], material, s) * np.where(np.array([c[2] for c in cands[s]]) > 0, 1.0,
-                                                               expanded[s][1]) for s in subs}
+    odds = {s: _stated_odds(cands[s], material, s) * expanded[s][1] for s in subs}
     prior = {s: _prior_weights(cands[s], odds[s]) for s in subs}
     # Choose gamma on a subsample, then refine around it and fit all sites.
     rng = np.random.default_rng(0)
@@ -248,12 +250,9 @@ def fit_species_physics(
 def _table_levels(cands, microscope: Any) -> np.ndarray:
     """Each candidate's cross-section at ``microscope`` from the multislice-calibrated table."""
     from ..simulate.cross_sections import column_cross_section
-    from ..simulate.defects import ordered_content
+    from ..simulate.defects import elements_content
 
-    def content(elements: tuple[str, ...]) -> str:  # a mixed pair in its component's order
-        return ordered_content(np.array([ATOMIC_NUMBER[e] for e in elements]))
-
-    return np.array([column_cross_section(content(elements), microscope) if elements else 0.0
+    return np.array([column_cross_section(elements_content(elements), microscope) if elements else 0.0
                      for _, elements, _ in cands])
 
 

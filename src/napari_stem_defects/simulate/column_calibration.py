@@ -66,6 +66,11 @@ def antialias_cutoff_mrad(detector_outer_mrad: float) -> float:
     return max(ANTIALIAS_CUTOFF_MRAD, 1.3 * float(detector_outer_mrad))
 
 
+def cutoff_sampling_A(wavelength_A: float, cutoff_mrad: float) -> float:
+    """Potential sampling (Å) whose antialias cutoff (abTEM: 2/3 of the Nyquist angle) is ``cutoff_mrad``."""
+    return (2.0 / 3.0) * wavelength_A / (2.0 * cutoff_mrad * 1e-3)
+
+
 def potential_sampling_A(energy_kV: float, detector_outer_mrad: float) -> float:
     """Potential sampling (Å) of a multislice twin: the table's cutoff, and no coarser than
     :data:`MAX_POTENTIAL_SAMPLING_A`.
@@ -75,7 +80,7 @@ def potential_sampling_A(energy_kV: float, detector_outer_mrad: float) -> float:
     >>> potential_sampling_A(60.0, 200.0), round(potential_sampling_A(300.0, 200.0), 4)
     (0.03, 0.0164)
     """
-    table = (2.0 / 3.0) * electron_wavelength(energy_kV) / (2.0 * antialias_cutoff_mrad(detector_outer_mrad) * 1e-3)
+    table = cutoff_sampling_A(electron_wavelength(energy_kV), antialias_cutoff_mrad(detector_outer_mrad))
     return min(table, MAX_POTENTIAL_SAMPLING_A)
 
 
@@ -199,7 +204,7 @@ def plane_wave_cross_sections(
     if theta.max() >= cutoff_mrad:
         raise ValueError("cutoff_mrad must exceed the largest detector angle")
     lam = electron_wavelength(energy_kV)
-    n = nice_size(int(np.ceil(box_A / ((2.0 / 3.0) * lam / (2.0 * cutoff_mrad * 1e-3)))))
+    n = nice_size(int(np.ceil(box_A / cutoff_sampling_A(lam, cutoff_mrad))))
     dx = box_A / n
     n_tilts = int(np.ceil(tilt_max_mrad * 1e-3 / lam * box_A)) + 1
     kx = np.arange(n_tilts) / box_A
@@ -278,7 +283,7 @@ def column_image_profile(
 
     cutoff = cutoff_mrad or max(1.15 * settings.detector_outer_mrad, 250.0)
     lam = settings.wavelength_A
-    n = nice_size(int(np.ceil(box_A / ((2.0 / 3.0) * lam / (2.0 * cutoff * 1e-3)))))
+    n = nice_size(int(np.ceil(box_A / cutoff_sampling_A(lam, cutoff))))
     atoms = column_atoms(content)
     z_cell, thickness, total = plane_slices(np.array([z for _, z in atoms]))
     centre = box_A / 2

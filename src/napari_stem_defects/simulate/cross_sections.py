@@ -253,14 +253,12 @@ def antisite_alike_in_table(material, atom: str, contrast: float = 0.05) -> bool
     (True, False)
     """
     from ..composition import antisite_rivals
-    from ..materials import ATOMIC_NUMBER
-    from .defects import ordered_content
+    from .defects import elements_content
 
     own, rivals = antisite_rivals(material, atom)
 
     def labels(elements: tuple[str, ...]) -> set[str]:  # a mixed pair in either order
-        z = np.array([ATOMIC_NUMBER[e] for e in elements])
-        return {ordered_content(z), ordered_content(z[::-1])}
+        return {elements_content(elements), elements_content(elements[::-1])}
 
     for kv, conv, inner, outer in PLAUSIBLE_SETTINGS:
         settings = MicroscopeSettings(energy_kV=kv, convergence_mrad=conv, detector_inner_mrad=inner,

@@ -20,7 +20,8 @@ from ..materials import ATOMIC_NUMBER, CHALCOGENS, METALS, Material
 from ..vocabulary import CELL_CLASSES, DEFECT_TYPES, SITE_DEFECTS
 
 __all__ = ["CELL_CLASSES", "DEFECT_TYPES", "SITE_DEFECTS", "Occupancy", "default_dopant",
-           "default_substituent", "ordered_content", "populate", "species_string", "stated_foreign_atom"]
+           "default_substituent", "elements_content", "ordered_content", "populate", "species_string",
+           "stated_foreign_atom"]
 
 _SYMBOL = {z: el for el, z in ATOMIC_NUMBER.items()}
 
@@ -92,6 +93,17 @@ def ordered_content(slots: np.ndarray) -> str:
     if len(zs) == 2 and zs[0] != zs[1]:
         return _SYMBOL[zs[0]] + _SYMBOL[zs[1]]
     return species_string(slots)
+
+
+def elements_content(elements: tuple[str, ...]) -> str:
+    """:func:`ordered_content` of a column given as element symbols in slot order.
+
+    Examples
+    --------
+    >>> elements_content(("Se", "S")), elements_content(("S", "S")), elements_content(("Mo",))
+    ('SeS', 'S2', 'Mo')
+    """
+    return ordered_content(np.array([ATOMIC_NUMBER[e] for e in elements], dtype=np.int64))
 
 
 def default_dopant(material: Material) -> str:
