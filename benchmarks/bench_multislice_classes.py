@@ -15,6 +15,9 @@ with the shipped CNN and with the physics classifier, and scored against the lib
 - with ``--typed-settings``, the analysis is told each image's beam energy, convergence and detector
   (as ``analyze --kv --convergence --detector``); with ``--column-classifier context`` the columns'
   species come from the context-encoder classifier before the cells (as ``analyze --column-classifier``);
+- with ``--state-composition``, each image's material is stated with the foreign atoms its truth
+  holds (``MoS2+W+Se``), as a user who doped or implanted the sample would type it: where intensity
+  cannot tell a substitution from an antisite, this is what decides;
 - the same truth rendered by the fast engine (its calibrated cross-section table and probe, the
   same dose), analysed the same way: the gap between the two rows is what the fast simulator misses.
 
@@ -41,7 +44,7 @@ from napari_stem_defects.cells.physics import reference_classes
 from napari_stem_defects.columns.evaluate import match_points
 from napari_stem_defects.io.rsciio_reader import read_stem_file
 from napari_stem_defects.io.stem_image import StemImage
-from napari_stem_defects.materials import parse_material
+from napari_stem_defects.materials import ATOMIC_NUMBER, parse_material
 from napari_stem_defects.simulate.imaging import ImagingParams, render
 from napari_stem_defects.simulate.microscope import MicroscopeSettings
 from napari_stem_defects.training.cell_cnn import class_metrics
@@ -79,6 +82,17 @@ def typed_settings(meta: dict) -> MicroscopeSettings:
     return MicroscopeSettings(energy_kV=m["energy_kV"], convergence_mrad=m["convergence_mrad"],
                               detector_inner_mrad=m["detector_inner_mrad"], detector_outer_mrad=m["detector_outer_mrad"],
                               frozen_phonons=8)
+
+
+def stated_material(material: str, sites: pd.DataFrame) -> str:
+    """The material with every foreign element of the true sites appended (``MoS2`` -> ``MoS2+W+Se``)."""
+    import re
+
+    host = parse_material(material)
+    own = set(host.metals) | set(host.chalcogens)
+    found = {e for label in sites["species"].astype(str) for e in re.findall(r"[A-Z][a-z]?", label)}
+    foreign = sorted(found - own, key=lambda e: ATOMIC_NUMBER.get(e, 0))
+    return "+".join([material, *foreign])
 
 
 def score(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, classifier: str,
@@ -163,6 +177,8 @@ def main() -> None:
                         help="what decides the columns' species before the cells (as analyze --column-classifier)")
     parser.add_argument("--typed-settings", action="store_true",
                         help="give the analysis each image's beam energy, convergence and detector (as analyze --kv ...)")
+    parser.add_argument("--state-composition", action="store_true",
+                        help="state each image's foreign atoms with its material (as analyze --material MoS2+W+Se)")
     args, index = library_index(parser)
     rows, per_class = [], {}
     t0 = time.time()
@@ -173,7 +189,8 @@ def main() -> None:
             fast = fast_image(sites, image.shape, px, meta, seed=int(row.seed) % 2**31)
             for engine, img in (("multislice", image), ("fast", fast)):
                 for clf in args.classifiers:
-                    s = score(img, px, row.material, sites, clf,
+                    stated = stated_material(row.material, sites) if args.state_composition else row.material
+                    s = score(img, px, stated, sites, clf,
                               typed_settings(meta) if args.typed_settings else None, args.column_classifier)
                     a = acc.setdefault((engine, clf), {"f1": [], "rmse": [], "sp": [0, 0], "cm": 0})
                     a["f1"].append(s["f1"])
