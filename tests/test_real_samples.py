@@ -179,7 +179,9 @@ def test_sites_and_cells_never_contradict_on_real_images(shared_data, name, mate
     assert not cells.loc[cells["x_site_id"] < 0, "class"].isin(CELL_CLASSES).any()  # border cells: incomplete
     complete = cells["x_site_id"] >= 0
     step = np.hypot(cells["x_y_px"] - cells["m_y_px"], cells["x_x_px"] - cells["m_x_px"])
-    assert not ((step > 1.3 * analysis.columns[0].nn_px) & complete & ~cells["boundary"]).any()
+    # a partner X column is one nn from its metal, the next X column two: 1.5 nn tells them apart on noisy
+    # images (the Se-implanted MoS2's steps spread with sd 0.045 nn, one of 2100 at 1.30)
+    assert not ((step > 1.5 * analysis.columns[0].nn_px) & complete & ~cells["boundary"]).any()
 
 
 def test_the_real_mose2_grain_boundary_matches_its_reference(shared_data):

@@ -12,8 +12,9 @@ nothing for an ordinary image:
   by it (in float64) so they span about [-1, 1] (a scale factor does not
   change where the atoms are);
 * pixels further than :data:`OUTLIER_SPANS` times the 0.1-99.9 percentile
-  range beyond that range (hot pixels, cosmic rays, a damaged value) are
-  clipped to its edge, and counted.
+  range beyond that range (hot pixels, cosmic rays, a damaged value) take
+  the median of their neighbours that are no outliers (clipped to the
+  range's edge where all are), and are counted.
 """
 
 from __future__ import annotations
@@ -84,4 +85,36 @@ def finite_intensities(image: np.ndarray, dtype: type = np.float32) -> tuple[np.
         n_clipped = int(outliers.sum())
         if n_clipped:
             np.clip(values, low, high, out=values)
+            values[outliers] = _neighbour_median(values, outliers)
     return values.astype(dtype, copy=False), n_clipped
+
+
+def _neighbour_median(values: np.ndarray, outliers: np.ndarray) -> np.ndarray:
+    """For each outlier pixel, the median of its 3 x 3 neighbours in the last two axes that are no outliers.
+
+    A hot pixel carries no signal: clipped to the range's edge it still outshines every column and pulls
+    the nearest column's fit onto itself; its neighbours' median is what the pixel would have read.
+    Where every neighbour is an outlier too, the clipped value stays.
+    """
+    where = np.argwhere(outliers)
+    if values.ndim < 2 or not len(where):
+        return values[outliers]
+    h, w = values.shape[-2:]
+    found = np.full((len(where), 9), np.nan)
+    k = 0
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                at = where.copy()
+                at[:, -2] += dy
+                at[:, -1] += dx
+                inside = (at[:, -2] >= 0) & (at[:, -2] < h) & (at[:, -1] >= 0) & (at[:, -1] < w)
+                idx = tuple(at[inside].T)
+                ok = ~outliers[idx]
+                rows = np.flatnonzero(inside)[ok]
+                found[rows, k] = values[idx][ok]
+            k += 1
+    has = np.isfinite(found).any(axis=1)
+    out = values[outliers].copy()
+    out[has] = np.nanmedian(found[has], axis=1)
+    return out

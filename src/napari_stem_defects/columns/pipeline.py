@@ -380,9 +380,10 @@ def _refine_peaks(img: np.ndarray, dmap: DetectionMap, peaks: np.ndarray, radius
         ok = fit.converged
         bright = ok & (fit.amplitude >= np.median(fit.amplitude[ok])) if ok.any() else ok
         if bright.sum() >= 10:
-            # Second pass: shared width, each column fitted with its neighbours' Gaussians removed.
-            fit = refine_gaussian(img, peaks, radius, sigma=tuple(np.median(fit.sigma[bright], axis=0)),
-                                  neighbours=fit)
+            # Second pass: shared width, each column fitted with its neighbours' Gaussians removed,
+            # drawn no wider than that (a free fit that came out broad would reach into the next disc).
+            probe = tuple(np.median(fit.sigma[bright], axis=0))
+            fit = refine_gaussian(img, peaks, radius, sigma=probe, neighbours=fit.capped(probe))
         peaks = fit.positions
         refined_by[fit.converged] = "gaussian"
     if anchor is not None:

@@ -18,6 +18,7 @@ from .lattice_sites import neighbour_basis
 from .metal_sublattice import metal_coset
 from .result import EMPTY, SITE_COLUMNS, SITE_STRUCTURE_COLUMNS, ColumnDetectionError, SpeciesFit
 from .species import fit_species_free, fit_species_physics, species_posterior
+from .vacuum import peaks_in_vacuum
 
 #: Fewest unexplained peaks that form a patch of their own (a translation domain) in the registration.
 PATCH_PEAKS: int = 12
@@ -96,6 +97,11 @@ def build_site_table(
         raise ColumnDetectionError("the detected peaks do not form a honeycomb lattice")
     grain_map, distance = territories(shape, peaks, grains, nn_px)
     regions = void_regions(grain_map, distance, nn_px, image)
+    vacuum = peaks_in_vacuum(image, peaks, grains, regions, nn_px) if image is not None else np.zeros(len(peaks), bool)
+    if vacuum.any():  # noise in a hole that joined a grain: no film, no column
+        grains = np.where(vacuum, -1, grains)
+        grain_map, distance = territories(shape, peaks, grains, nn_px)
+        regions = void_regions(grain_map, distance, nn_px, image)
     if mask is not None:
         regions[np.asarray(mask, bool)] = PHASE_CODES["masked"]
     placed, grains, n_tilted = _register(peaks, grains, orientation, u, v, nn_px, shape, regions, grain_map)
