@@ -47,6 +47,7 @@ from napari_stem_defects.io.stem_image import StemImage
 from napari_stem_defects.materials import ATOMIC_NUMBER, parse_material
 from napari_stem_defects.simulate.imaging import ImagingParams, render
 from napari_stem_defects.simulate.microscope import MicroscopeSettings
+from napari_stem_defects.simulate.structure import column_elements
 from napari_stem_defects.training.cell_cnn import class_metrics
 from napari_stem_defects.vocabulary import CELL_CLASSES
 
@@ -86,11 +87,9 @@ def typed_settings(meta: dict) -> MicroscopeSettings:
 
 def stated_material(material: str, sites: pd.DataFrame) -> str:
     """The material with every foreign element of the true sites appended (``MoS2`` -> ``MoS2+W+Se``)."""
-    import re
-
     host = parse_material(material)
     own = set(host.metals) | set(host.chalcogens)
-    found = {e for label in sites["species"].astype(str) for e in re.findall(r"[A-Z][a-z]?", label)}
+    found = {e for label in set(sites["species"].astype(str)) - {"", "empty"} for e in column_elements(label)}
     foreign = sorted(found - own, key=lambda e: ATOMIC_NUMBER.get(e, 0))
     return "+".join([material, *foreign])
 

@@ -100,20 +100,16 @@ def _neighbour_median(values: np.ndarray, outliers: np.ndarray) -> np.ndarray:
     if values.ndim < 2 or not len(where):
         return values[outliers]
     h, w = values.shape[-2:]
-    found = np.full((len(where), 9), np.nan)
-    k = 0
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy or dx:
-                at = where.copy()
-                at[:, -2] += dy
-                at[:, -1] += dx
-                inside = (at[:, -2] >= 0) & (at[:, -2] < h) & (at[:, -1] >= 0) & (at[:, -1] < w)
-                idx = tuple(at[inside].T)
-                ok = ~outliers[idx]
-                rows = np.flatnonzero(inside)[ok]
-                found[rows, k] = values[idx][ok]
-            k += 1
+    steps = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    found = np.full((len(where), len(steps)), np.nan)
+    for k, (dy, dx) in enumerate(steps):
+        at = where.copy()
+        at[:, -2] += dy
+        at[:, -1] += dx
+        inside = (at[:, -2] >= 0) & (at[:, -2] < h) & (at[:, -1] >= 0) & (at[:, -1] < w)
+        idx = tuple(at[inside].T)
+        ok = ~outliers[idx]
+        found[np.flatnonzero(inside)[ok], k] = values[idx][ok]
     has = np.isfinite(found).any(axis=1)
     out = values[outliers].copy()
     out[has] = np.nanmedian(found[has], axis=1)

@@ -29,6 +29,8 @@ from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 
+from .vacuum import darkest_level, void_smoothing
+
 #: Largest orientation difference (degrees, mod 60) between linked peaks of one grain.
 GRAIN_ANGLE_TOLERANCE: float = 4.0
 #: Smallest order (mean bond vector length on the 60-degree circle) of a peak that seeds a grain.
@@ -330,12 +332,12 @@ def void_regions(grain_map: np.ndarray, distance: np.ndarray, nn_px: float,
     out[holes] = PHASE_CODES["hole"]
     if image is None or not (holes | loose).any():
         return out
-    smooth = ndimage.gaussian_filter(np.asarray(image, np.float32), 0.3 * nn_px)
+    smooth = void_smoothing(image, nn_px)
     crystal = out == 0
     candidates = holes | loose
     if crystal.sum() < 100:
         return out
-    low = float(np.percentile(smooth[crystal], 5))
+    low = darkest_level(smooth, crystal)
     vacuum = float(np.percentile(smooth[candidates], 5))
     out[candidates] = PHASE_CODES["amorphous"]
     if vacuum >= low:  # nothing darker than the crystal's darkest points: no vacuum

@@ -97,7 +97,7 @@ def build_site_table(
         raise ColumnDetectionError("the detected peaks do not form a honeycomb lattice")
     grain_map, distance = territories(shape, peaks, grains, nn_px)
     regions = void_regions(grain_map, distance, nn_px, image)
-    vacuum = peaks_in_vacuum(image, peaks, grains, regions, nn_px) if image is not None else np.zeros(len(peaks), bool)
+    vacuum = peaks_in_vacuum(image, peaks, grains, regions, nn_px)
     if vacuum.any():  # noise in a hole that joined a grain: no film, no column
         grains = np.where(vacuum, -1, grains)
         grain_map, distance = territories(shape, peaks, grains, nn_px)

@@ -17,17 +17,28 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-#: Percentile of the crystal's smoothed pixels taken as its darkest points (as in :func:`~.domains.void_regions`).
+#: Percentile of the crystal's smoothed pixels taken as its darkest points.
 DARKEST_PERCENTILE: float = 5.0
 
 
-def peaks_in_vacuum(image: np.ndarray, peaks: np.ndarray, grains: np.ndarray, regions: np.ndarray,
+def void_smoothing(image: np.ndarray, nn_px: float) -> np.ndarray:
+    """The image smoothed at 0.3 nn, as holes are told from crystal and amorphous matter (float32)."""
+    return ndimage.gaussian_filter(np.asarray(image, np.float32), 0.3 * nn_px)
+
+
+def darkest_level(smooth: np.ndarray, crystal: np.ndarray) -> float:
+    """The crystal's darkest points: :data:`DARKEST_PERCENTILE` of the smoothed crystal pixels (where an
+    empty hollow still has its neighbours' tails)."""
+    return float(np.percentile(smooth[crystal], DARKEST_PERCENTILE))
+
+
+def peaks_in_vacuum(image: np.ndarray | None, peaks: np.ndarray, grains: np.ndarray, regions: np.ndarray,
                     nn_px: float) -> np.ndarray:
-    """Which grain peaks read darker than the crystal's darkest points (the image smoothed at 0.3 nn).
+    """Which grain peaks read darker than the crystal's darkest points (:func:`darkest_level`).
 
     Parameters
     ----------
-    image : ndarray, shape (H, W)
+    image : ndarray, shape (H, W), or None
     peaks : ndarray, shape (P, 2)
         Peak positions (y, x) in pixels.
     grains : ndarray of int, shape (P,)
@@ -40,7 +51,8 @@ def peaks_in_vacuum(image: np.ndarray, peaks: np.ndarray, grains: np.ndarray, re
     -------
     ndarray of bool, shape (P,)
         True for a grain peak below the crystal's darkest level; False for the others, and for
-        all when no hole or amorphous region was found (then nothing says where vacuum is).
+        all when there is no image or no hole or amorphous region was found (then nothing says
+        where vacuum is).
 
     Examples
     --------
@@ -54,12 +66,11 @@ def peaks_in_vacuum(image: np.ndarray, peaks: np.ndarray, grains: np.ndarray, re
     peaks = np.asarray(peaks, float).reshape(-1, 2)
     out = np.zeros(len(peaks), bool)
     crystal = np.asarray(regions) == 0
-    if not len(peaks) or crystal.all() or crystal.sum() < 100:
+    if image is None or not len(peaks) or crystal.all() or crystal.sum() < 100:
         return out
-    smooth = ndimage.gaussian_filter(np.asarray(image, np.float32), 0.3 * nn_px)
-    low = float(np.percentile(smooth[crystal], DARKEST_PERCENTILE))
+    smooth = void_smoothing(image, nn_px)
     level = ndimage.map_coordinates(smooth, peaks.T, order=1, mode="nearest")
-    return (np.asarray(grains) >= 0) & (level < low)
+    return (np.asarray(grains) >= 0) & (level < darkest_level(smooth, crystal))
 
 
-__all__ = ["DARKEST_PERCENTILE", "peaks_in_vacuum"]
+__all__ = ["DARKEST_PERCENTILE", "darkest_level", "peaks_in_vacuum", "void_smoothing"]
