@@ -11,10 +11,16 @@ with the shipped CNN and with the physics classifier, and scored against the lib
 - the intensity oracle: knowing the true positions and classes, the integrated intensities of each
   cell's metal, X2 and hollow columns (disc 0.4 nn, local background removed), normalised by the
   image's median metal and X2 column, classified by their class means fitted on the same image
-  (pooled covariance): what intensity alone allows;
+  (pooled covariance): what intensity alone allows. The 'oracle' row classifies the very cells
+  whose noise its means were fitted on (a class of 3 cells has seen each of them, so two classes of
+  equal intensity, Mo on an X2 site and Se+S at 80 kV, can still come out apart); the 'oracle,
+  noise-free means' row takes the class means from the library's noise-free image of the same
+  twin (``clean.npy``) and only the covariance from the noisy one;
 - with ``--typed-settings``, the analysis is told each image's beam energy, convergence and detector
   (as ``analyze --kv --convergence --detector``); with ``--column-classifier context`` the columns'
   species come from the context-encoder classifier before the cells (as ``analyze --column-classifier``);
+- with ``--typed-energy``, the analysis reads each image's beam energy alone (as from a file that
+  records its kV but not its detector angles: the column classifier is told the energy);
 - with ``--state-composition``, each image's material is stated with the foreign atoms its truth
   holds (``MoS2+W+Se``), as a user who doped or implanted the sample would type it: where intensity
   cannot tell a substitution from an antisite, this is what decides;
@@ -63,6 +69,12 @@ def load(folder: Path) -> tuple[np.ndarray, float, pd.DataFrame, pd.DataFrame, d
     return np.asarray(image.data, float), float(meta["pixel_size_A"][0]), sites, cells, meta
 
 
+def clean_image(folder: Path) -> np.ndarray | None:
+    """The library's noise-free image of a dose folder's twin (``<material>/clean.npy``), if it was kept."""
+    path = folder.parent / "clean.npy"
+    return np.load(path) if path.is_file() else None
+
+
 def fast_image(sites: pd.DataFrame, shape: tuple[int, int], px: float, meta: dict, seed: int) -> np.ndarray:
     """The library's truth imaged by the fast engine (its recorded equivalent imaging, same dose)."""
     imaging = ImagingParams(**meta["imaging"])
@@ -88,19 +100,20 @@ def typed_settings(meta: dict) -> MicroscopeSettings:
 def stated_material(material: str, sites: pd.DataFrame) -> str:
     """The material with every foreign element of the true sites appended (``MoS2`` -> ``MoS2+W+Se``)."""
     host = parse_material(material)
-    own = set(host.metals) | set(host.chalcogens)
+    own = set(host.metals) | set(host.chalcogens) | set(host.dopants)
     found = {e for label in set(sites["species"].astype(str)) - {"", "empty"} for e in column_elements(label)}
     foreign = sorted(found - own, key=lambda e: ATOMIC_NUMBER.get(e, 0))
     return "+".join([material, *foreign])
 
 
 def score(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, classifier: str,
-          microscope: MicroscopeSettings | None = None, column_classifier: str = "intensity") -> dict:
+          microscope: MicroscopeSettings | None = None, column_classifier: str = "intensity",
+          metadata: dict | None = None) -> dict:
     """Columns, species and the cells' confusion matrix of one analysis against the truth."""
     nn = parse_material(material).a / np.sqrt(3) / px
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        analysis = analyze_image(StemImage(image, (px, px), "library", {}), material=material,
+        analysis = analyze_image(StemImage(image, (px, px), "library", metadata or {}), material=material,
                                  classifier=classifier, force=True, microscope=microscope,
                                  column_classifier=column_classifier)
     result, cells = analysis.columns[0], analysis.cells[0]
@@ -118,8 +131,40 @@ def score(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, clas
             "cm": np.bincount(t * K + q, minlength=K * K).reshape(K, K)}
 
 
-def oracle(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, cells: pd.DataFrame) -> np.ndarray:
-    """Confusion matrix of the intensity oracle on one image (true positions and classes known)."""
+def oracle(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, cells: pd.DataFrame,
+           clean: np.ndarray | None = None) -> np.ndarray:
+    """Confusion matrix of the intensity oracle on one image (true positions and classes known).
+
+    The class means and pooled covariance are fitted on the image's own cells and every cell is then
+    classified by them: with a class of 3 cells the fit has seen the noise of the very cell it
+    classifies, so two classes of equal intensity can still come out apart. Given the library's
+    noise-free image of the same twin (``clean``), the class means are taken there instead (what each
+    class looks like in this image, without noise) and only the pooled covariance on the noisy image:
+    what intensity alone allows on a cell whose noise the fit has not seen.
+    """
+    f, y = _oracle_features(image, px, material, truth, cells)
+    if clean is None:
+        means_from = f
+    else:
+        # the noise-free features on the noisy image's scale: the background under shot noise reads lower
+        # (a percentile), so each feature is mapped by one straight line fitted over all cells
+        c = _oracle_features(clean, px, material, truth, cells)[0]
+        means_from = np.column_stack([np.polyval(np.polyfit(c[:, k], f[:, k], 1), c[:, k]) for k in range(f.shape[1])])
+    classes = np.unique(y)
+    means = np.array([means_from[y == c].mean(0) for c in classes])
+    resid = f - means[np.searchsorted(classes, y)]
+    inv = np.linalg.inv(np.cov(resid.T) + 1e-6 * np.eye(f.shape[1]))
+    prior = np.log(np.array([(y == c).mean() for c in classes]))
+    d = f[:, None] - means[None]
+    dist = np.einsum("nki,ij,nkj->nk", d, inv, d)
+    pred = classes[np.argmax(prior[None] - 0.5 * dist, axis=1)]
+    return np.bincount(y * K + pred, minlength=K * K).reshape(K, K)
+
+
+def _oracle_features(image: np.ndarray, px: float, material: str, truth: pd.DataFrame,
+                     cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Integrated metal, X2 and hollow intensities of the cells away from the edge (over the image's median
+    metal and X2 column) and their class indices."""
     nn = parse_material(material).a / np.sqrt(3) / px
     h, w = image.shape
     yy, xx = np.mgrid[0:h, 0:w]
@@ -141,18 +186,9 @@ def oracle(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, cel
             continue
         feats.append([disc_sum(m.y_px, m.x_px), disc_sum(x.y_px, x.x_px), disc_sum(hy, hx)])
         labels.append(CELL_CLASSES.index(cls))
-    f, y = np.asarray(feats, float), np.asarray(labels, int)
+    f = np.asarray(feats, float)
     metal, chalcogen = np.nanmedian(f[:, 0]), np.nanmedian(f[:, 1])
-    f = f / np.array([metal, chalcogen, chalcogen])  # the hollow on the X2 column's scale
-    classes = np.unique(y)
-    means = np.array([f[y == c].mean(0) for c in classes])
-    resid = f - means[np.searchsorted(classes, y)]
-    cov = np.cov(resid.T) + 1e-6 * np.eye(3)
-    inv = np.linalg.inv(cov)
-    prior = np.log(np.array([(y == c).mean() for c in classes]))
-    dist = np.einsum("nki,ij,nkj->nk", f[:, None] - means[None], inv, f[:, None] - means[None])
-    pred = classes[np.argmax(prior[None] - 0.5 * dist, axis=1)]
-    return np.bincount(y * K + pred, minlength=K * K).reshape(K, K)
+    return f / np.array([metal, chalcogen, chalcogen]), np.asarray(labels, int)  # the hollow on the X2 scale
 
 
 def library_index(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, pd.DataFrame]:
@@ -176,6 +212,9 @@ def main() -> None:
                         help="what decides the columns' species before the cells (as analyze --column-classifier)")
     parser.add_argument("--typed-settings", action="store_true",
                         help="give the analysis each image's beam energy, convergence and detector (as analyze --kv ...)")
+    parser.add_argument("--typed-energy", action="store_true",
+                        help="give the analysis each image's beam energy alone, as a file that records its kV "
+                             "and not its detector")
     parser.add_argument("--state-composition", action="store_true",
                         help="state each image's foreign atoms with its material (as analyze --material MoS2+W+Se)")
     args, index = library_index(parser)
@@ -189,16 +228,21 @@ def main() -> None:
             for engine, img in (("multislice", image), ("fast", fast)):
                 for clf in args.classifiers:
                     stated = stated_material(row.material, sites) if args.state_composition else row.material
+                    energy = meta["imaging"]["microscope"]["energy_kV"] if args.typed_energy else None
                     s = score(img, px, stated, sites, clf,
-                              typed_settings(meta) if args.typed_settings else None, args.column_classifier)
+                              typed_settings(meta) if args.typed_settings else None, args.column_classifier,
+                              {"beam_energy_keV": energy} if energy else None)
                     a = acc.setdefault((engine, clf), {"f1": [], "rmse": [], "sp": [0, 0], "cm": 0})
                     a["f1"].append(s["f1"])
                     a["rmse"].append(s["rmse_pm"])
                     a["sp"][0] += s["species"][0]
                     a["sp"][1] += s["species"][1]
                     a["cm"] = a["cm"] + s["cm"]
-                o = acc.setdefault((engine, "oracle"), {"cm": 0})
-                o["cm"] = o["cm"] + oracle(img, px, row.material, sites, cells)
+                clean = clean_image(args.library / row.path) if engine == "multislice" else None
+                for name, means_from in (("oracle", None), ("oracle, noise-free means", clean)):
+                    if name == "oracle" or means_from is not None:
+                        o = acc.setdefault((engine, name), {"cm": 0})
+                        o["cm"] = o["cm"] + oracle(img, px, row.material, sites, cells, means_from)
         for (engine, clf), a in acc.items():
             m = class_metrics(a["cm"])
             per_class[(setting, dose, engine, clf)] = m

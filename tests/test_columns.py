@@ -74,6 +74,22 @@ def test_deblending_does_not_pull_columns_toward_broad_neighbour_fits():
     assert scores.rmse_pm < 4.0
 
 
+def test_a_site_cut_off_from_its_domain_is_no_domain_of_its_own():
+    """A site with no neighbour of its grain and structure within reach (a hole or a gap in the peaks between
+    them) belongs to the nearest domain of that grain and structure: on the real Se-implanted MoS2 image
+    such a site had stood as a second '2H domain' and drew a note about mirror twins."""
+    from napari_stem_defects.columns.domains import domain_ids
+
+    nn = 10.0
+    row = np.column_stack([np.zeros(30), np.arange(30) * nn])
+    positions = np.vstack([row, [[0.0, 29 * nn + 2.5 * nn]], [[5 * nn, 0.0]]])
+    grain = np.zeros(len(positions), int)
+    hollow = np.r_[np.zeros(31, int), 1]  # the last site has another structure
+    domain = domain_ids(positions, grain, hollow, nn)
+    assert set(domain[:31]) == {0}
+    assert domain[31] == 1
+
+
 def test_noise_in_a_hole_is_no_film_column():
     # shot noise in a hole gives peaks; one a bond's length from the film's edge could join the film's grain,
     # its surroundings then counted as crystal and the hole stopped short of it (here: a site 2 nn inside

@@ -71,6 +71,15 @@ def test_context_vector_flags_an_unknown_microscope_and_picks_the_nearest_energy
     assert list(known[-2:]) == [1, 0] and list(unknown[-2:]) == [0, 1]
     with pytest.raises(ValueError, match="sublattice"):
         context_vector(mat, None, "H")
+    # a file that records its beam energy but not its detector: the energy is given, the detector unknown
+    n_energy = len(energy_one_hot(None))
+    start = len(composition_vector(mat)) + 1
+    energy_only = context_vector(mat, None, "X", energy_kV=60.0)
+    assert list(energy_only[start:start + n_energy]) == list(energy_one_hot(60))
+    detector = slice(start + n_energy, start + n_energy + 4)
+    assert list(energy_only[detector]) == list(unknown[detector])
+    assert energy_only[start + n_energy + 4] == pytest.approx(np.log(0.5))
+    assert np.array_equal(context_vector(mat, None, "X", energy_kV=float("nan")), unknown)
 
 
 def test_true_types_follow_the_twins_defect_labels():
@@ -85,6 +94,25 @@ def test_true_types_follow_the_twins_defect_labels():
         assert rows.any(), defect
         assert set(np.asarray(COLUMN_TYPES)[labels[rows]]) == {kind}, defect
     assert not type_mask(sub)[sub == "M"][:, COLUMN_TYPES.index("single")].any()
+
+
+@pytest.mark.parametrize(("material", "common", "rare", "atom"), [("MoS2+Se", "sub_X", "M_X", "Se"),
+                                                                  ("MoSe2+W", "dopant_M", "X_M", "W")])
+def test_a_stated_atom_makes_its_substitutions_common_and_its_alike_antisite_rare(material, common, rare, atom):
+    """Where intensity cannot tell a stated atom's substitution from an antisite (Se+S against Mo on an X2
+    site at 80 kV, W against an Se2 pair on a Mo site at 60 kV), the training twins of the stated
+    material hold many of the first and few of the second, so the stated composition decides."""
+    counts, atoms = np.zeros(3), []
+    for seed in range(6):
+        twin = tc.random_context_twin(seed, material)
+        classes = twin.cells["class"].value_counts()
+        counts += [len(twin.cells), classes.get(common, 0), classes.get(rare, 0)]
+        sub = "X" if common == "sub_X" else "M"
+        held = twin.sites[(twin.sites["defect"] == common) & (twin.sites["sublattice"] == sub)]
+        atoms += [atom in str(sp) for sp in held["species"]]
+    n, n_common, n_rare = counts
+    assert n_common >= 0.04 * n and n_rare <= n_common / 4
+    assert np.mean(atoms) >= 0.5
 
 
 def test_contrast_features_do_not_depend_on_gain_and_offset():
@@ -142,17 +170,23 @@ def test_large_claims_the_image_fit_does_not_hold_are_scaled_down_and_held_claim
     post["X"].loc[x_ids[:40], ["Se", "Se2"]] = [0.95, 0.05]
     kept = image_supported_types(types, post, mat)
     assert kept.loc[x_ids[:40], "single"].tolist() == pytest.approx([0.9] * 40)
+    # a metal the user states is expected in numbers: its dopants are not held to a fit that has none
+    stated = image_supported_types(types, post, parse_material("WSe2+Mo"))
+    assert stated.loc[m_ids[:20], "dopant"].tolist() == pytest.approx([0.8] * 20)
+    assert stated.loc[x_ids[:40], "single"].sum() == pytest.approx(kept.loc[x_ids[:40], "single"].sum())
 
 
 @pytest.fixture(scope="module")
 def small_model():
-    """A classifier trained on 60 fast twins without any Te material (the held-out host below)."""
+    """A classifier trained on 60 fast twins of the known materials and two doped layers, none with Te
+    (the held-out host below), taken in turn."""
     import torch
 
+    from napari_stem_defects.materials import KNOWN_MATERIALS
+
     torch.set_num_threads(1)
-    data = tc.build_dataset(60, seed=500)
-    keep = np.array(["Te" not in m for m in data["material"]])
-    return tc.train(tc.subset(data, keep), epochs=12, seed=0)
+    materials = [m for m in (*KNOWN_MATERIALS, "WSe2+V", "MoS2+Cr") if "Te" not in m]
+    return tc.train(tc.build_dataset(60, seed=500, materials=materials), epochs=12, seed=0)
 
 
 def test_training_beats_guessing_host_on_held_out_twins(small_model):
@@ -177,6 +211,10 @@ def test_the_analysis_takes_the_column_classifiers_answer(small_model, monkeypat
     image = StemImage(twin.image, (0.16, 0.16), "twin", {})
     a = analyze_image(image, material="MoTe2", microscope=micro, column_classifier="context")
     assert any("context-encoder" in m for m in a.columns[0].messages)
+    # a file with its beam energy and no detector angles: the classifier is given the energy
+    recorded = StemImage(twin.image, (0.16, 0.16), "twin", {"beam_energy_keV": 80.0})
+    told = analyze_image(recorded, material="MoTe2", column_classifier="context")
+    assert any("80 kV beam, detector unknown" in m for m in told.columns[0].messages)
     assert a.settings["column_classifier"] == "context"
     assert contradictions(a.columns[0].sites, a.cells[0], "MoTe2") == 0
     with pytest.raises(ValueError, match="needs the material"):

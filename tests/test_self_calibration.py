@@ -88,6 +88,18 @@ def test_typed_microscope_settings_decide_the_metal_sublattice_where_z_contrast_
     decided = detect_columns(lossy.image, material="WSe2", pixel_size=0.12)
     assert metals_right(decided, lossy) > 0.95
     assert any("half-intensity columns" in m and "--kv" in m for m in decided.messages)
+    # Janus MoSSe: Z^1.7 puts Mo and S+Se within 12 % of each other, and at 60 kV the S+Se column is the
+    # brighter one; the lost-atom columns (one Se left of an S+Se pair) decide there too
+    janus_settings = MicroscopeSettings(energy_kV=60, convergence_mrad=25, detector_inner_mrad=60,
+                                        detector_outer_mrad=190)
+    janus = simulate_twin("Janus-MoSSe", (384, 384), 0.12, rotation_deg=None, seed=9, defects={"V_X1": 0.16},
+                          imaging=calibrated_imaging(janus_settings, dose=1e5))
+    decided = detect_columns(janus.image, material="Janus-MoSSe", pixel_size=0.12)
+    assert metals_right(decided, janus) > 0.95
+    assert any("nearly equally bright" in m and "half-intensity columns" in m and "--kv" in m
+               for m in decided.messages)
+    told = detect_columns(janus.image, material="Janus-MoSSe", pixel_size=0.12, microscope=janus_settings)
+    assert metals_right(told, janus) > 0.95
     # MoS2 at the same settings: its metal is brighter at every setting of the table, no note
     mos2 = simulate_twin("MoS2", (192, 192), 0.12, rotation_deg=None, seed=4,
                          imaging=calibrated_imaging(static, dose=1e5))

@@ -59,6 +59,7 @@ from .image_check import (
     check_image,
     check_lattice,
 )
+from .io.metadata import as_float
 from .io.stem_image import StemImage
 from .materials import Material
 
@@ -386,7 +387,8 @@ def analyze_image(
         if context_model is not None:
             from .columns.context_classifier import apply_context_classifier
 
-            apply_context_classifier(result, frame, material, microscope, context_model)
+            apply_context_classifier(result, frame, material, microscope, context_model,
+                                     energy_kV=as_float(image.metadata.get("beam_energy_keV")))
         results.append(result)
         if engine is not None:
             hm, found = heatmaps_of(frame, material, engine, result.nn_px, image.pixel_size, window,

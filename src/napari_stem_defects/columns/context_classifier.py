@@ -173,15 +173,17 @@ def type_probabilities(model: Any, contrast: np.ndarray, context: np.ndarray, ma
     return out
 
 
-def site_contexts(material: Material, microscope: Any | None, sublattices: np.ndarray) -> np.ndarray:
-    """The context vector of every site (the two sublattices' vectors, row by row)."""
+def site_contexts(material: Material, microscope: Any | None, sublattices: np.ndarray,
+                  energy_kV: float | None = None) -> np.ndarray:
+    """The context vector of every site (the two sublattices' vectors, row by row); ``energy_kV``: the beam
+    energy alone where the microscope is not known (:func:`~.context_vector.context_vector`)."""
     sub = np.asarray(sublattices).astype(str)
-    vectors = {s: context_vector(material, microscope, s) for s in ("M", "X")}
+    vectors = {s: context_vector(material, microscope, s, energy_kV) for s in ("M", "X")}
     return np.stack([vectors[s] for s in sub]) if len(sub) else np.zeros((0, CONTEXT_LENGTH))
 
 
 def predict_types(image: np.ndarray, sites: pd.DataFrame, nn_px: float, material: Material,
-                  microscope: Any | None, model: Any = None) -> pd.DataFrame:
+                  microscope: Any | None, model: Any = None, energy_kV: float | None = None) -> pd.DataFrame:
     """Type probabilities of the 2H metal and X2 sites of a table.
 
     Parameters
@@ -197,6 +199,8 @@ def predict_types(image: np.ndarray, sites: pd.DataFrame, nn_px: float, material
         The image's beam and detector (None: unknown).
     model : torch.nn.Module, optional
         Default the packaged classifier.
+    energy_kV : float, optional
+        Without ``microscope``, the beam energy the file records (the detector stays unknown).
 
     Returns
     -------
@@ -207,7 +211,7 @@ def predict_types(image: np.ndarray, sites: pd.DataFrame, nn_px: float, material
     sub = rows["sublattice"].astype(str).to_numpy()
     model = model if model is not None else load_context_classifier()
     contrast = contrast_features(image, rows[["y_px", "x_px"]].to_numpy(float), sub, nn_px)
-    probs = type_probabilities(model, contrast, site_contexts(material, microscope, sub), type_mask(sub))
+    probs = type_probabilities(model, contrast, site_contexts(material, microscope, sub, energy_kV), type_mask(sub))
     return pd.DataFrame(probs, index=pd.Index(rows["site_id"].to_numpy(), name="site_id"), columns=list(COLUMN_TYPES))
 
 
@@ -311,7 +315,10 @@ def image_supported_types(types: pd.DataFrame, posteriors: dict[str, pd.DataFram
     :func:`~napari_stem_defects.cells.classify.image_support` is for the cell network: per
     sublattice, when the classifier's summed probability of a non-host type reaches ``min_share``
     of the columns and exceeds the fit's summed posterior of that type's contents, the type's
-    probabilities are scaled down to the fit's total. Types the fit holds as often (or that are
+    probabilities are scaled down to the fit's total. A foreign atom the user states (``MoSe2+W``) is
+    expected in numbers, so its type (``dopant`` on its sublattice) is not held: where the microscope is
+    not known, the Z-contrast fit cannot place it (at 60 kV, W scatters 1.9 times Mo; Z**1.7 says 2.6).
+    Types the fit holds as often (or that are
     rare) are left to the classifier, which is the better judge of *which* columns they are.
 
     Parameters
@@ -340,6 +347,8 @@ def image_supported_types(types: pd.DataFrame, posteriors: dict[str, pd.DataFram
     >>> held.loc[[3, 4], "single"].round(3).tolist(), held["host"].idxmin()
     ([0.005, 0.002], 3)
     """
+    from ..composition import stated_type_weights
+
     out = types.copy()
     for sub in ("M", "X"):
         table = posteriors.get(sub)
@@ -350,8 +359,9 @@ def image_supported_types(types: pd.DataFrame, posteriors: dict[str, pd.DataFram
             continue
         kinds = _label_types(table, sub, material)
         block = out.loc[ids]
+        stated = stated_type_weights(material, sub)
         for kind in SUBLATTICE_TYPES[sub]:
-            if kind == "host" or kind not in block:
+            if kind == "host" or kind not in block or (kind == "dopant" and stated):
                 continue
             claimed = float(block[kind].sum())
             if claimed < min_share * len(ids):
@@ -364,7 +374,7 @@ def image_supported_types(types: pd.DataFrame, posteriors: dict[str, pd.DataFram
 
 
 def apply_context_classifier(result: Any, image: np.ndarray, material: Material, microscope: Any | None,
-                             model: Any = None) -> Any:
+                             model: Any = None, energy_kV: float | None = None) -> Any:
     """Replace a column result's 2H species posteriors, species and probabilities by the classifier's (in place).
 
     Parameters
@@ -375,6 +385,8 @@ def apply_context_classifier(result: Any, image: np.ndarray, material: Material,
     material : Material
     microscope : MicroscopeSettings or None
     model : torch.nn.Module, optional
+    energy_kV : float, optional
+        Without ``microscope``, the beam energy the file records (the detector stays unknown).
 
     Returns
     -------
@@ -384,7 +396,9 @@ def apply_context_classifier(result: Any, image: np.ndarray, material: Material,
     sites = result.sites
     if sites.empty or not set(result.posteriors) & {"M", "X"}:
         return result
-    types = predict_types(image, sites, result.nn_px, material, microscope, model)
+    if microscope is not None:
+        energy_kV = None
+    types = predict_types(image, sites, result.nn_px, material, microscope, model, energy_kV)
     types = stated_types(types, result.posteriors, material)
     types = image_supported_types(types, result.posteriors, material)
     result.posteriors = context_posteriors(result.posteriors, types, material)
@@ -402,7 +416,9 @@ def apply_context_classifier(result: Any, image: np.ndarray, material: Material,
         order = pd.Index(ids).get_indexer(sites.loc[rows, "site_id"])
         sites.loc[rows, "species"] = np.asarray(table.columns)[best.argmax(axis=1)][order]
         sites.loc[rows, "probability"] = best.max(axis=1)[order]
-    known = "the stated microscope" if microscope is not None else "no microscope settings (unknown beam and detector)"
+    known = ("the stated microscope" if microscope is not None
+             else f"a {energy_kV:g} kV beam, detector unknown" if energy_kV
+             else "no microscope settings (unknown beam and detector)")
     result.messages.append(f"column species: context-encoder classifier (Zernike contrast + {material.name} "
                            f"composition, {known})")
     return result

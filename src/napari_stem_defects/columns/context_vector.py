@@ -123,7 +123,8 @@ def detector_type(inner_mrad: float, convergence_mrad: float) -> str:
     return DETECTOR_TYPES[int(np.searchsorted(DETECTOR_RATIO_EDGES, ratio, side="right"))]
 
 
-def context_vector(material: Material, microscope: Any | None, sublattice: str) -> np.ndarray:
+def context_vector(material: Material, microscope: Any | None, sublattice: str,
+                   energy_kV: float | None = None) -> np.ndarray:
     """The context of a site: composition, beam energy, detector and sublattice, as one float vector.
 
     Parameters
@@ -134,6 +135,9 @@ def context_vector(material: Material, microscope: Any | None, sublattice: str) 
         Beam energy, convergence and detector angles; None when unknown (the 'unknown' flags are set).
     sublattice : {'M', 'X'}
         The site's sublattice.
+    energy_kV : float, optional
+        Without ``microscope``, the beam energy alone (most files record it, few their detector angles):
+        the energy parts are set and the detector stays 'unknown'.
 
     Returns
     -------
@@ -154,8 +158,12 @@ def context_vector(material: Material, microscope: Any | None, sublattice: str) 
                       microscope.detector_outer_mrad / alpha / 10.0)
     else:
         detector[-1] = 1.0
+        if energy_kV is not None and np.isfinite(energy_kV) and energy_kV > 0:
+            numbers[0] = np.log(float(energy_kV) / 120.0)
+        else:
+            energy_kV = None
     parts = [composition_vector(material), [1.0 if material.dopants else 0.0],
-             energy_one_hot(microscope.energy_kV if known else None), detector, numbers,
+             energy_one_hot(microscope.energy_kV if known else energy_kV), detector, numbers,
              [1.0, 0.0] if sublattice == "M" else [0.0, 1.0]]
     return np.concatenate([np.asarray(p, dtype=float) for p in parts])
 

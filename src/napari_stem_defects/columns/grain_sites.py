@@ -1,6 +1,6 @@
 """Lattice sites grain by grain: index each grain's peaks, place its sites, attach every peak to a site.
 
-Each grain (:func:`~napari_stem_defects.columns.domains.segment_grains`) gets
+Each grain (:func:`~napari_stem_defects.columns.grains.segment_grains`) gets
 its own lattice: its peaks are indexed with the FFT's nearest-neighbour steps
 turned to the grain's orientation, a smooth site model is fitted to them, and
 its sites are placed over the grain's territory only (not in holes, amorphous
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .domains import rotate
+from .grains import rotate
 from .lattice_sites import SiteModel, _affine, fit_site_model, index_peaks, sites_in_view
 
 #: Largest distance (nn) between a peak and the site it is attached to.

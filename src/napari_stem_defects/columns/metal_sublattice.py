@@ -43,7 +43,8 @@ def metal_coset(a: int, b: int, med: dict[int, float], material: Material | None
     cosets' column intensities (``values``), the lost-atom population decides when it is clear:
     an X2 column that lost one atom keeps about half its intensity (:data:`HALF_RANGE`), which
     a metal column cannot, so a coset with at least :data:`HALF_MIN_COLUMNS` such columns and
-    :data:`HALF_RATIO` times the other's share of them is the chalcogen one.
+    :data:`HALF_RATIO` times the other's share of them is the chalcogen one. The same rule decides
+    where the expected ratio itself is close to 1 (Janus MoSSe: Mo against S+Se).
 
     Examples
     --------
@@ -59,6 +60,9 @@ def metal_coset(a: int, b: int, med: dict[int, float], material: Material | None
     >>> metal, note = metal_coset(0, 1, {0: 1.0, 1: 1.15}, parse_material("WSe2"), values=values)
     >>> metal, "12 against 0" in note  # the brighter sublattice is the chalcogen one here
     (0, True)
+    >>> metal, note = metal_coset(0, 1, {0: 1.0, 1: 1.15}, parse_material("Janus-MoSSe"), values=values)
+    >>> metal, note.startswith("in Janus-MoSSe metal and X2 columns are nearly equally bright; the sublattice")
+    (0, True)
     """
     bright, dim = (a, b) if med[a] >= med[b] else (b, a)
     if material is None:
@@ -70,8 +74,14 @@ def metal_coset(a: int, b: int, med: dict[int, float], material: Material | None
     measured = np.log(med[bright] / med[dim])
     # the table at the microscope's settings pins the ratio far better than Z^1.7 does
     if abs(expected) < (0.05 if typed else 0.15):
-        return bright, (f"in {material.name} metal and X2 columns are nearly equally bright; "
-                        "the metal sublattice assignment is uncertain")
+        alike = f"in {material.name} metal and X2 columns are nearly equally bright"
+        ask = "" if typed else "; give the microscope settings (--kv, --detector, or the Microscope row) to be sure"
+        by_lost_atoms = None if values is None else _lost_atom_metal(a, b, med, values)
+        if by_lost_atoms is None:
+            return bright, f"{alike}; the metal sublattice assignment is uncertain{ask}"
+        metal, n_x, n_metal = by_lost_atoms
+        return metal, (f"{alike}; the sublattice with more half-intensity columns (an X2 pair that lost one "
+                       f"atom: {n_x} against {n_metal}) was taken as the chalcogen one{ask}")
     metal = bright if abs(measured - expected) <= abs(-measured - expected) else dim
     why = None if typed else _either_sublattice(material, float(np.exp(measured)))
     if why is None:

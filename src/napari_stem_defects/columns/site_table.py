@@ -11,13 +11,14 @@ import pandas as pd
 from ..cell_convention import partner_index, screen_angle
 from ..materials import Material
 from ..vocabulary import PHASE_CODES
-from .domains import (grain_orientation, local_structure, motif_is_1t, segment_grains,
-                      structure_levels, territories, void_regions)
+from .domains import domain_ids, local_structure, motif_is_1t, structure_levels
 from .grain_sites import attach_peaks, grain_steps, place_grain_sites
+from .grains import grain_orientation, segment_grains
 from .lattice_sites import neighbour_basis
 from .metal_sublattice import metal_coset
 from .result import EMPTY, SITE_COLUMNS, SITE_STRUCTURE_COLUMNS, ColumnDetectionError, SpeciesFit
 from .species import fit_species_free, fit_species_physics, species_posterior
+from .territories import territories, void_regions
 from .vacuum import peaks_in_vacuum
 
 #: Fewest unexplained peaks that form a patch of their own (a translation domain) in the registration.
@@ -126,7 +127,7 @@ def build_site_table(
     intensity = measure(positions)
     level = structure_levels(image, positions, nn_px) if image is not None else intensity
     hollow, _ = local_structure(positions, coset, level, nn_px, group=grain)
-    domain = _domains(positions, grain, hollow, nn_px)
+    domain = domain_ids(positions, grain, hollow, nn_px)
     if image is not None:
         hollow, domain = _confirm_1t(image, positions, grid, coset, level, hollow, domain, grain,
                                      {p.grain: p.steps_px for p in placed}, nn_px)
@@ -228,7 +229,7 @@ def _register(peaks, grains, orientation, u, v, nn_px, shape, regions, grain_map
     cluster into a patch (a translation domain, the far side of a dislocation) become a lattice of their
     own, up to ``rounds`` times.
 
-    ``grain_map`` is the territories of the first round (:func:`~.domains.territories`).
+    ``grain_map`` is the territories of the first round (:func:`~.territories.territories`).
 
     Returns
     -------
@@ -318,7 +319,7 @@ def _confirm_1t(image, positions, grid, coset, level, hollow, domain, grain, ste
             hollow[rows] = min(med, key=med.get)
             changed = True
     if changed:
-        domain = _domains(positions, grain, hollow, nn_px)
+        domain = domain_ids(positions, grain, hollow, nn_px)
     return hollow, domain
 
 
@@ -333,24 +334,6 @@ def _pull_back_failed_fits(positions: np.ndarray, how: np.ndarray, detected: np.
         off = np.linalg.norm(positions[com] - lattice_pos, axis=1) > 0.25 * nn_px
         positions[com[off]] = lattice_pos[off]
         how[com[off]] = "lattice"
-
-
-def _domains(positions: np.ndarray, grain: np.ndarray, hollow: np.ndarray, nn_px: float) -> np.ndarray:
-    """Domain id of each site: connected sites (within 1.2 nn) of one grain and one structure; largest first."""
-    from scipy import sparse
-    from scipy.sparse import csgraph
-    from scipy.spatial import cKDTree
-
-    n = len(positions)
-    pairs = cKDTree(positions).query_pairs(1.2 * nn_px, output_type="ndarray")
-    same = (grain[pairs[:, 0]] == grain[pairs[:, 1]]) & (hollow[pairs[:, 0]] == hollow[pairs[:, 1]])
-    pairs = pairs[same]
-    graph = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, comp = csgraph.connected_components(graph, directed=False)
-    sizes = np.bincount(comp)
-    rank = np.empty(len(sizes), int)
-    rank[np.argsort(-sizes, kind="stable")] = np.arange(len(sizes))
-    return rank[comp]
 
 
 #: Nearest-neighbour steps (m, n) from a site to the next coset ((m + n) % 3 + 1); the other three are minus these.

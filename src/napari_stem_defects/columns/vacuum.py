@@ -2,10 +2,10 @@
 
 A hole in the film is vacuum plus shot noise, and the column detector finds
 peaks in that noise. One that happens to sit a bond's length from the film's
-edge can join a grain (:func:`~.domains.segment_grains`), and a grain's peak
+edge can join a grain (:func:`~.grains.segment_grains`), and a grain's peak
 is film: its surroundings then count as crystal, the hole stops short of it
 and the crystal's darkest level, by which holes are told from amorphous
-matter (:func:`~.domains.void_regions`), falls. A film column, even one
+matter (:func:`~.territories.void_regions`), falls. A film column, even one
 chalcogen atom, reads above the empty hollows between columns; a peak that
 reads below them is vacuum.
 
@@ -44,7 +44,7 @@ def peaks_in_vacuum(image: np.ndarray | None, peaks: np.ndarray, grains: np.ndar
     grains : ndarray of int, shape (P,)
         Grain label of each peak (-1: none).
     regions : ndarray of uint8, shape (H, W)
-        :func:`~.domains.void_regions` (0: crystal).
+        :func:`~.territories.void_regions` (0: crystal).
     nn_px : float
 
     Returns

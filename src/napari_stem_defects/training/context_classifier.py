@@ -1,13 +1,16 @@
 """Train the context-encoder column classifier on multislice-calibrated twins across materials and microscopes.
 
-Each training twin draws a material (the known hosts, alloys and Janus layers, and doped layers
-with 3d and 5d dopants: :data:`TRAIN_MATERIALS`), every defect class it allows at 1.5-4.5 % of the
-cells (a stated metal dopant at 5-12 %, and then at most 1 % chalcogen pairs on metal sites), and a microscope (60-300 kV, convergence, detector angles) whose column cross-sections and
-probe come from the multislice-calibrated table (``random_imaging(column_model="table")``), with the
+Each training twin draws a material (the known hosts, alloys and Janus layers, and layers stated
+with a foreign metal, a foreign chalcogen or both: :data:`TRAIN_MATERIALS`), every defect class it
+allows at 1.5-4.5 % of the cells (a stated metal dopant at 5-12 %, and then at most 1 % chalcogen
+pairs on metal sites; a stated chalcogen at 5-12 %, and then at most 1 % metal atoms on X2 sites),
+and a microscope (60-300 kV, convergence, detector angles) whose column cross-sections and probe
+come from the multislice-calibrated table (``random_imaging(column_model="table")``), with the
 dose log-uniform in 5e3-1e7 e/Å^2 and the pixel size wide (4.5-16 px per metal-to-chalcogen
 distance). Columns are read at their true positions moved by up to 0.08 nn (detection error); in one
 example out of five the microscope is withheld (the 'unknown' context a file without metadata
-gives). Seeded throughout. torch is imported lazily.
+gives), and in another the beam energy alone is given (a file that records its kV, not its
+detector). Seeded throughout. torch is imported lazily.
 """
 
 from __future__ import annotations
@@ -32,14 +35,23 @@ from ..materials import KNOWN_MATERIALS, METALS, parse_material
 from ..simulate import DigitalTwin, random_imaging, simulate_twin
 from .cell_cnn import defect_plan, jitter
 
-#: Materials of the training twins: the known ones and doped layers (3d dopants as in the study).
+#: Materials of the training twins: the known ones and doped layers (3d dopants as in the study, the
+#: usual 4d/5d metal dopant, a foreign chalcogen, and both at once as a doped and implanted sample is stated).
 TRAIN_MATERIALS: tuple[str, ...] = (*KNOWN_MATERIALS, "WSe2+V", "WSe2+Cr", "WSe2+Mn", "WSe2+Co", "MoS2+V",
                                     "MoS2+Cr", "MoS2+Mn", "MoS2+Co", "WS2+V", "WS2+Co", "MoSe2+Cr", "MoSe2+Mn",
-                                    "MoS2+Nb", "WSe2+Re", "MoTe2+W")
-#: Share of dopant cells in a twin of a material with a stated metal dopant (the library's 6-10 %).
+                                    "MoS2+Nb", "WSe2+Re", "MoTe2+W", "MoS2+W", "MoSe2+W", "WS2+Mo", "WSe2+Mo",
+                                    "MoS2+Se", "WS2+Se", "MoSe2+S", "WSe2+S", "MoTe2+Se", "WSe2+Te",
+                                    "MoS2+W+Se", "WS2+Mo+Se", "MoSe2+W+S", "WSe2+Mo+S", "MoTe2+V+Se")
+#: Share of substituted cells in a twin of a material with a stated foreign atom (the library's 6-10 %):
+#: dopant_M for a stated metal, sub_X for a stated chalcogen.
 STATED_DOPANT_RANGE: tuple[float, float] = (0.05, 0.12)
+#: Largest share of the antisite a stated atom resembles (X_M beside a stated metal, M_X beside a stated
+#: chalcogen): few, so that the stated composition decides between the two.
+STATED_ANTISITE_MAX: float = 0.01
 #: Share of examples whose microscope is withheld.
 UNKNOWN_MICROSCOPE: float = 0.2
+#: Share of examples given the beam energy alone (a file that records its kV but not its detector).
+ENERGY_ONLY: float = 0.2
 #: Largest detection error of a training column, in nn.
 POSITION_ERROR_NN: float = 0.08
 
@@ -50,19 +62,24 @@ def random_context_twin(seed: int, material: str | None = None, size: int = 160)
     name = material or TRAIN_MATERIALS[int(rng.integers(len(TRAIN_MATERIALS)))]
     mat = parse_material(name)
     plan = defect_plan(mat, rng)
-    stated = [el for el in mat.dopants if el in METALS]
-    dopant = str(rng.choice(stated)) if stated and rng.random() < 0.8 else plan["dopant"]
-    if stated and "dopant_M" in plan["defects"]:
-        # the user says the dopant is there: many dopants, few chalcogen pairs on metal sites (which a light
-        # dopant resembles), so that the stated composition decides between the two
-        plan["defects"]["dopant_M"] = float(rng.uniform(*STATED_DOPANT_RANGE))
-        if "X_M" in plan["defects"]:
-            plan["defects"]["X_M"] = float(rng.uniform(0.0, 0.01))
+    for kind, substituted, antisite in (("dopant", "dopant_M", "X_M"), ("substituent", "sub_X", "M_X")):
+        stated = [el for el in mat.dopants if (el in METALS) == (kind == "dopant")]
+        if not stated:
+            continue
+        if rng.random() < 0.8:
+            plan[kind] = str(rng.choice(stated))
+        if substituted in plan["defects"]:
+            # the user says the atom is there: many of its substitutions, few of the antisite it can resemble
+            # (an S2 pair on a metal site like a light dopant, a Mo atom on an X2 site like S+Se), so that
+            # the stated composition decides between the two
+            plan["defects"][substituted] = float(rng.uniform(*STATED_DOPANT_RANGE))
+            if antisite in plan["defects"]:
+                plan["defects"][antisite] = float(rng.uniform(0.0, STATED_ANTISITE_MAX))
     imaging = random_imaging(rng, (5e3, 1e7), column_model="table")
     nn = float(np.exp(rng.uniform(np.log(4.5), np.log(16.0))))
     n = round(size * nn / 10.0)
     return simulate_twin(mat, (n, n), mat.a / math.sqrt(3) / nn, rotation_deg=None, defects=plan["defects"],
-                         imaging=imaging, seed=seed, dopant=dopant, substituent=plan["substituent"],
+                         imaging=imaging, seed=seed, dopant=plan["dopant"], substituent=plan["substituent"],
                          adatom=plan["adatom"])
 
 
@@ -88,9 +105,12 @@ def twin_examples(seed: int, material: str | None = None) -> dict[str, np.ndarra
     rng = np.random.default_rng([seed, 33])
     yx, sub, labels = site_type_labels(twin.sites, mat)
     yx = jitter(yx, twin.nn_px, rng, POSITION_ERROR_NN)
-    microscope = twin.imaging.microscope if rng.random() >= UNKNOWN_MICROSCOPE else None
+    given = rng.random()
+    microscope = twin.imaging.microscope if given >= UNKNOWN_MICROSCOPE + ENERGY_ONLY else None
+    energy = twin.imaging.microscope.energy_kV if UNKNOWN_MICROSCOPE <= given < UNKNOWN_MICROSCOPE + ENERGY_ONLY \
+        else None
     return {"contrast": contrast_features(twin.image, yx, sub, twin.nn_px).astype(np.float32),
-            "context": site_contexts(mat, microscope, sub).astype(np.float32),
+            "context": site_contexts(mat, microscope, sub, energy).astype(np.float32),
             "labels": labels, "mask": type_mask(sub), "material": np.full(len(sub), mat.name),
             "dose": np.full(len(sub), float(twin.imaging.dose))}
 
