@@ -79,6 +79,32 @@ def test_file_settings_fill_the_row_and_bad_values_are_said(make_napari_viewer, 
     assert "outside 60-300 kV" in widget.result.value
 
 
+def test_a_files_beam_energy_without_its_detector_is_not_completed_with_defaults(make_napari_viewer, twin, spy,
+                                                                                  monkeypatch):
+    """As `analyze` does not guess a detector the file does not record, the dock does not either: the context
+    classifier is told the file's beam energy alone, and the dock says how to use the table. A beam energy the
+    person types is completed with the defaults, as `analyze --kv`."""
+    from napari_stem_defects._widgets import columns_widget
+
+    told = []
+    real = columns_widget.apply_context_classifier
+
+    def classifier(*args, **kwargs):
+        told.append((args[3], kwargs.get("energy_kV")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(columns_widget, "apply_context_classifier", classifier)
+    layer, widget = _dock(make_napari_viewer, twin, beam_energy_keV=80.0)
+    row = widget.microscope
+    assert (row.kv.value, row.inner.value, row.outer.value) == (80.0, 0.0, 0.0)
+    widget.run(blocking=True)
+    assert spy[-1] is None and told[-1] == (None, 80.0)
+    assert "records 80 kV but not its detector angles" in widget.result.value
+    row.kv.value = 60.0  # typed: the defaults of `analyze --kv`
+    widget.run(blocking=True)
+    assert spy[-1] == typed_settings(60.0, 30.0, (70.0, 200.0)) and told[-1][0] == spy[-1]
+
+
 def test_batch_takes_the_typed_settings(make_napari_viewer):
     widget = BatchWidget(make_napari_viewer())
     assert widget.settings().microscope is None

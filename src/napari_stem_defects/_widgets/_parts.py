@@ -26,6 +26,8 @@ NOT_GIVEN = "not given"
 #: Convergence and detector angles (mrad) the settings take when only the beam energy is typed
 #: (those of ``analyze --kv``).
 DEFAULT_CONVERGENCE_MRAD, DEFAULT_DETECTOR_MRAD = 30.0, (70.0, 200.0)
+#: Layer metadata key set when a person typed microscope settings in the row (not only the file's).
+TYPED_KEY = "microscope_typed"
 
 
 class MicroscopeRow(Section):
@@ -114,6 +116,7 @@ class MicroscopeRow(Section):
             if self._say is not None:
                 self._say(f"Microscope settings not stored ({err}).")
             return False
+        layer.metadata[TYPED_KEY] = True
         if self._stored is not None:
             self._stored()
         return True
@@ -124,7 +127,9 @@ class MicroscopeRow(Section):
         Returns
         -------
         settings : MicroscopeSettings or None
-            None without a beam energy, or when the values are outside the multislice table.
+            None without a beam energy, when the values are outside the multislice table, or when the
+            beam energy is the file's and no detector angles are known (not guessed, as ``analyze``
+            does not guess them; :meth:`energy_kV` still gives it to the column classifier).
         note : str
             "" when the settings were taken or none were given; otherwise why they are not used.
 
@@ -141,12 +146,23 @@ class MicroscopeRow(Section):
         kv = float(self.kv.value)
         if kv <= 0:
             return None, ""
+        layer = getattr(self._layer, "value", None)
+        if layer is not None and not layer.metadata.get(TYPED_KEY) and not (self.inner.value or self.outer.value):
+            # the file's beam energy without its detector: not guessed, as `analyze` does not guess it
+            return None, (f"the file records {kv:g} kV but not its detector angles, which decide how bright an "
+                          "X2 column is against a metal: the column classifier is told the beam energy, and the "
+                          "multislice table is not used; type the detector angles (or the beam energy) to use it")
         detector = (float(self.inner.value) or DEFAULT_DETECTOR_MRAD[0],
                     float(self.outer.value) or DEFAULT_DETECTOR_MRAD[1])
         try:
             return typed_settings(kv, float(self.convergence.value) or DEFAULT_CONVERGENCE_MRAD, detector), ""
         except ValueError as err:
             return None, f"microscope settings not used: {err}"
+
+
+    def energy_kV(self) -> float | None:
+        """The beam energy in the row (typed or the file's), or None when empty."""
+        return float(self.kv.value) or None
 
 
 class CsvExport:

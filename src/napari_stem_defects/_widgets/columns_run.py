@@ -39,7 +39,8 @@ class DetectionRun:
 
 @dataclass
 class DetectionJob:
-    """What the worker needs, read on the GUI thread (``microscope``: typed or the image's settings)."""
+    """What the worker needs, read on the GUI thread (``microscope``: typed or the image's settings;
+    ``energy_kV``: the beam energy alone, where the file records no detector angles)."""
 
     layer: Any
     key: str
@@ -49,6 +50,7 @@ class DetectionJob:
     mask: np.ndarray | None = None
     microscope: Any = None
     note: str = ""
+    energy_kV: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
 

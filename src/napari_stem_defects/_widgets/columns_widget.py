@@ -221,7 +221,8 @@ class ColumnsWidget(StemDock):
                   "mask": None if self.mask.value is None else self.mask.value.name}
         mask = _mask_of(self.mask.value, data.shape[-2:], frames[0], image=layer)
         microscope, note = self.microscope.settings()
-        return DetectionJob(layer, layer.unique_id, data, frames, params, mask=mask, microscope=microscope, note=note)
+        return DetectionJob(layer, layer.unique_id, data, frames, params, mask=mask, microscope=microscope, note=note,
+                            energy_kV=self.microscope.energy_kV())
 
     def _current_frame(self, layer) -> int:
         """The stack frame the viewer shows (dims position mapped through the layer's scale)."""
@@ -305,7 +306,8 @@ class ColumnsWidget(StemDock):
                     image, dmap, threshold=p["threshold"], refine=p["refine"], material=p["material"],
                     pixel_size=p["pixel_size"], mask=job.mask, microscope=job.microscope)
                 if p["species_by"] == "context":
-                    apply_context_classifier(run.results[frame], image, parse_material(p["material"]), job.microscope)
+                    apply_context_classifier(run.results[frame], image, parse_material(p["material"]), job.microscope,
+                                             energy_kV=job.energy_kV)
                 if run.check is None and p["material"]:  # before any layer: is it the material said?
                     run.check = check_detection(image, run.results[frame], dmap.lattice, p["material"],
                                                 p["pixel_size"])
@@ -372,7 +374,7 @@ class ColumnsWidget(StemDock):
                 self._show_structure(job.layer, stored[None][0])
                 self._viewer.layers.selection.active = run.layer  # the columns stay the layer to correct
         summary, details = run_summary(run, params)
-        if job.note and run.results:  # typed microscope settings outside the multislice table
+        if job.note and run.results:  # settings outside the multislice table, or a file's energy alone
             summary += f"\n{job.note[0].upper()}{job.note[1:]}."
         if run.check is not None and (run.check.warnings or run.check.forced):
             summary += "\n" + " ".join(run.check.warnings + ([run.check.message] if run.check.forced else []))
