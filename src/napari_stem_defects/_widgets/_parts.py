@@ -159,7 +159,6 @@ class MicroscopeRow(Section):
         except ValueError as err:
             return None, f"microscope settings not used: {err}"
 
-
     def energy_kV(self) -> float | None:
         """The beam energy in the row (typed or the file's), or None when empty."""
         return float(self.kv.value) or None

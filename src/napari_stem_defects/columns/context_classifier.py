@@ -396,8 +396,6 @@ def apply_context_classifier(result: Any, image: np.ndarray, material: Material,
     sites = result.sites
     if sites.empty or not set(result.posteriors) & {"M", "X"}:
         return result
-    if microscope is not None:
-        energy_kV = None
     types = predict_types(image, sites, result.nn_px, material, microscope, model, energy_kV)
     types = stated_types(types, result.posteriors, material)
     types = image_supported_types(types, result.posteriors, material)

@@ -22,6 +22,9 @@ HALF_RANGE: tuple[float, float] = (0.3, 0.7)
 HALF_MIN_COLUMNS: int = 8
 HALF_RATIO: float = 2.0
 
+#: What a note asks for where the image alone leaves the metal sublattice open.
+_ASK = "give the microscope settings (--kv, --detector, or the Microscope row)"
+
 __all__ = ["HALF_MIN_COLUMNS", "HALF_RANGE", "HALF_RATIO", "metal_coset"]
 
 
@@ -74,25 +77,22 @@ def metal_coset(a: int, b: int, med: dict[int, float], material: Material | None
     measured = np.log(med[bright] / med[dim])
     # the table at the microscope's settings pins the ratio far better than Z^1.7 does
     if abs(expected) < (0.05 if typed else 0.15):
-        alike = f"in {material.name} metal and X2 columns are nearly equally bright"
-        ask = "" if typed else "; give the microscope settings (--kv, --detector, or the Microscope row) to be sure"
-        by_lost_atoms = None if values is None else _lost_atom_metal(a, b, med, values)
-        if by_lost_atoms is None:
-            return bright, f"{alike}; the metal sublattice assignment is uncertain{ask}"
-        metal, n_x, n_metal = by_lost_atoms
-        return metal, (f"{alike}; the sublattice with more half-intensity columns (an X2 pair that lost one "
-                       f"atom: {n_x} against {n_metal}) was taken as the chalcogen one{ask}")
-    metal = bright if abs(measured - expected) <= abs(-measured - expected) else dim
-    why = None if typed else _either_sublattice(material, float(np.exp(measured)))
-    if why is None:
-        return metal, ""
+        metal, why = bright, f"in {material.name} metal and X2 columns are nearly equally bright"
+        sure = "" if typed else f"; {_ASK} to be sure"
+        undecided = f"the metal sublattice assignment is uncertain{sure}"
+    else:
+        metal = bright if abs(measured - expected) <= abs(-measured - expected) else dim
+        why = None if typed else _either_sublattice(material, float(np.exp(measured)))
+        if why is None:
+            return metal, ""
+        sure, undecided = f"; {_ASK} to be sure", f"{_ASK} to decide"
+    # where brightness cannot decide, the lost atoms may
     by_lost_atoms = None if values is None else _lost_atom_metal(a, b, med, values)
     if by_lost_atoms is None:
-        return metal, f"{why}; give the microscope settings (--kv, --detector, or the Microscope row) to decide"
+        return metal, f"{why}; {undecided}"
     metal, n_x, n_metal = by_lost_atoms
     return metal, (f"{why}; the sublattice with more half-intensity columns (an X2 pair that lost one atom: "
-                   f"{n_x} against {n_metal}) was taken as the chalcogen one; give the microscope settings "
-                   "(--kv, --detector, or the Microscope row) to be sure")
+                   f"{n_x} against {n_metal}) was taken as the chalcogen one{sure}")
 
 
 def _lost_atom_metal(a: int, b: int, med: dict[int, float],
