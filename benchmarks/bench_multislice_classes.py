@@ -4,6 +4,8 @@ For every image of a library written by ``scripts/build_multislice_library.py`` 
 that no training ever saw), the whole analysis (``analyze_image``: columns, species, cells) is run
 with the shipped CNN and with the physics classifier, and scored against the library's truth:
 
+- how many images pass the image check (``analyze`` without ``--force`` refuses the others; the bench
+  analyses them all, forced);
 - column F1 (occupied lattice columns within nn/3) and position RMSE (pm) of matched columns;
 - species accuracy of matched occupied columns;
 - per-class F1 and cell-class macro-F1 of complete cells (each cell scored against the true contents
@@ -127,7 +129,7 @@ def score(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, clas
     t = np.array([CELL_CLASSES.index(c) for c in ref[ok]], int)
     q = np.array([CELL_CLASSES.index(c) for c in cells["class"].to_numpy()[ok]], int)
     return {"f1": 2 * p * r / max(p + r, 1e-12), "rmse_pm": float(np.sqrt((d**2).sum(1).mean())) * px * 100,
-            "species": (int(species_ok.sum()), len(species_ok)),
+            "species": (int(species_ok.sum()), len(species_ok)), "accepted": bool(analysis.check.ok),
             "cm": np.bincount(t * K + q, minlength=K * K).reshape(K, K)}
 
 
@@ -232,8 +234,9 @@ def main() -> None:
                     s = score(img, px, stated, sites, clf,
                               typed_settings(meta) if args.typed_settings else None, args.column_classifier,
                               {"beam_energy_keV": energy} if energy else None)
-                    a = acc.setdefault((engine, clf), {"f1": [], "rmse": [], "sp": [0, 0], "cm": 0})
+                    a = acc.setdefault((engine, clf), {"f1": [], "rmse": [], "sp": [0, 0], "cm": 0, "ok": []})
                     a["f1"].append(s["f1"])
+                    a["ok"].append(s["accepted"])
                     a["rmse"].append(s["rmse_pm"])
                     a["sp"][0] += s["species"][0]
                     a["sp"][1] += s["species"][1]
@@ -251,16 +254,18 @@ def main() -> None:
                          "rmse_pm": np.mean(a["rmse"]) if "rmse" in a else np.nan,
                          "species_acc": a["sp"][0] / max(a["sp"][1], 1) if "sp" in a else np.nan,
                          "macro_F1": m["macro_f1"], "cells": m["n_cells"],
+                         "accepted": f"{sum(a['ok'])}/{len(a['ok'])}" if "ok" in a else "",
                          "lowest": min(((c, v["f1"]) for c, v in m["per_class"].items() if v["support"]),
                                        key=lambda cv: cv[1])})
     table = pd.DataFrame(rows)
-    print("| setting | dose | image | classifier | column F1 | RMSE pm | species acc | cell macro-F1 | cells | "
-          "lowest class |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| setting | dose | image | classifier | check passed | column F1 | RMSE pm | species acc | cell macro-F1 | "
+          "cells | lowest class |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in table.itertuples(index=False):
         low = f"{r.lowest[0]} {r.lowest[1]:.2f}"
         num = (lambda v, f: "" if not np.isfinite(v) else format(v, f))
-        print(f"| {r.setting} | {r.dose:.0e} | {r.engine} | {r.classifier} | {num(r.column_F1, '.3f')} | "
+        print(f"| {r.setting} | {r.dose:.0e} | {r.engine} | {r.classifier} | {r.accepted} | "
+              f"{num(r.column_F1, '.3f')} | "
               f"{num(r.rmse_pm, '.1f')} | {num(r.species_acc, '.3f')} | {r.macro_F1:.3f} | {r.cells} | {low} |")
     print("\nPer-class F1 (multislice images, 1e5 e/Å²):\n")
     print("| setting | classifier | " + " | ".join(CELL_CLASSES) + " |")
