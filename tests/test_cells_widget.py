@@ -193,3 +193,27 @@ def test_cnn_times_columns_in_the_dock_follows_the_context_species(make_napari_v
     truth = reference_classes(run.cells, result.sites, twin.sites, result.nn_px, "MoS2")
     known = truth != ""
     assert (run.cells["class"].to_numpy()[known] == truth[known]).mean() >= 0.95
+
+
+def test_the_dock_says_which_atom_to_state_where_a_pair_scatters_alike(make_napari_viewer):
+    """MoSe2 at 60 kV and a 60 mrad inner angle (typed in the image's metadata): W dopants and Se2 pairs on
+    Mo sites scatter alike, so the result line names MoSe2+W."""
+    from napari_stem_defects.simulate.imaging_conditions import calibrated_imaging
+    from napari_stem_defects.simulate.microscope import MicroscopeSettings
+
+    setting = MicroscopeSettings(energy_kV=60, convergence_mrad=25, detector_inner_mrad=60, detector_outer_mrad=190,
+                                 frozen_phonons=8)
+    mose2 = simulate_twin("MoSe2", shape=(256, 256), pixel_size=0.12, seed=5, dopant="W",
+                          defects={"dopant_M": 0.05, "X_M": 0.05}, imaging=calibrated_imaging(setting, dose=1e6))
+    viewer = make_napari_viewer()
+    viewer.add_image(mose2.image, name="mose2", scale=(0.12, 0.12), units=("angstrom", "angstrom"),
+                     metadata={**mose2.metadata, "beam_energy_keV": 60.0, "collection_angles_mrad": (60.0, 190.0),
+                               "convergence_angle_mrad": 25.0})
+    assert not ColumnsWidget(viewer).run(blocking=True).errors
+    widget = CellsWidget(viewer)
+    run = widget.run(blocking=True)
+    counts = run.cells["class"].value_counts()
+    n_anti, n_sub = int(counts.get("X_M", 0)), int(counts.get("dopant_M", 0))
+    assert n_anti + n_sub >= 3
+    assert (f"{n_anti} X_M and {n_sub} dopant_M cells: W atoms on metal sites scatter like Se2 pairs on them at "
+            "this image's microscope") in widget.result.value and "give MoSe2+W" in widget.result.value

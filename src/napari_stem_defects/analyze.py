@@ -42,12 +42,14 @@ from .cells.geometry import CELL_STRUCTURE_COLUMNS, with_structure
 from .cells.joint import one_answer
 from .cells.site_labels import site_defects
 from .cells.statistics import defect_statistics
+from .composition import alike_pair_notes
 from .columns import (
     SITES_CSV_COLUMNS,
     ColumnResult,
     columns_from_map,
     compute_detection_map,
 )
+from .columns.intensity import metal_x2_intensity
 from .columns.phase_map import phase_areas, phase_maps
 from .columns.pipeline import lattice_spacing, validate_image
 from .columns.result import SITE_STRUCTURE_COLUMNS, ColumnDetectionError
@@ -415,6 +417,8 @@ def analyze_image(
              for frame, r in zip(frames, results)] if material else []
     for result, table in zip(results, cells):  # one answer per column: species follow their cell's class
         result.sites = one_answer(result.sites, table, material, result.posteriors)
+        result.messages.extend(alike_pair_notes(material, table["class"].value_counts().to_dict(), microscope,
+                                                metal_x2_intensity(result.sites)))
     lattice = []
     if strain:
         from .lattice.analysis import analyse_frames

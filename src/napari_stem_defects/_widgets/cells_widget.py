@@ -288,9 +288,15 @@ class CellsWidget(CsvExport, StemDock):
         n_low = int(low_confidence_mask(run.cells, self.threshold.value).sum())
         where = "" if run.frame is None else f" of frame {run.frame} (current frame only)"
         model = "" if job["classifier"] == "physics" else f" (model {job['model']})"
+        from ..columns.intensity import metal_x2_intensity
+        from ..composition import alike_pair_notes
+        from ..simulate.microscope import settings_from_metadata
+
+        notes = alike_pair_notes(job["material"], class_counts(run.cells), settings_from_metadata(image.metadata),
+                                 metal_x2_intensity(job["sites"]))
         self._say(f"{len(run.cells)} cells{where} ({run.stats.n_cells} complete), {job['material']}, "
                   f"{job['classifier']}{model}, "
-                  f"{n_low} below confidence {self.threshold.value:.2f}.")
+                  f"{n_low} below confidence {self.threshold.value:.2f}." + "".join(f"\n{n}" for n in notes))
         self.legend.value = legend_html(class_counts(run.cells), n_low)
         self.statistics.value = statistics_html(run.stats, job.get("calibration"))
         self.export_button.enabled = True

@@ -201,6 +201,10 @@ def metal_x2_ratio(material, settings: MicroscopeSettings) -> float:
     return float(metal / x2) if x2 > 0 else float("nan")
 
 
+#: How far (relative) a setting's metal/X2 ratio in the table may be from an image's own for
+#: :func:`antisite_alike_setting` to take that setting as one the image may come from.
+SETTING_RATIO_TOLERANCE: float = 0.2
+
 #: Microscope settings an image of unknown origin may come from (kV, convergence, inner, outer mrad):
 #: every beam energy of the table at low, medium and high detector angles.
 PLAUSIBLE_SETTINGS: tuple[tuple[float, float, float, float], ...] = tuple(
@@ -252,6 +256,45 @@ def antisite_alike_in_table(material, atom: str, contrast: float = 0.05) -> bool
     >>> antisite_alike_in_table("MoSe2", "W"), antisite_alike_in_table("MoS2", "W")
     (True, False)
     """
+    return antisite_alike_setting(material, atom, contrast) is not None
+
+
+def antisite_alike_setting(material, atom: str, contrast: float = 0.05, settings: MicroscopeSettings | None = None,
+                           metal_x2: float | None = None) -> MicroscopeSettings | None:
+    """The first microscope setting at which a foreign atom's column and its antisite's scatter within
+    ``contrast`` of each other by the table (thermal lattice), or None.
+
+    Parameters
+    ----------
+    material : str or Material
+        The host.
+    atom : str
+        The foreign metal (against the host's X2 pair on a metal site) or chalcogen (in a pair with a
+        host one, either order, against a host metal on an X2 site).
+    contrast : float
+        Largest relative difference, ``|a - b| / max(a, b)``, called alike.
+    settings : MicroscopeSettings, optional
+        The image's microscope: only it is tried. Default: every setting of :data:`PLAUSIBLE_SETTINGS`.
+    metal_x2 : float, optional
+        Without ``settings``, the image's own metal over X2 column intensity: only the plausible settings
+        at which the table gives ``material`` within :data:`SETTING_RATIO_TOLERANCE` of it are tried (the
+        closest one where none is).
+
+    Returns
+    -------
+    MicroscopeSettings or None
+        None also when the table lacks a content.
+
+    Examples
+    --------
+    >>> s = antisite_alike_setting("MoSe2", "W")
+    >>> s.energy_kV, antisite_alike_setting("MoSe2", "W", settings=MicroscopeSettings(energy_kV=200))
+    (60.0, None)
+    >>> antisite_alike_setting("MoSe2", "W", metal_x2=0.53).energy_kV   # Mo at half an Se2 pair: 60 kV
+    60.0
+    >>> antisite_alike_setting("MoSe2", "W", metal_x2=0.74) is None     # where W stands out
+    True
+    """
     from ..composition import antisite_rivals
     from .defects import elements_content
 
@@ -260,17 +303,26 @@ def antisite_alike_in_table(material, atom: str, contrast: float = 0.05) -> bool
     def labels(elements: tuple[str, ...]) -> set[str]:  # a mixed pair in either order
         return {elements_content(elements), elements_content(elements[::-1])}
 
-    for kv, conv, inner, outer in PLAUSIBLE_SETTINGS:
-        settings = MicroscopeSettings(energy_kV=kv, convergence_mrad=conv, detector_inner_mrad=inner,
-                                      detector_outer_mrad=outer, frozen_phonons=4)
+    tried = [settings] if settings is not None else [
+        MicroscopeSettings(energy_kV=kv, convergence_mrad=conv, detector_inner_mrad=inner,
+                           detector_outer_mrad=outer, frozen_phonons=4)
+        for kv, conv, inner, outer in PLAUSIBLE_SETTINGS]
+    if settings is None and metal_x2 is not None and np.isfinite(metal_x2) and metal_x2 > 0:
         try:
-            la = [column_cross_section(c, settings) for e in own for c in labels(e)]
-            lb = [column_cross_section(c, settings) for e in rivals for c in labels(e)]
+            off = np.abs(np.log([metal_x2_ratio(material, t) / metal_x2 for t in tried]))
+        except (KeyError, ValueError):
+            return None
+        near = off <= np.log1p(SETTING_RATIO_TOLERANCE)
+        tried = [t for t, ok in zip(tried, near) if ok] if near.any() else [tried[int(np.argmin(off))]]
+    for setting in tried:
+        try:
+            la = [column_cross_section(c, setting) for e in own for c in labels(e)]
+            lb = [column_cross_section(c, setting) for e in rivals for c in labels(e)]
         except (KeyError, ValueError):  # a content the table was never fitted for
-            return False
+            return None
         if any(abs(x - y) < contrast * max(x, y) for x in la for y in lb):
-            return True
-    return False
+            return setting
+    return None
 
 
 def column_cross_section(content: str, settings: MicroscopeSettings, table: CrossSectionTable | None = None) -> float:
