@@ -18,8 +18,9 @@ checks, each a :class:`Finding`:
 ``composition`` (with a material)
     The ratio of the bright to the dim sublattice's neighbour-corrected
     column amplitudes must be one the stated composition gives for some
-    Z-contrast exponent in :data:`GAMMA_RANGE` (alloys: for compositions
-    within :data:`ALLOY_SPREAD` of the stated one).
+    Z-contrast exponent in :data:`GAMMA_RANGE` or through the
+    multislice-calibrated column table at a common microscope setting
+    (alloys: for compositions within :data:`ALLOY_SPREAD` of the stated one).
 
 :func:`check_image` combines them. A spacing that disagrees while the
 intensities agree is a wrong calibration when no other material fits both
