@@ -417,8 +417,8 @@ def analyze_image(
              for frame, r in zip(frames, results)] if material else []
     for result, table in zip(results, cells):  # one answer per column: species follow their cell's class
         result.sites = one_answer(result.sites, table, material, result.posteriors)
-        result.messages.extend(alike_pair_notes(material, table["class"].value_counts().to_dict(), microscope,
-                                                metal_x2_intensity(result.sites)))
+        counted = defect_statistics(table, material, None, include_boundary).counts  # the cells the summary counts
+        result.messages.extend(alike_pair_notes(material, counted, microscope, metal_x2_intensity(result.sites)))
     lattice = []
     if strain:
         from .lattice.analysis import analyse_frames

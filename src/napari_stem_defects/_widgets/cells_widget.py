@@ -292,7 +292,7 @@ class CellsWidget(CsvExport, StemDock):
         from ..composition import alike_pair_notes
         from ..simulate.microscope import settings_from_metadata
 
-        notes = alike_pair_notes(job["material"], class_counts(run.cells), settings_from_metadata(image.metadata),
+        notes = alike_pair_notes(job["material"], run.stats.counts, settings_from_metadata(image.metadata),
                                  metal_x2_intensity(job["sites"]))
         self._say(f"{len(run.cells)} cells{where} ({run.stats.n_cells} complete), {job['material']}, "
                   f"{job['classifier']}{model}, "
