@@ -289,7 +289,7 @@ def alike_pair_notes(material: str | Material, counts: dict[str, int], microscop
     A metal dopant competes with a host X2 pair on the metal site (``dopant_M`` against ``X_M``), a
     foreign chalcogen with a host metal on an X2 site (``sub_X`` against ``M_X``). Where the image holds
     cells of such a pair and the likely foreign atom (the stated one; else W in a Mo host, Mo in a W
-    host, and the chalcogens next to the host's) scatters like its antisite by the multislice table
+    host, and the chalcogen next to the host's: Se in sulfides and tellurides, S in selenides) scatters like its antisite by the multislice table
     (at the image's microscope; when it is not known, at a common setting where the host's columns
     compare as in the image), the pixels cannot choose: the stated composition does. The note says
     so, and which ``+atom`` to state.
@@ -333,7 +333,7 @@ def alike_pair_notes(material: str | Material, counts: dict[str, int], microscop
         if n_sub + n_anti == 0:
             continue
         stated = [a for a in mat.dopants if (a in METALS) == metal]
-        for atom in stated or (partner if metal else list(substituent_elements(mat)[:2])):
+        for atom in stated or (partner if metal else list(substituent_elements(mat)[:1])):
             where = antisite_alike_setting(mat, atom, ALIKE_CONTRAST, microscope, metal_x2)
             if where is None:
                 continue
