@@ -276,7 +276,6 @@ def stated_type_weights(material: str | Material, sublattice: str) -> dict[str, 
     return {"dopant": STATED_ATOM_ODDS, "antisite": 1.0 / STATED_ATOM_ODDS}
 
 
-
 #: Largest relative difference of a substitution's and its antisite's table cross-sections that the notes
 #: of :func:`alike_pair_notes` call alike (as :func:`~.simulate.cross_sections.antisite_alike_in_table`).
 ALIKE_CONTRAST: float = 0.05
@@ -289,10 +288,10 @@ def alike_pair_notes(material: str | Material, counts: dict[str, int], microscop
     A metal dopant competes with a host X2 pair on the metal site (``dopant_M`` against ``X_M``), a
     foreign chalcogen with a host metal on an X2 site (``sub_X`` against ``M_X``). Where the image holds
     cells of such a pair and the likely foreign atom (the stated one; else W in a Mo host, Mo in a W
-    host, and the chalcogen next to the host's: Se in sulfides and tellurides, S in selenides) scatters like its antisite by the multislice table
-    (at the image's microscope; when it is not known, at a common setting where the host's columns
-    compare as in the image), the pixels cannot choose: the stated composition does. The note says
-    so, and which ``+atom`` to state.
+    host, and the chalcogen next to the host's: Se in sulfides and tellurides, S in selenides)
+    scatters like its antisite by the multislice table (at the image's microscope; when it is not
+    known, at a common setting where the host's columns compare as in the image), the pixels cannot
+    choose: the stated composition does. The note says so, and which ``+atom`` to state.
 
     Parameters
     ----------
