@@ -277,8 +277,8 @@ def antisite_alike_setting(material, atom: str, contrast: float = 0.05, settings
         The image's microscope: only it is tried. Default: every setting of :data:`PLAUSIBLE_SETTINGS`.
     metal_x2 : float, optional
         Without ``settings``, the image's own metal over X2 column intensity: only the plausible settings
-        at which the table gives ``material`` within :data:`SETTING_RATIO_TOLERANCE` of it are tried (the
-        closest one where none is).
+        at which the table gives ``material`` within :data:`SETTING_RATIO_TOLERANCE` of it are tried, the
+        closest first (the closest one alone where none is).
 
     Returns
     -------
@@ -290,8 +290,9 @@ def antisite_alike_setting(material, atom: str, contrast: float = 0.05, settings
     >>> s = antisite_alike_setting("MoSe2", "W")
     >>> s.energy_kV, antisite_alike_setting("MoSe2", "W", settings=MicroscopeSettings(energy_kV=200))
     (60.0, None)
-    >>> antisite_alike_setting("MoSe2", "W", metal_x2=0.53).energy_kV   # Mo at half an Se2 pair: 60 kV
-    60.0
+    >>> s = antisite_alike_setting("MoSe2", "W", metal_x2=0.53)   # Mo at half an Se2 pair: low angles
+    >>> s.energy_kV, s.detector_inner_mrad
+    (80.0, 45.0)
     >>> antisite_alike_setting("MoSe2", "W", metal_x2=0.74) is None     # where W stands out
     True
     """
@@ -312,8 +313,8 @@ def antisite_alike_setting(material, atom: str, contrast: float = 0.05, settings
             off = np.abs(np.log([metal_x2_ratio(material, t) / metal_x2 for t in tried]))
         except (KeyError, ValueError):
             return None
-        near = off <= np.log1p(SETTING_RATIO_TOLERANCE)
-        tried = [t for t, ok in zip(tried, near) if ok] if near.any() else [tried[int(np.argmin(off))]]
+        order = np.argsort(off, kind="stable")  # the closest first
+        tried = [tried[i] for i in order if off[i] <= np.log1p(SETTING_RATIO_TOLERANCE)] or [tried[order[0]]]
     for setting in tried:
         try:
             la = [column_cross_section(c, setting) for e in own for c in labels(e)]
