@@ -51,14 +51,14 @@ def mos2_twin():
                          defects={"V_X1": 0.03, "V_M": 0.01}, imaging=ImagingParams(dose=1e5))
 
 
-def _check(image, material, pixel_size, source="file"):
+def _check(image, material, pixel_size, source="file", microscope=None):
     """The check as analyze runs it: lattice, columns of the first frame, then every finding."""
     img = np.asarray(image, dtype=np.float32)
     lattice, nn = lattice_spacing(img, material, pixel_size)
     dmap = compute_detection_map(img, material=material, pixel_size=pixel_size, lattice=(lattice, nn))
     result = columns_from_map(img, dmap, material=material, pixel_size=pixel_size)
     return check_image(img, lattice, result.sites, nn, material, pixel_size, pixel_size_source=source,
-                       fitted=(result.a1, result.a2))
+                       fitted=(result.a1, result.a2), microscope=microscope)
 
 
 @pytest.mark.parametrize("name", ["16_STOimage_1.ser", "Acquisition_18.emd"])
@@ -188,6 +188,11 @@ def test_mose2_at_60kv_and_low_detector_angles_is_accepted_as_mose2():
                                                       rel=0.15)
     assert levels["bright_over_dim"] > 1.54 * (1 + RATIO_TOLERANCE)  # what the exponents alone refused
     assert check.ok, check.message
+    # accepted with a warning that names what the exponents say, unless the microscope is known and explains it
+    assert len(check.warnings) == 1 and "only as multislice does at low voltage" in check.warnings[0]
+    assert "WSe2" in check.warnings[0]
+    told = _check(twin.image, "MoSe2", (0.12, 0.12), microscope=setting)
+    assert told.ok and not told.warnings
 
 
 def test_analyze_api_raises_the_check_error_with_its_findings(mos2_twin):

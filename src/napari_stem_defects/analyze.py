@@ -376,7 +376,7 @@ def analyze_image(
         if t == 0:
             check = check_image(frame, dmap.lattice, result.sites, result.nn_px, material, image.pixel_size,
                                 pixel_size_source=pixel_size_source, lattice_finding=lattice_finding,
-                                fitted=(result.a1, result.a2))
+                                fitted=(result.a1, result.a2), microscope=microscope)
             check.forced = force and not check.ok
             if not check.ok and not force:
                 raise ImageCheckError(check)

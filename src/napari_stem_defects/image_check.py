@@ -42,7 +42,7 @@ import numpy as np
 from .calibration import LatticeMeasurement, pixel_size_from_lattice
 from .lattice_spectrum import strong_spots
 from .image_check_sites import (ALLOY_SPREAD, GAMMA_RANGE, Finding, SublatticeLevels, check_composition,
-                                check_honeycomb, ratio_fits, ratio_range, sublattice_levels)
+                                check_honeycomb, gamma_ratio_range, ratio_fits, ratio_range, sublattice_levels)
 from .materials import KNOWN_MATERIALS, LATTICE_CONSTANT, Material, parse_material
 
 #: Lowest strength of a spectrum spot (log units over the radial background) the lattice check counts.
@@ -261,6 +261,7 @@ def check_image(
     tolerance: float = 0.03,
     lattice_finding: Finding | None = None,
     fitted: tuple[np.ndarray, np.ndarray] | None = None,
+    microscope: Any = None,
 ) -> ImageCheck:
     """Run every check that the inputs allow and decide which pixel size to use.
 
@@ -287,6 +288,9 @@ def check_image(
     fitted : (a1, a2), optional
         Lattice vectors (pixels) fitted to the detected columns: far more precise
         than the FFT's on small images, so the spacing is checked with them.
+    microscope : MicroscopeSettings, optional
+        The image's beam and detector (file or typed). A column ratio only the multislice table
+        explains (low voltage, low angles) gets a warning unless the table at this microscope gives it.
 
     Returns
     -------
@@ -311,6 +315,12 @@ def check_image(
     apparent = apparent_lattice_constant(lattice, mat, px) if px is not None else None
     if not composition.ok:
         check.suggestions = _consistent_materials(levels, apparent, tolerance)
+    elif composition.metrics.get("table_only") and not _microscope_explains(levels, mat, microscope):
+        # accepted, but at most microscopes the ratio says another material
+        others = [m for m in _consistent_materials(levels, apparent, tolerance, table=False) if m != mat.name]
+        check.warnings.append(composition.message + (f" At 80-300 kV and usual HAADF angles it looks like "
+                                                     f"{', '.join(others[:3])}: check the material." if others
+                                                     else ""))
     if px is None:  # nothing to compare: the lattice's value is reported, the image stays uncalibrated
         return check
     error = max(abs(m / f - 1.0) for m, f in zip(check.lattice_pixel_size, px))
@@ -345,7 +355,7 @@ def check_image(
 
 def check_detection(image: np.ndarray, result: Any, lattice: LatticeMeasurement | None,
                     material: str | Material | None, pixel_size: tuple[float, float] | None,
-                    pixel_size_source: str = "file", tolerance: float = 0.03) -> ImageCheck:
+                    pixel_size_source: str = "file", tolerance: float = 0.03, microscope: Any = None) -> ImageCheck:
     """Every check, on an image whose columns were detected already (the docks' order of work).
 
     Parameters
@@ -355,15 +365,32 @@ def check_detection(image: np.ndarray, result: Any, lattice: LatticeMeasurement 
         Its columns (sites, nn distance and the lattice fitted to them).
     lattice : LatticeMeasurement or None
         The FFT lattice the detection used (``DetectionMap.lattice``).
-    material, pixel_size, pixel_size_source, tolerance
+    material, pixel_size, pixel_size_source, tolerance, microscope
         As in :func:`check_image`.
     """
     return check_image(image, lattice, result.sites, result.nn_px, material, pixel_size,
-                       pixel_size_source=pixel_size_source, tolerance=tolerance, fitted=(result.a1, result.a2))
+                       pixel_size_source=pixel_size_source, tolerance=tolerance, fitted=(result.a1, result.a2),
+                       microscope=microscope)
 
 
-def _consistent_materials(levels: SublatticeLevels | None, apparent_a: float | None, tolerance: float) -> list[str]:
-    """Known materials whose lattice constant (when calibrated) and column ratio fit the image, best first."""
+def _microscope_explains(levels: SublatticeLevels | None, material: Material, microscope: Any) -> bool:
+    """Whether the table at the image's known microscope gives its bright/dim ratio (within 20 %)."""
+    if levels is None or microscope is None:
+        return False
+    from .simulate.cross_sections import metal_x2_ratio
+
+    try:
+        expected = metal_x2_ratio(material, microscope)
+    except (KeyError, ValueError):
+        return False
+    expected = max(expected, 1.0 / expected) if np.isfinite(expected) and expected > 0 else np.nan
+    return bool(np.isfinite(expected) and abs(np.log(levels.bright_over_dim / expected)) < np.log(1.2))
+
+
+def _consistent_materials(levels: SublatticeLevels | None, apparent_a: float | None, tolerance: float,
+                          table: bool = True) -> list[str]:
+    """Known materials whose lattice constant (when calibrated) and column ratio fit the image, best first
+    (``table`` False: the ratio by the Z-contrast exponents alone)."""
     scored = []
     for name in _binary_materials():
         mat = parse_material(name)
@@ -371,9 +398,9 @@ def _consistent_materials(levels: SublatticeLevels | None, apparent_a: float | N
         if spacing > tolerance:
             continue
         if levels is not None:
-            if not ratio_fits(levels.bright_over_dim, mat):
+            if not ratio_fits(levels.bright_over_dim, mat, table):
                 continue
-            lo, hi = ratio_range(mat)
+            lo, hi = ratio_range(mat) if table else gamma_ratio_range(mat)
             spacing += abs(np.log(levels.bright_over_dim / np.sqrt(lo * hi))) / 10
         scored.append((spacing, name))
     return [name for _, name in sorted(scored)]
@@ -381,4 +408,4 @@ def _consistent_materials(levels: SublatticeLevels | None, apparent_a: float | N
 
 __all__ = ["ALLOY_SPREAD", "GAMMA_RANGE", "Finding", "ImageCheck", "ImageCheckError", "SublatticeLevels",
            "check_composition", "check_detection", "check_honeycomb", "check_image", "check_lattice", "describe_spots",
-           "ratio_fits", "ratio_range", "sublattice_levels"]
+           "gamma_ratio_range", "ratio_fits", "ratio_range", "sublattice_levels"]

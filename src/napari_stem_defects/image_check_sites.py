@@ -167,15 +167,30 @@ def ratio_range(material: str | Material) -> tuple[float, float]:
     >>> round(lo, 2), round(hi, 2)
     (1.16, 2.2)
     """
+    return _ratio_range(*_key(material), True)
+
+
+def gamma_ratio_range(material: str | Material) -> tuple[float, float]:
+    """:func:`ratio_range` by the Z-contrast exponents alone (what most HAADF images at 80-300 kV show).
+
+    Examples
+    --------
+    >>> [round(v, 2) for v in gamma_ratio_range("MoSe2")]
+    [1.22, 1.54]
+    """
+    return _ratio_range(*_key(material), False)
+
+
+def _key(material: str | Material) -> tuple[tuple, tuple, bool]:
     mat = parse_material(material)
-    return _ratio_range(tuple(sorted(mat.metals.items())), tuple(sorted(mat.chalcogens.items())), mat.janus)
+    return tuple(sorted(mat.metals.items())), tuple(sorted(mat.chalcogens.items())), mat.janus
 
 
-@lru_cache(maxsize=256)
-def _ratio_range(metals: tuple, chalcogens: tuple, janus: bool) -> tuple[float, float]:
+@lru_cache(maxsize=512)
+def _ratio_range(metals: tuple, chalcogens: tuple, janus: bool, table: bool) -> tuple[float, float]:
     lo, hi = np.inf, 0.0
     for parts in itertools.product(_compositions(dict(metals)), _compositions(dict(chalcogens))):
-        for r in (*_gamma_ratios(*parts), *_table_ratios(*parts, janus)):
+        for r in (*_gamma_ratios(*parts), *(_table_ratios(*parts, janus) if table else ())):
             r = max(r, 1.0 / r)
             lo, hi = min(lo, r), max(hi, r)
     return float(lo), float(hi)
@@ -221,9 +236,10 @@ def _compositions(part: dict[str, float]) -> list[dict[str, float]]:
     return out
 
 
-def ratio_fits(ratio: float, material: str | Material) -> bool:
-    """Whether a measured bright/dim ratio is one the material can show (with RATIO_TOLERANCE)."""
-    lo, hi = ratio_range(material)
+def ratio_fits(ratio: float, material: str | Material, table: bool = True) -> bool:
+    """Whether a measured bright/dim ratio is one the material can show (with RATIO_TOLERANCE); ``table``
+    False: by the Z-contrast exponents alone (:func:`gamma_ratio_range`)."""
+    lo, hi = ratio_range(material) if table else gamma_ratio_range(material)
     return lo / (1 + RATIO_TOLERANCE) <= ratio <= hi * (1 + RATIO_TOLERANCE)
 
 
@@ -240,6 +256,13 @@ def check_composition(levels: SublatticeLevels | None, material: Material) -> Fi
                        f"{material.name} gives {lo:.2f}-{hi:.2f} (Z-contrast exponent {GAMMA_RANGE[0]}-"
                        f"{GAMMA_RANGE[1]}, or multislice at 60-300 kV): the two sublattices are {how} than "
                        f"{material.name} allows.", metrics)
+    if not ratio_fits(ratio, material, table=False):
+        g_lo, g_hi = gamma_ratio_range(material)
+        metrics["table_only"] = True
+        return Finding("composition", True, f"The bright columns are {ratio:.2f} times as bright as the dim ones: "
+                       f"{material.name} gives that only as multislice does at low voltage or low detector angles "
+                       f"(Z-contrast exponents {GAMMA_RANGE[0]}-{GAMMA_RANGE[1]} give {g_lo:.2f}-{g_hi:.2f}).",
+                       metrics)
     return Finding("composition", True, f"column ratio {ratio:.2f} fits {material.name} ({lo:.2f}-{hi:.2f})",
                    metrics)
 

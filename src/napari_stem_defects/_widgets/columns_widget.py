@@ -310,7 +310,7 @@ class ColumnsWidget(StemDock):
                                              energy_kV=job.energy_kV)
                 if run.check is None and p["material"]:  # before any layer: is it the material said?
                     run.check = check_detection(image, run.results[frame], dmap.lattice, p["material"],
-                                                p["pixel_size"])
+                                                p["pixel_size"], microscope=job.microscope)
                     run.check.forced = p["force"] and not run.check.ok
                     if not run.check.ok and not p["force"]:
                         run.results.clear()
