@@ -173,19 +173,20 @@ def test_honeycomb_and_composition_decisions_on_given_levels():
     finding = check_honeycomb(one_t)
     assert not finding.ok and "three columns per cell" in finding.message
     assert ratio_fits(2.6, "MoS2") and not ratio_fits(2.0, "WS2") and ratio_fits(6.5, "WS2")
+    # W over S2 at 2.6: only at 60 kV and low angles (the table), never by a Z-contrast exponent
+    assert ratio_fits(2.6, "WS2") and not ratio_fits(2.6, "WS2", table=False)
 
 
 def test_mose2_at_60kv_and_low_detector_angles_is_accepted_as_mose2():
     # At 60 kV with a 60 mrad inner angle an Se2 pair scatters 1.9 times a Mo atom (multislice table): beyond
-    # every Z-contrast exponent of GAMMA_RANGE (Z**1.25 gives 1.54), yet this is MoSe2, as at 80 kV
+    # every Z-contrast exponent of GAMMA_RANGE (Z**1.25 gives 1.54), yet this is MoSe2
     setting = MicroscopeSettings(energy_kV=60, convergence_mrad=25, detector_inner_mrad=60, detector_outer_mrad=190,
                                  source_size_A=0.4, frozen_phonons=8)
     twin = simulate_twin("MoSe2", shape=(320, 320), pixel_size=0.12, seed=4,
                          imaging=calibrated_imaging(setting, dose=1e5))
     check = _check(twin.image, "MoSe2", (0.12, 0.12))
     levels = {f.name: f.metrics for f in check.findings}["composition"]
-    assert levels["bright_over_dim"] == pytest.approx(metal_x2_ratio("MoSe2", setting) ** -1,
-                                                      rel=0.15)
+    assert levels["bright_over_dim"] == pytest.approx(metal_x2_ratio("MoSe2", setting) ** -1, rel=0.15)
     assert levels["bright_over_dim"] > 1.54 * (1 + RATIO_TOLERANCE)  # what the exponents alone refused
     assert check.ok, check.message
     # accepted with a warning that names what the exponents say, unless the microscope is known and explains it
