@@ -319,8 +319,8 @@ def check_image(
         # accepted, but at most microscopes the ratio says another material
         others = [m for m in _consistent_materials(levels, apparent, tolerance, table=False) if m != mat.name]
         check.warnings.append(composition.message + (f" At 80-300 kV and usual HAADF angles it looks like "
-                                                     f"{', '.join(others[:3])}: check the material." if others
-                                                     else ""))
+                                                     f"{', '.join(others[:3])}: check the material, or give the "
+                                                     "microscope settings." if others else ""))
     if px is None:  # nothing to compare: the lattice's value is reported, the image stays uncalibrated
         return check
     error = max(abs(m / f - 1.0) for m, f in zip(check.lattice_pixel_size, px))
