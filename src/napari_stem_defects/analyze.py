@@ -37,12 +37,12 @@ import pandas as pd
 
 from .analysis_files import FORMAT_VERSION, write_analysis
 from .analysis_heatmaps import HEATMAP_CHOICES, check_heatmap_settings, heatmaps_of
+from .cells.alike_pairs import alike_pair_notes
 from .cells.classify import classify_site_table, resolve_classifiers
 from .cells.geometry import CELL_STRUCTURE_COLUMNS, with_structure
 from .cells.joint import one_answer
 from .cells.site_labels import site_defects
 from .cells.statistics import defect_statistics
-from .composition import alike_pair_notes
 from .columns import (
     SITES_CSV_COLUMNS,
     ColumnResult,

@@ -27,7 +27,6 @@ Pure python/numpy, no torch.
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 import numpy as np
 
@@ -275,86 +274,3 @@ def stated_type_weights(material: str | Material, sublattice: str) -> dict[str, 
         return {}
     return {"dopant": STATED_ATOM_ODDS, "antisite": 1.0 / STATED_ATOM_ODDS}
 
-
-#: Largest relative difference of a substitution's and its antisite's table cross-sections that the notes
-#: of :func:`alike_pair_notes` call alike (as :func:`~.simulate.cross_sections.antisite_alike_in_table`).
-ALIKE_CONTRAST: float = 0.05
-
-
-def alike_pair_notes(material: str | Material, counts: dict[str, int], microscope: Any = None,
-                     metal_x2: float | None = None) -> list[str]:
-    """What the user should know where a classified substitution and its antisite scatter alike.
-
-    A metal dopant competes with a host X2 pair on the metal site (``dopant_M`` against ``X_M``), a
-    foreign chalcogen with a host metal on an X2 site (``sub_X`` against ``M_X``). Where the image holds
-    cells of such a pair and the likely foreign atom (the stated one; else W in a Mo host, Mo in a W
-    host, and the chalcogen next to the host's: Se in sulfides and tellurides, S in selenides)
-    scatters like its antisite by the multislice table (at the image's microscope; when it is not
-    known, at a common setting where the host's columns compare as in the image), the pixels cannot
-    choose: the stated composition does. The note says so, and which ``+atom`` to state.
-
-    Parameters
-    ----------
-    material : str or Material
-        The stated material.
-    counts : dict
-        Cells per class of the analysis.
-    microscope : MicroscopeSettings, optional
-        The image's beam and detector (typed or from the file).
-    metal_x2 : float, optional
-        Without ``microscope``, the image's metal over X2 column intensity
-        (:func:`~napari_stem_defects.columns.intensity.metal_x2_intensity`): the settings it points to.
-
-    Returns
-    -------
-    list of str
-        One note per pair with cells; none where the pair stands apart.
-
-    Examples
-    --------
-    >>> alike_pair_notes("MoSe2", {"X_M": 6, "perfect": 140})[0][:94]
-    '6 X_M and 0 dopant_M cells: W atoms on metal sites scatter like Se2 pairs on them at 60 kV and'
-    >>> alike_pair_notes("MoSe2+W", {"dopant_M": 6})[0][-80:]
-    'the stated W is taken where they cannot be told apart (Se2 pairs stay possible).'
-    >>> alike_pair_notes("WS2", {"X_M": 3, "dopant_M": 3})   # Mo and S2 pairs on W sites stand apart
-    []
-    >>> alike_pair_notes("MoSe2", {"X_M": 6}, metal_x2=0.74)  # Se2 a third brighter than Mo: W stands out
-    []
-    """
-    from .materials import METALS
-    from .simulate.cross_sections import antisite_alike_setting
-
-    mat = parse_material(material)
-    partner = [m for m, host in (("W", "Mo"), ("Mo", "W")) if host in mat.metals and m not in mat.metals]
-    notes = []
-    for substituted, antisite, metal in (("dopant_M", "X_M", True), ("sub_X", "M_X", False)):
-        n_sub, n_anti = int(counts.get(substituted, 0)), int(counts.get(antisite, 0))
-        if n_sub + n_anti == 0:
-            continue
-        stated = [a for a in mat.dopants if (a in METALS) == metal]
-        for atom in stated or (partner if metal else list(substituent_elements(mat)[:1])):
-            where = antisite_alike_setting(mat, atom, ALIKE_CONTRAST, microscope, metal_x2)
-            if where is None:
-                continue
-            at = ("at this image's microscope" if microscope is not None else
-                  f"at {where.energy_kV:g} kV and a {where.detector_inner_mrad:g} mrad inner detector angle"
-                  + (f" (where the {mat.name} columns compare as in this image)" if metal_x2 else ""))
-            own, rivals = antisite_rivals(mat, atom)
-            rival = " or ".join(f"{_label(r)} {'pairs' if len(r) > 1 else 'atoms'}" for r in rivals)
-            what = f"{atom} atoms on metal sites" if metal else f"{_label(own[0])} pairs on X2 sites"
-            head = f"{n_anti} {antisite} and {n_sub} {substituted} cells: {what} scatter like {rival} on them {at}"
-            if stated:
-                notes.append(f"{head}; the stated {atom} is taken where they cannot be told apart ({rival} "
-                             "stay possible).")
-            else:
-                notes.append(f"{head}, so the pixels cannot tell them apart and the material decides: {mat.name} "
-                             f"states no {atom}. If the sample holds {atom}, give {mat.name}+{atom}.")
-            break
-    return notes
-
-
-def _label(elements: tuple[str, ...]) -> str:
-    """'Mo', 'Se2' or 'S+Se' for a column's elements."""
-    if len(elements) == 1:
-        return elements[0]
-    return f"{elements[0]}2" if elements[0] == elements[1] else "+".join(elements)

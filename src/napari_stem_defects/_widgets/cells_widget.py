@@ -288,8 +288,8 @@ class CellsWidget(CsvExport, StemDock):
         n_low = int(low_confidence_mask(run.cells, self.threshold.value).sum())
         where = "" if run.frame is None else f" of frame {run.frame} (current frame only)"
         model = "" if job["classifier"] == "physics" else f" (model {job['model']})"
+        from ..cells.alike_pairs import alike_pair_notes
         from ..columns.intensity import metal_x2_intensity
-        from ..composition import alike_pair_notes
         from ..simulate.microscope import settings_from_metadata
 
         notes = alike_pair_notes(job["material"], run.stats.counts, settings_from_metadata(image.metadata),
