@@ -208,20 +208,11 @@ def _gamma_ratios(metals: dict[str, float], chalcs: dict[str, float]) -> list[fl
 
 def _table_ratios(metals: dict[str, float], chalcs: dict[str, float], janus: bool) -> list[float]:
     """Metal over X2 intensity by the column table at the plausible settings (none for an element it lacks)."""
-    from .simulate.cross_sections import PLAUSIBLE_SETTINGS, metal_x2_ratio
-    from .simulate.microscope import MicroscopeSettings
+    from .simulate.cross_sections import plausible_metal_x2_list
 
     metals = {e: f for e, f in metals.items() if f > 0}
     chalcs = {e: f for e, f in chalcs.items() if f > 0}
-    janus = janus and len(chalcs) == 2
-    try:
-        layer = Material("composition", metals, chalcs, janus)
-        out = [metal_x2_ratio(layer, MicroscopeSettings(energy_kV=kv, convergence_mrad=conv, detector_inner_mrad=inner,
-                                                        detector_outer_mrad=outer))
-               for kv, conv, inner, outer in PLAUSIBLE_SETTINGS]
-    except (KeyError, ValueError):  # an element the table was never fitted for
-        return []
-    return [r for r in out if np.isfinite(r) and r > 0]
+    return plausible_metal_x2_list(Material("composition", metals, chalcs, janus and len(chalcs) == 2))
 
 
 def _compositions(part: dict[str, float]) -> list[dict[str, float]]:

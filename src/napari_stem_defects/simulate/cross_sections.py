@@ -227,17 +227,36 @@ def plausible_metal_x2_ratios(material) -> tuple[float, float]:
 
     mat = parse_material(material)
     if mat.name not in _RATIO_RANGES:
-        ratios = []
-        for kv, conv, inner, outer in PLAUSIBLE_SETTINGS:
-            settings = MicroscopeSettings(energy_kV=kv, convergence_mrad=conv, detector_inner_mrad=inner,
-                                          detector_outer_mrad=outer)
-            try:
-                ratios.append(metal_x2_ratio(mat, settings))
-            except (KeyError, ValueError):  # a column the table lacks (an element it was never fitted for)
-                continue
-        ratios = [r for r in ratios if np.isfinite(r) and r > 0]
+        ratios = plausible_metal_x2_list(mat)
         _RATIO_RANGES[mat.name] = (float(min(ratios)), float(max(ratios))) if ratios else (np.nan, np.nan)
     return _RATIO_RANGES[mat.name]
+
+
+def plausible_microscopes(frozen_phonons: int = 0) -> list[MicroscopeSettings]:
+    """:data:`PLAUSIBLE_SETTINGS` as microscope settings: a static lattice, or a thermal one with
+    ``frozen_phonons`` configurations."""
+    return [MicroscopeSettings(energy_kV=kv, convergence_mrad=conv, detector_inner_mrad=inner,
+                               detector_outer_mrad=outer, frozen_phonons=frozen_phonons)
+            for kv, conv, inner, outer in PLAUSIBLE_SETTINGS]
+
+
+def plausible_metal_x2_list(material) -> list[float]:
+    """:func:`metal_x2_ratio` of ``material`` (static lattice) at each setting of :data:`PLAUSIBLE_SETTINGS`;
+    none where the table lacks one of its elements (an element it was never fitted for).
+
+    Examples
+    --------
+    >>> ratios = plausible_metal_x2_list("MoSe2")   # Mo is always dimmer than an Se2 pair
+    >>> len(ratios) == len(PLAUSIBLE_SETTINGS), max(ratios) < 1.0
+    (True, True)
+    """
+    ratios = []
+    for settings in plausible_microscopes():
+        try:
+            ratios.append(metal_x2_ratio(material, settings))
+        except (KeyError, ValueError):
+            continue
+    return [float(r) for r in ratios if np.isfinite(r) and r > 0]
 
 
 _RATIO_RANGES: dict[str, tuple[float, float]] = {}
@@ -304,10 +323,7 @@ def antisite_alike_setting(material, atom: str, contrast: float = 0.05, settings
     def labels(elements: tuple[str, ...]) -> set[str]:  # a mixed pair in either order
         return {elements_content(elements), elements_content(elements[::-1])}
 
-    tried = [settings] if settings is not None else [
-        MicroscopeSettings(energy_kV=kv, convergence_mrad=conv, detector_inner_mrad=inner,
-                           detector_outer_mrad=outer, frozen_phonons=4)
-        for kv, conv, inner, outer in PLAUSIBLE_SETTINGS]
+    tried = [settings] if settings is not None else plausible_microscopes(frozen_phonons=4)
     if settings is None and metal_x2 is not None and np.isfinite(metal_x2) and metal_x2 > 0:
         try:
             off = np.abs(np.log([metal_x2_ratio(material, t) / metal_x2 for t in tried]))
