@@ -31,7 +31,7 @@ with the shipped CNN and with the physics classifier, and scored against the lib
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_multislice_classes.py --library DIR [--settings 60kV 200kV]
+    .venv/bin/python benchmarks/bench_multislice_classes.py --library DIR [--settings 60kV 200kV] [--materials MoS2]
 """
 
 from __future__ import annotations
@@ -194,14 +194,19 @@ def _oracle_features(image: np.ndarray, px: float, material: str, truth: pd.Data
 
 
 def library_index(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, pd.DataFrame]:
-    """Parse ``--library`` and ``--settings`` (added here) and the rest of ``parser``; the library's index,
-    kept to the chosen settings, after a line naming the machine and the library."""
+    """Parse ``--library``, ``--settings`` and ``--materials`` (added here) and the rest of ``parser``; the
+    library's index, kept to the chosen settings and materials, after a line naming the machine and the
+    library."""
     parser.add_argument("--library", required=True, type=Path)
     parser.add_argument("--settings", nargs="*", default=None)
+    parser.add_argument("--materials", nargs="*", default=None,
+                        help="only these materials of the library (as its index names them)")
     args = parser.parse_args()
     index = pd.read_csv(args.library / "index.csv")
     if args.settings:
         index = index[index["setting"].isin(args.settings)]
+    if args.materials:
+        index = index[index["material"].isin(args.materials)]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}; "
           f"library {args.library} ({len(index)} images)\n")
     return args, index

@@ -131,15 +131,18 @@ def _layer_intensities(levels, counts: dict[str, dict[str, int]], rng):
 
 
 TYPED_CASES = {
-    # at 60 kV with a 50 mrad inner angle the table puts S at 0.36 of S2 (sum Z**gamma: 0.5), so the
-    # Z-power fit bends its exponent and misreads the rarer X2 contents (S+Se, Mo on an X site)
+    # at 60 kV with a 50 mrad inner angle the table puts S at 0.36 of S2 (sum Z**gamma: 0.5) and Mo far
+    # nearer an S2 pair than any exponent does; a one-scale Z-power fit bent its exponent and misread the
+    # rarer X2 contents (S+Se, Mo on an X site). The self-calibration's separate metal and chalcogen
+    # scales read them untyped too (True: the untyped fit must also reach 0.9)
     "60 kV MoS2+V": ((60, 28, 50, 200), "MoS2+V", {"M": {"Mo": 850, "V": 80, "S2": 20, "": 50},
                                                    "X": {"S2": 900, "S": 50, "SSe": 30, "Mo": 10, "": 10}},
-                     [("X", "SSe"), ("X", "Mo")]),
-    # at 200 kV W scatters 2.4 times Mo and Se2 1.5 times: no one exponent fits both
+                     [("X", "SSe"), ("X", "Mo")], True),
+    # at 200 kV W scatters 2.4 times Mo and Se2 1.5 times: within each sublattice no one exponent fits,
+    # so only the table reads S+Se (False: the untyped fit falls at least 0.2 short of it)
     "200 kV WSe2": ((200, 22, 75, 180), "WSe2", {"M": {"W": 900, "Mo": 30, "Se2": 20, "": 50},
                                                  "X": {"Se2": 900, "Se": 50, "SSe": 30, "W": 10, "": 10}},
-                    [("X", "SSe")]),
+                    [("X", "SSe")], False),
 }
 
 
@@ -151,7 +154,7 @@ def test_typed_microscope_fits_species_to_the_calibrated_table(case):
     from napari_stem_defects.simulate.cross_sections import column_cross_section
     from napari_stem_defects.simulate.microscope import MicroscopeSettings
 
-    (kv, alpha, inner, outer), material, counts, rare = TYPED_CASES[case]
+    (kv, alpha, inner, outer), material, counts, rare, untyped_reads = TYPED_CASES[case]
     scope = MicroscopeSettings(energy_kV=kv, convergence_mrad=alpha, detector_inner_mrad=inner,
                                detector_outer_mrad=outer, frozen_phonons=8)
     x, truth = _layer_intensities(lambda c: column_cross_section(c, scope), counts, np.random.default_rng(3))
@@ -163,7 +166,37 @@ def test_typed_microscope_fits_species_to_the_calibrated_table(case):
         if typed:  # and the majority contents stay right
             assert all((called[s][truth[s] == c] == c).mean() >= 0.95
                        for s in x for c in counts[s] if counts[s][c] >= 200)
-    assert min(recall[True]) >= 0.9 and min(recall[False]) <= min(recall[True]) - 0.2, recall
+    assert min(recall[True]) >= 0.9, recall
+    if untyped_reads:
+        assert min(recall[False]) >= 0.9, recall
+    else:
+        assert min(recall[False]) <= min(recall[True]) - 0.2, recall
+
+
+def test_an_alloys_chalcogen_ladder_is_read_where_w_scatters_like_se2():
+    """At 60 kV, 25 mrad, HAADF 60-190 mrad (the issue-24 setting) a W atom scatters like an Se2 pair,
+    where ``sum Z**gamma`` puts it 1.9 times above at any exponent. A fit with one scale for metal and
+    chalcogen contents read a WSSe alloy's S2 / S+Se / Se2 columns one rung up (on the multislice twin:
+    68 of 68 S+Se as Se2, 33 of 38 Se2 as W); the separate scales read every rung, untyped."""
+    import numpy as np
+
+    from napari_stem_defects.columns.species import fit_species_physics, species_posterior
+    from napari_stem_defects.simulate.cross_sections import column_cross_section
+    from napari_stem_defects.simulate.microscope import MicroscopeSettings
+
+    scope = MicroscopeSettings(energy_kV=60, convergence_mrad=25, detector_inner_mrad=60, detector_outer_mrad=190,
+                               frozen_phonons=8)
+    counts = {"M": {"W": 900, "Mo": 20, "": 30}, "X": {"S2": 240, "SSe": 480, "Se2": 240, "S": 20, "Se": 20, "": 10}}
+    rng = np.random.default_rng(5)
+    x, truth = {}, {}
+    for sub, per in counts.items():  # the 1.5-2 % spread of the multislice twins' W columns
+        values = np.concatenate([np.full(n, column_cross_section(c, scope) if c else 0.0) for c, n in per.items()])
+        x[sub] = values + 0.015 * column_cross_section("W", scope) * rng.standard_normal(len(values))
+        truth[sub] = np.concatenate([[c or "empty"] * n for c, n in per.items()])
+    fits = fit_species_physics(x, parse_material("WSSe"))
+    called = np.asarray(fits["X"].species)[species_posterior(fits["X"], x["X"]).argmax(axis=1)]
+    recall = {c: float((called[truth["X"] == c] == c).mean()) for c in ("S2", "SSe", "Se2")}
+    assert min(recall.values()) >= 0.95, recall
 
 
 def test_an_s_plus_se_column_is_found_whichever_layer_holds_the_se():

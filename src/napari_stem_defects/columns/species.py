@@ -3,8 +3,9 @@
 With a known material the mixture is physics-constrained: component means
 are ``scale * sum(Z ** gamma)`` for each candidate column content (e.g. on
 metal sites: empty, Mo, the usual dopant W, an S2 antisite), with one scale
-shared by both sublattices and the Z exponent gamma chosen by likelihood
-from 1.4 to 2.1. Components are placed by lattice topology only: metals and
+for contents of metal atoms and one for contents of chalcogens, each shared
+by both sublattices (so an antisite is read on its atoms' scale), and the Z
+exponent gamma chosen by likelihood from 1.3 to 2.4. Components are placed by lattice topology only: metals and
 their defects on metal sites, chalcogens on chalcogen sites ("lockdown").
 Without a material a free Gaussian mixture is fitted per sublattice, its
 size chosen by BIC.
@@ -172,9 +173,15 @@ def fit_species_physics(
 ) -> dict[str, SpeciesFit]:
     """Fit physics-constrained mixtures to the metal ('M') and chalcogen ('X') site intensities.
 
-    The mean of component k at site i is ``scale * level_k + crosstalk *
+    The mean of component k at site i is ``scale_k * level_k + crosstalk *
     neighbours_i``: the expected Z-contrast of the column plus the share of
     its nearest neighbours' signal that probe tails spread into its disc.
+    ``scale_k`` is the metal scale for a content of metal atoms and the
+    chalcogen scale otherwise, each fitted on the image (self-calibration on
+    the perfect majority of both sublattices): at 60 kV and low detector
+    angles a W atom scatters like an Se2 pair, where ``sum Z**gamma`` puts it
+    1.9 times above at any exponent, and one shared scale then misread the
+    S2 / S+Se / Se2 columns of a WSSe alloy one rung up.
 
     Parameters
     ----------
@@ -219,10 +226,11 @@ def fit_species_physics(
         return {s: np.array([_z_sum(c[1], g) for c in cands[s]]) for s in subs}
 
     main = {s: np.array([c[2] > 0 for c in cands[s]]) for s in subs}
+    metal = {s: _metal_kind(cands[s]) for s in subs}
 
     def score(g: float) -> tuple[bool, float, float]:
         """(the stated contents hold the majority of every sublattice, log-likelihood, gamma)."""
-        loglik, params = _em(xs, nbs, levels_at(g), prior, n_iter // 2, odds)
+        loglik, params = _em(xs, nbs, levels_at(g), prior, n_iter // 2, odds, metal)
         held = all(float(params[3][s][main[s]].sum()) >= MAJORITY for s in subs if main[s].any())
         return held, loglik, float(g)
 
@@ -233,17 +241,18 @@ def fit_species_physics(
     gamma, levels = best[2], levels_at(best[2])
     if microscope is not None:
         table = {s: _table_levels(cands[s], microscope) for s in subs}
-        loglik, params = _em(xs, nbs, table, prior, n_iter // 2, odds)
+        loglik, params = _em(xs, nbs, table, prior, n_iter // 2, odds, metal)
         if all(float(params[3][s][main[s]].sum()) >= MAJORITY for s in subs if main[s].any()) \
                 and (True, loglik) >= best[:2]:
             gamma, levels = _closest_exponent(cands, table), table
-    _, (scale, cross, sigma, weights) = _em(x, nb, levels, prior, n_iter, odds)
+    _, (scale, cross, sigma, weights) = _em(x, nb, levels, prior, n_iter, odds, metal)
     out = {}
     for s in subs:
         k = len(levels[s])
         shift = cross * float(np.median(nb[s])) if len(nb[s]) else 0.0
-        out[s] = SpeciesFit(s, [c[0] for c in cands[s]], scale * levels[s] + shift, np.full(k, sigma[s]),
-                            weights[s], x[s], gamma, site_means=scale * levels[s][None, :] + cross * nb[s][:, None])
+        out[s] = SpeciesFit(s, [c[0] for c in cands[s]], scale[s] * levels[s] + shift, np.full(k, sigma[s]),
+                            weights[s], x[s], gamma,
+                            site_means=scale[s][None, :] * levels[s][None, :] + cross * nb[s][:, None])
     return out
 
 
@@ -268,55 +277,98 @@ def _closest_exponent(cands: dict[str, list], table: dict[str, np.ndarray]) -> f
     return float(min(np.round(np.arange(1.0, 2.51, 0.01), 2), key=misfit))
 
 
-def _em(x, nb, levels, prior, n_iter, odds=None):
-    """EM for means scale * level + crosstalk * neighbours, one sigma and free weights per sublattice.
+def _metal_kind(cands) -> np.ndarray:
+    """Which components hold metal atoms (a host metal, a dopant, a metal antisite); the others hold
+    chalcogens or nothing."""
+    return np.array([bool(c[1]) and not all(e in CHALCOGENS for e in c[1]) for c in cands])
 
-    ``odds`` (per sublattice, per component) multiply each site's responsibilities on top of the
-    fitted weights: the stated composition's say where intensities cannot choose.
+
+def _em(x, nb, levels, prior, n_iter, odds=None, metal=None):
+    """EM for means ``scale_kind * level + crosstalk * neighbours``, one sigma and free weights per sublattice.
+
+    Metal and chalcogen contents each have a scale of their own (``metal``: per sublattice, which
+    components hold metal atoms; default none, one scale): a heavy single atom and a light pair do not
+    keep the ratio any one Z exponent gives (at 60 kV and low detector angles an Se2 pair outshines W
+    as a W atom does; ``sum Z**gamma`` puts W 1.9 times above it), so each kind is calibrated on the
+    sublattice where it is the majority, and an antisite takes its atoms' scale (Mo on an X2 column is
+    measured against the metal sites' Mo). ``odds`` (per sublattice, per component) multiply each site's
+    responsibilities on top of the fitted weights: the stated composition's say where intensities
+    cannot choose. Returns the log-likelihood and ``(scales, crosstalk, sigma, weights)``, ``scales``
+    per sublattice and component.
     """
     subs = list(levels)
     odds = {s: np.ones(len(levels[s])) if odds is None else np.asarray(odds[s], float) for s in subs}
+    kind = {s: np.zeros(len(levels[s]), bool) if metal is None else np.asarray(metal[s], bool) for s in subs}
     w = {s: prior[s].copy() for s in subs}
     main = {s: float(prior[s] @ levels[s]) for s in subs}
-    scale = float(np.median([np.median(x[s]) / main[s] for s in subs if main[s] > 0]))
-    scale = scale if np.isfinite(scale) and scale > 0 else 1.0
+    start = float(np.median([np.median(x[s]) / main[s] for s in subs if main[s] > 0]))
+    start = start if np.isfinite(start) and start > 0 else 1.0
+    scales = np.array([start, start])  # metal contents, chalcogen contents
     cross = 0.0
-    sigma = {s: 0.15 * scale * main[s] + 1e-12 for s in subs}
+
+    def per_component(s: str) -> np.ndarray:
+        return np.where(kind[s], scales[0], scales[1])
+
+    sigma = {s: 0.15 * start * main[s] + 1e-12 for s in subs}
     for _ in range(n_iter):
-        means = {s: scale * levels[s][None, :] + cross * nb[s][:, None] for s in subs}
+        means = {s: per_component(s)[None, :] * levels[s][None, :] + cross * nb[s][:, None] for s in subs}
         resp = {s: _resp(x[s], means[s], sigma[s], w[s] * odds[s]) for s in subs}
-        # Weighted least squares for (scale, crosstalk) over all sites and components.
-        a = np.zeros((2, 2))
-        rhs = np.zeros(2)
+        # weighted least squares for (metal scale, chalcogen scale, crosstalk) over all sites and components
+        a = np.zeros((3, 3))
+        rhs = np.zeros(3)
         for s in subs:
             r = resp[s] / sigma[s] ** 2
-            lv, n_ = levels[s][None, :], nb[s][:, None]
-            a += [[(r * lv * lv).sum(), (r * lv * n_).sum()], [(r * lv * n_).sum(), (r * n_ * n_).sum()]]
-            rhs += [(r * lv * x[s][:, None]).sum(), (r * n_ * x[s][:, None]).sum()]
-        scale, cross = _solve_nonneg(a, rhs, scale)
+            lv = levels[s][None, :]
+            regressors = [lv * kind[s][None, :], lv * ~kind[s][None, :], np.broadcast_to(nb[s][:, None], r.shape)]
+            for i, ri in enumerate(regressors):
+                rhs[i] += (r * ri * x[s][:, None]).sum()
+                for j, rj in enumerate(regressors):
+                    a[i, j] += (r * ri * rj).sum()
+        scales, cross = _solve_scales(a, rhs, scales)
         for s in subs:
             r = resp[s]
             w[s] = (r.sum(axis=0) + _PSEUDO * prior[s]) / (len(x[s]) + _PSEUDO)
-            mu = scale * levels[s][None, :] + cross * nb[s][:, None]
+            mu = per_component(s)[None, :] * levels[s][None, :] + cross * nb[s][:, None]
             var = float((r * (x[s][:, None] - mu) ** 2).sum() / max(len(x[s]), 1))
-            floor = (0.01 * scale * levels[s].max()) ** 2
+            floor = (0.01 * (per_component(s) * levels[s]).max()) ** 2
             sigma[s] = float(np.sqrt(max(var, floor)))
     loglik = 0.0
     for s in subs:
-        mu = scale * levels[s][None, :] + cross * nb[s][:, None]
+        mu = per_component(s)[None, :] * levels[s][None, :] + cross * nb[s][:, None]
         loglik += _loglik(x[s], mu, sigma[s], w[s])
-    return loglik, (scale, cross, sigma, w)
+    return loglik, ({s: per_component(s) for s in subs}, cross, sigma, w)
 
 
-def _solve_nonneg(a: np.ndarray, rhs: np.ndarray, fallback: float) -> tuple[float, float]:
-    """Solve the 2x2 normal equations with crosstalk limited to [0, 0.3]."""
-    if np.linalg.det(a) > 1e-12 * max(1.0, abs(a).max()) ** 2:
-        scale, cross = np.linalg.solve(a, rhs)
-        if 0.0 <= cross <= 0.3 and scale > 0:
-            return float(scale), float(cross)
-    cross = float(np.clip((rhs[1] - a[1, 0] * fallback) / a[1, 1], 0.0, 0.3)) if a[1, 1] > 0 else 0.0
-    scale = (rhs[0] - a[0, 1] * cross) / a[0, 0] if a[0, 0] > 0 else fallback
-    return (float(scale) if scale > 0 else fallback), cross
+#: Largest ratio between the metal and the chalcogen contents' scales (either way round).
+_SCALE_RATIO: float = 4.0
+
+
+def _solve_scales(a: np.ndarray, rhs: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, float]:
+    """Solve the 3x3 normal equations for (metal scale, chalcogen scale, crosstalk).
+
+    A kind no component holds (an all-zero row) takes the other's scale; crosstalk is limited to
+    [0, 0.3] and the two scales to within :data:`_SCALE_RATIO` of each other.
+    """
+    used = np.diag(a) > 0
+    idx = np.flatnonzero(used)
+    sol = np.zeros(3)
+    sub = a[np.ix_(idx, idx)]
+    solved = len(idx) > 0 and np.linalg.det(sub) > 1e-12 * max(1.0, abs(sub).max()) ** len(idx)
+    if solved:
+        sol[idx] = np.linalg.solve(sub, rhs[idx])
+    if not solved or not 0.0 <= sol[2] <= 0.3 or (sol[:2][used[:2]] <= 0).any():
+        # the crosstalk clipped at the previous scales, then each scale given the rest
+        sol[:2] = fallback
+        sol[2] = float(np.clip((rhs[2] - a[2, :2] @ fallback) / a[2, 2], 0.0, 0.3)) if used[2] else 0.0
+        for k in np.flatnonzero(used[:2]):
+            value = (rhs[k] - a[k, 2] * sol[2] - a[k, 1 - k] * sol[1 - k]) / a[k, k]
+            sol[k] = value if value > 0 else fallback[k]
+    if not used[0]:
+        sol[0] = sol[1]
+    if not used[1]:
+        sol[1] = sol[0]
+    mid, half = np.sqrt(sol[0] * sol[1]), np.sqrt(_SCALE_RATIO)
+    return np.clip(sol[:2], mid / half, mid * half).astype(float), float(sol[2])
 
 
 def _log_components(x, means, sigma, weights):
