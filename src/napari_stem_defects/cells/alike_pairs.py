@@ -3,7 +3,9 @@
 A metal dopant competes with a host X2 pair on the metal site, a foreign chalcogen with a host metal
 on an X2 site. Where the multislice-calibrated column table puts the two within a few per cent of each
 other at the image's microscope (or at the common settings its own columns point to), no reader of
-intensities can choose between them: the composition the user states does. Used by ``analyze`` and
+intensities can choose between them: the composition the user states does. Where an antisite scatters
+like the host's own column on its site (W on an X2 site of WSe2 at 60 kV and low angles), it is read
+as the host's column and its class goes uncounted: the user is told that too. Used by ``analyze`` and
 the cells dock.
 """
 
@@ -11,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..composition import antisite_rivals, substituent_elements
+from ..composition import allowed_classes, antisite_rivals, host_contents, substituent_elements
 from ..materials import METALS, Material, parse_material
-from ..simulate.cross_sections import antisite_alike_setting
+from ..simulate.cross_sections import antisite_alike_setting, contents_alike_setting
 
 #: Largest relative difference of a substitution's and its antisite's table cross-sections that the notes
 #: of :func:`alike_pair_notes` call alike (as
@@ -87,6 +89,65 @@ def alike_pair_notes(material: str | Material, counts: dict[str, int], microscop
                 notes.append(f"{head}, so the pixels cannot tell them apart and the material decides: {mat.name} "
                              f"states no {atom}. If the sample holds {atom}, give {mat.name}+{atom}.")
             break
+    return notes + hidden_antisite_notes(mat, microscope, metal_x2)
+
+
+def hidden_antisite_notes(material: str | Material, microscope: Any = None,
+                          metal_x2: float | None = None) -> list[str]:
+    """What the user should know where an antisite scatters like the host's own column on its site.
+
+    A host metal on an X2 site (``M_X``) against the host's X2 pairs, a host pair on a metal site
+    (``X_M``) against the host metals: where the multislice table puts them within
+    :data:`ALIKE_CONTRAST` (at the image's microscope, else at a common setting where the host's columns
+    compare as in the image), the host's own column is far commoner, so where the two cannot be told
+    apart (an alloy's composition disorder spreads its columns; low dose) such antisites are read as
+    perfect cells and the class is undercounted. At 60 kV, 25 mrad, HAADF 60-190 mrad a W atom
+    scatters like an Se2 pair: W on an X2 site of WSe2 or of a WSSe alloy looks like its Se2 columns.
+
+    Parameters
+    ----------
+    material : str or Material
+        The stated material.
+    microscope : MicroscopeSettings, optional
+        The image's beam and detector (typed or from the file).
+    metal_x2 : float, optional
+        Without ``microscope``, the image's metal over X2 column intensity.
+
+    Returns
+    -------
+    list of str
+        One note per antisite content that hides so (of the classes the material offers); none where
+        they stand out.
+
+    Examples
+    --------
+    >>> hidden_antisite_notes("WSSe", metal_x2=1.5)[0][:85]
+    'M_X cells of W atoms may go uncounted: W atoms on X2 sites scatter like the Se2 pairs'
+    >>> hidden_antisite_notes("WS2"), hidden_antisite_notes("MoS2", metal_x2=2.5)
+    ([], [])
+    """
+    mat = parse_material(material)
+    metals, pairs = host_contents(mat)
+    offered = set(allowed_classes(mat))
+    notes = []
+    for antisite, own, rivals, where_ in (("M_X", metals, pairs, "X2 sites"), ("X_M", pairs, metals, "metal sites")):
+        if antisite not in offered:
+            continue
+        for content in own:
+            alike = [r for r in rivals
+                     if contents_alike_setting(mat, [content], [r], ALIKE_CONTRAST, microscope, metal_x2) is not None]
+            if not alike:
+                continue
+            setting = contents_alike_setting(mat, [content], alike, ALIKE_CONTRAST, microscope, metal_x2)
+            at = ("at this image's microscope" if microscope is not None else
+                  f"at {setting.energy_kV:g} kV and a {setting.detector_inner_mrad:g} mrad inner detector angle"
+                  + (f" (where the {mat.name} columns compare as in this image)" if metal_x2 else ""))
+            kind = "atoms" if len(content) == 1 else "pairs"
+            rival = " and ".join(_label(r) for r in alike)
+            notes.append(f"{antisite} cells of {_label(content)} {kind} may go uncounted: {_label(content)} {kind} "
+                         f"on {where_} scatter like the {rival} {'pairs' if len(alike[0]) > 1 else 'atoms'} of "
+                         f"{mat.name} {at}, and those are far commoner: where the two cannot be told apart, the "
+                         "host's own column (a perfect cell) is taken.")
     return notes
 
 

@@ -316,9 +316,25 @@ def antisite_alike_setting(material, atom: str, contrast: float = 0.05, settings
     True
     """
     from ..composition import antisite_rivals
-    from .defects import elements_content
 
     own, rivals = antisite_rivals(material, atom)
+    return contents_alike_setting(material, own, rivals, contrast, settings, metal_x2)
+
+
+def contents_alike_setting(material, own: list[tuple[str, ...]], rivals: list[tuple[str, ...]],
+                           contrast: float = 0.05, settings: MicroscopeSettings | None = None,
+                           metal_x2: float | None = None) -> MicroscopeSettings | None:
+    """The first microscope setting at which a column of ``own`` and one of ``rivals`` (element tuples, a
+    mixed pair in either order) scatter within ``contrast`` of each other by the table (thermal lattice),
+    or None; the settings tried as in :func:`antisite_alike_setting`.
+
+    Examples
+    --------
+    >>> s = contents_alike_setting("WSSe", [("W",)], [("S", "S"), ("S", "Se"), ("Se", "Se")])  # W like Se2
+    >>> s.energy_kV, contents_alike_setting("WS2", [("W",)], [("S", "S")])
+    (60.0, None)
+    """
+    from .defects import elements_content
 
     def labels(elements: tuple[str, ...]) -> set[str]:  # a mixed pair in either order
         return {elements_content(elements), elements_content(elements[::-1])}
