@@ -5,7 +5,10 @@ are ``scale * sum(Z ** gamma)`` for each candidate column content (e.g. on
 metal sites: empty, Mo, the usual dopant W, an S2 antisite), with one scale
 for contents of metal atoms and one for contents of chalcogens, each shared
 by both sublattices (so an antisite is read on its atoms' scale), and the Z
-exponent gamma chosen by likelihood from 1.3 to 2.4. Components are placed by lattice topology only: metals and
+exponent gamma chosen by likelihood from 1.3 to 2.4 among the fits that give
+the stated contents the majority in about their stated shares; the metal
+contents take an exponent of their own where it explains the image clearly
+better (Mo against W at 60 kV). Components are placed by lattice topology only: metals and
 their defects on metal sites, chalcogens on chalcogen sites ("lockdown").
 Without a material a free Gaussian mixture is fitted per sublattice, its
 size chosen by BIC.
@@ -22,6 +25,8 @@ from ..materials import ATOMIC_NUMBER, CHALCOGENS, Material
 from .result import EMPTY, SpeciesFit
 
 _GAMMAS = np.round(np.arange(1.3, 2.41, 0.1), 2)
+#: Exponents tried for the metal contents alone (:func:`fit_species_physics`).
+_METAL_GAMMAS = np.round(np.arange(1.0, 2.41, 0.1), 2)
 #: Share of each sublattice's sites its stated contents must hold in a fit (the perfect majority).
 MAJORITY: float = 0.5
 #: Sites per sublattice used to choose gamma (the final fit uses all).
@@ -222,23 +227,31 @@ def fit_species_physics(
     xs = {s: x[s][pick[s]] for s in subs}
     nbs = {s: nb[s][pick[s]] for s in subs}
 
-    def levels_at(g: float) -> dict[str, np.ndarray]:
-        return {s: np.array([_z_sum(c[1], g) for c in cands[s]]) for s in subs}
-
     main = {s: np.array([c[2] > 0 for c in cands[s]]) for s in subs}
     metal = {s: _metal_kind(cands[s]) for s in subs}
 
-    def score(g: float) -> tuple[bool, float, float]:
-        """(the stated contents hold the majority of every sublattice, log-likelihood, gamma)."""
-        loglik, params = _em(xs, nbs, levels_at(g), prior, n_iter // 2, odds, metal)
-        held = all(float(params[3][s][main[s]].sum()) >= MAJORITY for s in subs if main[s].any())
-        return held, loglik, float(g)
+    def levels_at(g: float, g_metal: float | None = None) -> dict[str, np.ndarray]:
+        """Levels with exponent ``g``, metal contents with ``g_metal`` where given."""
+        gm = g if g_metal is None else g_metal
+        return {s: np.array([_z_sum(c[1], gm if k else g) for c, k in zip(cands[s], metal[s])]) for s in subs}
+
+    def score(g: float, g_metal: float | None = None) -> tuple[bool, float, float]:
+        """(the stated contents hold the majority of every sublattice in about their stated shares,
+        log-likelihood, gamma)."""
+        loglik, params = _em(xs, nbs, levels_at(g, g_metal), prior, n_iter // 2, odds, metal)
+        held = all(_stated_shares_held(cands[s], params[3][s]) for s in subs if main[s].any())
+        return held, loglik, float(g if g_metal is None else g_metal)
 
     # self-calibration on the perfect majority: of the exponents whose fit gives the stated contents most
     # sites, the likeliest (a broad main peak must not turn into a rare content's population)
     coarse = max(score(g) for g in _GAMMAS)[2]
     best = max(score(g) for g in (coarse - 0.05, coarse, coarse + 0.05))
     gamma, levels = best[2], levels_at(best[2])
+    # the metals' own exponent, where it explains the image clearly better (a metal alloy at 60 kV and low
+    # angles: W scatters 1.9 times Mo, Z**1.1, while the chalcogen columns follow Z**1.6)
+    own = max(score(gamma, g) for g in _METAL_GAMMAS)
+    if own[0] and own[1] > best[1] + np.log(sum(len(v) for v in xs.values())):
+        levels = levels_at(gamma, own[2])
     if microscope is not None:
         table = {s: _table_levels(cands[s], microscope) for s in subs}
         loglik, params = _em(xs, nbs, table, prior, n_iter // 2, odds, metal)
@@ -254,6 +267,34 @@ def fit_species_physics(
                             weights[s], x[s], gamma,
                             site_means=scale[s][None, :] * levels[s][None, :] + cross * nb[s][:, None])
     return out
+
+
+def _stated_shares_held(cands, weights: np.ndarray) -> bool:
+    """Whether a fit gives the stated contents of a sublattice the majority (:data:`MAJORITY`), each of them
+    at least a third of its stated share among them.
+
+    The second condition is for alloys: an S2 / S+Se / Se2 ladder fits one rung off as S / S2 / S+Se at a
+    lower exponent (the ratios match), with the stated Se2 empty and a third of the columns a lone S.
+
+    Examples
+    --------
+    >>> cands = [("S", ("S",), 0.0), ("S2", ("S", "S"), 0.25), ("SSe", ("S", "Se"), 0.25),
+    ...          ("SSe", ("Se", "S"), 0.25), ("Se2", ("Se", "Se"), 0.25)]
+    >>> _stated_shares_held(cands, np.array([0.02, 0.25, 0.3, 0.2, 0.23]))
+    True
+    >>> _stated_shares_held(cands, np.array([0.3, 0.43, 0.14, 0.13, 0.0]))   # one rung off
+    False
+    """
+    stated = np.array([c[2] > 0 for c in cands])
+    if float(weights[stated].sum()) < MAJORITY:
+        return False
+    shares, fitted = {}, {}
+    for (label, _, prior), w, main in zip(cands, weights, stated):
+        if main:
+            shares[label] = shares.get(label, 0.0) + prior
+            fitted[label] = fitted.get(label, 0.0) + float(w)
+    total_share, total_fit = sum(shares.values()), sum(fitted.values())
+    return all(fitted[k] / total_fit >= shares[k] / total_share / 3 for k in shares)
 
 
 def _table_levels(cands, microscope: Any) -> np.ndarray:
@@ -304,6 +345,11 @@ def _em(x, nb, levels, prior, n_iter, odds=None, metal=None):
     start = float(np.median([np.median(x[s]) / main[s] for s in subs if main[s] > 0]))
     start = start if np.isfinite(start) and start > 0 else 1.0
     scales = np.array([start, start])  # metal contents, chalcogen contents
+    for k, of_kind in enumerate((True, False)):  # each kind starts from the sublattice it is the host of
+        own = [np.median(x[s]) / main[s] for s in subs if main[s] > 0 and len(x[s])
+               and bool(kind[s][prior[s].argmax()]) == of_kind]
+        if own and np.isfinite(own[0]) and own[0] > 0:
+            scales[k] = own[0]
     cross = 0.0
 
     def per_component(s: str) -> np.ndarray:
