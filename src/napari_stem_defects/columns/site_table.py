@@ -12,12 +12,13 @@ from ..cell_convention import partner_index, screen_angle
 from ..materials import Material
 from ..vocabulary import PHASE_CODES
 from .domains import domain_ids, local_structure, motif_is_1t, structure_levels
+from .free_mixture import fit_species_free
 from .grain_sites import attach_peaks, grain_steps, place_grain_sites
 from .grains import grain_orientation, segment_grains
 from .lattice_sites import neighbour_basis
 from .metal_sublattice import metal_coset
 from .result import EMPTY, SITE_COLUMNS, SITE_STRUCTURE_COLUMNS, ColumnDetectionError, SpeciesFit
-from .species import fit_species_free, fit_species_physics, species_posterior
+from .species import fit_species_physics, species_posterior
 from .territories import territories, void_regions
 from .vacuum import peaks_in_vacuum
 
