@@ -8,6 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from .classical import local_background
+from .metal_sublattice import central_mean
 from .patches import gather
 
 #: Integration radius as a fraction of the nearest-neighbour distance.
@@ -67,7 +68,8 @@ def integrated_intensity(
 
 
 def metal_x2_intensity(sites: Any) -> float | None:
-    """Median integrated intensity of a site table's occupied 2H metal sites over its occupied X2 columns.
+    """Central mean (10th to 90th percentile) of the integrated intensity of a site table's occupied 2H metal
+    sites over that of its occupied X2 columns.
 
     What the image's own columns say of the microscope (at 60 kV and low detector angles an Se2 pair
     outshines Mo twice; at 200 kV by a third). None when either sublattice has fewer than 10 columns.
@@ -90,5 +92,6 @@ def metal_x2_intensity(sites: Any) -> float | None:
     values = {s: sites["intensity"].to_numpy(float)[keep & (sites["sublattice"] == s).to_numpy()] for s in "MX"}
     if min(len(v) for v in values.values()) < 10:
         return None
-    metal, x2 = float(np.median(values["M"])), float(np.median(values["X"]))
+    # central means, not medians: an alloy's median falls on whichever content is commoner (Mo or W)
+    metal, x2 = (central_mean(values[s], float(np.median(values[s]))) for s in "MX")
     return metal / x2 if metal > 0 and x2 > 0 else None

@@ -25,7 +25,7 @@ HALF_RATIO: float = 2.0
 #: What a note asks for where the image alone leaves the metal sublattice open.
 _ASK = "give the microscope settings (--kv, --detector, or the Microscope row)"
 
-__all__ = ["HALF_MIN_COLUMNS", "HALF_RANGE", "HALF_RATIO", "metal_coset"]
+__all__ = ["HALF_MIN_COLUMNS", "HALF_RANGE", "HALF_RATIO", "central_mean", "metal_coset"]
 
 
 def _expected_ratio(material: Material) -> float:
@@ -73,7 +73,7 @@ def metal_coset(a: int, b: int, med: dict[int, float], material: Material | None
     if material is not None and values is not None and _mixed(material):
         # an alloy's median falls on one of its contents (Mo or W, whichever is commoner): the central
         # mean weighs them as the expected ratio does
-        med = {**med, **{c: _central_mean(values[c], med[c]) for c in (a, b)}}
+        med = {**med, **{c: central_mean(values[c], med[c]) for c in (a, b)}}
     bright, dim = (a, b) if med[a] >= med[b] else (b, a)
     if material is None:
         return bright, "no material given: the brighter sublattice is taken as the metal one"
@@ -107,7 +107,7 @@ def _mixed(material: Material) -> bool:
     return len(material.metals) > 1 or (len(material.chalcogens) > 1 and not material.janus)
 
 
-def _central_mean(values: np.ndarray, fallback: float) -> float:
+def central_mean(values: np.ndarray, fallback: float) -> float:
     """Mean of a coset's column intensities between their 10th and 90th percentiles (vacancies and
     adatoms left out), or ``fallback`` with fewer than 10 columns."""
     v = np.asarray(values, float)
