@@ -127,28 +127,52 @@ def hidden_antisite_notes(material: str | Material, microscope: Any = None,
     ([], [])
     """
     mat = parse_material(material)
+    notes = []
+    for antisite, content, alike in _hidden_antisites(mat, microscope, metal_x2):
+        where_ = "X2 sites" if antisite == "M_X" else "metal sites"
+        setting = contents_alike_setting(mat, [content], alike, ALIKE_CONTRAST, microscope, metal_x2)
+        at = ("at this image's microscope" if microscope is not None else
+              f"at {setting.energy_kV:g} kV and a {setting.detector_inner_mrad:g} mrad inner detector angle"
+              + (f" (where the {mat.name} columns compare as in this image)" if metal_x2 else ""))
+        kind = "atoms" if len(content) == 1 else "pairs"
+        rival = " and ".join(_label(r) for r in alike)
+        notes.append(f"{antisite} cells of {_label(content)} {kind} may go uncounted: {_label(content)} {kind} "
+                     f"on {where_} scatter like the {rival} {'pairs' if len(alike[0]) > 1 else 'atoms'} of "
+                     f"{mat.name} {at}, and those are far commoner: where the two cannot be told apart, the "
+                     "host's own column (a perfect cell) is taken.")
+    return notes
+
+
+def _hidden_antisites(mat: Material, microscope: Any = None, metal_x2: float | None = None
+                      ) -> list[tuple[str, tuple[str, ...], list[tuple[str, ...]]]]:
+    """(antisite class, antisite content, the host contents it scatters like) for each antisite content
+    the material offers that the table puts within :data:`ALIKE_CONTRAST` of a host content on its site."""
     metals, pairs = host_contents(mat)
     offered = set(allowed_classes(mat))
-    notes = []
-    for antisite, own, rivals, where_ in (("M_X", metals, pairs, "X2 sites"), ("X_M", pairs, metals, "metal sites")):
+    out = []
+    for antisite, own, rivals in (("M_X", metals, pairs), ("X_M", pairs, metals)):
         if antisite not in offered:
             continue
         for content in own:
             alike = [r for r in rivals
                      if contents_alike_setting(mat, [content], [r], ALIKE_CONTRAST, microscope, metal_x2) is not None]
-            if not alike:
-                continue
-            setting = contents_alike_setting(mat, [content], alike, ALIKE_CONTRAST, microscope, metal_x2)
-            at = ("at this image's microscope" if microscope is not None else
-                  f"at {setting.energy_kV:g} kV and a {setting.detector_inner_mrad:g} mrad inner detector angle"
-                  + (f" (where the {mat.name} columns compare as in this image)" if metal_x2 else ""))
-            kind = "atoms" if len(content) == 1 else "pairs"
-            rival = " and ".join(_label(r) for r in alike)
-            notes.append(f"{antisite} cells of {_label(content)} {kind} may go uncounted: {_label(content)} {kind} "
-                         f"on {where_} scatter like the {rival} {'pairs' if len(alike[0]) > 1 else 'atoms'} of "
-                         f"{mat.name} {at}, and those are far commoner: where the two cannot be told apart, the "
-                         "host's own column (a perfect cell) is taken.")
-    return notes
+            if alike:
+                out.append((antisite, content, alike))
+    return out
+
+
+def hidden_antisite_classes(material: str | Material, microscope: Any) -> set[str]:
+    """Antisite classes of which some content scatters like a host column at ``microscope`` (the table):
+    what no reader of this image can count, so training twins imaged there leave them out.
+
+    Examples
+    --------
+    >>> from napari_stem_defects.simulate.microscope import MicroscopeSettings
+    >>> low = MicroscopeSettings(energy_kV=60, convergence_mrad=25, detector_inner_mrad=60, detector_outer_mrad=190)
+    >>> sorted(hidden_antisite_classes("WSSe", low)), hidden_antisite_classes("WSSe", MicroscopeSettings(energy_kV=200))
+    (['M_X', 'X_M'], set())
+    """
+    return {antisite for antisite, _, _ in _hidden_antisites(parse_material(material), microscope)}
 
 
 def _label(elements: tuple[str, ...]) -> str:

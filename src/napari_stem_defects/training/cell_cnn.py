@@ -104,7 +104,10 @@ def random_cell_twin(
         Cap on the amorphous texture amplitude of the random imaging.
     table_share : float
         Chance that the columns and probe come from the multislice-calibrated table at a random
-        microscope (drawn from its own stream, so the other draws of a seed do not change).
+        microscope (drawn from its own stream, so the other draws of a seed do not change). Such a
+        twin holds no antisite that scatters like the host's own column at that microscope
+        (:func:`~napari_stem_defects.cells.alike_pairs.hidden_antisite_classes`: W on an X2 site of
+        WSSe at 60 kV and low angles looks like its Se2 pairs).
 
     Returns
     -------
@@ -116,6 +119,12 @@ def random_cell_twin(
     plan = defect_plan(mat, rng)
     table = np.random.default_rng([seed, 12]).random() < table_share
     imaging = random_imaging(rng, (1e4, 1e7), column_model="table" if table else "zpower")
+    if table:
+        # an antisite that scatters like the host's own column at this microscope cannot be read: not taught
+        from ..cells.alike_pairs import hidden_antisite_classes
+
+        hidden = hidden_antisite_classes(mat, imaging.microscope)
+        plan = {**plan, "defects": {c: f for c, f in plan["defects"].items() if c not in hidden}}
     if dose is not None:
         imaging = dataclasses.replace(imaging, dose=float(dose))
     if max_texture is not None and imaging.texture > max_texture:
