@@ -175,7 +175,7 @@ def test_typed_microscope_fits_species_to_the_calibrated_table(case):
 
 def test_an_alloys_chalcogen_ladder_is_read_where_w_scatters_like_se2():
     """At 60 kV, 25 mrad, HAADF 60-190 mrad (the issue-24 setting) a W atom scatters like an Se2 pair,
-    where ``sum Z**gamma`` puts it 1.9 times above at any exponent. A fit with one scale for metal and
+    where ``sum Z**gamma`` puts it 1.4-3.2 times above (exponents 1.3-2.4). A fit with one scale for metal and
     chalcogen contents read a WSSe alloy's S2 / S+Se / Se2 columns one rung up (on the multislice twin:
     68 of 68 S+Se as Se2, 33 of 38 Se2 as W); the separate scales read every rung, untyped."""
     import numpy as np

@@ -113,7 +113,7 @@ def test_typed_microscope_settings_decide_the_metal_sublattice_where_z_contrast_
 def test_a_quaternary_alloys_metal_sublattice_is_found_where_its_median_misleads():
     """MoWSSe at 60 kV, 25 mrad, HAADF 60-190 mrad: the metal sites hold Mo (0.034 A^2) and W (0.065),
     the X2 columns S2, S+Se and Se2 (0.018-0.062), so the metal median falls on Mo, below the X2 median
-    (S+Se), while the metal mean is a quarter above. Compared by medians, the analysis of the multislice
+    (S+Se), while the metal columns' central mean is a sixth above. Compared by medians, the analysis of the multislice
     twin took the X2 columns for the metals (species right for 0 of 307 columns); by the central means it
     finds the metals, untyped."""
     from napari_stem_defects.columns import detect_columns

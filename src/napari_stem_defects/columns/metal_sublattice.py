@@ -50,7 +50,7 @@ def metal_coset(a: int, b: int, med: dict[int, float], material: Material | None
     where the expected ratio itself is close to 1 (Janus MoSSe: Mo against S+Se). In an alloy the
     cosets are compared by the mean of their central columns instead of the median, which falls on
     whichever content is commoner (in MoWSSe at 60 kV: on Mo, dimmer than the X2 median, while the
-    metal columns' mean is a quarter above it).
+    metal columns' central mean is a sixth above it).
 
     Examples
     --------

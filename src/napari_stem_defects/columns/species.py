@@ -185,8 +185,8 @@ def fit_species_physics(
     chalcogen scale otherwise, each fitted on the image (self-calibration on
     the perfect majority of both sublattices): at 60 kV and low detector
     angles a W atom scatters like an Se2 pair, where ``sum Z**gamma`` puts it
-    1.9 times above at any exponent, and one shared scale then misread the
-    S2 / S+Se / Se2 columns of a WSSe alloy one rung up.
+    1.4-3.2 times above (exponents 1.3-2.4), and one shared scale then misread
+    the S2 / S+Se / Se2 columns of a WSSe alloy one rung up.
 
     Parameters
     ----------
@@ -329,8 +329,8 @@ def _em(x, nb, levels, prior, n_iter, odds=None, metal=None):
 
     Metal and chalcogen contents each have a scale of their own (``metal``: per sublattice, which
     components hold metal atoms; default none, one scale): a heavy single atom and a light pair do not
-    keep the ratio any one Z exponent gives (at 60 kV and low detector angles an Se2 pair outshines W
-    as a W atom does; ``sum Z**gamma`` puts W 1.9 times above it), so each kind is calibrated on the
+    keep the ratio any one Z exponent gives (at 60 kV and low detector angles a W atom scatters like an
+    Se2 pair; ``sum Z**gamma`` puts W 1.4-3.2 times above it), so each kind is calibrated on the
     sublattice where it is the majority, and an antisite takes its atoms' scale (Mo on an X2 column is
     measured against the metal sites' Mo). ``odds`` (per sublattice, per component) multiply each site's
     responsibilities on top of the fitted weights: the stated composition's say where intensities
