@@ -237,9 +237,8 @@ def test_training_twins_mix_the_calibrated_table_without_moving_the_heldout_seed
 
 def test_table_imaged_training_twins_leave_out_antisites_that_look_like_the_host():
     """A training twin imaged through the multislice table where W on an X2 site of WSSe scatters like the
-    alloy's Se2 pairs (and Se2 on a W site like W) holds no M_X or X_M cell: no reader can count them
-    there, and teaching them would teach the networks to flag the alloy's own Se2 columns. Where the
-    microscope sets them apart the antisites stay."""
+    alloy's Se2 pairs holds no M_X cell: no reader can count them there, and teaching them would teach
+    the networks to flag the alloy's own Se2 columns. Where the microscope sets them apart they stay."""
     from napari_stem_defects.cells.alike_pairs import hidden_antisite_classes
     from napari_stem_defects.training.cell_cnn import random_cell_twin
 
@@ -252,5 +251,5 @@ def test_table_imaged_training_twins_leave_out_antisites_that_look_like_the_host
             left_out += 1
             assert not classes & hidden, (seed, classes & hidden)
         else:
-            kept += bool(classes & {"M_X", "X_M"})
+            kept += "M_X" in classes
     assert left_out >= 3 and kept >= 3, (left_out, kept)
