@@ -218,3 +218,34 @@ def test_the_dock_says_which_atom_to_state_where_a_pair_scatters_alike(make_napa
     assert n_anti + n_sub >= 3
     assert (f"{n_anti} X_M and {n_sub} dopant_M cells: W atoms on metal sites scatter like Se2 pairs on them at "
             "this image's microscope") in widget.result.value and "give MoSe2+W" in widget.result.value
+
+
+def test_the_dock_fuses_the_network_with_the_columns_by_default(make_napari_viewer):
+    """As ``analyze`` does, the dock multiplies the CNN's class probabilities by what the sites' species say
+    (``cnn+columns``), so a cell never contradicts its columns. On a perfect Janus-MoSSe twin at 80 kV,
+    30 mrad, HAADF 70-200 mrad, where Mo on an X2 site scatters like the layer's S+Se pairs, the CNN alone
+    (the former default) calls perfect cells M_X; fused with the columns it does not."""
+    from napari_stem_defects.simulate.imaging_conditions import calibrated_imaging
+    from napari_stem_defects.simulate.microscope import MicroscopeSettings
+
+    setting = MicroscopeSettings(energy_kV=80, convergence_mrad=30, detector_inner_mrad=70, detector_outer_mrad=200,
+                                 frozen_phonons=8)
+    janus = simulate_twin("Janus-MoSSe", shape=(256, 256), pixel_size=0.15, seed=6,
+                          imaging=calibrated_imaging(setting, dose=1e5))
+    assert set(janus.cells["class"]) == {"perfect"}
+    viewer = make_napari_viewer()
+    viewer.add_image(janus.image, name="janus", scale=(0.15, 0.15), units=("angstrom", "angstrom"),
+                     metadata={**janus.metadata, "material": "Janus-MoSSe"})
+    columns = ColumnsWidget(viewer)
+    columns.material.value = "Janus-MoSSe"
+    assert not columns.run(blocking=True).errors
+    widget = CellsWidget(viewer)
+    widget.material.value = "Janus-MoSSe"
+    assert widget.classifier.value == "cnn+columns"
+    called = {}
+    for classifier in ("cnn+columns", "cnn"):
+        widget.classifier.value = classifier
+        run = widget.run(blocking=True)
+        complete = run.cells[run.cells["complete"].astype(bool)]
+        called[classifier] = int((complete["class"] != "perfect").sum())
+    assert called["cnn+columns"] <= 3 and called["cnn"] >= called["cnn+columns"] + 5, called

@@ -101,10 +101,12 @@ class CellsWidget(CsvExport, StemDock):
                                    tooltip="the atom columns (a Points layer of 'Detect atom columns', with your "
                                            "corrections); default '<image> columns'")
         self.material = material_choice()
-        self.classifier = ComboBox(label="classifier", choices=list(CLASSIFIERS), value="cnn",
-                                   tooltip="cnn: the network chosen under 'model' (default); cnn-two-stage: perfect "
-                                           "vs defective, then the kind; physics: the sites' species against Z "
-                                           "contrast, no network")
+        self.classifier = ComboBox(label="classifier", choices=list(CLASSIFIERS), value="cnn+columns",
+                                   tooltip="cnn+columns: the network chosen under 'model' times what the sites' "
+                                           "species say (default, as analyze: a cell never contradicts its "
+                                           "columns); cnn: the network alone; cnn-two-stage: perfect vs defective, "
+                                           "then the kind; physics: the sites' species against Z contrast, no "
+                                           "network")
         self.model = ModelChoice("cells", self.native,
                                  "weights of the CNN classifiers: 'shipped' (packaged) or a version "
                                  "trained with the 'Train a model' dock")
