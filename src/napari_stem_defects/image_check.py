@@ -374,17 +374,19 @@ def check_detection(image: np.ndarray, result: Any, lattice: LatticeMeasurement 
 
 
 def _microscope_explains(levels: SublatticeLevels | None, material: Material, microscope: Any) -> bool:
-    """Whether the table at the image's known microscope gives its bright/dim ratio (within 20 %)."""
+    """Whether the table at the image's known microscope gives its bright/dim ratio (within
+    :data:`~napari_stem_defects.simulate.cross_sections.SETTING_RATIO_TOLERANCE`, 20 %)."""
     if levels is None or microscope is None:
         return False
-    from .simulate.cross_sections import metal_x2_ratio
+    from .simulate.cross_sections import SETTING_RATIO_TOLERANCE, metal_x2_ratio
 
     try:
         expected = metal_x2_ratio(material, microscope)
     except (KeyError, ValueError):
         return False
     expected = max(expected, 1.0 / expected) if np.isfinite(expected) and expected > 0 else np.nan
-    return bool(np.isfinite(expected) and abs(np.log(levels.bright_over_dim / expected)) < np.log(1.2))
+    return bool(np.isfinite(expected)
+                and abs(np.log(levels.bright_over_dim / expected)) < np.log1p(SETTING_RATIO_TOLERANCE))
 
 
 def _consistent_materials(levels: SublatticeLevels | None, apparent_a: float | None, tolerance: float,
