@@ -255,7 +255,7 @@ def fit_species_physics(
     if microscope is not None:
         table = {s: _table_levels(cands[s], microscope) for s in subs}
         loglik, params = _em(xs, nbs, table, prior, n_iter // 2, odds, metal)
-        if all(float(params[3][s][main[s]].sum()) >= MAJORITY for s in subs if main[s].any()) \
+        if all(_majority_held(cands[s], params[3][s]) for s in subs if main[s].any()) \
                 and (True, loglik) >= best[:2]:
             gamma, levels = _closest_exponent(cands, table), table
     _, (scale, cross, sigma, weights) = _em(x, nb, levels, prior, n_iter, odds, metal)
@@ -267,6 +267,11 @@ def fit_species_physics(
                             weights[s], x[s], gamma,
                             site_means=scale[s][None, :] * levels[s][None, :] + cross * nb[s][:, None])
     return out
+
+
+def _majority_held(cands, weights: np.ndarray) -> bool:
+    """Whether a fit gives the stated contents of a sublattice at least :data:`MAJORITY` of its sites."""
+    return float(weights[np.array([c[2] > 0 for c in cands])].sum()) >= MAJORITY
 
 
 def _stated_shares_held(cands, weights: np.ndarray) -> bool:
@@ -285,9 +290,9 @@ def _stated_shares_held(cands, weights: np.ndarray) -> bool:
     >>> _stated_shares_held(cands, np.array([0.3, 0.43, 0.14, 0.13, 0.0]))   # one rung off
     False
     """
-    stated = np.array([c[2] > 0 for c in cands])
-    if float(weights[stated].sum()) < MAJORITY:
+    if not _majority_held(cands, weights):
         return False
+    stated = np.array([c[2] > 0 for c in cands])
     shares, fitted = {}, {}
     for (label, _, prior), w, main in zip(cands, weights, stated):
         if main:
