@@ -307,3 +307,26 @@ def test_an_antisite_that_scatters_like_the_alloys_own_column_is_named_as_uncoun
             assert found <= true / 2, (found, true)
         else:
             assert not notes and found >= 0.8 * true, (found, true)
+
+
+def test_an_alloy_whose_columns_hold_other_shares_than_stated_gets_the_formula_they_suggest():
+    """A Mo-rich alloy (Mo0.9W0.1S2) analysed as 'MoWS2' (Mo0.5W0.5S2): the metal sites read about
+    nine Mo to one W, and the analysis says so with a formula that parses; stated rightly, no note."""
+    from napari_stem_defects.analyze import analyze_image
+    from napari_stem_defects.columns.stated_shares import read_shares
+    from napari_stem_defects.io.stem_image import StemImage
+
+    twin = simulate_twin("Mo0.9W0.1S2", shape=(256, 256), pixel_size=0.12, seed=3,
+                         imaging=ImagingParams(dose=1e5))
+    true_w = read_shares("Mo0.9W0.1S2", twin.sites, "M")[0]["W"]
+    assert 0.03 < true_w < 0.2
+    for stated, noted in (("MoWS2", True), ("Mo0.9W0.1S2", False)):
+        analysis = analyze_image(StemImage(twin.image, (0.12, 0.12), "twin", {}), material=stated)
+        notes = [m for m in analysis.columns[0].messages if m.startswith("The metal sites read")]
+        if not noted:
+            assert not notes, notes
+            continue
+        assert len(notes) == 1, analysis.columns[0].messages
+        formula = notes[0].split("if the sample is ")[1].split(", state")[0]
+        read_w = parse_material(formula).metals["W"]
+        assert abs(read_w - true_w) < 0.05, (formula, true_w)

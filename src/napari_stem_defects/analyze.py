@@ -53,6 +53,7 @@ from .columns.intensity import metal_x2_intensity
 from .columns.phase_map import phase_areas, phase_maps
 from .columns.pipeline import lattice_spacing, validate_image
 from .columns.result import SITE_STRUCTURE_COLUMNS, ColumnDetectionError
+from .columns.stated_shares import stated_share_notes
 from .heatmaps.regions import MIN_AREA_NN2
 from .image_check import (
     Finding,
@@ -419,6 +420,7 @@ def analyze_image(
         result.sites = one_answer(result.sites, table, material, result.posteriors)
         counted = defect_statistics(table, material, None, include_boundary).counts  # the cells the summary counts
         result.messages.extend(alike_pair_notes(material, counted, microscope, metal_x2_intensity(result.sites)))
+        result.messages.extend(stated_share_notes(material, result.sites))
     lattice = []
     if strain:
         from .lattice.analysis import analyse_frames

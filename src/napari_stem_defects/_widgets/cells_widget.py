@@ -292,10 +292,12 @@ class CellsWidget(CsvExport, StemDock):
         model = "" if job["classifier"] == "physics" else f" (model {job['model']})"
         from ..cells.alike_pairs import alike_pair_notes
         from ..columns.intensity import metal_x2_intensity
+        from ..columns.stated_shares import stated_share_notes
         from ..simulate.microscope import settings_from_metadata
 
         notes = alike_pair_notes(job["material"], run.stats.counts, settings_from_metadata(image.metadata),
                                  metal_x2_intensity(job["sites"]))
+        notes += stated_share_notes(job["material"], job["sites"])
         self._say(f"{len(run.cells)} cells{where} ({run.stats.n_cells} complete), {job['material']}, "
                   f"{job['classifier']}{model}, "
                   f"{n_low} below confidence {self.threshold.value:.2f}." + "".join(f"\n{n}" for n in notes))

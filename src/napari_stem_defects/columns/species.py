@@ -258,7 +258,7 @@ def fit_species_physics(
         if all(_majority_held(cands[s], params[3][s]) for s in subs if main[s].any()) \
                 and (True, loglik) >= best[:2]:
             gamma, levels = _closest_exponent(cands, table), table
-    _, (scale, cross, sigma, weights) = _em(x, nb, levels, prior, n_iter, odds, metal)
+    _, (scale, cross, sigma, weights) = _final_fit(x, nb, levels, prior, n_iter, odds, metal, cands, main)
     out = {}
     for s in subs:
         k = len(levels[s])
@@ -267,6 +267,32 @@ def fit_species_physics(
                             weights[s], x[s], gamma,
                             site_means=scale[s][None, :] * levels[s][None, :] + cross * nb[s][:, None])
     return out
+
+
+def _final_fit(x, nb, levels, prior, n_iter, odds, metal, cands, main) -> tuple[float, tuple]:
+    """The fit of all sites: from the usual start and, on a metal alloy's sublattice, with the metal scale
+    started so that the median column is each stated metal in turn; of these, the one giving most
+    sublattices their stated shares, then the likeliest.
+
+    From the usual start (the median column at the stated metals' mean level) a Mo-rich sample stated
+    as Mo0.5W0.5 can converge with its Mo columns read as W; started with the median on Mo it explains
+    the image better, W columns included. (A chalcogen alloy's ladder is not restarted: its rungs
+    are evenly spaced, and a fit one rung off is what the stated shares guard against.)
+    """
+    def key(fit: tuple[float, tuple]) -> tuple[int, float]:
+        held = sum(_stated_shares_held(cands[s], fit[1][3][s]) for s in x if main[s].any())
+        return held, fit[0]
+
+    best = _em(x, nb, levels, prior, n_iter, odds, metal)
+    for s in x:
+        if len({cands[s][k][0] for k in np.flatnonzero(main[s] & metal[s])}) < 2 or not len(x[s]):
+            continue
+        median = float(np.median(x[s]))
+        for k in np.flatnonzero(main[s] & metal[s]):
+            if levels[s][k] > 0:
+                fit = _em(x, nb, levels, prior, n_iter, odds, metal, (bool(metal[s][k]), median / levels[s][k]))
+                best = max(best, fit, key=key)
+    return best
 
 
 def _majority_held(cands, weights: np.ndarray) -> bool:
@@ -329,7 +355,7 @@ def _metal_kind(cands) -> np.ndarray:
     return np.array([bool(c[1]) and not all(e in CHALCOGENS for e in c[1]) for c in cands])
 
 
-def _em(x, nb, levels, prior, n_iter, odds=None, metal=None):
+def _em(x, nb, levels, prior, n_iter, odds=None, metal=None, start_scale=None):
     """EM for means ``scale_kind * level + crosstalk * neighbours``, one sigma and free weights per sublattice.
 
     Metal and chalcogen contents each have a scale of their own (``metal``: per sublattice, which
@@ -339,8 +365,9 @@ def _em(x, nb, levels, prior, n_iter, odds=None, metal=None):
     sublattice where it is the majority, and an antisite takes its atoms' scale (Mo on an X2 column is
     measured against the metal sites' Mo). ``odds`` (per sublattice, per component) multiply each site's
     responsibilities on top of the fitted weights: the stated composition's say where intensities
-    cannot choose. Returns the log-likelihood and ``(scales, crosstalk, sigma, weights)``, ``scales``
-    per sublattice and component.
+    cannot choose. ``start_scale`` ``(is_metal, scale)`` starts that kind's scale there instead of at its
+    host sublattice's median over the stated contents' mean level. Returns the log-likelihood and
+    ``(scales, crosstalk, sigma, weights)``, ``scales`` per sublattice and component.
     """
     subs = list(levels)
     odds = {s: np.ones(len(levels[s])) if odds is None else np.asarray(odds[s], float) for s in subs}
@@ -355,6 +382,8 @@ def _em(x, nb, levels, prior, n_iter, odds=None, metal=None):
                and bool(kind[s][prior[s].argmax()]) == of_kind]
         if own and np.isfinite(own[0]) and own[0] > 0:
             scales[k] = own[0]
+    if start_scale is not None:
+        scales[0 if start_scale[0] else 1] = float(start_scale[1])
     cross = 0.0
 
     def per_component(s: str) -> np.ndarray:
