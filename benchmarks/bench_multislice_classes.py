@@ -17,7 +17,9 @@ with the shipped CNN and with the physics classifier, and scored against the lib
   whose noise its means were fitted on (a class of 3 cells has seen each of them, so two classes of
   equal intensity, Mo on an X2 site and Se+S at 80 kV, can still come out apart); the 'oracle,
   noise-free means' row takes the class means from the library's noise-free image of the same
-  twin (``clean.npy``) and only the covariance from the noisy one;
+  twin (``clean.npy``) and only the covariance from the noisy one; the 'oracle, leave-one-out' row
+  classifies each cell by the means of its class's other cells (a class's only cell in an image
+  cannot be found): what intensity alone allows on a cell whose noise the fit has not seen;
 - with ``--typed-settings``, the analysis is told each image's beam energy, convergence and detector
   (as ``analyze --kv --convergence --detector``); with ``--column-classifier context`` the columns'
   species come from the context-encoder classifier before the cells (as ``analyze --column-classifier``);
@@ -134,15 +136,17 @@ def score(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, clas
 
 
 def oracle(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, cells: pd.DataFrame,
-           clean: np.ndarray | None = None) -> np.ndarray:
+           clean: np.ndarray | None = None, leave_one_out: bool = False) -> np.ndarray:
     """Confusion matrix of the intensity oracle on one image (true positions and classes known).
 
     The class means and pooled covariance are fitted on the image's own cells and every cell is then
     classified by them: with a class of 3 cells the fit has seen the noise of the very cell it
     classifies, so two classes of equal intensity can still come out apart. Given the library's
     noise-free image of the same twin (``clean``), the class means are taken there instead (what each
-    class looks like in this image, without noise) and only the pooled covariance on the noisy image:
-    what intensity alone allows on a cell whose noise the fit has not seen.
+    class looks like in this image, without noise) and only the pooled covariance on the noisy image.
+    With ``leave_one_out`` each cell is classified by its class's mean (and share) over the class's
+    other cells: what intensity allows on a cell the fit has not seen (a class's only cell in the
+    image cannot be found).
     """
     f, y = _oracle_features(image, px, material, truth, cells)
     if clean is None:
@@ -153,13 +157,20 @@ def oracle(image: np.ndarray, px: float, material: str, truth: pd.DataFrame, cel
         c = _oracle_features(clean, px, material, truth, cells)[0]
         means_from = np.column_stack([np.polyval(np.polyfit(c[:, k], f[:, k], 1), c[:, k]) for k in range(f.shape[1])])
     classes = np.unique(y)
+    counts = np.array([(y == c).sum() for c in classes], float)
     means = np.array([means_from[y == c].mean(0) for c in classes])
-    resid = f - means[np.searchsorted(classes, y)]
+    own = np.searchsorted(classes, y)
+    resid = f - means[own]
     inv = np.linalg.inv(np.cov(resid.T) + 1e-6 * np.eye(f.shape[1]))
-    prior = np.log(np.array([(y == c).mean() for c in classes]))
-    d = f[:, None] - means[None]
+    prior = np.tile(np.log(counts / counts.sum()), (len(y), 1))
+    centres = np.broadcast_to(means[None], (len(y), *means.shape)).copy()
+    if leave_one_out:
+        rows, n = np.arange(len(y)), counts[own][:, None]
+        centres[rows, own] = np.where(n > 1, (n * means[own] - means_from) / np.maximum(n - 1, 1), np.nan)
+        prior[rows, own] = np.log(np.maximum(counts[own] - 1, 1e-12) / max(len(y) - 1, 1))
+    d = f[:, None] - centres
     dist = np.einsum("nki,ij,nkj->nk", d, inv, d)
-    pred = classes[np.argmax(prior[None] - 0.5 * dist, axis=1)]
+    pred = classes[np.argmax(np.where(np.isnan(dist), -np.inf, prior - 0.5 * dist), axis=1)]
     return np.bincount(y * K + pred, minlength=K * K).reshape(K, K)
 
 
@@ -247,10 +258,11 @@ def main() -> None:
                     a["sp"][1] += s["species"][1]
                     a["cm"] = a["cm"] + s["cm"]
                 clean = clean_image(args.library / row.path) if engine == "multislice" else None
-                for name, means_from in (("oracle", None), ("oracle, noise-free means", clean)):
-                    if name == "oracle" or means_from is not None:
+                for name, means_from, loo in (("oracle", None, False), ("oracle, noise-free means", clean, False),
+                                              ("oracle, leave-one-out", None, True)):
+                    if means_from is not None or name != "oracle, noise-free means":
                         o = acc.setdefault((engine, name), {"cm": 0})
-                        o["cm"] = o["cm"] + oracle(img, px, row.material, sites, cells, means_from)
+                        o["cm"] = o["cm"] + oracle(img, px, row.material, sites, cells, means_from, loo)
         for (engine, clf), a in acc.items():
             m = class_metrics(a["cm"])
             per_class[(setting, dose, engine, clf)] = m
