@@ -250,13 +250,16 @@ def fit_species_physics(
     # the metals' own exponent, where it explains the image clearly better (a metal alloy at 60 kV and low
     # angles: W scatters 1.9 times Mo, Z**1.1, while the chalcogen columns follow Z**1.6)
     own = max(score(gamma, g) for g in _METAL_GAMMAS)
-    if own[0] and own[1] > best[1] + np.log(sum(len(v) for v in xs.values())):
+    cost = np.log(sum(len(v) for v in xs.values()))
+    adopted = best[:2]
+    if own[0] and own[1] > best[1] + cost:
         levels = levels_at(gamma, own[2])
+        adopted = (own[0], own[1] - cost)  # the likelihood less the price of the metals' own exponent
     if microscope is not None:
         table = {s: _table_levels(cands[s], microscope) for s in subs}
         loglik, params = _em(xs, nbs, table, prior, n_iter // 2, odds, metal)
         if all(_majority_held(cands[s], params[3][s]) for s in subs if main[s].any()) \
-                and (True, loglik) >= best[:2]:
+                and (True, loglik) >= adopted:
             gamma, levels = _closest_exponent(cands, table), table
     _, (scale, cross, sigma, weights) = _final_fit(x, nb, levels, prior, n_iter, odds, metal, cands, main)
     out = {}
