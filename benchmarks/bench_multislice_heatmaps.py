@@ -1,8 +1,10 @@
 """Defect heatmaps on a multislice validation library, next to the painted-classifier peer and the fast twins.
 
 For every image of a library written by ``scripts/build_multislice_library.py`` (abTEM PRISM twins that
-no training ever saw), both heatmap engines and the peer of ``bench_heatmaps.py`` (maps painted from the
-cell CNN's probabilities on detected columns, told the image's microscope settings) are scored against
+no training ever saw), both network heatmap engines, the ``cells`` engine (``analyze --heatmaps cells``:
+maps drawn from the default analysis's cells, material only) and the peer of ``bench_heatmaps.py`` (maps
+painted from the cell CNN's probabilities on detected columns, told the image's microscope settings) are
+scored against
 the library's true defective sites, with the scoring of the viewer and ``analyze``
 (:func:`~napari_stem_defects.heatmaps.evaluate.localisation_counts`: threshold 0.5, regions under
 0.6 nn^2 dropped, a site found when a region of its family comes within 0.5 nn). The same truth imaged by
@@ -12,6 +14,7 @@ between the two is what the fast simulator misses.
 Usage::
 
     .venv/bin/python benchmarks/bench_multislice_heatmaps.py --library DIR [--settings 60kV 200kV]
+        [--engines sliding-window attention-unet cells peer]
 """
 
 from __future__ import annotations
@@ -19,27 +22,37 @@ from __future__ import annotations
 import argparse
 import math
 import time
+import warnings
 
 import pandas as pd
 
 from bench_heatmaps import cell_classifier_maps
 from bench_multislice_classes import fast_image, library_index, load, typed_settings
+from napari_stem_defects.analyze import analyze_image
 from napari_stem_defects.heatmaps.engines import ENGINES, compute_heatmaps
 from napari_stem_defects.heatmaps.evaluate import add_counts, localisation_counts, scores
+from napari_stem_defects.io.stem_image import StemImage
 from napari_stem_defects.materials import parse_material
 
 PEER = "cell classifier (peer)"
+CELLS = "cells"
 
 
-def heatmap_counts(image, material: str, px: float, sites: pd.DataFrame, meta: dict) -> dict[str, dict]:
+def heatmap_counts(image, material: str, px: float, sites: pd.DataFrame, meta: dict,
+                   engines: tuple[str, ...] = (*ENGINES, CELLS, PEER)) -> dict[str, dict]:
     """Localisation counts of each engine and of the peer on one image."""
     nn = parse_material(material).a / math.sqrt(3.0) / px
     out = {}
-    for name in (*ENGINES, PEER):
+    for name in engines:
         if name == PEER:
             maps = cell_classifier_maps(image, material, (px, px), typed_settings(meta))
             if maps is None:
                 continue
+        elif name == CELLS:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                maps = analyze_image(StemImage(image, (px, px), "library", {}), material=material, force=True,
+                                     heatmaps=CELLS).heatmaps[0].maps
         else:
             maps = compute_heatmaps(image, material, name, nn_px=nn, pixel_size=(px, px)).maps
         out[name] = localisation_counts(maps, sites, nn)
@@ -47,7 +60,11 @@ def heatmap_counts(image, material: str, px: float, sites: pd.DataFrame, meta: d
 
 
 def main() -> None:
-    args, index = library_index(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engines", nargs="*", default=[*ENGINES, CELLS, "peer"],
+                        choices=[*ENGINES, CELLS, "peer"], help="which maps to score (default all)")
+    args, index = library_index(parser)
+    engines = tuple(PEER if e == "peer" else e for e in args.engines)
     t0 = time.time()
     rows = []
     for (setting, dose), group in index.groupby(["setting", "dose"], sort=True):
@@ -56,7 +73,7 @@ def main() -> None:
             image, px, sites, _, meta = load(args.library / row.path)
             fast = fast_image(sites, image.shape, px, meta, seed=int(row.seed) % 2**31)
             for kind, img in (("multislice", image), ("fast", fast)):
-                for name, counts in heatmap_counts(img, row.material, px, sites, meta).items():
+                for name, counts in heatmap_counts(img, row.material, px, sites, meta, engines).items():
                     add_counts(totals.setdefault((kind, name), {}), counts)
         for (kind, name), counts in totals.items():
             for family, r in scores(counts).iterrows():

@@ -40,12 +40,12 @@ def twin_file(tmp_path_factory):
 def test_parser_offers_every_engine():
     ana = build_parser()._subparsers._group_actions[0].choices["analyze"]
     option = {a.dest: a for a in ana._actions}
-    assert tuple(option["heatmaps"].choices) == HEATMAP_CHOICES == ("none", *ENGINES)
+    assert tuple(option["heatmaps"].choices) == HEATMAP_CHOICES == ("none", *ENGINES, "cells")
     assert option["heatmaps"].default == "none" and option["heatmap_threshold"].default == 0.5
     assert option["heatmap_window"].default is None and option["heatmap_min_area"].default == MIN_AREA_NN2
 
 
-@pytest.mark.parametrize("engine", ["sliding-window", "attention-unet"])
+@pytest.mark.parametrize("engine", ["sliding-window", "attention-unet", "cells"])
 def test_cli_analyze_writes_heatmaps_regions_and_summary(engine, twin_file, tmp_path, capsys):
     out = tmp_path / "ana"
     assert main(["analyze", str(twin_file), "--material", "MoS2", "--heatmaps", engine,
@@ -98,6 +98,47 @@ def test_cli_analyze_writes_heatmaps_regions_and_summary(engine, twin_file, tmp_
     # the other files keep their columns
     sites = pd.read_csv(out / "sites.csv", keep_default_na=False)
     assert list(sites.columns) == [*SITES_CSV_COLUMNS, "y_pm", "x_pm", "defect", "domain", "phase", "boundary"]
+
+
+def test_cells_heatmaps_give_the_cells_answer_and_find_the_true_defects(twin_file):
+    """The 'cells' engine draws its maps from the analysis's cells: every region holds a cell that puts a
+    defect of the region's family on a site inside it, every such confident cell is under a region, and
+    the twin's true vacancies are found."""
+    from napari_stem_defects.cells.site_labels import site_defects
+    from napari_stem_defects.heatmaps.classes import SITE_FAMILY
+    from napari_stem_defects.io.rsciio_reader import read_stem_file
+
+    image = read_stem_file(twin_file)[0]
+    analysis = analyze_image(image, material="MoS2", heatmaps="cells")
+    sites, cells = analysis.columns[0].sites, analysis.cells[0]
+    labels = pd.Series(site_defects(sites, cells), index=sites.index)
+    table = analysis.regions[0].table
+    assert analysis.heatmaps[0].engine == "cells" and len(table)
+    yx = sites[["y_px", "x_px"]].to_numpy(float)
+    for family in ("vacancy", "defect"):
+        members = [d for d, f in SITE_FAMILY.items() if f == family or family == "defect"]
+        flagged = labels.isin(members).to_numpy()
+        boxes = table[table["class"] == family]
+        inside = np.zeros((len(boxes), len(yx)), bool)
+        for k, b in enumerate(boxes.itertuples(index=False)):
+            inside[k] = ((yx[:, 0] >= b.bbox_y0_px) & (yx[:, 0] < b.bbox_y1_px)
+                         & (yx[:, 1] >= b.bbox_x0_px) & (yx[:, 1] < b.bbox_x1_px))
+        assert (inside[:, flagged].any(axis=1)).all(), family  # no region without a defective cell
+        confident = flagged & (sites["site_id"].map(_confidence_of(cells)).fillna(0).to_numpy() > 0.6)
+        assert inside[:, confident].any(axis=0).all(), family  # no confident defect without a region
+    truth = pd.read_csv(twin_file.parent / "sites.csv", keep_default_na=False)
+    true_yx = truth.loc[truth["defect"].isin(["V_M", "V_X2"]), ["y_px", "x_px"]].to_numpy(float)
+    vac = table[table["class"] == "vacancy"]
+    found = [((vac["bbox_y0_px"] <= y) & (y < vac["bbox_y1_px"]) & (vac["bbox_x0_px"] <= x)
+              & (x < vac["bbox_x1_px"])).any() for y, x in true_yx]
+    assert len(true_yx) >= 6 and np.mean(found) >= 0.9, np.mean(found)
+
+
+def _confidence_of(cells: pd.DataFrame) -> pd.Series:
+    """Each site's cell confidence (metal and X2 sites of complete cells)."""
+    parts = [cells[[column, "confidence"]].rename(columns={column: "site_id"}) for column in ("m_site_id", "x_site_id")]
+    table = pd.concat(parts)
+    return table[table["site_id"] >= 0].groupby("site_id")["confidence"].max()
 
 
 def test_without_heatmaps_no_heatmap_files(twin_file, tmp_path):

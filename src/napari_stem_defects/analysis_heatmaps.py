@@ -8,9 +8,11 @@ import numpy as np
 
 from .materials import Material
 
-#: Heatmap engines ``analyze`` accepts ('none' for no heatmaps); the names of
-#: :data:`napari_stem_defects.heatmaps.engines.ENGINES`.
-HEATMAP_CHOICES: tuple[str, ...] = ("none", "sliding-window", "attention-unet")
+#: The engine that draws the maps from the cells (:mod:`napari_stem_defects.heatmaps.from_cells`).
+CELLS_ENGINE: str = "cells"
+#: Heatmap engines ``analyze`` accepts ('none' for no heatmaps): the networks of
+#: :data:`napari_stem_defects.heatmaps.engines.ENGINES`, then the cells.
+HEATMAP_CHOICES: tuple[str, ...] = ("none", "sliding-window", "attention-unet", CELLS_ENGINE)
 
 
 def check_heatmap_settings(engine: str, material: Material | None, threshold: float, window: float | None,
@@ -43,4 +45,15 @@ def heatmaps_of(frame: np.ndarray, material: Material, engine: str, nn_px: float
                                 min_area_px=min_region_px(result.nn_px, min_area))
 
 
-__all__ = ["HEATMAP_CHOICES", "check_heatmap_settings", "heatmaps_of"]
+def cell_heatmaps_of(sites: Any, cells: Any, shape: tuple[int, int], nn_px: float,
+                     pixel_size: tuple[float, float] | None, threshold: float, min_area: float) -> tuple[Any, Any]:
+    """The ``cells`` engine's heatmaps of one frame (drawn from its cells) and their regions."""
+    from .heatmaps.from_cells import cell_heatmaps
+    from .heatmaps.regions import find_regions, min_region_px
+
+    result = cell_heatmaps(sites, cells, shape, nn_px)
+    return result, find_regions(result.maps, threshold, pixel_size=pixel_size, classes=result.classes,
+                                min_area_px=min_region_px(result.nn_px, min_area))
+
+
+__all__ = ["CELLS_ENGINE", "HEATMAP_CHOICES", "cell_heatmaps_of", "check_heatmap_settings", "heatmaps_of"]

@@ -36,7 +36,13 @@ import numpy as np
 import pandas as pd
 
 from .analysis_files import FORMAT_VERSION, write_analysis
-from .analysis_heatmaps import HEATMAP_CHOICES, check_heatmap_settings, heatmaps_of
+from .analysis_heatmaps import (
+    CELLS_ENGINE,
+    HEATMAP_CHOICES,
+    cell_heatmaps_of,
+    check_heatmap_settings,
+    heatmaps_of,
+)
 from .cells.alike_pairs import alike_pair_notes
 from .cells.classify import classify_site_table, resolve_classifiers
 from .cells.geometry import CELL_STRUCTURE_COLUMNS, with_structure
@@ -272,11 +278,13 @@ def analyze_image(
     classifier : {'cnn+columns', 'cnn', 'cnn-two-stage', 'physics'}, optional
         Cell classifier (see :func:`napari_stem_defects.cells.classify.classify_site_table`);
         default :func:`~napari_stem_defects.cells.classify.resolve_classifiers`.
-    heatmaps : {None, 'none', 'sliding-window', 'attention-unet'}
+    heatmaps : {None, 'none', 'sliding-window', 'attention-unet', 'cells'}
         Also compute defect probability heatmaps with this engine (needs a
         material), at the detected columns' nn distance (see
         :func:`napari_stem_defects.heatmaps.engines.compute_heatmaps`), and the
-        regions where they reach ``heatmap_threshold``.
+        regions where they reach ``heatmap_threshold``. 'cells' draws them from
+        the cells' class probabilities (:mod:`napari_stem_defects.heatmaps.from_cells`),
+        so they never contradict the cells.
     heatmap_threshold : float
         Probability at which a pixel belongs to a region, in (0, 1].
     heatmap_window : float, optional
@@ -393,7 +401,7 @@ def analyze_image(
             apply_context_classifier(result, frame, material, microscope, context_model,
                                      energy_kV=as_float(image.metadata.get("beam_energy_keV")))
         results.append(result)
-        if engine is not None:
+        if engine is not None and engine != CELLS_ENGINE:
             hm, found = heatmaps_of(frame, material, engine, result.nn_px, image.pixel_size, window,
                                      heatmap_threshold, heatmap_min_area, f" of frame {t}" if len(frames) > 1 else "")
             window = hm.window_px if hm.window_px is not None else window
@@ -421,6 +429,12 @@ def analyze_image(
         counted = defect_statistics(table, material, None, include_boundary).counts  # the cells the summary counts
         result.messages.extend(alike_pair_notes(material, counted, microscope, metal_x2_intensity(result.sites)))
         result.messages.extend(stated_share_notes(material, result.sites))
+    if engine == CELLS_ENGINE:  # drawn from the cells, after them: one answer
+        for frame, result, table in zip(frames, results, cells):
+            hm, found = cell_heatmaps_of(result.sites, table, frame.shape, result.nn_px, image.pixel_size,
+                                         heatmap_threshold, heatmap_min_area)
+            maps.append(hm)
+            regions.append(found)
     lattice = []
     if strain:
         from .lattice.analysis import analyse_frames

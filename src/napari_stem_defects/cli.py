@@ -244,7 +244,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         print("note: --column-model applies to --method deep and atomai only; ignored", file=sys.stderr)
     if args.cell_model is not None and args.classifier == "physics":
         print("note: --cell-model applies to the CNN classifiers only; ignored", file=sys.stderr)
-    if args.heatmap_window is not None and args.heatmaps == "attention-unet":
+    if args.heatmap_window is not None and args.heatmaps in ("attention-unet", "cells"):
         print("note: --heatmap-window applies to --heatmaps sliding-window only; ignored", file=sys.stderr)
     analysis = analyze_image(image, material=args.material, method=args.method, threshold=args.threshold,
                              refine=args.refine, classifier=args.classifier, heatmaps=args.heatmaps,

@@ -288,9 +288,11 @@ def add_analysis_options(group: argparse._ActionsContainer, *, batch: bool = Fal
                        help="allow --method atomai to load --column-model: an AtomAI model file is a Python "
                             "pickle and loading it runs the code it holds; only for files you trained yourself "
                             "or got from someone you trust")
-    group.add_argument("--heatmaps", choices=("none", "sliding-window", "attention-unet"), default="none",
+    group.add_argument("--heatmaps", choices=("none", "sliding-window", "attention-unet", "cells"), default="none",
                        help="also write per-family defect probability maps (needs --material): "
-                            "DIR/heatmaps.npy, uncertainty.npy, heatmaps.json, regions.csv (default none)")
+                            "DIR/heatmaps.npy, uncertainty.npy, heatmaps.json, regions.csv (default none); "
+                            "'cells' draws them from the cells' class probabilities, so they never contradict "
+                            "the cells")
     group.add_argument("--heatmap-threshold", type=float, default=0.5, metavar="P",
                        help="probability at which a pixel belongs to a region of regions.csv (default 0.5)")
     group.add_argument("--heatmap-window", type=float, default=None, metavar="PX",

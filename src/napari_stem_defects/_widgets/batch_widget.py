@@ -29,6 +29,7 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QObject, Signal
 
+from ..analysis_heatmaps import HEATMAP_CHOICES
 from ..cells.classify import CLASSIFIERS
 from ..columns.context_classifier import COLUMN_CLASSIFIERS
 from ..materials import KNOWN_MATERIALS
@@ -110,8 +111,9 @@ class BatchWidget(Container):
                                    tooltip="what decides each column's species before the cells: context (the "
                                            "context-encoder classifier, default) or intensity (the Z-contrast "
                                            "mixture); without a material always intensity")
-        self.heatmaps = ComboBox(label="heatmaps", choices=["none", "sliding-window", "attention-unet"],
-                                 value="none")
+        self.heatmaps = ComboBox(label="heatmaps", choices=list(HEATMAP_CHOICES), value="none",
+                                 tooltip="per-family defect maps of every file: a network's, or 'cells' (drawn "
+                                         "from the cells' class probabilities, so they never contradict them)")
         self.pixel_size = FloatSpinBox(label="pixel size (Å)", min=0.0, max=100.0, step=0.001, value=0.0,
                                        tooltip="0: each file's own calibration")
         self.microscope = MicroscopeRow(tooltip="beam energy, detector and convergence angles of every file; empty: "
