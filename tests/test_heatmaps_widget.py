@@ -279,3 +279,35 @@ def test_regions_carry_no_text_until_asked_and_selection_describes_them(setup, c
     status = shapes.get_status(tuple(shapes.data_to_world(run.regions.table.loc[0, ["y_px", "x_px"]].to_numpy(float))),
                                world=True)
     assert str(first["class"]) in str(status)
+
+
+def test_cells_engine_draws_the_classified_cells_and_asks_for_them_first(setup):
+    """With the 'cells' engine the dock paints the cells the Classify unit cells dock found: a vacancy map
+    that is high on every site of a confident vacancy cell and low elsewhere; without cells it says
+    what to do first."""
+    from napari_stem_defects._widgets.cells_widget import CellsWidget
+    from napari_stem_defects._widgets.columns_widget import ColumnsWidget
+
+    viewer, image, widget = setup
+    widget.engine.value = "cells"
+    assert widget.run(blocking=True) is None and "classify them first" in widget.result.value
+    assert ColumnsWidget(viewer).run(blocking=True).results
+    cells_dock = CellsWidget(viewer)
+    assert not cells_dock.run(blocking=True).error
+    run = widget.run(blocking=True)
+    assert run is not None and not run.error and run.result.engine == "cells"
+    assert "drawn from the classified cells" in widget.result.value
+    vacancy = viewer.layers["MoS2 twin vacancy probability"].data
+    cells = viewer.layers["twin cells"].features
+    points = viewer.layers["twin columns"]
+    yx = dict(zip(points.features["site_id"], np.asarray(points.data, float)))
+    sure = cells[(cells["class"] == "V_X1") & (cells["confidence"] > 0.8)]
+    assert len(sure) >= 3
+    for site in sure["x_site_id"]:
+        y, x = np.round(yx[site]).astype(int)
+        assert vacancy[y, x] > 0.8
+    perfect = cells[(cells["class"] == "perfect") & (cells["confidence"] > 0.99)]
+    for site in perfect["x_site_id"].head(20):
+        y, x = np.round(yx[site]).astype(int)
+        assert vacancy[y, x] < 0.05
+    assert run.regions.table["class"].eq("vacancy").sum() >= len(sure) - 1

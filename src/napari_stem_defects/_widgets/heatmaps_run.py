@@ -74,6 +74,8 @@ def summary(run: HeatmapsRun, counts: dict[str, int]) -> str:
                                                            f" (frame {run.frame}, current frame only)")
     if result.window_px is not None:
         how = f"window {_length(result.window_px, run.pixel_size)}, stride {_length(result.stride_px, run.pixel_size)}"
+    elif result.engine == "cells":
+        how = "drawn from the classified cells (one answer with them)"
     else:
         how = "per-pixel maps (no window)"
     nn_px = params.get("nn_px") if params.get("nn_px") is not None else result.nn_px

@@ -24,6 +24,8 @@ from ..calibration import LatticeNotFoundError
 from ..columns import ColumnDetectionError
 from ..heatmaps import engines
 from ..heatmaps.engines import ENGINES
+from ..heatmaps.from_cells import ENGINE as CELLS_ENGINE
+from ..heatmaps.from_cells import cell_heatmaps
 from ..heatmaps.layers import heatmap_layers, legend_html, region_description, region_shapes
 from ..heatmaps.regions import MIN_AREA_NN2, REGION_COLUMNS, Regions, find_regions, min_region_px
 from ._dock import (
@@ -69,9 +71,11 @@ class HeatmapsWidget(CsvExport, StemDock):
         self.layer = layer_choice(viewer, self._accepts, tooltip="the HAADF image to map (for a stack, the frame "
                                   "shown); the dock's own maps are not offered")
         self.material = material_choice()
-        self.engine = ComboBox(label="engine", choices=list(ENGINES), value=ENGINES[0],
+        self.engine = ComboBox(label="engine", choices=[*ENGINES, CELLS_ENGINE], value=ENGINES[0],
                                tooltip="sliding-window: the patch classifier on every window (fast, default); "
-                                       "attention-unet: per-pixel segmentation (more accurate, about 8x slower)")
+                                       "attention-unet: per-pixel segmentation (more accurate, about 8x slower); "
+                                       "cells: drawn from the image's classified cells (Classify unit cells "
+                                       "first), so the maps never contradict them")
         self.window = FloatSpinBox(label="window", min=0.0, max=100000.0, step=1.0, value=0.0,
                                    tooltip="side of the sliding window, in the window unit; 0 = automatic "
                                            "(64 px when the lattice suits it). Default 0")
@@ -213,6 +217,14 @@ class HeatmapsWidget(CsvExport, StemDock):
                       "or calibrate the image first.")
             return None
         nn_px, nn_source = self._columns_nn(image, frame)
+        tables = None
+        if self.engine.value == CELLS_ENGINE:
+            tables = self._cell_tables(image, frame)
+            if tables is None:
+                return None
+            if nn_px is None:
+                self._say(f"The column layer of '{image.name}' records no atom spacing: detect the columns again.")
+                return None
         placement = {"scale": tuple(float(s) for s in image.scale)[-2:],
                      "units": tuple(str(u) for u in image.units)[-2:],
                      "translate": tuple(float(t) for t in image.translate)[-2:]}
@@ -220,7 +232,35 @@ class HeatmapsWidget(CsvExport, StemDock):
                 "material": self.material.value, "engine": self.engine.value, "nn_px": nn_px, "nn_source": nn_source,
                 "window_px": self._to_px(self.window.value, size) if windowed else None,
                 "stride_px": self._to_px(self.stride.value, size) if windowed else None,
-                "threshold": float(self.threshold.value), "min_area_nn2": float(self.min_area.value)}
+                "threshold": float(self.threshold.value), "min_area_nn2": float(self.min_area.value),
+                "tables": tables}
+
+    def _cell_tables(self, image, frame: int | None) -> tuple[Any, Any] | None:
+        """The sites (the column layer's features at its point positions) and the cells (the cells layer's
+        features) of the image's frame, for the cells engine; None, with a message, where there are none."""
+        name = f"{image.name} cells"
+        shapes = self._viewer.layers[name] if name in self._viewer.layers else None
+        needed = {"class", "m_site_id", "x_site_id", "p_perfect"}
+        if shapes is None or not needed <= set(shapes.features.columns):
+            self._say(f"No classified cells for '{image.name}': classify them first (Classify unit cells dock); "
+                      "the cells engine draws its maps from them.")
+            return None
+        points = column_layers(self._viewer, image)
+        if not points:
+            self._say(f"No atom columns for '{image.name}': detect columns first (Detect atom columns dock).")
+            return None
+        sites = points[0].features.copy()
+        data = np.asarray(points[0].data, float)
+        sites["y_px"], sites["x_px"] = data[:, -2], data[:, -1]
+        cells = shapes.features.copy()
+        if frame is not None:
+            if "frame" not in sites and data.shape[1] == 3:
+                sites["frame"] = data[:, 0].round().astype(int)
+            for table in (sites, cells):
+                if "frame" in table:
+                    table.drop(table.index[table["frame"].astype(int) != frame], inplace=True)
+        sites = sites[~sites["site_id"].duplicated()].drop(columns="frame", errors="ignore")
+        return sites.reset_index(drop=True), cells.drop(columns="frame", errors="ignore").reset_index(drop=True)
 
     # ------------------------------------------------------------------ running
     def run(self, blocking: bool = False) -> HeatmapsRun | Any | None:
@@ -253,10 +293,13 @@ class HeatmapsWidget(CsvExport, StemDock):
         try:
             image = np.asarray(job["data"][job["frame"]] if job["frame"] is not None else job["data"])
             yield 0.02
-            run.result = engines.compute_heatmaps(
-                image, job["material"], job["engine"], nn_px=job["nn_px"], pixel_size=job["pixel_size"],
-                window_px=job["window_px"], stride_px=job["stride_px"],
-                progress=lambda f: report(0.02 + 0.9 * f), cancel=job["cancel"].is_set)
+            if job["engine"] == CELLS_ENGINE:
+                run.result = cell_heatmaps(*job["tables"], image.shape[-2:], job["nn_px"])
+            else:
+                run.result = engines.compute_heatmaps(
+                    image, job["material"], job["engine"], nn_px=job["nn_px"], pixel_size=job["pixel_size"],
+                    window_px=job["window_px"], stride_px=job["stride_px"],
+                    progress=lambda f: report(0.02 + 0.9 * f), cancel=job["cancel"].is_set)
             yield 0.92
             if job["cancel"].is_set():
                 raise InterruptedError("cancelled")
