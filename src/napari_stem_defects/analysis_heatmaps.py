@@ -6,10 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from .heatmaps.from_cells import ENGINE as CELLS_ENGINE
 from .materials import Material
 
-#: The engine that draws the maps from the cells (:mod:`napari_stem_defects.heatmaps.from_cells`).
-CELLS_ENGINE: str = "cells"
 #: Heatmap engines ``analyze`` accepts ('none' for no heatmaps): the networks of
 #: :data:`napari_stem_defects.heatmaps.engines.ENGINES`, then the cells.
 HEATMAP_CHOICES: tuple[str, ...] = ("none", "sliding-window", "attention-unet", CELLS_ENGINE)
