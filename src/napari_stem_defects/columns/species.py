@@ -25,8 +25,8 @@ from ..materials import ATOMIC_NUMBER, CHALCOGENS, Material
 from .result import EMPTY, SpeciesFit
 
 _GAMMAS = np.round(np.arange(1.3, 2.41, 0.1), 2)
-#: Exponents tried for the metal contents alone (:func:`fit_species_physics`).
-_METAL_GAMMAS = np.round(np.arange(1.0, 2.41, 0.1), 2)
+#: Exponents tried for the metal contents alone (:func:`fit_species_physics`), then refined by 0.1.
+_METAL_GAMMAS = np.round(np.arange(1.0, 2.41, 0.2), 2)
 #: Share of each sublattice's sites its stated contents must hold in a fit (the perfect majority).
 MAJORITY: float = 0.5
 #: Sites per sublattice used to choose gamma (the final fit uses all).
@@ -250,6 +250,7 @@ def fit_species_physics(
     # the metals' own exponent, where it explains the image clearly better (a metal alloy at 60 kV and low
     # angles: W scatters 1.9 times Mo, Z**1.1, while the chalcogen columns follow Z**1.6)
     own = max(score(gamma, g) for g in _METAL_GAMMAS)
+    own = max(own, *(score(gamma, round(own[2] + d, 2)) for d in (-0.1, 0.1)))
     cost = np.log(sum(len(v) for v in xs.values()))
     adopted = best[:2]
     if own[0] and own[1] > best[1] + cost:
