@@ -250,7 +250,8 @@ def fit_species_physics(
     # the metals' own exponent, where it explains the image clearly better (a metal alloy at 60 kV and low
     # angles: W scatters 1.9 times Mo, Z**1.1, while the chalcogen columns follow Z**1.6)
     own = max(score(gamma, g) for g in _METAL_GAMMAS)
-    own = max(own, *(score(gamma, round(own[2] + d, 2)) for d in (-0.1, 0.1)))
+    own = max(own, *(score(gamma, round(own[2] + d, 2)) for d in (-0.1, 0.1)
+                     if _METAL_GAMMAS[0] <= own[2] + d <= _METAL_GAMMAS[-1]))
     cost = np.log(sum(len(v) for v in xs.values()))
     adopted = best[:2]
     if own[0] and own[1] > best[1] + cost:
