@@ -11,7 +11,7 @@ contents take an exponent of their own where it explains the image clearly
 better (Mo against W at 60 kV). Components are placed by lattice topology only: metals and
 their defects on metal sites, chalcogens on chalcogen sites ("lockdown").
 Without a material a free Gaussian mixture is fitted per sublattice, its
-size chosen by BIC.
+size chosen by BIC (:mod:`.free_mixture`).
 """
 
 from __future__ import annotations
@@ -290,13 +290,12 @@ def _final_fit(x, nb, levels, prior, n_iter, odds, metal, cands, main) -> tuple[
 
     best = _em(x, nb, levels, prior, n_iter, odds, metal)
     for s in x:
-        if len({cands[s][k][0] for k in np.flatnonzero(main[s] & metal[s])}) < 2 or not len(x[s]):
+        stated_metals = np.flatnonzero(main[s] & metal[s])
+        if len({cands[s][k][0] for k in stated_metals}) < 2 or not len(x[s]):
             continue
         median = float(np.median(x[s]))
-        for k in np.flatnonzero(main[s] & metal[s]):
-            if levels[s][k] > 0:
-                fit = _em(x, nb, levels, prior, n_iter, odds, metal, (bool(metal[s][k]), median / levels[s][k]))
-                best = max(best, fit, key=key)
+        for k in stated_metals[levels[s][stated_metals] > 0]:
+            best = max(best, _em(x, nb, levels, prior, n_iter, odds, metal, median / levels[s][k]), key=key)
     return best
 
 
@@ -360,7 +359,7 @@ def _metal_kind(cands) -> np.ndarray:
     return np.array([bool(c[1]) and not all(e in CHALCOGENS for e in c[1]) for c in cands])
 
 
-def _em(x, nb, levels, prior, n_iter, odds=None, metal=None, start_scale=None):
+def _em(x, nb, levels, prior, n_iter, odds=None, metal=None, metal_scale=None):
     """EM for means ``scale_kind * level + crosstalk * neighbours``, one sigma and free weights per sublattice.
 
     Metal and chalcogen contents each have a scale of their own (``metal``: per sublattice, which
@@ -370,8 +369,8 @@ def _em(x, nb, levels, prior, n_iter, odds=None, metal=None, start_scale=None):
     sublattice where it is the majority, and an antisite takes its atoms' scale (Mo on an X2 column is
     measured against the metal sites' Mo). ``odds`` (per sublattice, per component) multiply each site's
     responsibilities on top of the fitted weights: the stated composition's say where intensities
-    cannot choose. ``start_scale`` ``(is_metal, scale)`` starts that kind's scale there instead of at its
-    host sublattice's median over the stated contents' mean level. Returns the log-likelihood and
+    cannot choose. ``metal_scale`` starts the metal contents' scale there instead of at their host
+    sublattice's median over the stated contents' mean level. Returns the log-likelihood and
     ``(scales, crosstalk, sigma, weights)``, ``scales`` per sublattice and component.
     """
     subs = list(levels)
@@ -387,8 +386,8 @@ def _em(x, nb, levels, prior, n_iter, odds=None, metal=None, start_scale=None):
                and bool(kind[s][prior[s].argmax()]) == of_kind]
         if own and np.isfinite(own[0]) and own[0] > 0:
             scales[k] = own[0]
-    if start_scale is not None:
-        scales[0 if start_scale[0] else 1] = float(start_scale[1])
+    if metal_scale is not None:
+        scales[0] = float(metal_scale)
     cross = 0.0
 
     def per_component(s: str) -> np.ndarray:
