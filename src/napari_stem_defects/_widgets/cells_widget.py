@@ -171,31 +171,10 @@ class CellsWidget(CsvExport, StemDock):
         return current_frame(self._viewer, layer)
 
     def _sites(self, image, points) -> tuple[pd.DataFrame, int | None, dict[str, Any]]:
-        """The site table of the points (positions from the layer data), the frame, and its parameters.
-
-        Positions come from the layer data, so moved points count; points
-        without a site of their own (a duplicated ``site_id``) are left out.
-        """
-        sites = points.features.copy()
-        data = np.asarray(points.data, float)
-        sites["y_px"], sites["x_px"] = data[:, -2], data[:, -1]
-        params = dict(points.metadata.get("parameters", {}))
-        frame = None
-        if image is not None and image.ndim == 3:
-            frame = self._current_frame(image)
-            if "frame" not in sites and data.shape[1] == 3:
-                sites["frame"] = data[:, 0].round().astype(int)
-            if "frame" in sites:
-                sites = sites[sites["frame"].astype(int) == frame].drop(columns="frame")
-            params = {**params, **params.get("frames", {}).get(frame, {})}
-        if "verified" not in sites:
-            sites["verified"] = False
-        # points added by hand copy another point's features (its site_id), or get site_id -1 in the
-        # Correct labels dock: they belong to no cell (an added adatom still marks its cell, by position)
-        hand = sites["site_id"].duplicated() | ((sites["site_id"].astype(int) < 0)
-                                                & (sites["sublattice"].astype(str) != "H"))
-        sites = sites[~hand]
-        return sites.reset_index(drop=True), frame, params
+        """The site table of the points (:func:`points_sites`) at the frame shown, the frame, and its parameters."""
+        frame = self._current_frame(image) if image is not None and image.ndim == 3 else None
+        sites, params = points_sites(points, frame)
+        return sites, frame, params
 
     def run(self, blocking: bool = False) -> CellsRun | Any | None:
         """Classify the cells of the selected sites.
@@ -382,6 +361,31 @@ def statistics_html(stats: DefectStatistics, calibration: str | None = None) -> 
     note = (f"{stats.n_cells} complete cells{area}; {html.escape(how)}"
             + ("" if calibrated else ": no concentrations"))
     return f"{note}<table cellspacing=0 cellpadding=3>{head}{''.join(rows)}</table>"
+
+
+def points_sites(points: Any, frame: int | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The site table of a column Points layer (of one stack frame), and its detection parameters.
+
+    Positions come from the layer data, so moved points count; points without a site of their own
+    (a duplicated ``site_id``) are left out.
+    """
+    sites = points.features.copy()
+    data = np.asarray(points.data, float)
+    sites["y_px"], sites["x_px"] = data[:, -2], data[:, -1]
+    params = dict(points.metadata.get("parameters", {}))
+    if frame is not None:
+        if "frame" not in sites and data.shape[1] == 3:
+            sites["frame"] = data[:, 0].round().astype(int)
+        if "frame" in sites:
+            sites = sites[sites["frame"].astype(int) == frame].drop(columns="frame")
+        params = {**params, **params.get("frames", {}).get(frame, {})}
+    if "verified" not in sites:
+        sites["verified"] = False
+    # points added by hand copy another point's features (its site_id), or get site_id -1 in the
+    # Correct labels dock: they belong to no cell (an added adatom still marks its cell, by position)
+    hand = sites["site_id"].duplicated() | ((sites["site_id"].astype(int) < 0)
+                                            & (sites["sublattice"].astype(str) != "H"))
+    return sites[~hand].reset_index(drop=True), params
 
 
 def _one_answer_on_points(points: Any, sites: pd.DataFrame, cells: pd.DataFrame, material: str) -> int:

@@ -35,7 +35,7 @@ from ._dock import (
 from ._jobs import JobRunner
 from ._parts import CsvExport, ask_csv_path, put_shapes
 from .heatmaps_run import HeatmapsRun, region_counts, summary
-from .cells_widget import column_layers
+from .cells_widget import column_layers, points_sites
 
 if TYPE_CHECKING:
     import napari
@@ -249,18 +249,11 @@ class HeatmapsWidget(CsvExport, StemDock):
         if not points:
             self._say(f"No atom columns for '{image.name}': detect columns first (Detect atom columns dock).")
             return None
-        sites = points[0].features.copy()
-        data = np.asarray(points[0].data, float)
-        sites["y_px"], sites["x_px"] = data[:, -2], data[:, -1]
-        cells = shapes.features.copy()
-        if frame is not None:
-            if "frame" not in sites and data.shape[1] == 3:
-                sites["frame"] = data[:, 0].round().astype(int)
-            for table in (sites, cells):
-                if "frame" in table:
-                    table.drop(table.index[table["frame"].astype(int) != frame], inplace=True)
-        sites = sites[~sites["site_id"].duplicated()].drop(columns="frame", errors="ignore")
-        return sites.reset_index(drop=True), cells.drop(columns="frame", errors="ignore").reset_index(drop=True)
+        sites = points_sites(points[0], frame)[0]
+        cells = shapes.features
+        if frame is not None and "frame" in cells:
+            cells = cells[cells["frame"].astype(int) == frame]
+        return sites, cells.drop(columns="frame", errors="ignore").reset_index(drop=True)
 
     # ------------------------------------------------------------------ running
     def run(self, blocking: bool = False) -> HeatmapsRun | Any | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
@@ -35,7 +34,7 @@ from ._dock import (
 )
 from ._jobs import JobRunner
 from ._structure import mask_of
-from .cells_widget import CellsWidget, column_layers
+from .cells_widget import column_layers, points_sites
 
 if TYPE_CHECKING:
     import napari
@@ -137,8 +136,8 @@ class LatticeWidget(StemDock):
             self.say(f"'{points.name}' is not a column layer (no {', '.join(sorted(missing))} features).")
             return None
         # the cell dock's reading of a columns layer (the frame shown, moved points, hand-added points)
-        reader = SimpleNamespace(_current_frame=lambda layer: current_frame(self._viewer, layer))
-        sites, frame, params = CellsWidget._sites(reader, image, points)
+        frame = current_frame(self._viewer, image) if image.ndim == 3 else None
+        sites, params = points_sites(points, frame)
         pixels = np.asarray(image.data[frame] if frame is not None else image.data, float)
         try:
             reference = self._reference(image, pixels.shape)
