@@ -34,25 +34,29 @@ def heatmaps_of(frame: np.ndarray, material: Material, engine: str, nn_px: float
                  min_area: float, where: str) -> tuple[Any, Any]:
     """Heatmaps and their regions of one frame; a ValueError says which heatmaps failed and why."""
     from .heatmaps.engines import compute_heatmaps
-    from .heatmaps.regions import find_regions, min_region_px
 
     try:
         result = compute_heatmaps(frame, material, engine, nn_px=nn_px, pixel_size=pixel_size, window_px=window)
     except ValueError as err:
         raise ValueError(f"cannot compute {engine} heatmaps{where}: {err}") from err
-    return result, find_regions(result.maps, threshold, pixel_size=pixel_size, classes=result.classes,
-                                min_area_px=min_region_px(result.nn_px, min_area))
+    return result, _regions(result, pixel_size, threshold, min_area)
 
 
 def cell_heatmaps_of(sites: Any, cells: Any, shape: tuple[int, int], nn_px: float,
                      pixel_size: tuple[float, float] | None, threshold: float, min_area: float) -> tuple[Any, Any]:
     """The ``cells`` engine's heatmaps of one frame (drawn from its cells) and their regions."""
     from .heatmaps.from_cells import cell_heatmaps
-    from .heatmaps.regions import find_regions, min_region_px
 
     result = cell_heatmaps(sites, cells, shape, nn_px)
-    return result, find_regions(result.maps, threshold, pixel_size=pixel_size, classes=result.classes,
-                                min_area_px=min_region_px(result.nn_px, min_area))
+    return result, _regions(result, pixel_size, threshold, min_area)
+
+
+def _regions(result: Any, pixel_size: tuple[float, float] | None, threshold: float, min_area: float) -> Any:
+    """The regions of one frame's maps at ``threshold``, none under ``min_area`` nn^2."""
+    from .heatmaps.regions import find_regions, min_region_px
+
+    return find_regions(result.maps, threshold, pixel_size=pixel_size, classes=result.classes,
+                        min_area_px=min_region_px(result.nn_px, min_area))
 
 
 __all__ = ["CELLS_ENGINE", "HEATMAP_CHOICES", "cell_heatmaps_of", "check_heatmap_settings", "heatmaps_of"]
