@@ -199,6 +199,33 @@ def test_an_alloys_chalcogen_ladder_is_read_where_w_scatters_like_se2():
     assert min(recall.values()) >= 0.95, recall
 
 
+@pytest.mark.parametrize("material", ["MoWSSe", "Mo0.97W0.03(S0.4Se0.6)2"])
+def test_a_metal_alloys_chalcogen_ladder_keeps_its_own_exponent(material):
+    """W scatters 2 times Mo (``Z**1.2``, as at low voltage and low angles) while the S2 / S+Se / Se2 columns
+    follow ``Z**1.92`` (the real MoWSSe render's ladder). The joint exponent search was pulled towards the
+    metals' (1.25 and 1.55), and stated with wrong metal shares (``MoWSSe`` on a Mo-rich sample) every S2
+    column was read as a lone S; in a metal alloy the chalcogens' exponent is now sought again beside the
+    metals' own."""
+    import numpy as np
+
+    from napari_stem_defects.columns.species import fit_species_physics, species_posterior
+    from napari_stem_defects.materials import ATOMIC_NUMBER
+
+    def level(content: str) -> float:
+        if content in ("Mo", "W"):  # on the chalcogens' footing at Mo
+            return ATOMIC_NUMBER[content] ** 1.2 * 42.0 ** 0.72
+        atoms = {"S": ("S",), "Se": ("Se",), "S2": ("S", "S"), "SSe": ("S", "Se"), "Se2": ("Se", "Se"), "": ()}
+        return sum(ATOMIC_NUMBER[a] ** 1.92 for a in atoms[content])
+
+    counts = {"M": {"Mo": 1450, "W": 45, "": 5}, "X": {"S2": 230, "SSe": 710, "Se2": 560, "S": 30, "Se": 30, "": 5}}
+    x, truth = _layer_intensities(level, counts, np.random.default_rng(7))
+    fits = fit_species_physics(x, parse_material(material))
+    called = np.asarray(fits["X"].species)[species_posterior(fits["X"], x["X"]).argmax(axis=1)]
+    recall = {c: float((called[truth["X"] == c] == c).mean()) for c in ("S2", "SSe", "Se2", "S")}
+    assert min(recall.values()) >= 0.9, recall
+    assert abs(fits["X"].gamma - 1.92) <= 0.1
+
+
 def test_an_s_plus_se_column_is_found_whichever_layer_holds_the_se():
     import numpy as np
 

@@ -6,10 +6,12 @@ metal sites: empty, Mo, the usual dopant W, an S2 antisite), with one scale
 for contents of metal atoms and one for contents of chalcogens, each shared
 by both sublattices (so an antisite is read on its atoms' scale), and the Z
 exponent gamma chosen by likelihood from 1.3 to 2.4 among the fits that give
-the stated contents the majority in about their stated shares; the metal
-contents take an exponent of their own where it explains the image clearly
-better (Mo against W at 60 kV). Components are placed by lattice topology only: metals and
-their defects on metal sites, chalcogens on chalcogen sites ("lockdown").
+the stated contents the majority in about their stated shares (counted per
+sublattice); the metal contents take an exponent of their own where it
+explains the image clearly better (Mo against W at 60 kV), and in a metal
+alloy the chalcogens' exponent is then sought again beside it. Components
+are placed by lattice topology only: metals and their defects on metal
+sites, chalcogens on chalcogen sites ("lockdown").
 Without a material a free Gaussian mixture is fitted per sublattice, its
 size chosen by BIC (:mod:`.free_mixture`).
 """
@@ -230,38 +232,61 @@ def fit_species_physics(
     main = {s: np.array([c[2] > 0 for c in cands[s]]) for s in subs}
     metal = {s: _metal_kind(cands[s]) for s in subs}
 
-    def levels_at(g: float, g_metal: float | None = None) -> dict[str, np.ndarray]:
-        """Levels with exponent ``g``, metal contents with ``g_metal`` where given."""
-        gm = g if g_metal is None else g_metal
-        return {s: np.array([_z_sum(c[1], gm if k else g) for c, k in zip(cands[s], metal[s])]) for s in subs}
+    unit_z = ATOMIC_NUMBER[material.main_metal]
 
-    def score(g: float, g_metal: float | None = None) -> tuple[bool, float, float]:
-        """(the stated contents hold the majority of every sublattice in about their stated shares,
-        log-likelihood, gamma)."""
-        loglik, params = em_fit(xs, nbs, levels_at(g, g_metal), prior, n_iter // 2, odds, metal)
-        held = all(_stated_shares_held(cands[s], params[3][s]) for s in subs if main[s].any())
-        return held, loglik, float(g if g_metal is None else g_metal)
+    def levels_at(g: float, g_metal: float | None = None) -> dict[str, np.ndarray]:
+        """Levels with exponent ``g``, metal contents with ``g_metal`` where given; those are put on the
+        chalcogens' footing at the main metal (``Z**g`` there), so that the two kinds' scales stay
+        comparable however far the exponents part (:func:`~.species_em.solve_scales` holds them within a
+        ratio)."""
+        gm = g if g_metal is None else g_metal
+        unit = unit_z ** g / unit_z ** gm
+        return {s: np.array([_z_sum(c[1], gm) * unit if k else _z_sum(c[1], g) for c, k in zip(cands[s], metal[s])])
+                for s in subs}
+
+    scores: dict[tuple, tuple[int, float]] = {}
+
+    def score(g: float, g_metal: float | None = None) -> tuple[int, float]:
+        """(how many sublattices' stated contents hold the majority in about their stated shares,
+        log-likelihood). Counted per sublattice: a metal alloy stated with wrong shares must not leave
+        its chalcogen ladder unguarded."""
+        key = (round(float(g), 2), None if g_metal is None else round(float(g_metal), 2))
+        if key not in scores:
+            loglik, params = em_fit(xs, nbs, levels_at(g, g_metal), prior, n_iter // 2, odds, metal)
+            held = sum(_stated_shares_held(cands[s], params[3][s]) for s in subs if main[s].any())
+            scores[key] = (held, loglik)
+        return scores[key]
+
+    def search(grid: np.ndarray, step: float, fit) -> float:
+        """The best exponent on ``grid``, then refined by ``step`` either way within its range."""
+        coarse = max(grid, key=fit)
+        near = [round(coarse + d, 2) for d in (-step, step) if grid[0] <= coarse + d <= grid[-1]]
+        return max([coarse, *near], key=fit)
 
     # self-calibration on the perfect majority: of the exponents whose fit gives the stated contents most
     # sites, the likeliest (a broad main peak must not turn into a rare content's population)
-    coarse = max(score(g) for g in _GAMMAS)[2]
-    best = max(score(g) for g in (coarse - 0.05, coarse, coarse + 0.05))
-    gamma, levels = best[2], levels_at(best[2])
+    gamma = search(_GAMMAS, 0.05, score)
+    best = score(gamma)
+    levels = levels_at(gamma)
     # the metals' own exponent, where it explains the image clearly better (a metal alloy at 60 kV and low
-    # angles: W scatters 1.9 times Mo, Z**1.1, while the chalcogen columns follow Z**1.6)
-    own = max(score(gamma, g) for g in _METAL_GAMMAS)
-    own = max(own, *(score(gamma, round(own[2] + d, 2)) for d in (-0.1, 0.1)
-                     if _METAL_GAMMAS[0] <= own[2] + d <= _METAL_GAMMAS[-1]))
+    # angles: W scatters 1.9 times Mo, Z**1.1, while the chalcogen columns follow Z**1.6). In a metal alloy
+    # the chalcogens' exponent is then sought again beside it, since the two stated metals pulled the joint
+    # search; with one stated metal only rare dopants place the metals' exponent, too weak a say for that
+    g_metal = search(_METAL_GAMMAS, 0.1, lambda g: score(gamma, g))
+    alloy = any(len({cands[s][k][0] for k in np.flatnonzero(main[s] & metal[s])}) > 1 for s in subs)
+    g_chalc = search(_GAMMAS, 0.05, lambda g: score(g, g_metal)) if alloy and abs(g_metal - gamma) > 0.15 else gamma
+    own = score(g_chalc, g_metal)
     cost = np.log(sum(len(v) for v in xs.values()))
-    adopted = best[:2]
-    if own[0] and own[1] > best[1] + cost:
-        levels = levels_at(gamma, own[2])
-        adopted = (own[0], own[1] - cost)  # the likelihood less the price of the metals' own exponent
+    adopted = best
+    if (own[0], own[1] - cost) > best:  # the likelihood less the price of the metals' own exponent
+        gamma, levels = g_chalc, levels_at(g_chalc, g_metal)
+        adopted = (own[0], own[1] - cost)
     if microscope is not None:
         table = {s: _table_levels(cands[s], microscope) for s in subs}
         loglik, params = em_fit(xs, nbs, table, prior, n_iter // 2, odds, metal)
-        if all(_majority_held(cands[s], params[3][s]) for s in subs if main[s].any()) \
-                and (True, loglik) >= adopted:
+        stated = sum(main[s].any() for s in subs)
+        if sum(_majority_held(cands[s], params[3][s]) for s in subs if main[s].any()) == stated \
+                and (stated, loglik) >= adopted:
             gamma, levels = _closest_exponent(cands, table), table
     _, (scale, cross, sigma, weights) = _final_fit(x, nb, levels, prior, n_iter, odds, metal, cands, main)
     out = {}
