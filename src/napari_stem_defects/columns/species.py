@@ -9,7 +9,7 @@ exponent gamma chosen by likelihood from 1.3 to 2.4 among the fits that give
 the stated contents the majority in about their stated shares (counted per
 sublattice); the metal contents take an exponent of their own where it
 explains the image clearly better (Mo against W at 60 kV), and then (or in
-a metal alloy) the chalcogens' exponent is sought again beside it. Components
+a metal alloy) a chalcogen alloy's exponent is sought again beside it. Components
 are placed by lattice topology only: metals and their defects on metal
 sites, chalcogens on chalcogen sites ("lockdown").
 Without a material a free Gaussian mixture is fitted per sublattice, its
@@ -269,17 +269,20 @@ def fit_species_physics(
     best = score(gamma)
     levels = levels_at(gamma)
     # the metals' own exponent, where it explains the image clearly better (a metal alloy at 60 kV and low
-    # angles: W scatters 1.9 times Mo, Z**1.1, while the chalcogen columns follow Z**1.6). In a metal alloy,
-    # or where the metals' own exponent is clearly likelier (by more than log N), the chalcogens' exponent is
-    # then sought again beside it, since the metals pulled the joint search. Not otherwise: a rare dopant
-    # alone would place the metals' exponent (a stated V, alike to an S2 pair, was moved off its population)
+    # angles: W scatters 1.9 times Mo, Z**1.1, while the chalcogen columns follow Z**1.6). Where a chalcogen
+    # alloy's ladder (S2 / S+Se / Se2) fixes the chalcogens' exponent, it is then sought again beside the
+    # metals' own, since the metals pulled the joint search: in a metal alloy, or where the metals' own
+    # exponent is clearly likelier (by more than log N). Not otherwise: rare contents alone would place the
+    # exponents (a stated V, alike to an S2 pair, was moved off its population; lone Se in MoSe2 shifted)
     g_metal = search(_METAL_GAMMAS, 0.1, lambda g: score(gamma, g))
     cost = np.log(sum(len(v) for v in xs.values()))
-    alloy = any(len({cands[s][k][0] for k in np.flatnonzero(main[s] & metal[s])}) > 1 for s in subs)
+    def stated(kind: bool) -> int:  # the most stated contents of that kind on one sublattice
+        return max(len({cands[s][k][0] for k in np.flatnonzero(main[s] & (metal[s] == kind))}) for s in subs)
+
     held, loglik = score(gamma, g_metal)
     clear = (held, loglik - cost) > best
     g_chalc = gamma
-    if (alloy or clear) and abs(g_metal - gamma) > 0.15:
+    if stated(False) > 1 and (stated(True) > 1 or clear) and abs(g_metal - gamma) > 0.15:
         g_chalc = search(_GAMMAS, 0.05, lambda g: score(g, g_metal))
     own = score(g_chalc, g_metal)
     adopted = best
