@@ -274,15 +274,16 @@ def fit_species_physics(
     # metals' own, since the metals pulled the joint search: in a metal alloy, or where the metals' own
     # exponent is clearly likelier (by more than log N). Not otherwise: rare contents alone would place the
     # exponents (a stated V, alike to an S2 pair, was moved off its population; lone Se in MoSe2 shifted)
+    def n_stated(of_metal: bool) -> int:
+        """The most stated contents of that kind (metal or chalcogen) on one sublattice."""
+        return max(len({cands[s][k][0] for k in np.flatnonzero(main[s] & (metal[s] == of_metal))}) for s in subs)
+
     g_metal = search(_METAL_GAMMAS, 0.1, lambda g: score(gamma, g))
     cost = np.log(sum(len(v) for v in xs.values()))
-    def stated(kind: bool) -> int:  # the most stated contents of that kind on one sublattice
-        return max(len({cands[s][k][0] for k in np.flatnonzero(main[s] & (metal[s] == kind))}) for s in subs)
-
     held, loglik = score(gamma, g_metal)
     clear = (held, loglik - cost) > best
     g_chalc = gamma
-    if stated(False) > 1 and (stated(True) > 1 or clear) and abs(g_metal - gamma) > 0.15:
+    if n_stated(False) > 1 and (n_stated(True) > 1 or clear) and abs(g_metal - gamma) > 0.15:
         g_chalc = search(_GAMMAS, 0.05, lambda g: score(g, g_metal))
     own = score(g_chalc, g_metal)
     adopted = best
@@ -292,9 +293,9 @@ def fit_species_physics(
     if microscope is not None:
         table = {s: _table_levels(cands[s], microscope) for s in subs}
         loglik, params = em_fit(xs, nbs, table, prior, n_iter // 2, odds, metal)
-        stated = sum(main[s].any() for s in subs)
-        if sum(_majority_held(cands[s], params[3][s]) for s in subs if main[s].any()) == stated \
-                and (stated, loglik) >= adopted:
+        with_host = sum(main[s].any() for s in subs)
+        if sum(_majority_held(cands[s], params[3][s]) for s in subs if main[s].any()) == with_host \
+                and (with_host, loglik) >= adopted:
             gamma, levels = _closest_exponent(cands, table), table
     _, (scale, cross, sigma, weights) = _final_fit(x, nb, levels, prior, n_iter, odds, metal, cands, main)
     out = {}
