@@ -90,7 +90,7 @@ def site_family_probabilities(sites: pd.DataFrame, cells: pd.DataFrame) -> tuple
         if column == "x_site_id" and "x2_site_id" in complete and (complete["x2_site_id"] >= 0).any():
             # a 1T cell's chalcogen part sits on the column its labels name: the second one when only it
             # carries the label (site_defects)
-            labels = np.asarray(site_defects(sites.reset_index(drop=True), cells), dtype=object)
+            labels = np.asarray(site_defects(by_id, cells), dtype=object)
             second = rows(complete["x2_site_id"].to_numpy())
             move = (second >= 0) & (labels[np.maximum(second, 0)] != "none") & \
                 ((where < 0) | (labels[np.maximum(where, 0)] == "none"))
