@@ -8,6 +8,7 @@ import pytest
 
 from napari_stem_defects.columns.context_classifier import (
     CONTRAST_LENGTH,
+    INTENSITY_EVIDENCE,
     SUPPORT_SHARE,
     context_posteriors,
     contrast_features,
@@ -138,6 +139,39 @@ def test_posteriors_take_the_classifiers_type_shares_and_keep_intensity_within_a
     assert out["X"].loc[3, "Mo"] == pytest.approx(0.8)  # the antisite the intensity did not see
     for table in out.values():
         assert np.allclose(table.sum(axis=1), 1.0)
+
+
+def test_the_image_fits_likelihood_counts_in_part_and_its_mixture_weights_not_at_all():
+    """The fit's evidence between types joins the classifier's at INTENSITY_EVIDENCE: a column whose intensity
+    sits on a lone S is read as one though the classifier leans to the host's pair; how common the fit found
+    a content does not enter (the classifier is class-balanced); between alike contents the classifier decides."""
+    mat = parse_material("MoS2")
+    columns = ["empty", "S", "S2", "SSe", "Mo"]
+    weights = {"X": np.array([0.01, 0.02, 0.95, 0.01, 0.01])}
+    post = pd.DataFrame([[0.0, 0.99, 0.01, 0.0, 0.0],     # 1: intensity on a lone S
+                         [0.01, 0.0, 0.99, 0.0, 0.0],     # 2: as likely empty as S2; the weights say S2
+                         [0.0, 0.0, 0.0, 1 / 3, 2 / 3]],  # 3: SSe or Mo (alike), Mo twice as likely
+                        index=[1, 2, 3], columns=columns)
+    post.loc[2] = np.array([1.0, 0.0, 1.0, 0.0, 0.0]) * weights["X"] / (weights["X"][0] + weights["X"][2])
+    types = pd.DataFrame([[0.7, 0.0, 0.3, 0.0, 0.0], [0.4, 0.0, 0.0, 0.6, 0.0], [0.0, 0.8, 0.0, 0.0, 0.2]],
+                         index=[1, 2, 3], columns=list(COLUMN_TYPES))
+    out = context_posteriors({"X": post}, types, mat, weights)["X"]
+    assert 0 < INTENSITY_EVIDENCE < 0.5
+    assert out.loc[1].idxmax() == "S"
+    assert out.loc[1, "S"] == pytest.approx(0.3 / (0.3 + 0.7 * ((0.01 / 0.95) / (0.99 / 0.02)) ** INTENSITY_EVIDENCE))
+    assert out.loc[2].to_dict() == pytest.approx({"empty": 0.6, "S": 0.0, "S2": 0.4, "SSe": 0.0, "Mo": 0.0})
+    assert out.loc[3].idxmax() == "SSe" and out.loc[3, "SSe"] > 0.7
+    assert np.allclose(out.sum(axis=1), 1.0)
+    # without the fit's weights, the classifier's type shares as they are
+    plain = context_posteriors({"X": post}, types, mat)["X"]
+    assert plain.loc[1, "S2"] == pytest.approx(0.7) and plain.loc[3, "SSe"] == pytest.approx(0.8)
+    # a stated atom's type is not weighed by a fit that may not place it: Se stated, the column that the fit
+    # puts on Mo 100 to 1 keeps the classifier's 0.6 for S+Se
+    post.loc[3, ["SSe", "Mo"]] = [0.01, 0.99]
+    types.loc[3, ["dopant", "antisite"]] = [0.6, 0.4]
+    assert context_posteriors({"X": post}, types, mat, weights)["X"].loc[3, "SSe"] < 0.5
+    stated = context_posteriors({"X": post}, types, parse_material("MoS2+Se"), weights)["X"]
+    assert stated.loc[3, "SSe"] == pytest.approx(0.6)
 
 
 def test_large_claims_the_image_fit_does_not_hold_are_scaled_down_and_held_claims_kept():

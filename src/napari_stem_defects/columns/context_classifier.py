@@ -8,8 +8,9 @@ features (a sigmoid attention over the contrast embedding), and a small head giv
 type (:data:`~.context_vector.COLUMN_TYPES`: host, dopant, single, empty, antisite).
 
 The types become species posteriors (:func:`context_posteriors`): the classifier says *what kind*
-of content a column holds relative to the stated host, and the Z-contrast mixture of the image says
-*which* content of that kind; the cells and the site species then follow from those posteriors
+of content a column holds relative to the stated host, the Z-contrast mixture of the image says
+*which* content of that kind and, counted in part, how well each kind explains the column's
+intensity; the cells and the site species then follow from those posteriors
 through the one joint decision (:func:`napari_stem_defects.cells.joint.one_answer`), so sites and
 cells never contradict each other. torch is imported lazily.
 """
@@ -43,6 +44,13 @@ PATCH_RADIUS_NN: float = 0.5
 CONTRAST_LENGTH: int = len(zernike_indices(N_MAX)) + 4
 #: Packaged weights.
 WEIGHTS_NAME = "context_classifier.pt"
+#: Power at which the image's own Z-contrast likelihood of each column type joins the classifier's type
+#: probabilities (:func:`context_posteriors`): the classifier sees the same intensity, so the fit's
+#: evidence counts in part.
+INTENSITY_EVIDENCE: float = 0.2
+#: Smallest likelihood of a type, relative to the likeliest one of its site, that
+#: :func:`context_posteriors` lets the fit give (a type the fit's mixture has no room for is not ruled out).
+_LIKELIHOOD_FLOOR: float = 1e-12
 #: Column classifiers of ``analyze --column-classifier``.
 COLUMN_CLASSIFIERS: tuple[str, ...] = ("intensity", "context")
 DEFAULT_ARCH: dict[str, Any] = {"hidden": 64, "use_contrast": True, "use_context": True}
@@ -221,13 +229,41 @@ def _label_types(table: pd.DataFrame, sub: str, material: Material) -> np.ndarra
     return np.array([column_type(str(label), sub, hosts, material) for label in table.columns])
 
 
-def context_posteriors(posteriors: dict[str, pd.DataFrame], types: pd.DataFrame,
-                       material: Material) -> dict[str, pd.DataFrame]:
-    """Species posteriors whose type shares are the classifier's.
+def context_posteriors(posteriors: dict[str, pd.DataFrame], types: pd.DataFrame, material: Material,
+                       fit_weights: dict[str, np.ndarray] | None = None) -> dict[str, pd.DataFrame]:
+    """Species posteriors whose type shares are the classifier's, weighed by the image's own evidence.
 
-    For each site of the 'M' and 'X' posteriors, P(label) = P(type of label) x the intensity
-    posterior of the label among the labels of its type (uniform among them where the intensity
-    gives them nothing). Sites the classifier did not see, and other fits ('X1T'), keep theirs.
+    For each site of the 'M' and 'X' posteriors, P(label) is proportional to P(type of label) x the
+    intensity posterior of the label among the labels of its type (uniform among them where the
+    intensity gives them nothing) x, given the fit's mixture weights (``fit_weights``), the fit's
+    likelihood of that type at the site to the power :data:`INTENSITY_EVIDENCE`. The likelihood of a
+    type is its labels' summed posterior over their summed weight: how well the type explains the
+    column's intensity, free of how common the fit found it (the classifier is trained class-balanced;
+    the stated composition's odds come in through :func:`stated_types`). The classifier sees the same
+    intensity (the A_00 of its contrast), so the fit counts at a fifth: enough that a column whose
+    intensity sits several widths below the host's pair, on a lone atom, is not read as the pair
+    because the classifier, trained on twins of another microscope, leans that way (lone S in a
+    MoWS2 alloy at 80 kV); too little to overrule the classifier between types that scatter alike,
+    which is what it is for. The type of an atom the user states (``dopant`` on its sublattice, as
+    ``MoSe2+W``) is not weighed by the fit, as in :func:`image_supported_types`: where the microscope is
+    not known the fit cannot place it (at 60 kV W scatters like an Se2 pair on a Mo site, where
+    ``Z**gamma`` puts it far above). Sites the classifier did not see, and other fits ('X1T'), keep theirs.
+
+    Parameters
+    ----------
+    posteriors : dict of DataFrame
+        The Z-contrast species posteriors per fit ('M', 'X', ...; index site_id, one column per species).
+    types : DataFrame
+        The classifier's type probabilities (index site_id, columns :data:`~.context_vector.COLUMN_TYPES`).
+    material : Material
+    fit_weights : dict of ndarray, optional
+        Per fit, the mixture weight of each species (in the posterior table's column order). Without
+        them the classifier's type shares are taken as they are.
+
+    Returns
+    -------
+    dict of DataFrame
+        The posteriors, 'M' and 'X' replaced.
 
     Examples
     --------
@@ -237,7 +273,18 @@ def context_posteriors(posteriors: dict[str, pd.DataFrame], types: pd.DataFrame,
     >>> out = context_posteriors(post, types, parse_material("MoS2"))["X"].round(2)
     >>> out.loc[7].to_dict()
     {'S': 0.1, 'S2': 0.2, 'SSe': 0.7, 'Se2': 0.0}
+
+    A column the classifier leans to call the host's S2 pair, whose intensity the fit places on a lone
+    S (posterior 0.99 although lone S are 2 % of the columns):
+
+    >>> post = {"X": pd.DataFrame({"S": [0.99], "S2": [0.01]}, index=[3])}
+    >>> types = pd.DataFrame([[0.7, 0.0, 0.3, 0.0, 0.0]], index=[3], columns=list(COLUMN_TYPES))
+    >>> out = context_posteriors(post, types, parse_material("MoS2"), {"X": np.array([0.02, 0.98])})
+    >>> out["X"].loc[3].round(2).to_dict()
+    {'S': 0.7, 'S2': 0.3}
     """
+    from ..composition import stated_type_weights
+
     out = dict(posteriors)
     for sub in ("M", "X"):
         table = posteriors.get(sub)
@@ -249,13 +296,27 @@ def context_posteriors(posteriors: dict[str, pd.DataFrame], types: pd.DataFrame,
             continue
         old = table.loc[seen].to_numpy(float)
         p_type = types.loc[seen]
+        weights = None if fit_weights is None else fit_weights.get(sub)
+        if weights is not None and len(weights) != table.shape[1]:
+            weights = None
         new = np.zeros_like(old)
+        likelihood = {}
         for kind in np.unique(kinds):
             cols = kinds == kind
             block = old[:, cols]
             total = block.sum(axis=1, keepdims=True)
             share = np.where(total > 0, block / np.where(total > 0, total, 1.0), 1.0 / cols.sum())
             new[:, cols] = share * p_type[kind].to_numpy()[:, None]
+            if weights is not None:  # the posteriors were made with weights floored at 1e-300 (species_em)
+                likelihood[kind] = total[:, 0] / max(float(np.asarray(weights, float)[cols].sum()), 1e-300)
+        if likelihood:
+            top = np.max(np.column_stack(list(likelihood.values())), axis=1)
+            top = np.where(top > 0, top, 1.0)
+            stated = stated_type_weights(material, sub)
+            for kind, lik in likelihood.items():
+                if kind == "dopant" and stated:  # a stated atom the fit may not place (as image_supported_types)
+                    continue
+                new[:, kinds == kind] *= np.maximum(lik / top, _LIKELIHOOD_FLOOR)[:, None] ** INTENSITY_EVIDENCE
         norm = new.sum(axis=1, keepdims=True)
         new = np.where(norm > 0, new / np.where(norm > 0, norm, 1.0), old)
         updated = table.copy()
@@ -399,7 +460,10 @@ def apply_context_classifier(result: Any, image: np.ndarray, material: Material,
     types = predict_types(image, sites, result.nn_px, material, microscope, model, energy_kV)
     types = stated_types(types, result.posteriors, material)
     types = image_supported_types(types, result.posteriors, material)
-    result.posteriors = context_posteriors(result.posteriors, types, material)
+    fits = result.species_fits or {}
+    weights = {sub: fits[sub].per_species(np.asarray(fits[sub].weights, float)[None])[0]
+               for sub in ("M", "X") if sub in fits}
+    result.posteriors = context_posteriors(result.posteriors, types, material, weights)
     by_id = sites.set_index("site_id")
     for sub in ("M", "X"):
         table = result.posteriors.get(sub)
@@ -423,7 +487,7 @@ def apply_context_classifier(result: Any, image: np.ndarray, material: Material,
 
 
 __all__ = [
-    "COLUMN_CLASSIFIERS", "CONTRAST_LENGTH", "SUPPORT_SHARE", "apply_context_classifier",
+    "COLUMN_CLASSIFIERS", "CONTRAST_LENGTH", "INTENSITY_EVIDENCE", "SUPPORT_SHARE", "apply_context_classifier",
     "build_context_classifier", "context_posteriors", "contrast_features", "image_supported_types",
     "load_context_classifier", "predict_types", "site_contexts", "stated_types", "type_mask", "type_probabilities",
 ]
