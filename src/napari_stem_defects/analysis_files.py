@@ -19,7 +19,7 @@ from .io.atomic import atomic_save_npy, atomic_write, atomic_write_text, json_de
 from .vocabulary import PHASE_CODES
 
 if TYPE_CHECKING:
-    from .analyze import Analysis
+    from .analysis_result import Analysis
 
 #: Version of the files ``analyze`` writes; bumped when a column changes meaning.
 FORMAT_VERSION = 1
