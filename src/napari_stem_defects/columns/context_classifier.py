@@ -297,8 +297,7 @@ def context_posteriors(posteriors: dict[str, pd.DataFrame], types: pd.DataFrame,
         old = table.loc[seen].to_numpy(float)
         p_type = types.loc[seen]
         weights = None if fit_weights is None else fit_weights.get(sub)
-        if weights is not None and len(weights) != table.shape[1]:
-            weights = None
+        weights = None if weights is None or len(weights) != table.shape[1] else np.asarray(weights, float)
         new = np.zeros_like(old)
         likelihood = {}
         for kind in np.unique(kinds):
@@ -308,7 +307,7 @@ def context_posteriors(posteriors: dict[str, pd.DataFrame], types: pd.DataFrame,
             share = np.where(total > 0, block / np.where(total > 0, total, 1.0), 1.0 / cols.sum())
             new[:, cols] = share * p_type[kind].to_numpy()[:, None]
             if weights is not None:  # the posteriors were made with weights floored at 1e-300 (species_em)
-                likelihood[kind] = total[:, 0] / max(float(np.asarray(weights, float)[cols].sum()), 1e-300)
+                likelihood[kind] = total[:, 0] / max(float(weights[cols].sum()), 1e-300)
         if likelihood:
             top = np.max(np.column_stack(list(likelihood.values())), axis=1)
             top = np.where(top > 0, top, 1.0)
@@ -461,8 +460,7 @@ def apply_context_classifier(result: Any, image: np.ndarray, material: Material,
     types = stated_types(types, result.posteriors, material)
     types = image_supported_types(types, result.posteriors, material)
     fits = result.species_fits or {}
-    weights = {sub: fits[sub].per_species(np.asarray(fits[sub].weights, float)[None])[0]
-               for sub in ("M", "X") if sub in fits}
+    weights = {sub: fits[sub].per_species(fits[sub].weights[None])[0] for sub in ("M", "X") if sub in fits}
     result.posteriors = context_posteriors(result.posteriors, types, material, weights)
     by_id = sites.set_index("site_id")
     for sub in ("M", "X"):
